@@ -1,0 +1,42 @@
+# segflow — one entry point for setup, tests, the local demo, the layer and the benchmarks.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip
+STAMP  := $(VENV)/.segflow-setup-done
+
+.PHONY: setup models demo test test-fast lint layer bench clean
+
+# Virtual environment, the package (layer + engine + test tools) and the engine's model weights.
+$(STAMP): pyproject.toml scripts/setup.sh
+	bash scripts/setup.sh
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+models: setup
+	$(VENV)/bin/segflow models install
+
+# README command 1: set everything up and run the main job on the local engine over sample inputs.
+demo: setup
+	$(VENV)/bin/segflow run --samples --out segflow-out
+
+# README command 2: set everything up and run the whole test suite.
+test: setup
+	$(PY) -m pytest -q
+
+test-fast: setup
+	$(PY) -m pytest -q tests/unit
+
+lint: setup
+	$(VENV)/bin/ruff check shared engine functions tests bench
+	$(VENV)/bin/mypy
+
+layer: setup
+	$(PY) scripts/build_layer.py --out dist/segflow-layer.zip
+
+bench: setup
+	$(PY) bench/report.py
+
+clean:
+	rm -rf $(VENV) dist build .pytest_cache .mypy_cache .ruff_cache segflow-out
