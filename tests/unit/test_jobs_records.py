@@ -1,0 +1,233 @@
+"""Job records and leases on put-if-absent storage (issue 3, "Idempotency" and "collect_jobs")."""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from segflow.errors import StorageError
+from segflow.jobs import (
+    ACQUIRED,
+    DONE,
+    DUPLICATE,
+    IN_PROGRESS,
+    SUBMITTED,
+    SUBMITTING,
+    Claim,
+    JobRecord,
+    JobStore,
+    as_prefix,
+    record_id_for,
+)
+from tests.support.memory_storage import MemoryStorage
+
+
+class FakeClock:
+    def __init__(self, now: float = 1_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def storage() -> MemoryStorage:
+    return MemoryStorage()
+
+
+@pytest.fixture
+def store(storage: MemoryStorage, clock: FakeClock) -> JobStore:
+    return JobStore(storage, "segflow-jobs", clock=clock, claim_seconds=600, lease_seconds=120)
+
+
+def begin(store: JobStore, etag: str = "ETAG1", action: str = "SegmentCommonImage") -> Claim:
+    return store.begin("segflow-demo", "incoming/cat.jpg", etag, action, {"ReturnForm": "mask"}, size=10)
+
+
+def test_record_id_is_stable_and_depends_on_bucket_key_etag_and_action() -> None:
+    base = record_id_for("b", "incoming/a.png", "ABC", "SegmentBody")
+    assert base == record_id_for("b", "incoming/a.png", '"abc"', "SegmentBody")  # quotes/case of ETag
+    others = {
+        record_id_for("c", "incoming/a.png", "ABC", "SegmentBody"),
+        record_id_for("b", "incoming/b.png", "ABC", "SegmentBody"),
+        record_id_for("b", "incoming/a.png", "ABD", "SegmentBody"),
+        record_id_for("b", "incoming/a.png", "ABC", "SegmentHead"),
+    }
+    assert base not in others and len(others) == 4
+
+
+def test_prefix_is_normalised_to_one_trailing_slash() -> None:
+    assert as_prefix("segflow-jobs") == as_prefix("segflow-jobs/") == "segflow-jobs/"
+    assert as_prefix("") == ""
+
+
+def test_first_delivery_acquires_a_submitting_record_created_put_if_absent(
+    store: JobStore, storage: MemoryStorage
+) -> None:
+    claim = begin(store)
+    assert claim.outcome == ACQUIRED
+    assert claim.record.state == SUBMITTING and claim.record.attempts == 1
+    stored = store.load(claim.record.record_id)
+    assert stored == claim.record
+    assert storage.keys() == [f"segflow-jobs/records/{claim.record.record_id}.json"]
+
+
+def test_duplicate_after_done_is_skipped(store: JobStore) -> None:
+    record = begin(store).record
+    store.mark_done(record, outputs=("segmented/x/cutout.png",), request_id="R1")
+    again = begin(store)
+    assert again.outcome == DUPLICATE and again.record.state == DONE
+    assert again.record.outputs == ("segmented/x/cutout.png",)
+
+
+def test_duplicate_while_owner_is_working_is_in_progress(store: JobStore, clock: FakeClock) -> None:
+    begin(store)
+    clock.now += 599
+    assert begin(store).outcome == IN_PROGRESS
+
+
+def test_record_stuck_in_submitting_is_taken_over_after_the_claim_expires(
+    store: JobStore, clock: FakeClock, storage: MemoryStorage
+) -> None:
+    first = begin(store).record
+    clock.now += 601
+    second = begin(store)
+    assert second.outcome == ACQUIRED
+    assert (second.record.generation, second.record.attempts) == (1, 2)
+    assert storage.keys("segflow-jobs/claims/") == [f"segflow-jobs/claims/{first.record_id}.00000001"]
+    assert begin(store).outcome == IN_PROGRESS  # the new owner holds it again
+
+
+def test_released_record_is_taken_over_by_the_next_delivery_at_once(store: JobStore) -> None:
+    record = begin(store).record
+    store.release(record)
+    claim = begin(store)
+    assert claim.outcome == ACQUIRED and claim.record.generation == 1
+
+
+def test_only_one_of_many_concurrent_takeovers_wins(store: JobStore, clock: FakeClock) -> None:
+    begin(store)
+    clock.now += 601
+    barrier = threading.Barrier(8)
+
+    def attempt(_: int) -> str:
+        barrier.wait()
+        return begin(store).outcome
+
+    with ThreadPoolExecutor(8) as pool:
+        outcomes = list(pool.map(attempt, range(8)))
+    assert outcomes.count(ACQUIRED) == 1
+    assert set(outcomes) == {ACQUIRED, IN_PROGRESS}
+
+
+def test_only_one_of_many_concurrent_first_deliveries_acquires(store: JobStore) -> None:
+    barrier = threading.Barrier(8)
+
+    def attempt(_: int) -> str:
+        barrier.wait()
+        return begin(store).outcome
+
+    with ThreadPoolExecutor(8) as pool:
+        outcomes = list(pool.map(attempt, range(8)))
+    assert outcomes.count(ACQUIRED) == 1
+
+
+def test_new_etag_is_a_new_record(store: JobStore) -> None:
+    store.mark_done(begin(store).record, outputs=(), request_id=None)
+    assert begin(store, etag="ETAG2").outcome == ACQUIRED
+
+
+def test_submitted_job_is_pending_until_finished(store: JobStore) -> None:
+    record = store.mark_submitted(begin(store).record, job_id="JOB-1", request_id="JOB-1")
+    assert record.state == SUBMITTED
+    assert list(store.list_pending()) == [record.record_id]
+    pending = store.load_pending(record.record_id)
+    assert pending is not None and pending.job_id == "JOB-1"
+    assert begin(store).outcome == DUPLICATE
+    store.mark_done(record, outputs=(), request_id="JOB-1")
+    store.finish_pending(record.record_id)
+    assert list(store.list_pending()) == []
+
+
+def test_pending_entry_written_before_a_crash_makes_the_redelivery_a_duplicate(store: JobStore) -> None:
+    record = begin(store).record
+    store.put_pending(record.evolve(state=SUBMITTED, job_id="JOB-1"))  # the crash: record not updated
+    claim = begin(store)
+    assert claim.outcome == DUPLICATE and claim.record.job_id == "JOB-1"
+
+
+def test_pending_listing_pages_through_many_jobs(store: JobStore) -> None:
+    ids = []
+    for i in range(25):
+        claim = begin(store, etag=f"E{i}")
+        ids.append(store.mark_submitted(claim.record, job_id=f"J{i}", request_id=None).record_id)
+    assert sorted(store.list_pending(page_size=7)) == sorted(ids)
+
+
+def test_lease_is_exclusive_until_it_expires_then_reclaimed_with_the_next_generation(
+    store: JobStore, clock: FakeClock
+) -> None:
+    first = store.try_lease("abc", "collector-1")
+    assert first is not None and first.generation == 0
+    assert store.try_lease("abc", "collector-2") is None
+    clock.now += 121  # collector-1 crashed: its lease ran out
+    second = store.try_lease("abc", "collector-2")
+    assert second is not None and (second.generation, second.owner) == (1, "collector-2")
+
+
+def test_released_lease_lets_the_next_tick_claim_at_once(store: JobStore) -> None:
+    lease = store.try_lease("abc", "collector-1")
+    assert lease is not None
+    store.release_lease(lease)
+    again = store.try_lease("abc", "collector-2")
+    assert again is not None and again.generation == 1
+
+
+def test_only_one_of_many_concurrent_collectors_gets_the_lease(store: JobStore) -> None:
+    barrier = threading.Barrier(8)
+
+    def attempt(i: int) -> bool:
+        barrier.wait()
+        return store.try_lease("abc", f"collector-{i}") is not None
+
+    with ThreadPoolExecutor(8) as pool:
+        assert sum(pool.map(attempt, range(8))) == 1
+
+
+def test_finishing_a_job_clears_its_leases(store: JobStore, storage: MemoryStorage, clock: FakeClock) -> None:
+    store.try_lease("abc", "c1")
+    clock.now += 500
+    store.try_lease("abc", "c2")
+    assert len(storage.keys("segflow-jobs/leases/")) == 2
+    store.finish_pending("abc")
+    assert storage.keys("segflow-jobs/leases/") == []
+
+
+def test_record_survives_a_json_round_trip() -> None:
+    record = JobRecord(
+        record_id="r",
+        bucket="b",
+        key="incoming/猫 1.png",
+        etag="E",
+        action="SegmentBody",
+        state=DONE,
+        params={"Async": "true"},
+        fit={"width": 4000, "height": 3000},
+        outputs=("a", "b"),
+        error={"code": "X"},
+    )
+    assert JobRecord.from_json(record.to_json()) == record
+
+
+def test_unreadable_record_is_a_storage_error() -> None:
+    with pytest.raises(StorageError):
+        JobRecord.from_json(b"{not json")
+    with pytest.raises(StorageError):
+        JobRecord.from_json(b'{"record_id": "r", "state": "weird"}')
