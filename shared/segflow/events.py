@@ -1,0 +1,219 @@
+"""Read-only wrappers over the events FC hands a handler (as bytes).
+
+The payload stays a dict; properties do the decoding, once, here — services never touch raw dicts.
+A malformed event is reported as narrowly as possible: invalid JSON or a missing `events` list fails
+the whole event (`EventError` from `from_payload`), but a bad record only fails when its own properties
+are read, so one bad record never hides the others (call `record.validate()` inside the per-record
+`try`).
+
+Object keys. OSS does not document whether `oss.object.key` arrives URL-encoded, so `OssRecord.key`
+decodes it **at most once**, and only when the raw key *looks encoded*: it contains at least one valid
+`%XX` escape **and** every character is one an encoder emits (ASCII letters and digits, `-._~/!*'()`,
+`%` and `+`). Then it is decoded with `unquote_plus` (`+` → space, `%2B` → `+`, `%25` → `%`). Otherwise the
+key is taken literally. Consequences, each tested:
+- `incoming/猫 咪+1.png` (raw: spaces, Chinese, `+`) stays as is — an encoder would have escaped them;
+- `incoming/%E7%8C%AB+%E5%92%AA%2B1.png` becomes `incoming/猫 咪+1.png`;
+- `incoming/100%25.png` becomes `incoming/100%.png` (decoded once: never `100%.png` → error);
+- `incoming/a+b.png` (no escape at all) stays `incoming/a+b.png`: a literal `+` is far more common in a
+  raw key than an encoded key made only of ASCII and spaces;
+- `incoming/50%.png`, `incoming/100% off.png` (a `%` not followed by two hex digits) stay as is, and so
+  does a key whose escapes do not decode as UTF-8 (`%FF`).
+The one key this rule gets wrong is a raw key that literally contains `%XX` and nothing an encoder would
+escape; `raw_key` keeps the original for a fallback lookup.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+from urllib.parse import unquote_plus
+
+from segflow.errors import EventError
+
+_ESCAPE = re.compile(r"%[0-9A-Fa-f]{2}")
+_ENCODED_ALPHABET = re.compile(r"^[A-Za-z0-9\-._~/!*'()%+]*$")
+_ARN_REGION = re.compile(r"^acs:oss:([a-z0-9-]+):")
+
+
+def decode_object_key(raw: str) -> str:
+    """The object key for a key as it appears in an OSS event (see the module docstring for the rule)."""
+    if _ESCAPE.search(raw) and _ENCODED_ALPHABET.match(raw):
+        try:
+            return unquote_plus(raw, encoding="utf-8", errors="strict")
+        except UnicodeDecodeError:
+            return raw  # escapes that are not UTF-8: not an encoding of a real key
+    return raw
+
+
+def _load(payload: bytes | bytearray | str | Mapping[str, Any], what: str) -> Any:
+    if isinstance(payload, Mapping):
+        return payload
+    try:
+        text = payload.decode("utf-8") if isinstance(payload, (bytes, bytearray)) else payload
+        return json.loads(text)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise EventError(f"{what} payload is not valid JSON: {exc}") from exc
+
+
+def parse_time(value: str) -> datetime:
+    """An ISO 8601 UTC time as OSS and timer triggers write it (`2022-08-13T06:45:43.000Z`)."""
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise EventError(f"not an ISO 8601 time: {value!r}") from exc
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+
+
+@dataclass(frozen=True)
+class OssRecord:
+    """One element of an OSS trigger event's `events` list."""
+
+    raw: Any
+    index: int
+
+    def _field(self, *path: str) -> Any:
+        node = self.raw
+        for name in path:
+            if not isinstance(node, Mapping) or name not in node:
+                raise EventError(f"event record {self.index}: missing field {'.'.join(path)}")
+            node = node[name]
+        return node
+
+    def _str(self, *path: str) -> str:
+        value = self._field(*path)
+        if not isinstance(value, str) or not value:
+            raise EventError(f"event record {self.index}: {'.'.join(path)} must be a non-empty string")
+        return value
+
+    @property
+    def event_name(self) -> str:
+        """E.g. `ObjectCreated:PutObject` (no `oss:` prefix, unlike s.yaml's trigger config)."""
+        return self._str("eventName")
+
+    @property
+    def event_time(self) -> datetime:
+        return parse_time(self._str("eventTime"))
+
+    @property
+    def bucket(self) -> str:
+        return self._str("oss", "bucket", "name")
+
+    @property
+    def raw_key(self) -> str:
+        """The key exactly as the event carries it."""
+        return self._str("oss", "object", "key")
+
+    @property
+    def key(self) -> str:
+        """The object key, URL-decoded once when it looks encoded (module docstring)."""
+        return decode_object_key(self.raw_key)
+
+    @property
+    def region(self) -> str:
+        """The record's `region`, else the region inside the bucket ARN `acs:oss:<region>:<uid>:<bucket>`."""
+        region = self.raw.get("region") if isinstance(self.raw, Mapping) else None
+        if isinstance(region, str) and region:
+            return region
+        arn = self.raw.get("oss", {}).get("bucket", {}).get("arn") if isinstance(self.raw, Mapping) else None
+        match = _ARN_REGION.match(arn) if isinstance(arn, str) else None
+        if match:
+            return match.group(1)
+        raise EventError(f"event record {self.index}: neither region nor oss.bucket.arn tells the region")
+
+    @property
+    def etag(self) -> str:
+        """Upper-case hex, quotes removed (OSS writes it without; some tools add them)."""
+        return self._str("oss", "object", "eTag").strip('"').upper()
+
+    @property
+    def size(self) -> int:
+        value = self._field("oss", "object", "size")
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise EventError(f"event record {self.index}: oss.object.size must be a non-negative integer")
+        return value
+
+    @property
+    def request_id(self) -> str | None:
+        """The OSS request that created the object, when given (`responseElements.requestId`)."""
+        try:
+            value = self._field("responseElements", "requestId")
+        except EventError:
+            return None
+        return value if isinstance(value, str) else None
+
+    def validate(self) -> OssRecord:
+        """Read every required field now; raises the first `EventError`. Returns self for chaining."""
+        for prop in ("event_name", "bucket", "key", "region", "etag", "size"):
+            getattr(self, prop)
+        return self
+
+    def describe(self) -> dict[str, object]:
+        """Whatever is readable of bucket and key, for a log line about a record that failed."""
+        out: dict[str, object] = {"record": self.index}
+        for prop in ("bucket", "key"):
+            try:
+                out[prop] = getattr(self, prop)
+            except EventError:
+                out[prop] = None
+        return out
+
+
+@dataclass(frozen=True)
+class OssEvent:
+    """An OSS trigger event: `{"events": [record, ...]}`, possibly several records."""
+
+    raw: Mapping[str, Any]
+    records: tuple[OssRecord, ...]
+
+    @classmethod
+    def from_payload(cls, payload: bytes | bytearray | str | Mapping[str, Any]) -> OssEvent:
+        data = _load(payload, "OSS event")
+        if not isinstance(data, Mapping):
+            raise EventError("OSS event payload must be a JSON object")
+        events = data.get("events")
+        if not isinstance(events, list):
+            raise EventError("OSS event payload has no 'events' list")
+        return cls(raw=data, records=tuple(OssRecord(raw, index) for index, raw in enumerate(events)))
+
+    def __iter__(self) -> Iterator[OssRecord]:
+        return iter(self.records)
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+
+@dataclass(frozen=True)
+class TimerEvent:
+    """A timer trigger event: `{"triggerTime": ..., "triggerName": ..., "payload": ...}`.
+
+    A manual invocation may send an empty payload; every field is then None."""
+
+    raw: Mapping[str, Any]
+
+    @classmethod
+    def from_payload(cls, payload: bytes | bytearray | str | Mapping[str, Any] | None) -> TimerEvent:
+        if payload is None or (not isinstance(payload, Mapping) and not payload.strip()):
+            return cls(raw={})
+        data = _load(payload, "timer event")
+        if not isinstance(data, Mapping):
+            raise EventError("timer event payload must be a JSON object")
+        return cls(raw=data)
+
+    @property
+    def trigger_name(self) -> str | None:
+        value = self.raw.get("triggerName")
+        return value if isinstance(value, str) else None
+
+    @property
+    def trigger_time(self) -> datetime | None:
+        value = self.raw.get("triggerTime")
+        return parse_time(value) if isinstance(value, str) and value else None
+
+    @property
+    def payload(self) -> str | None:
+        value = self.raw.get("payload")
+        return value if isinstance(value, str) else None

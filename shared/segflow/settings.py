@@ -1,0 +1,307 @@
+"""`Settings`: the one place that reads the environment, once, at cold start.
+
+Every other module receives a `Settings` (or the values it needs) as an argument. Each field below says
+which variable sets it, its default and what it means; the README table is built from these docstrings.
+Invalid values raise `ConfigError` naming the variable.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+from urllib.parse import urlsplit
+
+from segflow.errors import ConfigError
+
+DEFAULT_IMAGESEG_ENDPOINT = "https://imageseg.cn-shanghai.aliyuncs.com"
+DEFAULT_VIDEOSEG_ENDPOINT = "https://videoseg.cn-shanghai.aliyuncs.com"
+DEFAULT_PICWISH_ENDPOINT = "https://picwish.market.alicloudapi.com"
+DEFAULT_REGION = "cn-shanghai"
+
+CREDENTIAL_VARIABLES = (
+    "ALIBABA_CLOUD_ACCESS_KEY_ID",
+    "ALIBABA_CLOUD_ACCESS_KEY_SECRET",
+    "ALIBABA_CLOUD_SECURITY_TOKEN",
+)
+"""Read into `Settings.credential_env` only; where FC python3.12 (and local runs) put the keys."""
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Configuration of both functions, `segflow invoke` and `segflow run`."""
+
+    input_prefix: str = "incoming/"
+    """`SEGFLOW_INPUT_PREFIX` (default `incoming/`): uploads under this prefix are processed; it must match
+    the OSS trigger's filter in s.yaml. A trailing `/` is added when missing; empty means the whole bucket."""
+    output_prefix: str = "segmented/"
+    """`SEGFLOW_OUTPUT_PREFIX` (default `segmented/`): results go to `<output>/<source key>/<action>/…`.
+    Keys under it are never processed, whatever the trigger says."""
+    jobs_prefix: str = "segflow-jobs/"
+    """`SEGFLOW_JOBS_PREFIX` (default `segflow-jobs/`): idempotency and async job records."""
+    failed_prefix: str = "segflow-failed/"
+    """`SEGFLOW_FAILED_PREFIX` (default `segflow-failed/`): one failure record `<failed>/<source key>.json`
+    per object that cannot be processed."""
+    imageseg_endpoint: str = DEFAULT_IMAGESEG_ENDPOINT
+    """`SEGFLOW_IMAGESEG_ENDPOINT` (default `https://imageseg.cn-shanghai.aliyuncs.com`): the imageseg API;
+    point it at `http://127.0.0.1:<port>` for the local engine. `https://` is assumed without a scheme."""
+    videoseg_endpoint: str = DEFAULT_VIDEOSEG_ENDPOINT
+    """`SEGFLOW_VIDEOSEG_ENDPOINT` (default `https://videoseg.cn-shanghai.aliyuncs.com`): the videoseg API."""
+    picwish_endpoint: str = DEFAULT_PICWISH_ENDPOINT
+    """`SEGFLOW_PICWISH_ENDPOINT` (default `https://picwish.market.alicloudapi.com`): the PicWish API
+    (Alibaba Cloud Marketplace)."""
+    signature_version: str = "v3"
+    """`SEGFLOW_SIGNATURE_VERSION` (`v3` default, or `v1`): how imageseg/videoseg requests are signed
+    (v3 = ACS3-HMAC-SHA256 as today's SDKs; v1 = HMAC-SHA1 RPC signature as the older SDKs)."""
+    picwish_appcode: str | None = field(default=None, repr=False)
+    """`SEGFLOW_PICWISH_APPCODE` (no default): the Marketplace AppCode for PicWish rules. A secret: set it in
+    the console or with `s deploy` variables, never in s.yaml; never printed."""
+    rules: tuple[Mapping[str, Any], ...] = ()
+    """`SEGFLOW_RULES` (default: none, i.e. images → SegmentCommonImage, videos → SegmentVideoBody): a JSON
+    list of routing rule objects, kept as parsed here (each must be a JSON object); `segflow.routing` reads
+    them."""
+    oversize: str = "fit"
+    """`SEGFLOW_OVERSIZE` (`fit` default, or `reject`): an image beyond the action's resolution limits is
+    segmented on a downsized copy and the mask applied at full size (`fit`), or recorded as a failure with
+    the service's own error code (`reject`)."""
+    presign_seconds: int = 1800
+    """`SEGFLOW_PRESIGN_SECONDS` (default 1800, 60…604800): lifetime of the presigned GET URL of the input
+    handed to the API (async video jobs may fetch it minutes later)."""
+    region: str = DEFAULT_REGION
+    """`SEGFLOW_REGION` (default `cn-shanghai`): the region inputs must be in when `require_region` holds,
+    and the OSS region used outside FC."""
+    require_region: bool = True
+    """`SEGFLOW_REQUIRE_REGION` (default: true when the imageseg and videoseg endpoints are Alibaba's
+    `*.aliyuncs.com`, false otherwise): refuse objects whose bucket is not in `region` without calling the
+    API (`InvalidImage.Region` / `InvalidFile.Region`, as the service would)."""
+    qps: float = 2.0
+    """`SEGFLOW_QPS` (default 2): calls per second to the vision API per process (the account's default
+    limit on pay-as-you-go is 2 QPS; over-limit calls fail with `Throttling.User`)."""
+    collect_concurrency: int = 4
+    """`SEGFLOW_COLLECT_CONCURRENCY` (default 4, 1…64): jobs the collector polls and copies at once."""
+    lease_seconds: int = 300
+    """`SEGFLOW_LEASE_SECONDS` (default 300, 10…86400): how long a collector's claim on a job record holds;
+    a run that crashed loses its claims after this, so keep it above the collector's timeout."""
+    max_resubmits: int = 3
+    """`SEGFLOW_MAX_RESUBMITS` (default 3, 0…20): resubmissions of a job the service ended with
+    `LIMIT_RETRY_FAILED` before it is recorded as failed."""
+    oss_endpoint: str | None = None
+    """`SEGFLOW_OSS_ENDPOINT` (default: derived): the OSS endpoint to use for every bucket. Unset, it is
+    `oss-<region>-internal.aliyuncs.com` inside FC for buckets in the function's region, and
+    `oss-<region>.aliyuncs.com` otherwise."""
+    local_bucket_dir: Path | None = None
+    """`SEGFLOW_LOCAL_BUCKET_DIR` (default unset): when set, buckets are directories `<dir>/<bucket>/`
+    (`LocalDirStorage`) instead of OSS; `segflow invoke` and `segflow run` set it."""
+    fc_region: str | None = None
+    """`FC_REGION` (set by Function Compute): the function's region; with `FC_FUNCTION_NAME` it tells that
+    the code runs inside FC."""
+    fc_function_name: str | None = None
+    """`FC_FUNCTION_NAME` (set by Function Compute)."""
+    credential_env: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
+    """`ALIBABA_CLOUD_ACCESS_KEY_ID` / `_SECRET` / `_SECURITY_TOKEN`: the keys where FC python3.12 and local
+    runs provide them (python3.10 passes them in `context.credentials`). Never printed."""
+
+    # -- derived -------------------------------------------------------------------------------------
+    @property
+    def in_function_compute(self) -> bool:
+        return bool(self.fc_region or self.fc_function_name)
+
+    @property
+    def endpoints_are_alibaba(self) -> bool:
+        return _is_alibaba(self.imageseg_endpoint) and _is_alibaba(self.videoseg_endpoint)
+
+    @property
+    def own_prefixes(self) -> tuple[str, str, str]:
+        """Prefixes segflow writes to; objects under them are never processed."""
+        return (self.output_prefix, self.jobs_prefix, self.failed_prefix)
+
+    def oss_endpoint_for(self, region: str | None = None) -> str:
+        """The OSS endpoint (with scheme) for a bucket in `region` (default: the function's or `region`)."""
+        if self.oss_endpoint:
+            return self.oss_endpoint
+        bucket_region = region or self.fc_region or self.region
+        if self.in_function_compute and bucket_region == (self.fc_region or self.region):
+            return f"https://oss-{bucket_region}-internal.aliyuncs.com"
+        return f"https://oss-{bucket_region}.aliyuncs.com"
+
+    # -- construction --------------------------------------------------------------------------------
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> Settings:
+        """Build from a mapping such as `os.environ`; unset or empty variables take their defaults."""
+        env = {name: value.strip() for name, value in environ.items() if value and value.strip()}
+
+        def get(name: str) -> str | None:
+            return env.get(name)
+
+        def prefix(name: str, default: str, *, allow_empty: bool = False) -> str:
+            return _prefix(get(name), default, name, allow_empty=allow_empty)
+
+        def endpoint(name: str, default: str) -> str:
+            return _endpoint(get(name), default, name)
+
+        def integer(name: str, default: int, low: int, high: int) -> int:
+            return _int(get(name), default, low, high, name)
+
+        def choice(name: str, default: str, choices: tuple[str, ...]) -> str:
+            return _choice(get(name), default, choices, name)
+
+        input_prefix = prefix("SEGFLOW_INPUT_PREFIX", "incoming/", allow_empty=True)
+        output_prefix = prefix("SEGFLOW_OUTPUT_PREFIX", "segmented/")
+        jobs_prefix = prefix("SEGFLOW_JOBS_PREFIX", "segflow-jobs/")
+        failed_prefix = prefix("SEGFLOW_FAILED_PREFIX", "segflow-failed/")
+        _check_prefixes(input_prefix, output_prefix, jobs_prefix, failed_prefix)
+
+        imageseg = endpoint("SEGFLOW_IMAGESEG_ENDPOINT", DEFAULT_IMAGESEG_ENDPOINT)
+        videoseg = endpoint("SEGFLOW_VIDEOSEG_ENDPOINT", DEFAULT_VIDEOSEG_ENDPOINT)
+        picwish = endpoint("SEGFLOW_PICWISH_ENDPOINT", DEFAULT_PICWISH_ENDPOINT)
+        oss_endpoint = endpoint("SEGFLOW_OSS_ENDPOINT", "") if get("SEGFLOW_OSS_ENDPOINT") else None
+
+        require_raw = get("SEGFLOW_REQUIRE_REGION")
+        require_region = (
+            _bool(require_raw, "SEGFLOW_REQUIRE_REGION")
+            if require_raw is not None
+            else _is_alibaba(imageseg) and _is_alibaba(videoseg)
+        )
+        local_dir = get("SEGFLOW_LOCAL_BUCKET_DIR")
+
+        return cls(
+            input_prefix=input_prefix,
+            output_prefix=output_prefix,
+            jobs_prefix=jobs_prefix,
+            failed_prefix=failed_prefix,
+            imageseg_endpoint=imageseg,
+            videoseg_endpoint=videoseg,
+            picwish_endpoint=picwish,
+            signature_version=choice("SEGFLOW_SIGNATURE_VERSION", "v3", ("v3", "v1")),
+            picwish_appcode=get("SEGFLOW_PICWISH_APPCODE"),
+            rules=_rules(get("SEGFLOW_RULES")),
+            oversize=choice("SEGFLOW_OVERSIZE", "fit", ("fit", "reject")),
+            presign_seconds=integer("SEGFLOW_PRESIGN_SECONDS", 1800, 60, 604800),
+            region=_region(get("SEGFLOW_REGION"), "SEGFLOW_REGION") or DEFAULT_REGION,
+            require_region=require_region,
+            qps=_float(get("SEGFLOW_QPS"), 2.0, "SEGFLOW_QPS"),
+            collect_concurrency=integer("SEGFLOW_COLLECT_CONCURRENCY", 4, 1, 64),
+            lease_seconds=integer("SEGFLOW_LEASE_SECONDS", 300, 10, 86400),
+            max_resubmits=integer("SEGFLOW_MAX_RESUBMITS", 3, 0, 20),
+            oss_endpoint=oss_endpoint,
+            local_bucket_dir=Path(local_dir).expanduser() if local_dir else None,
+            fc_region=_region(get("FC_REGION"), "FC_REGION"),
+            fc_function_name=get("FC_FUNCTION_NAME"),
+            credential_env=MappingProxyType(
+                {name: env[name] for name in CREDENTIAL_VARIABLES if name in env}
+            ),
+        )
+
+
+# -- parsing helpers ---------------------------------------------------------------------------------
+
+
+def _is_alibaba(endpoint: str) -> bool:
+    host = urlsplit(endpoint).hostname or ""
+    return host.endswith(".aliyuncs.com")
+
+
+def _prefix(value: str | None, default: str, name: str, *, allow_empty: bool = False) -> str:
+    if value is None:
+        return default
+    prefix = value.lstrip("/")
+    if prefix and not prefix.endswith("/"):
+        prefix += "/"
+    if not prefix and not allow_empty:
+        raise ConfigError(f"{name} must not be empty or '/'")
+    if any(part in (".", "..") for part in prefix.split("/")) or "//" in prefix:
+        raise ConfigError(f"{name}={value!r} is not a usable key prefix")
+    return prefix
+
+
+def _check_prefixes(input_prefix: str, output: str, jobs: str, failed: str) -> None:
+    named = {"SEGFLOW_OUTPUT_PREFIX": output, "SEGFLOW_JOBS_PREFIX": jobs, "SEGFLOW_FAILED_PREFIX": failed}
+    for name, prefix in named.items():
+        if input_prefix.startswith(prefix):
+            # Every upload would count as our own output and be skipped forever.
+            raise ConfigError(f"SEGFLOW_INPUT_PREFIX={input_prefix!r} lies under {name}={prefix!r}")
+        for other_name, other in named.items():
+            if other_name != name and other.startswith(prefix):
+                raise ConfigError(f"{other_name}={other!r} overlaps {name}={prefix!r}; use distinct prefixes")
+
+
+def _endpoint(value: str | None, default: str, name: str) -> str:
+    if value is None:
+        return default
+    endpoint = value if "://" in value else f"https://{value}"
+    parts = urlsplit(endpoint)
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
+        raise ConfigError(f"{name}={value!r} is not an http(s) endpoint such as https://host[:port]")
+    try:
+        parts.port  # noqa: B018 - raises ValueError for a bad port
+    except ValueError as exc:
+        raise ConfigError(f"{name}={value!r} has an invalid port") from exc
+    return endpoint.rstrip("/")
+
+
+def _bool(value: str, name: str) -> bool:
+    lowered = value.lower()
+    if lowered in _TRUE:
+        return True
+    if lowered in _FALSE:
+        return False
+    raise ConfigError(f"{name}={value!r} must be true or false")
+
+
+def _choice(value: str | None, default: str, choices: tuple[str, ...], name: str) -> str:
+    if value is None:
+        return default
+    lowered = value.lower()
+    if lowered not in choices:
+        raise ConfigError(f"{name}={value!r} must be one of {', '.join(choices)}")
+    return lowered
+
+
+def _int(value: str | None, default: int, low: int, high: int, name: str) -> int:
+    if value is None:
+        return default
+    try:
+        number = int(value)
+    except ValueError as exc:
+        raise ConfigError(f"{name}={value!r} is not an integer") from exc
+    if not low <= number <= high:
+        raise ConfigError(f"{name}={number} is outside {low}…{high}")
+    return number
+
+
+def _float(value: str | None, default: float, name: str) -> float:
+    if value is None:
+        return default
+    try:
+        number = float(value)
+    except ValueError as exc:
+        raise ConfigError(f"{name}={value!r} is not a number") from exc
+    if not 0 < number <= 1000:  # also refuses nan and inf
+        raise ConfigError(f"{name}={value!r} must be > 0 and <= 1000")
+    return number
+
+
+def _region(value: str | None, name: str) -> str | None:
+    if value is None:
+        return None
+    if not all(part.isalnum() for part in value.split("-")) or not value.islower():
+        raise ConfigError(f"{name}={value!r} is not a region id such as cn-shanghai")
+    return value
+
+
+def _rules(value: str | None) -> tuple[Mapping[str, Any], ...]:
+    if value is None:
+        return ()
+    try:
+        parsed = json.loads(value)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"SEGFLOW_RULES is not valid JSON: {exc.msg} at position {exc.pos}") from exc
+    if not isinstance(parsed, list) or not all(isinstance(rule, dict) for rule in parsed):
+        raise ConfigError("SEGFLOW_RULES must be a JSON list of rule objects")
+    return tuple(parsed)
