@@ -1,0 +1,73 @@
+"""A client-side token bucket so one process never exceeds the API's QPS quota.
+
+The vision APIs refuse calls over the quota (imageseg `Throttling.User`, PicWish HTTP 429, 2 QPS by
+default) instead of queueing them, so every HTTP attempt — retries included — takes a token first.
+`RateLimiter.shared(qps)` hands every client and thread of a process the same bucket.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import ClassVar
+
+DEFAULT_QPS = 2.0  # the documented default quota of imageseg, videoseg and PicWish
+
+
+class RateLimiter:
+    """Token bucket: `qps` tokens per second, at most `burst` saved up. Thread-safe.
+
+    A caller that finds the bucket empty reserves the next free slot under the lock and sleeps
+    outside it, so waiting threads are served in arrival order and never spin.
+    """
+
+    _shared: ClassVar[dict[tuple[str, float, int], RateLimiter]] = {}
+    _shared_lock: ClassVar[threading.Lock] = threading.Lock()
+
+    def __init__(
+        self,
+        qps: float = DEFAULT_QPS,
+        burst: int = 1,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        if qps <= 0:
+            raise ValueError("qps must be positive")
+        if burst < 1:
+            raise ValueError("burst must be at least 1")
+        self.qps = float(qps)
+        self.burst = burst
+        self._clock = clock
+        self._sleep = sleep
+        self._lock = threading.Lock()
+        self._tokens = float(burst)
+        self._updated = clock()
+
+    @classmethod
+    def shared(cls, qps: float = DEFAULT_QPS, *, key: str = "vision", burst: int = 1) -> RateLimiter:
+        """The process-wide limiter for `key` (one per key and setting, created on first use)."""
+        shared_key = (key, float(qps), burst)
+        with cls._shared_lock:
+            limiter = cls._shared.get(shared_key)
+            if limiter is None:
+                limiter = cls(qps, burst)
+                cls._shared[shared_key] = limiter
+            return limiter
+
+    def reserve(self) -> float:
+        """Take a token now, possibly on credit; return how long the caller must wait before using it."""
+        with self._lock:
+            now = self._clock()
+            self._tokens = min(float(self.burst), self._tokens + (now - self._updated) * self.qps)
+            self._updated = now
+            self._tokens -= 1.0
+            if self._tokens >= 0:
+                return 0.0
+            return -self._tokens / self.qps
+
+    def acquire(self) -> None:
+        """Block until this caller may send one request."""
+        wait = self.reserve()
+        if wait > 0:
+            self._sleep(wait)

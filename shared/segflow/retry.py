@@ -1,0 +1,150 @@
+"""Which API errors are worth another attempt, and how long to wait before it.
+
+Whether an error is retried is data (`RETRY_TABLE`), looked up by the documented `Code` and the HTTP
+status, never by message text — the same idea as aliyun-python-sdk-core's `retry_config.json`.
+Waiting is exponential backoff with full jitter, bounded both in attempts and in total time so a
+Function Compute invocation never spends its whole timeout on one throttled call.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Protocol, TypeVar
+
+from segflow.errors import ApiConnectionError, ApiError
+
+logger = logging.getLogger("segflow.retry")
+
+T = TypeVar("T")
+
+ANY_CODE = "*"
+
+_RETRYABLE_CODES = (
+    # imageseg: 400 Throttling.User (2 QPS by default); the gateway's generic throttling family.
+    "Throttling",
+    "Throttling.User",
+    "Throttling.Api",
+    "ServiceUnavailable",
+    # imageseg 408.
+    "Timeout",
+    # imageseg 500 family.
+    "InternalError",
+    "InternalError.Env",
+    "InternalError.Model",
+    "InternalError.Algo",
+    # videoseg 500 family.
+    "InternalServerError",
+    "InternalServerError.Model",
+    "InternalServerError.Algo",
+    "InternalServerError.Busy",
+    # Our own codes: the connection broke or timed out; PicWish HTTP 429 (over its 2 QPS).
+    "ConnectionError",
+    "ConnectionTimeout",
+    "PicWish.Throttling",
+)
+
+# (code or "*", HTTP status or None) -> retry?  Looked up most specific first, see `is_retryable`.
+RETRY_TABLE: Mapping[tuple[str, int | None], bool] = {
+    **{(code, None): True for code in _RETRYABLE_CODES},
+    (ANY_CODE, 408): True,
+    (ANY_CODE, 429): True,
+    **{(ANY_CODE, status): True for status in range(500, 600)},
+    # A 5xx that says the product was never bought will not get better by asking again.
+    ("InvalidApi.NotPurchase", None): False,
+}
+
+
+def is_retryable(code: str | None, status: int | None) -> bool:
+    """Look the error up in `RETRY_TABLE`: (code, status), (code, any), (code family, any), (any, status).
+
+    The code family is the part before the first dot, so an undocumented `Throttling.Foo` is still
+    throttling. Anything the table does not name is not retried.
+    """
+    keys: list[tuple[str, int | None]] = []
+    if code:
+        keys += [(code, status), (code, None)]
+        family = code.split(".", 1)[0]
+        if family != code:
+            keys.append((family, None))
+    keys.append((ANY_CODE, status))
+    for key in keys:
+        if key in RETRY_TABLE:
+            return RETRY_TABLE[key]
+    return False
+
+
+def is_retryable_error(error: ApiError) -> bool:
+    """A connection problem is always worth another attempt; otherwise the table decides."""
+    if isinstance(error, ApiConnectionError):
+        return True
+    return is_retryable(error.code, error.http_status)
+
+
+class Uniform(Protocol):
+    def uniform(self, a: float, b: float) -> float: ...
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Bounded exponential backoff with full jitter (delay = uniform(0, min(max_delay, base·2^n)))."""
+
+    max_attempts: int = 4
+    base_delay: float = 0.2
+    max_delay: float = 5.0
+    max_total: float = 20.0
+    sleep: Callable[[float], None] = field(default=time.sleep, repr=False, compare=False)
+    rng: Uniform = field(default_factory=random.Random, repr=False, compare=False)
+    clock: Callable[[], float] = field(default=time.monotonic, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.max_attempts < 1:
+            raise ValueError("max_attempts must be at least 1")
+        if self.base_delay < 0 or self.max_delay < 0 or self.max_total < 0:
+            raise ValueError("delays must not be negative")
+
+    def backoff_ceiling(self, retry_number: int) -> float:
+        """The largest delay before retry number `retry_number` (1 for the first retry)."""
+        exponent = max(retry_number - 1, 0)
+        # Cap the exponent: 2**1000 is a float overflow waiting to happen.
+        return float(min(self.max_delay, self.base_delay * (2 ** min(exponent, 62))))
+
+    def backoff(self, retry_number: int) -> float:
+        """A full-jitter delay in [0, backoff_ceiling(retry_number)]."""
+        return self.rng.uniform(0.0, self.backoff_ceiling(retry_number))
+
+    def run(self, attempt: Callable[[], T], *, what: str = "call") -> T:
+        """Call `attempt` until it succeeds, raises a non-retryable `ApiError`, or the bounds are hit.
+
+        The last error is raised as is. Time spent inside attempts counts toward `max_total`; a
+        retry whose delay would cross `max_total` is not started.
+        """
+        started = self.clock()
+        number = 1
+        while True:
+            try:
+                return attempt()
+            except ApiError as error:
+                if not is_retryable_error(error) or number >= self.max_attempts:
+                    raise
+                delay = self.backoff(number)
+                elapsed = self.clock() - started
+                if elapsed + delay > self.max_total:
+                    logger.warning(
+                        "%s: giving up after %d attempts and %.2fs (%s)", what, number, elapsed, error.code
+                    )
+                    raise
+                logger.info(
+                    "%s: attempt %d failed with %s (HTTP %s, RequestId %s); retrying in %.2fs",
+                    what,
+                    number,
+                    error.code,
+                    error.http_status,
+                    error.request_id,
+                    delay,
+                )
+                self.sleep(delay)
+                number += 1
