@@ -19,9 +19,10 @@ Which error code a violated limit maps to (the service's own codes; `ErrorCodes`
   (seed 001: "输入图像内容不合法 … 无效的 image content"); width/height/pixels/aspect →
   `InvalidImage.Resolution` ("图片分辨率不符合要求"); file too large → `InvalidParameter.TooLarge`
   ("待检测内容过大").
-* videoseg — unknown or not accepted container → `InvalidFile.Type` ("文件类型非法"); truncated or corrupt
-  header → `InvalidFile.Decode` ("文件无法解码"); resolution → `InvalidFile.Resolution`; the file size and the
-  frame count → `InvalidFile.Content` ("数据为空或不适合被处理"): videoseg's table has no `TooLarge` code.
+* videoseg — unknown or not accepted container → `InvalidFile.Type` ("文件类型非法"); truncated or
+  corrupt header → `InvalidFile.Decode` ("文件无法解码"); resolution → `InvalidFile.Resolution`; an empty
+  file, the file size and the frame count → `InvalidFile.Content` ("数据为空或不适合被处理"): videoseg's
+  table has no `TooLarge` code.
 * PicWish reports failures as `data.state`; we name them `PicWish.TooLarge` (state -5, over 15 MB, HTTP 413)
   and `PicWish.InvalidImage` (state -7, "invalid image file, e.g. wrong format or resolution too large").
 """
@@ -107,6 +108,7 @@ class ErrorCodes:
 
     format: str
     corrupt: str
+    empty: str
     resolution: str
     too_large: str
     png_depth: str
@@ -118,6 +120,7 @@ class ErrorCodes:
 IMAGESEG_CODES = ErrorCodes(
     format="InvalidImage.Content",
     corrupt="InvalidImage.Content",
+    empty="InvalidImage.Content",
     resolution="InvalidImage.Resolution",
     too_large="InvalidParameter.TooLarge",
     png_depth="InvalidImage.Content",
@@ -126,6 +129,7 @@ IMAGESEG_CODES = ErrorCodes(
 VIDEOSEG_CODES = ErrorCodes(
     format="InvalidFile.Type",
     corrupt="InvalidFile.Decode",
+    empty="InvalidFile.Content",
     resolution="InvalidFile.Resolution",
     too_large="InvalidFile.Content",
     png_depth="InvalidFile.Type",
@@ -134,6 +138,7 @@ VIDEOSEG_CODES = ErrorCodes(
 PICWISH_CODES = ErrorCodes(
     format="PicWish.InvalidImage",
     corrupt="PicWish.InvalidImage",
+    empty="PicWish.InvalidImage",
     resolution="PicWish.InvalidImage",
     too_large="PicWish.TooLarge",
     png_depth="PicWish.InvalidImage",
