@@ -1,0 +1,544 @@
+"""The engine's HTTP server: imageseg (2019-12-30), videoseg (2020-03-20) and PicWish on one port.
+
+Routes:
+- `GET|POST /` (any path but the two below) — RPC calls, parameters in the query or a urlencoded form
+  body, routed by `Action` + `Version` (v3 clients may name them in `x-acs-action` / `x-acs-version`),
+  signed with v1 or v3 (`segflow.signing.verify_request`).
+- `POST /tasks/visual/segmentation` and `GET /tasks/visual/segmentation/<task_id>` — PicWish, AppCode auth.
+- `GET|HEAD /results/<id>/<name>?Expires=…&Signature=…` — the result files the answers link to.
+
+`Engine` is the application (a request in, an answer out, no sockets) so the routing is testable on its
+own; `EngineServer` puts it behind a `ThreadingHTTPServer`. Model work runs on a `WorkerPool` of
+`workers` threads, so HTTP threads stay free to answer polls and downloads while models run.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import logging
+import shutil
+import socket
+import tempfile
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+from segflow.catalogue import Action, get_action, is_async_call
+from segflow.errors import InputValidationError, SegflowError, UnknownActionError
+from segflow_engine import picwish
+from segflow_engine.auth import Authenticator, EngineCredentials
+from segflow_engine.fetch import IMAGE_POLICY, PICWISH_POLICY, VIDEO_POLICY, FetchPolicy, check_url
+from segflow_engine.jobs import WorkerPool
+from segflow_engine.pipeline import ActionsModule, Pipeline
+from segflow_engine.protocol import (
+    HttpAnswer,
+    RpcFailure,
+    new_request_id,
+    render_error,
+    render_json,
+    render_success,
+    wants_xml,
+)
+from segflow_engine.results import (
+    PICWISH_RESULT_TTL_SECONDS,
+    RESULT_TTL_SECONDS,
+    PeriodicCleaner,
+    ResultAccessError,
+    ResultStore,
+)
+
+LOG = logging.getLogger("segflow_engine.server")
+
+PRODUCT_BY_VERSION = {"2019-12-30": "imageseg", "2020-03-20": "videoseg"}
+INTERNAL_ERROR = {"imageseg": "InternalError", "videoseg": "InternalServerError"}
+ASYNC_RESULT_ACTION = "GetAsyncJobResult"
+RESULTS_PREFIX = "/results/"
+MAX_BODY_BYTES = 1024 * 1024
+PICWISH_TASK_SECONDS = 30.0  # beyond this a PicWish task ends with state -8
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    host: str = "127.0.0.1"
+    port: int = 8780
+    workers: int = 2
+    state_dir: Path | None = None  # None: a temporary directory removed at shutdown
+    public_url: str | None = None  # how clients reach the engine; default http://<host>:<port>
+    cleanup_interval_seconds: float = 60.0
+    result_ttl_seconds: int = RESULT_TTL_SECONDS
+    picwish_result_ttl_seconds: int = PICWISH_RESULT_TTL_SECONDS
+    image_policy: FetchPolicy = IMAGE_POLICY
+    video_policy: FetchPolicy = VIDEO_POLICY
+    picwish_policy: FetchPolicy = PICWISH_POLICY
+
+
+@dataclass(frozen=True)
+class Request:
+    method: str
+    path: str  # without the query
+    query: dict[str, str]
+    headers: dict[str, str]  # names in lower case
+    body: bytes
+
+    def header(self, name: str, default: str = "") -> str:
+        return self.headers.get(name.lower(), default)
+
+
+@dataclass(frozen=True)
+class FileAnswer:
+    path: Path
+    content_type: str
+
+
+Answer = HttpAnswer | FileAnswer
+
+
+def load_actions_module() -> ActionsModule:
+    """The real models (imported only when an engine without a stub starts)."""
+    import importlib
+
+    module: ActionsModule = importlib.import_module("segflow_engine.actions")
+    return module
+
+
+@dataclass
+class Engine:
+    """Routes one request to its answer."""
+
+    credentials: EngineCredentials
+    actions: ActionsModule
+    state_dir: Path
+    base_url: str
+    config: EngineConfig = field(default_factory=EngineConfig)
+
+    def __post_init__(self) -> None:
+        self.auth = Authenticator(self.credentials)
+        self.store = ResultStore(self.state_dir / "results", base_url=self.base_url)
+        work_dir = self.state_dir / "work"
+        work_dir.mkdir(parents=True, exist_ok=True)
+        self.pool = WorkerPool(self.config.workers)
+        self.pipeline = Pipeline(
+            self.actions,
+            self.store,
+            self.pool,
+            work_dir,
+            image_policy=self.config.image_policy,
+            video_policy=self.config.video_policy,
+        )
+        self._picwish_tasks: dict[str, tuple[float, dict[str, Any]]] = {}
+        self._picwish_lock = threading.Lock()
+
+    # -- entry ---------------------------------------------------------------------------------------
+    def handle(self, request: Request) -> Answer:
+        try:
+            if request.path.startswith(RESULTS_PREFIX):
+                return self._handle_result(request)
+            if request.path == picwish.PATH or request.path.startswith(picwish.PATH + "/"):
+                return self._handle_picwish(request)
+            return self._handle_rpc(request)
+        except Exception:
+            LOG.exception("unexpected failure on %s %s", request.method, request.path)
+            return render_json(500, {"Code": "InternalError", "Message": "the engine failed"})
+
+    def cleanup(self) -> None:
+        self.store.cleanup()
+        self.pool.cleanup()
+        cutoff = self.store.clock() - self.config.picwish_result_ttl_seconds
+        with self._picwish_lock:
+            for task_id in [t for t, (made, _) in self._picwish_tasks.items() if made < cutoff]:
+                del self._picwish_tasks[task_id]
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True)
+
+    # -- RPC -----------------------------------------------------------------------------------------
+    def _handle_rpc(self, request: Request) -> HttpAnswer:
+        request_id = new_request_id()
+        unverified = {**request.query, **_form_fields(request)}
+        xml = wants_xml(unverified)
+        version = unverified.get("Version") or request.header("x-acs-version")
+        product = PRODUCT_BY_VERSION.get(version, "imageseg")
+        host_id = request.header("host") or urlsplit(self.base_url).netloc
+        if request.method not in ("GET", "POST"):
+            failure = RpcFailure("UnsupportedHTTPMethod", f"{request.method} is not supported", 405)
+            return render_error(failure, request_id, host_id, xml=xml)
+        try:
+            verified = self.auth.verify_rpc(
+                request.method, request.path, request.query, request.headers, request.body
+            )
+            params = verified.params
+            xml = wants_xml(params)
+            action, data = self._dispatch(params, request_id)
+            return render_success(action, request_id, data, xml=xml)
+        except SegflowError as exc:
+            failure = RpcFailure.from_error(exc)
+            return render_error(failure, request_id, host_id, xml=xml)
+        except Exception as exc:
+            LOG.exception("RPC %s failed", request_id)
+            failure = RpcFailure(INTERNAL_ERROR[product], f"{type(exc).__name__}: {exc}", 500)
+            return render_error(failure, request_id, host_id, xml=xml)
+
+    def _dispatch(self, params: Mapping[str, str], request_id: str) -> tuple[str, dict[str, Any]]:
+        action = route(params)
+        if action.name == ASYNC_RESULT_ACTION:
+            return action.name, self._job_result(params)
+        url = require_media_url(action, params)
+        for name in action.required_params:
+            if not params.get(name):
+                raise InputValidationError(f"{name} is mandatory for {action.name}", code="MissingParameter")
+        check_url(action, url)
+        if not is_async_call(action, params):
+            stored = self.pipeline.run_image(action, params, ttl_seconds=self.config.result_ttl_seconds)
+            return action.name, stored.data
+        self.pool.submit_job(
+            request_id,
+            self._job_work(action, dict(params)),
+            internal_error_code=f"{INTERNAL_ERROR[action.product]}.Algo",
+        )
+        return action.name, {}
+
+    def _job_work(self, action: Action, params: dict[str, str]) -> Callable[[], Mapping[str, Any]]:
+        if action.media == "video":
+            return lambda: self.pipeline.run_video(action, params)
+
+        def image_job() -> Mapping[str, Any]:
+            stored = self.pipeline.run_image(
+                action, params, ttl_seconds=self.config.result_ttl_seconds, on_worker=True
+            )
+            return {"ImageURL": stored.image_url}
+
+        return image_job
+
+    def _job_result(self, params: Mapping[str, str]) -> dict[str, Any]:
+        job_id = params.get("JobId", "").strip()
+        if not job_id:
+            raise InputValidationError("JobId is mandatory for GetAsyncJobResult", code="MissingParameter")
+        state = self.pool.get(job_id)
+        if state is None:
+            raise InputValidationError(f"no job {job_id!r} (or it expired)", code="InvalidParameter")
+        return state.to_data()
+
+    # -- PicWish -------------------------------------------------------------------------------------
+    def _handle_picwish(self, request: Request) -> HttpAnswer:
+        if not self.auth.appcode_accepted(request.header("authorization")):
+            answer = render_json(401, picwish.error_envelope(401, "Invalid AppCode"))
+            return HttpAnswer(answer.status, answer.content_type, answer.body)
+        if request.method == "GET" and request.path.startswith(picwish.PATH + "/"):
+            task_id = request.path[len(picwish.PATH) + 1 :]
+            with self._picwish_lock:
+                found = self._picwish_tasks.get(task_id)
+            if found is None:
+                return render_json(404, picwish.error_envelope(404, "task not found"))
+            return render_json(200, picwish.envelope(found[1]))
+        if request.method != "POST" or request.path != picwish.PATH:
+            return render_json(404, picwish.error_envelope(404, "not found"))
+        try:
+            task = picwish.parse_request(request.header("content-type"), request.body, request.query)
+        except picwish.PicWishBadRequest as exc:
+            return render_json(exc.status, picwish.error_envelope(exc.status, exc.message))
+        action = get_action("PicWish")
+        try:
+            check_url(action, task.image_url)
+        except SegflowError as exc:
+            return render_json(400, picwish.error_envelope(400, exc.message))
+        data = self._run_picwish(action, task)
+        with self._picwish_lock:
+            self._picwish_tasks[data["task_id"]] = (self.store.clock(), data)
+        return render_json(200, picwish.envelope(data))
+
+    def _run_picwish(self, action: Action, task: picwish.PicWishRequest) -> dict[str, Any]:
+        task_id = picwish.new_task_id()
+        created = picwish.now_ms()
+
+        def finish(
+            state: int, detail: str | None = None, image: str | None = None, mask: str | None = None
+        ) -> dict[str, Any]:
+            return picwish.task_data(
+                task, task_id, state=state, created_at=created, image=image, mask=mask, detail=detail
+            )
+
+        try:
+            stored = self.pipeline.run_image(
+                action,
+                task.action_params(),
+                ttl_seconds=self.config.picwish_result_ttl_seconds,
+                policy=self.config.picwish_policy,
+                timeout=PICWISH_TASK_SECONDS,
+            )
+        except concurrent.futures.TimeoutError:
+            return finish(picwish.STATE_TIMEOUT, f"not done within {PICWISH_TASK_SECONDS:g} s")
+        except SegflowError as exc:
+            return finish(picwish.state_for_code(exc.code), exc.message)
+        except Exception as exc:
+            LOG.exception("PicWish task %s failed", task_id)
+            return finish(picwish.STATE_FAILED, f"{type(exc).__name__}: {exc}")
+        return finish(picwish.STATE_DONE, image=stored.image_url, mask=stored.mask_url)
+
+    # -- results -------------------------------------------------------------------------------------
+    def _handle_result(self, request: Request) -> Answer:
+        if request.method not in ("GET", "HEAD"):
+            return _oss_error(405, "MethodNotAllowed", "results are read-only")
+        parts = request.path[len(RESULTS_PREFIX) :].split("/")
+        if len(parts) != 2:
+            return _oss_error(404, "NoSuchKey", "no such result")
+        result_id, name = parts[0], unquote(parts[1])
+        try:
+            path = self.store.resolve(
+                result_id, name, request.query.get("Expires"), request.query.get("Signature")
+            )
+        except ResultAccessError as exc:
+            code = "AccessDenied" if exc.status == 403 else "NoSuchKey"
+            return _oss_error(exc.status, code, exc.reason)
+        return FileAnswer(path, self.store.content_type(name))
+
+
+def route(params: Mapping[str, str]) -> Action:
+    """The catalogue action an RPC call names; `UnsupportedOperation` if unknown or of another Version."""
+    name = params.get("Action", "").strip()
+    version = params.get("Version", "").strip()
+    if not name:
+        raise InputValidationError(
+            "The input parameter 'Action' that is mandatory is not supplied", code="MissingParameter"
+        )
+    if not version:
+        raise InputValidationError(
+            "The input parameter 'Version' that is mandatory is not supplied", code="MissingParameter"
+        )
+    product = PRODUCT_BY_VERSION.get(version)
+    unsupported = UnknownActionError(
+        f"the action {name!r} is not supported in version {version!r}", code="UnsupportedOperation"
+    )
+    if product is None:
+        raise unsupported
+    try:
+        action = get_action(name)
+    except UnknownActionError:
+        raise unsupported from None
+    # GetAsyncJobResult exists in both products (imageseg for SegmentBody with Async=true).
+    if action.name != ASYNC_RESULT_ACTION and action.product != product:
+        raise unsupported
+    if action.media not in ("image", "video", "none") or action.product == "picwish":
+        raise unsupported
+    return action
+
+
+def require_media_url(action: Action, params: Mapping[str, str]) -> str:
+    url = params.get(action.url_param, "").strip()
+    if not url:
+        code = "MissingImageURL" if action.url_param == "ImageURL" else "MissingParameter"
+        raise InputValidationError(f"{action.url_param} is mandatory for {action.name}", code=code)
+    return url
+
+
+def _form_fields(request: Request) -> dict[str, str]:
+    if request.header("content-type").split(";")[0].strip().lower() != "application/x-www-form-urlencoded":
+        return {}
+    try:
+        return dict(parse_qsl(request.body.decode("utf-8"), keep_blank_values=True))
+    except UnicodeDecodeError:
+        return {}
+
+
+def _oss_error(status: int, code: str, message: str) -> HttpAnswer:
+    text = (
+        "<?xml version='1.0' encoding='UTF-8'?>"
+        f"<Error><Code>{code}</Code><Message>{message}</Message></Error>"
+    )
+    return HttpAnswer(status, "application/xml", text.encode("utf-8"))
+
+
+# -- HTTP -----------------------------------------------------------------------------------------------
+class _Handler(BaseHTTPRequestHandler):
+    server: _HttpServer
+    protocol_version = "HTTP/1.1"
+    server_version = "segflow-engine/0.1"
+    timeout = 120  # an idle keep-alive connection is closed after this
+
+    def do_GET(self) -> None:
+        self._serve()
+
+    def do_POST(self) -> None:
+        self._serve()
+
+    def do_HEAD(self) -> None:
+        self._serve(head=True)
+
+    def do_PUT(self) -> None:
+        self._serve()
+
+    def do_DELETE(self) -> None:
+        self._serve()
+
+    def _serve(self, head: bool = False) -> None:
+        length_text = self.headers.get("Content-Length", "0") or "0"
+        try:
+            length = int(length_text)
+        except ValueError:
+            length = -1
+        if length < 0 or length > MAX_BODY_BYTES:
+            self._write(HttpAnswer(413, "text/plain", b"request body too large"), head=head, close=True)
+            return
+        body = self.rfile.read(length) if length else b""
+        split = urlsplit(self.path)
+        request = Request(
+            method=self.command,
+            path=split.path or "/",
+            query=dict(parse_qsl(split.query, keep_blank_values=True)),
+            headers={name.lower(): value for name, value in self.headers.items()},
+            body=body,
+        )
+        answer = self.server.engine.handle(request)
+        if isinstance(answer, FileAnswer):
+            self._write_file(answer, head=head)
+        else:
+            self._write(answer, head=head)
+
+    def _write(self, answer: HttpAnswer, *, head: bool = False, close: bool = False) -> None:
+        self.send_response(answer.status)
+        self.send_header("Content-Type", answer.content_type)
+        self.send_header("Content-Length", str(len(answer.body)))
+        if answer.status == 401:
+            self.send_header("X-Ca-Error-Message", "Invalid AppCode")
+        if close:
+            self.send_header("Connection", "close")
+            self.close_connection = True
+        self.end_headers()
+        if not head:
+            self.wfile.write(answer.body)
+
+    def _write_file(self, answer: FileAnswer, *, head: bool) -> None:
+        try:
+            handle = answer.path.open("rb")
+        except FileNotFoundError:
+            self._write(_oss_error(404, "NoSuchKey", "no such result"), head=head)
+            return
+        with handle:
+            size = answer.path.stat().st_size
+            self.send_response(200)
+            self.send_header("Content-Type", answer.content_type)
+            self.send_header("Content-Length", str(size))
+            self.end_headers()
+            if not head:
+                shutil.copyfileobj(handle, self.wfile, 256 * 1024)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        # Never log query strings: they hold signatures and AccessKeyIds.
+        LOG.debug("%s %s -> %s", self.command, urlsplit(self.path).path, args[1] if len(args) > 1 else "")
+
+
+class _HttpServer(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, address: tuple[str, int], engine_factory: Callable[[_HttpServer], Engine]) -> None:
+        if ":" in address[0]:
+            self.address_family = socket.AF_INET6
+        super().__init__(address, _Handler)
+        self.engine = engine_factory(self)
+
+
+class EngineServer:
+    """The engine on a socket. The port is bound in the constructor (port 0 picks a free one)."""
+
+    def __init__(
+        self,
+        config: EngineConfig | None = None,
+        credentials: EngineCredentials | None = None,
+        actions: ActionsModule | None = None,
+    ) -> None:
+        self.config = config or EngineConfig()
+        self.credentials = credentials or EngineCredentials.build()
+        self._owns_state_dir = self.config.state_dir is None
+        self.state_dir = self.config.state_dir or Path(tempfile.mkdtemp(prefix="segflow-engine-"))
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        actions_module = actions if actions is not None else load_actions_module()
+
+        def make_engine(httpd: _HttpServer) -> Engine:
+            port = httpd.server_address[1]
+            return Engine(
+                self.credentials,
+                actions_module,
+                self.state_dir,
+                self.config.public_url or f"http://{_client_host(self.config.host)}:{port}",
+                self.config,
+            )
+
+        self._httpd = _HttpServer((self.config.host, self.config.port), make_engine)
+        self.engine = self._httpd.engine
+        self._cleaner = PeriodicCleaner([self.engine.cleanup], self.config.cleanup_interval_seconds)
+        self._thread: threading.Thread | None = None
+        self._stopped = threading.Event()
+
+    @property
+    def port(self) -> int:
+        return int(self._httpd.server_address[1])
+
+    @property
+    def host(self) -> str:
+        return _client_host(self.config.host)
+
+    @property
+    def endpoint(self) -> str:
+        """`host:port`, what the official clients take as `endpoint`."""
+        return f"{self.host}:{self.port}"
+
+    @property
+    def base_url(self) -> str:
+        return self.engine.base_url
+
+    def start(self) -> EngineServer:
+        """Serves on a background thread and returns at once."""
+        self._cleaner.start()
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, name="segflow-engine-http", daemon=True
+        )
+        self._thread.start()
+        return self
+
+    def serve_forever(self) -> None:
+        """Serves on the calling thread until `shutdown()` is called from another thread (or a signal)."""
+        self._cleaner.start()
+        try:
+            self._httpd.serve_forever()
+        finally:
+            self._close()
+
+    def shutdown(self) -> None:
+        """Stops accepting requests, lets running model work finish, deletes a temporary state dir."""
+        if self._stopped.is_set():
+            return
+        self._httpd.shutdown()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+            self._close()
+
+    def _close(self) -> None:
+        if self._stopped.is_set():
+            return
+        self._stopped.set()
+        self._cleaner.stop()
+        self.engine.close()
+        self._httpd.server_close()
+        if self._owns_state_dir:
+            shutil.rmtree(self.state_dir, ignore_errors=True)
+
+    def __enter__(self) -> EngineServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.shutdown()
+
+
+def _client_host(host: str) -> str:
+    """A bind address clients can use: the wildcard addresses become loopback."""
+    if host in ("", "0.0.0.0"):
+        return "127.0.0.1"
+    if host == "::":
+        return "[::1]"
+    if ":" in host and not host.startswith("["):
+        return f"[{host}]"
+    return host
