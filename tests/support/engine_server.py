@@ -1,0 +1,286 @@
+"""Start the local engine in-process for a test, and serve input files on loopback.
+
+    with start_engine(actions=StubActions()) as engine:      # no models: protocol tests
+        engine.base_url, engine.endpoint, engine.access_key_id, engine.access_key_secret, engine.appcode
+    with start_engine() as engine:                            # the real models (mark the test `engine`)
+        ...
+    with serve_files({"a.png": png_bytes}) as files:
+        files.url("a.png")
+
+`StubActions` stands in for `segflow_engine.actions`: it answers with small PNGs of the input's size,
+can hold every call at a gate (to watch a job sit in QUEUING / PROCESSING) and can fail on demand.
+"""
+
+from __future__ import annotations
+
+import shutil
+import struct
+import threading
+import zlib
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+from segflow.errors import SegflowError
+from segflow.media import probe_media
+from segflow.signing import Credentials
+from segflow_engine.auth import EngineCredentials
+from segflow_engine.server import EngineConfig, EngineServer
+
+PARSE_FACE_NAMES = ("skin", "l_brow", "r_brow", "l_eye", "r_eye", "nose", "u_lip", "l_lip")
+
+
+# -- PNG helpers --------------------------------------------------------------------------------------
+def make_png(width: int, height: int, *, channels: int = 4, fill: int = 255) -> bytes:
+    """A valid PNG (8 bits per channel; 1 = grey, 3 = RGB, 4 = RGBA) without numpy or PIL."""
+    colour_type = {1: 0, 3: 2, 4: 6}[channels]
+    row = b"\x00" + bytes([fill]) * (width * channels)
+    raw = row * height
+
+    def chunk(kind: bytes, payload: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
+        )
+
+    header = struct.pack(">IIBBBBB", width, height, 8, colour_type, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(raw))
+        + chunk(b"IEND", b"")
+    )
+
+
+def png_size(data: bytes) -> tuple[int, int]:
+    """(width, height) of a PNG, checking the signature."""
+    assert data[:8] == b"\x89PNG\r\n\x1a\n", "not a PNG"
+    width, height = struct.unpack(">II", data[16:24])
+    return int(width), int(height)
+
+
+# -- stub actions -------------------------------------------------------------------------------------
+@dataclass
+class StubElement:
+    image: bytes
+    box: tuple[int, int, int, int] | None = None
+    name: str | None = None
+    origin_image: bytes | None = None
+
+
+@dataclass
+class StubOutput:
+    image: bytes | None = None
+    mask: bytes | None = None
+    origin_image: bytes | None = None
+    elements: list[StubElement] = field(default_factory=list)
+    extension: str = "png"
+
+
+@dataclass
+class StubCall:
+    action: str
+    params: dict[str, str]
+    input_size: int
+    extra_images: tuple[str, ...] = ()
+
+
+class StubActions:
+    """A stand-in for `segflow_engine.actions` with no models: fast, deterministic, controllable."""
+
+    ELEMENT_ACTIONS = (
+        "SegmentHead",
+        "SegmentFace",
+        "SegmentHair",
+        "SegmentFurniture",
+        "SegmentVehicle",
+        "RefineMask",
+    )
+
+    def __init__(self) -> None:
+        self.calls: list[StubCall] = []
+        self.gate: threading.Event | None = None  # when set to an Event, every call waits for it
+        self.started = threading.Event()  # set when a call begins (after the gate is reached)
+        self.failure: Exception | None = None  # raised by every call while set
+        self._lock = threading.Lock()
+
+    def hold(self) -> threading.Event:
+        """Make calls wait until the returned event is set."""
+        self.gate = threading.Event()
+        self.started.clear()
+        return self.gate
+
+    def _enter(self, call: StubCall) -> None:
+        with self._lock:
+            self.calls.append(call)
+        self.started.set()
+        if self.gate is not None and not self.gate.wait(timeout=30):
+            raise TimeoutError("stub gate never opened")
+        if self.failure is not None:
+            raise self.failure
+
+    def run_image_action(
+        self, action: str, params: Mapping[str, str], image: bytes, extra_images: Mapping[str, bytes]
+    ) -> StubOutput:
+        self._enter(StubCall(action, dict(params), len(image), tuple(sorted(extra_images))))
+        info = probe_media(lambda offset, length: image[offset : offset + length], len(image))
+        width, height = int(info.width or 1), int(info.height or 1)
+        cutout = make_png(width, height, channels=4)
+        mask = make_png(width, height, channels=1)
+        half = (max(1, width // 2), max(1, height // 2))
+        if action == "ParseFace":
+            return StubOutput(
+                origin_image=make_png(width, height, channels=3),
+                elements=[StubElement(make_png(width, height, channels=1), name=n) for n in PARSE_FACE_NAMES],
+            )
+        if action in self.ELEMENT_ACTIONS:
+            crop = make_png(*half, channels=4)
+            origin = make_png(width, height, channels=3) if action == "SegmentVehicle" else None
+            return StubOutput(elements=[StubElement(crop, box=(1, 2, *half), origin_image=origin)])
+        if action == "PicWish":
+            output_type = int(params.get("output_type", "2") or 2)
+            fmt = params.get("format", "png") or "png"
+            return StubOutput(
+                image=cutout if output_type in (1, 2) else None,
+                mask=mask if output_type in (1, 3) else None,
+                extension="jpg" if fmt == "jpg" else "png",
+            )
+        if params.get("ReturnForm") == "mask":
+            return StubOutput(image=mask)
+        return StubOutput(image=cutout)
+
+    def run_video_action(
+        self, action: str, params: Mapping[str, str], src_path: Path, dst_path: Path
+    ) -> None:
+        self._enter(StubCall(action, dict(params), src_path.stat().st_size))
+        shutil.copyfile(src_path, dst_path)  # the "mask video" is the input itself
+
+
+class FailingActions(StubActions):
+    """Stub actions whose model always fails with the given service error."""
+
+    def __init__(self, error: SegflowError) -> None:
+        super().__init__()
+        self.failure = error
+
+
+# -- the engine ---------------------------------------------------------------------------------------
+@dataclass
+class RunningEngine:
+    server: EngineServer
+    access_key_id: str
+    access_key_secret: str
+    appcode: str
+
+    @property
+    def base_url(self) -> str:
+        return self.server.base_url
+
+    @property
+    def endpoint(self) -> str:
+        """`127.0.0.1:PORT`, as the official clients' `Config(endpoint=…)` wants it."""
+        return self.server.endpoint
+
+    @property
+    def port(self) -> int:
+        return self.server.port
+
+    @property
+    def credentials(self) -> Credentials:
+        return Credentials(self.access_key_id, self.access_key_secret)
+
+    @property
+    def picwish_url(self) -> str:
+        return f"{self.base_url}/tasks/visual/segmentation"
+
+    def stop(self) -> None:
+        self.server.shutdown()
+
+    def __enter__(self) -> RunningEngine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def start_engine(
+    *,
+    actions: Any | None = None,
+    workers: int = 2,
+    access_keys: Mapping[str, str] | None = None,
+    appcodes: set[str] | frozenset[str] | None = None,
+    state_dir: Path | None = None,
+    **config: Any,
+) -> RunningEngine:
+    """The engine serving on a free 127.0.0.1 port in this process; stop it (or use `with`).
+
+    `actions=None` loads the real models (`segflow_engine.actions`); pass `StubActions()` for protocol
+    tests. Extra keyword arguments go to `EngineConfig` (e.g. `result_ttl_seconds=5`). Keys and AppCode
+    are random unless given; the first of each is on the returned object.
+    """
+    credentials = EngineCredentials.build(access_keys, appcodes)
+    server_config = EngineConfig(host="127.0.0.1", port=0, workers=workers, state_dir=state_dir, **config)
+    server = EngineServer(server_config, credentials, actions).start()
+    access_key_id, secret = credentials.first_key
+    return RunningEngine(server, access_key_id, secret, credentials.first_appcode)
+
+
+# -- input files on loopback ---------------------------------------------------------------------------
+@dataclass
+class LoopbackFiles:
+    base_url: str
+    files: dict[str, bytes]
+    requests: list[str] = field(default_factory=list)
+    # name -> HTTP status to answer instead of the file (e.g. 404, 500)
+    statuses: dict[str, int] = field(default_factory=dict)
+
+    def url(self, name: str) -> str:
+        return f"{self.base_url}/{quote(name)}"
+
+
+@contextmanager
+def serve_files(files: Mapping[str, bytes]) -> Iterator[LoopbackFiles]:
+    """A tiny HTTP file server on 127.0.0.1 serving `files` by name (for inputs fetched by URL)."""
+    served = LoopbackFiles("", dict(files))
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_GET(self) -> None:
+            from urllib.parse import unquote
+
+            name = unquote(urlsplit(self.path).path.lstrip("/"))
+            served.requests.append(name)
+            status = served.statuses.get(name)
+            data = served.files.get(name)
+            if status is None and data is None:
+                status = 404
+            if status is not None:
+                self.send_response(status)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            assert data is not None
+            self.send_response(200)
+            self.send_header("Content-Type", "application/octet-stream")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            return
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    httpd.daemon_threads = True
+    served.base_url = f"http://127.0.0.1:{httpd.server_address[1]}"
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield served
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join(timeout=5)
