@@ -1,0 +1,361 @@
+"""Where results and failures go, and how result URLs get there.
+
+Key layout (prefixes from `Settings`):
+
+    <output>/<source key>/<action>/cutout.png | mask.png | mask.mp4 | …    the result files
+    <output>/<source key>/<action>/element-<i>.png | <Name>.png           one per element (ParseFace: names)
+    <output>/<source key>/<action>/manifest.json                          written last: its presence = done
+    <failed>/<source key>.json                                            one failure record per object
+    <jobs>/work/<record id>.<ext>                                         fitted/converted copies submitted
+
+Result URLs expire (30 minutes; PicWish 1 hour), so they are copied at once, streamed from the HTTP answer
+into `Storage.put_stream` so a large video never sits in memory.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+from urllib.parse import urlsplit
+
+import requests
+
+from segflow.errors import ResultDownloadError, SegflowError
+from segflow.jobs import JobRecord, as_prefix
+from segflow.results import Element, SegmentResult
+from segflow.storage.base import Storage
+
+DOWNLOAD_CHUNK = 1024 * 1024
+EXPIRED_STATUSES = frozenset({403, 404, 410})
+
+_CONTENT_TYPES = {
+    ".png": "image/png",
+    ".jpg": "image/jpeg",
+    ".jpeg": "image/jpeg",
+    ".mp4": "video/mp4",
+    ".mov": "video/quicktime",
+    ".webm": "video/webm",
+    ".json": "application/json",
+}
+_SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def iso_time(seconds: float) -> str:
+    return datetime.fromtimestamp(seconds, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass(frozen=True)
+class OutputLayout:
+    """The key layout of one deployment."""
+
+    output_prefix: str
+    jobs_prefix: str
+    failed_prefix: str
+
+    @classmethod
+    def create(cls, output_prefix: str, jobs_prefix: str, failed_prefix: str) -> OutputLayout:
+        return cls(as_prefix(output_prefix), as_prefix(jobs_prefix), as_prefix(failed_prefix))
+
+    def is_own(self, key: str) -> bool:
+        """True for keys segflow wrote itself: processing them would trigger itself forever."""
+        return any(key.startswith(p) for p in (self.output_prefix, self.jobs_prefix, self.failed_prefix))
+
+    def result_prefix(self, source_key: str, action: str) -> str:
+        return f"{self.output_prefix}{source_key}/{action}/"
+
+    def manifest_key(self, source_key: str, action: str) -> str:
+        return f"{self.result_prefix(source_key, action)}manifest.json"
+
+    def failure_key(self, source_key: str) -> str:
+        return f"{self.failed_prefix}{source_key}.json"
+
+    def work_key(self, record_id: str, extension: str) -> str:
+        return f"{self.jobs_prefix}work/{record_id}{extension}"
+
+
+@dataclass(frozen=True)
+class OutputFile:
+    """One result file to fetch: where it comes from and its name in the result folder."""
+
+    role: str  # "cutout" | "mask" | "origin" | "video" | "element"
+    url: str
+    name: str
+    element_index: int | None = None
+
+
+def content_type_for(name: str) -> str:
+    for extension, content_type in _CONTENT_TYPES.items():
+        if name.lower().endswith(extension):
+            return content_type
+    return "application/octet-stream"
+
+
+def url_extension(url: str, default: str) -> str:
+    path = urlsplit(url).path
+    dot = path.rfind(".")
+    if dot != -1 and "/" not in path[dot:]:
+        extension = path[dot:].lower()
+        if extension in _CONTENT_TYPES and extension != ".json":
+            return ".jpg" if extension == ".jpeg" else extension
+    return default
+
+
+def element_file_name(index: int, name: str | None) -> str:
+    """`<Name>.png` for named elements (ParseFace parts), else `element-<i>.png`."""
+    if name:
+        safe = _SAFE_NAME.sub("_", name).strip("._")
+        if safe:
+            return f"{safe}.png"
+    return f"element-{index}.png"
+
+
+def plan_files(result: SegmentResult, params: Mapping[str, str]) -> list[OutputFile]:
+    """The files a synchronous (or image) result yields, with their names in the result folder."""
+    files: list[OutputFile] = []
+    wants_mask = str(params.get("ReturnForm", "")).lower() == "mask"
+    if result.image_url:
+        files.append(
+            OutputFile(
+                "mask" if wants_mask else "cutout",
+                result.image_url,
+                "mask.png" if wants_mask else "cutout.png",
+            )
+        )
+    if result.mask_url:
+        files.append(OutputFile("mask", result.mask_url, "mask.png"))
+    if result.origin_image_url:
+        files.append(OutputFile("origin", result.origin_image_url, "origin.png"))
+    if result.video_url:
+        files.append(OutputFile("video", result.video_url, video_file_name(result.action, result.video_url)))
+    used: set[str] = {f.name for f in files}
+    for index, element in enumerate(result.elements):
+        if element.image_url:
+            name = element_file_name(index, element.name)
+            if name in used:  # two elements with one name must not overwrite each other
+                name = f"{name[:-4]}-{index}.png"
+            used.add(name)
+            files.append(OutputFile("element", element.image_url, name, index))
+        if element.origin_image_url:
+            files.append(OutputFile("origin", element.origin_image_url, f"element-{index}-origin.png", index))
+    return files
+
+
+def video_file_name(action: str, url: str) -> str:
+    """Body/half-body jobs return a mask video; green-screen returns the keyed video."""
+    stem = "result" if action == "SegmentGreenScreenVideo" else "mask"
+    return f"{stem}{url_extension(url, '.mp4')}"
+
+
+# -- downloading -------------------------------------------------------------------------------------
+
+
+def open_download(session: requests.Session, url: str, *, timeout: float = 60.0) -> requests.Response:
+    """GET a result URL for streaming; `ResultDownloadError` (http_status set) when it is not there."""
+    try:
+        response = session.get(url, stream=True, timeout=timeout)
+    except requests.RequestException as exc:
+        raise ResultDownloadError(f"result download failed: {type(exc).__name__}") from exc
+    if response.status_code != 200:
+        status = response.status_code
+        response.close()
+        code = "ResultExpired" if status in EXPIRED_STATUSES else "ResultDownloadFailed"
+        raise ResultDownloadError(f"result URL answered HTTP {status}", code=code, http_status=status)
+    return response
+
+
+def _chunks(response: requests.Response) -> Iterator[bytes]:
+    try:
+        for chunk in response.iter_content(DOWNLOAD_CHUNK):
+            if chunk:
+                yield chunk
+    except requests.RequestException as exc:
+        raise ResultDownloadError(f"result download broke: {type(exc).__name__}") from exc
+    finally:
+        response.close()
+
+
+def stream_to_storage(
+    session: requests.Session, url: str, storage: Storage, key: str, *, timeout: float = 60.0
+) -> str:
+    """Copy a result URL into `key` chunk by chunk (multipart when large); returns the ETag."""
+    response = open_download(session, url, timeout=timeout)
+    return storage.put_stream(key, _chunks(response), content_type=content_type_for(key))
+
+
+def download_bytes(
+    session: requests.Session, url: str, *, timeout: float = 60.0, limit: int = 64 * 1024 * 1024
+) -> bytes:
+    """A small result (an image to rescale) in memory, refusing anything above `limit`."""
+    response = open_download(session, url, timeout=timeout)
+    parts: list[bytes] = []
+    total = 0
+    for chunk in _chunks(response):
+        total += len(chunk)
+        if total > limit:
+            response.close()
+            raise ResultDownloadError(f"result larger than {limit} bytes", code="ResultTooLarge")
+        parts.append(chunk)
+    return b"".join(parts)
+
+
+def is_expired(error: SegflowError) -> bool:
+    return isinstance(error, ResultDownloadError) and error.http_status in EXPIRED_STATUSES
+
+
+# -- manifest and failure records ----------------------------------------------------------------------
+
+
+def build_manifest(
+    record: JobRecord,
+    *,
+    request_id: str | None,
+    files: Sequence[Mapping[str, Any]],
+    elements: Sequence[Mapping[str, Any]],
+    completed_at: float,
+    rule: str | None = None,
+) -> dict[str, Any]:
+    return {
+        "Action": record.action,
+        "Params": dict(record.params),
+        "RequestId": request_id,
+        "JobId": record.job_id,
+        "Source": {"Bucket": record.bucket, "Key": record.key, "ETag": record.etag, "Size": record.size},
+        "SubmittedKey": record.submit_key,
+        "Fit": dict(record.fit) if record.fit else None,
+        "Rule": rule,
+        "CreatedAt": iso_time(record.created_at),
+        "SubmittedAt": iso_time(record.submitted_at) if record.submitted_at else None,
+        "CompletedAt": iso_time(completed_at),
+        "Files": list(files),
+        "Elements": list(elements),
+    }
+
+
+def write_json(storage: Storage, key: str, document: Mapping[str, Any]) -> str:
+    body = json.dumps(document, ensure_ascii=False, indent=1, sort_keys=True).encode("utf-8")
+    return storage.put_bytes(key, body, content_type="application/json")
+
+
+def failure_document(
+    *,
+    bucket: str,
+    key: str,
+    etag: str | None,
+    action: str | None,
+    error: SegflowError,
+    at: float | None = None,
+) -> dict[str, Any]:
+    """The failure record `<failed>/<source key>.json`: what failed, with the service's code and ids."""
+    when = time.time() if at is None else at
+    return {
+        "Bucket": bucket,
+        "Key": key,
+        "ETag": etag,
+        "Action": action,
+        "Code": error.code,
+        "Message": error.message,
+        "HttpStatus": error.http_status,
+        "RequestId": error.request_id,
+        "Time": iso_time(when),
+    }
+
+
+# -- storing a whole result -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StoredResult:
+    """The keys written for one result; the manifest is written last, so its presence means complete."""
+
+    keys: tuple[str, ...]
+    manifest_key: str
+    manifest: Mapping[str, Any]
+
+
+def store_result(
+    storage: Storage,
+    session: requests.Session,
+    layout: OutputLayout,
+    record: JobRecord,
+    result: SegmentResult,
+    *,
+    completed_at: float,
+    timeout: float = 60.0,
+    rule: str | None = None,
+) -> StoredResult:
+    """Copy every result file under `<output>/<source key>/<action>/`, then write `manifest.json`.
+
+    With a fitted copy (`record.fit`), image results are scaled back and applied to the original so the
+    stored files have the original's size and element boxes are in the original's coordinates.
+    """
+    from segflow import imagefit  # Pillow itself is imported inside, only when a fitted result needs it
+
+    prefix = layout.result_prefix(record.key, record.action)
+    planned = plan_files(result, record.params)
+    fit = record.fit
+    original = storage.get_bytes(record.key) if fit else None
+    element_names: dict[int, str] = {}
+    files: list[dict[str, Any]] = []
+    keys: list[str] = []
+    for item in planned:
+        dest = prefix + item.name
+        element = result.elements[item.element_index] if item.element_index is not None else None
+        box = _box_of(element) if element is not None else None
+        if original is not None and fit is not None and item.role in ("cutout", "mask"):
+            data = download_bytes(session, item.url, timeout=timeout)
+            restored = imagefit.restore_full_size(original, data, as_mask=item.role == "mask")
+            storage.put_bytes(dest, restored, content_type="image/png")
+        elif original is not None and fit is not None and item.role == "element" and box is not None:
+            data = download_bytes(session, item.url, timeout=timeout)
+            as_mask = str(record.params.get("ReturnForm", "")).lower() == "mask"
+            restored = imagefit.restore_element(original, data, imagefit.scale_box(box, fit), as_mask=as_mask)
+            storage.put_bytes(dest, restored, content_type="image/png")
+        else:
+            stream_to_storage(session, item.url, storage, dest, timeout=timeout)
+        if item.role == "element" and item.element_index is not None:
+            element_names[item.element_index] = item.name
+        entry: dict[str, Any] = {"File": item.name, "Role": item.role, "Key": dest}
+        if item.element_index is not None:
+            entry["Element"] = item.element_index
+        files.append(entry)
+        keys.append(dest)
+    elements: list[dict[str, Any]] = []
+    for index, element in enumerate(result.elements):
+        box = _box_of(element)
+        if box is not None and fit is not None:
+            box = imagefit.scale_box(box, fit)
+        x, y, w, h = box if box is not None else (element.x, element.y, element.width, element.height)
+        elements.append(
+            {
+                "Index": index,
+                "X": x,
+                "Y": y,
+                "Width": w,
+                "Height": h,
+                "Name": element.name,
+                "File": element_names.get(index),
+            }
+        )
+    manifest = build_manifest(
+        record,
+        request_id=result.request_id or record.request_id,
+        files=files,
+        elements=elements,
+        completed_at=completed_at,
+        rule=rule,
+    )
+    manifest_key = layout.manifest_key(record.key, record.action)
+    write_json(storage, manifest_key, manifest)
+    return StoredResult(keys=(*keys, manifest_key), manifest_key=manifest_key, manifest=manifest)
+
+
+def _box_of(element: Element) -> tuple[int, int, int, int] | None:
+    x, y, w, h = element.x, element.y, element.width, element.height
+    if x is None or y is None or w is None or h is None:
+        return None
+    return x, y, w, h
