@@ -1,0 +1,127 @@
+"""The client-side token bucket: 2 QPS by default (spec section 4, fc-facts pitfalls), one per process."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from segflow.ratelimit import DEFAULT_QPS, RateLimiter
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 100.0
+        self.sleeps: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+
+def _limiter(qps: float, burst: int = 1) -> tuple[RateLimiter, FakeClock]:
+    clock = FakeClock()
+    return RateLimiter(qps, burst, clock=clock, sleep=clock.sleep), clock
+
+
+def test_default_is_the_documented_two_qps() -> None:
+    assert DEFAULT_QPS == 2.0
+    assert RateLimiter().qps == 2.0
+
+
+def test_first_request_passes_and_the_next_ones_are_spaced_by_one_over_qps() -> None:
+    limiter, clock = _limiter(qps=2)
+    start = clock.now
+    sent_at: list[float] = []
+
+    for _ in range(5):
+        limiter.acquire()
+        sent_at.append(clock.now - start)
+
+    assert sent_at == pytest.approx([0.0, 0.5, 1.0, 1.5, 2.0])
+
+
+def test_idle_time_refills_but_never_beyond_the_burst() -> None:
+    limiter, clock = _limiter(qps=5, burst=3)
+    clock.now += 60  # a minute idle saves at most `burst` tokens
+
+    for _ in range(3):
+        limiter.acquire()
+    assert clock.sleeps == []
+
+    limiter.acquire()
+    assert clock.sleeps == pytest.approx([0.2])
+
+
+def test_at_most_burst_plus_qps_times_t_requests_in_any_window() -> None:
+    limiter, clock = _limiter(qps=4, burst=2)
+    start = clock.now
+    times = []
+    for _ in range(40):
+        limiter.acquire()
+        times.append(clock.now - start)
+
+    for i, t in enumerate(times):
+        in_window = [u for u in times[i:] if u < t + 1.0]
+        assert len(in_window) <= 2 + 4
+
+
+def test_concurrent_callers_get_distinct_slots() -> None:
+    # The clock is frozen: every thread reserves at the same instant, so the waits must be exactly
+    # 0, 1/qps, 2/qps, ... — no two threads may be handed the same slot.
+    clock = FakeClock()
+    limiter = RateLimiter(5, clock=clock, sleep=clock.sleep)
+    waits: list[float] = []
+    lock = threading.Lock()
+    barrier = threading.Barrier(20)
+
+    def worker() -> None:
+        barrier.wait()
+        wait = limiter.reserve()
+        with lock:
+            waits.append(wait)
+
+    threads = [threading.Thread(target=worker) for _ in range(20)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=10)
+
+    assert sorted(waits) == pytest.approx([n / 5 for n in range(20)])
+
+
+def test_shared_returns_one_limiter_per_key_and_setting() -> None:
+    first = RateLimiter.shared(3.0, key="test-shared-a")
+
+    assert RateLimiter.shared(3.0, key="test-shared-a") is first
+    assert RateLimiter.shared(3, key="test-shared-a") is first
+    assert RateLimiter.shared(3.0, key="test-shared-b") is not first
+    assert RateLimiter.shared(4.0, key="test-shared-a") is not first
+
+
+def test_shared_is_the_same_object_across_threads() -> None:
+    seen: list[RateLimiter] = []
+    lock = threading.Lock()
+
+    def worker() -> None:
+        limiter = RateLimiter.shared(7.0, key="test-shared-threads")
+        with lock:
+            seen.append(limiter)
+
+    threads = [threading.Thread(target=worker) for _ in range(16)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=10)
+
+    assert len(seen) == 16
+    assert all(limiter is seen[0] for limiter in seen)
+
+
+@pytest.mark.parametrize(("qps", "burst"), [(0, 1), (-1, 1), (1, 0)])
+def test_nonsense_settings_are_refused(qps: float, burst: int) -> None:
+    with pytest.raises(ValueError):
+        RateLimiter(qps, burst)
