@@ -815,7 +815,7 @@ def _parse_ts(src: _Source) -> MediaInfo:
     for i in range(len(h) // 188):
         pkt = h[i * 188 : i * 188 + 188]
         if pkt[0] != 0x47:
-            raise _corrupt("TS", f"lost sync at packet {i} (offset {i * 188})", "video")
+            break  # lost sync: the first packets were fine (sniffed), use what they carry
         pid = ((pkt[1] & 0x1F) << 8) | pkt[2]
         afc = (pkt[3] >> 4) & 3
         start = 4
@@ -853,7 +853,7 @@ def _video_dims(data: bytes) -> tuple[int, int, float | None, str] | None:
         rate_code = b[3] & 0x0F
         rate = _MPEG2_RATES[rate_code] if rate_code < len(_MPEG2_RATES) and rate_code else None
         if width and height:
-            return width, height, rate, "mpeg2video"
+            return width, height, rate, "mpegvideo"
     pos = 0
     while True:
         pos = data.find(b"\x00\x00\x01", pos)
