@@ -17,17 +17,20 @@ import shutil
 import struct
 import threading
 import zlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit
 
+import requests
+
 from segflow.errors import SegflowError
 from segflow.media import probe_media
-from segflow.signing import Credentials
+from segflow.signing import Credentials, sign_v1, sign_v3
 from segflow_engine.auth import EngineCredentials
 from segflow_engine.server import EngineConfig, EngineServer
 
@@ -226,6 +229,64 @@ def start_engine(
     server = EngineServer(server_config, credentials, actions).start()
     access_key_id, secret = credentials.first_key
     return RunningEngine(server, access_key_id, secret, credentials.first_appcode)
+
+
+# -- signed calls --------------------------------------------------------------------------------------
+def call_rpc(
+    engine: RunningEngine,
+    action: str,
+    params: Mapping[str, str],
+    *,
+    version: str = "2019-12-30",
+    signature: str = "v1",
+    method: str = "GET",
+    credentials: Credentials | None = None,
+    now: datetime | None = None,
+    nonce: str | None = None,
+    tamper: Callable[[dict[str, str]], None] | None = None,
+    form_body: bool = False,
+) -> requests.Response:
+    """One signed RPC call to the engine, v1 (parameters in the query, or a form body with `form_body`)
+    or v3 (as the official SDK: parameters in the query, headers signed). `tamper` may change the v1
+    parameters or the v3 query after signing."""
+    creds = credentials or engine.credentials
+    url = engine.base_url + "/"
+    if signature == "v1":
+        signed = sign_v1(
+            method, {"Action": action, "Version": version, **params}, creds, now=now, nonce=nonce
+        )
+        sent = dict(signed.params)
+        if tamper:
+            tamper(sent)
+        if form_body:
+            return requests.request(method, url, data=sent, timeout=30)
+        return requests.request(method, url, params=sent, timeout=30)
+    query = dict(params)
+    signed3 = sign_v3(method, engine.endpoint, action, version, query, b"", creds, now=now, nonce=nonce)
+    if tamper:
+        tamper(query)
+    return requests.request(method, url, params=query, headers=signed3.headers, timeout=30)
+
+
+def make_mp4(width: int = 96, height: int = 64, frames: int = 6) -> bytes:
+    """A real H.264 MP4 (grey frames) made with PyAV, for the video actions."""
+    import io
+
+    import av
+    import numpy as np
+
+    target = io.BytesIO()
+    container = av.open(target, "w", format="mp4")
+    stream = container.add_stream("libx264", rate=25)
+    stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+    frame = av.VideoFrame.from_ndarray(np.full((height, width, 3), 128, np.uint8), format="rgb24")
+    for _ in range(frames):
+        for packet in stream.encode(frame):
+            container.mux(packet)
+    for packet in stream.encode():
+        container.mux(packet)
+    container.close()
+    return target.getvalue()
 
 
 # -- input files on loopback ---------------------------------------------------------------------------
