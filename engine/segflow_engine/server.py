@@ -59,6 +59,7 @@ ASYNC_RESULT_ACTION = "GetAsyncJobResult"
 RESULTS_PREFIX = "/results/"
 MAX_BODY_BYTES = 1024 * 1024
 PICWISH_TASK_SECONDS = 30.0  # beyond this a PicWish task ends with state -8
+SHUTDOWN_POLL_SECONDS = 0.05  # how quickly serve_forever notices a shutdown request
 
 
 @dataclass(frozen=True)
@@ -494,7 +495,10 @@ class EngineServer:
         """Serves on a background thread and returns at once."""
         self._cleaner.start()
         self._thread = threading.Thread(
-            target=self._httpd.serve_forever, name="segflow-engine-http", daemon=True
+            target=self._httpd.serve_forever,
+            kwargs={"poll_interval": SHUTDOWN_POLL_SECONDS},
+            name="segflow-engine-http",
+            daemon=True,
         )
         self._thread.start()
         return self
@@ -503,7 +507,7 @@ class EngineServer:
         """Serves on the calling thread until `shutdown()` is called from another thread (or a signal)."""
         self._cleaner.start()
         try:
-            self._httpd.serve_forever()
+            self._httpd.serve_forever(poll_interval=SHUTDOWN_POLL_SECONDS)
         finally:
             self._close()
 
