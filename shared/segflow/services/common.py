@@ -1,0 +1,100 @@
+"""What both services share: calling the chosen action, deciding retry vs record, writing failures."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from segflow.catalogue import Action
+from segflow.errors import (
+    ApiError,
+    ObjectNotFoundError,
+    ResultDownloadError,
+    SegflowError,
+    StorageError,
+)
+from segflow.jobs import JobRecord, JobStore
+from segflow.outputs import failure_document, write_json
+from segflow.results import SegmentResult
+from segflow.retry import is_retryable_error
+from segflow.services.deps import Deps
+from segflow.storage.base import Storage
+
+IN_PROGRESS_CODE = "RecordInProgress"
+_PERMANENT_DOWNLOAD_CODES = frozenset({"ResultTooLarge", "ResultExpired"})
+
+
+class RecordInProgressError(SegflowError):
+    """Another invocation owns this object's record right now; the event is retried later by FC."""
+
+    default_code = IN_PROGRESS_CODE
+
+
+def is_retryable_failure(error: SegflowError) -> bool:
+    """Worth letting FC retry the event: throttling and 5xx that outlived the client's retries, broken
+    downloads (a new call gives fresh URLs), storage hiccups, an object busy in another invocation."""
+    if isinstance(error, ApiError):
+        return is_retryable_error(error)
+    if isinstance(error, ResultDownloadError):
+        return error.code not in _PERMANENT_DOWNLOAD_CODES
+    if isinstance(error, ObjectNotFoundError):
+        return False
+    if isinstance(error, StorageError):
+        return error.code != "CorruptJobRecord"
+    return isinstance(error, RecordInProgressError)
+
+
+def call_action(deps: Deps, action: Action, url: str, params: Mapping[str, str]) -> SegmentResult:
+    """One segmentation call to imageseg/videoseg or PicWish (rate limited and retried inside)."""
+    if action.product == "picwish":
+        client = deps.picwish_client()
+        return client.segment(
+            url,
+            type=params.get("type", ""),
+            output_type=_int_param(params, "output_type", 2),
+            crop=_int_param(params, "crop", 0),
+            format=params.get("format", "png"),
+            bg_color=params.get("bg_color") or None,
+        )
+    return deps.vision.segment(action.name, url, params)
+
+
+def _int_param(params: Mapping[str, str], name: str, default: int) -> int:
+    from segflow.errors import InputValidationError
+
+    value = params.get(name)
+    if value is None or value == "":
+        return default
+    try:
+        return int(value)
+    except ValueError as exc:
+        raise InputValidationError(f"PicWish {name} must be an integer, got {value!r}") from exc
+
+
+def write_failure(
+    deps: Deps,
+    storage: Storage,
+    *,
+    key: str,
+    etag: str | None,
+    action: str | None,
+    error: SegflowError,
+    store: JobStore | None = None,
+    record: JobRecord | None = None,
+) -> str:
+    """The one failure record `<failed>/<source key>.json`, and the job record marked failed."""
+    failure_key = deps.layout.failure_key(key)
+    document = failure_document(
+        bucket=storage.bucket, key=key, etag=etag, action=action, error=error, at=deps.clock()
+    )
+    if record is not None:
+        document["RecordId"] = record.record_id
+        document["JobId"] = record.job_id
+    write_json(storage, failure_key, document)
+    if store is not None and record is not None:
+        store.mark_failed(record, error.to_record())
+    return failure_key
+
+
+def clear_stale_failure(deps: Deps, storage: Storage, key: str) -> None:
+    """A new version (or a later attempt) succeeded: an old failure record would contradict the result."""
+    storage.delete(deps.layout.failure_key(key))

@@ -1,0 +1,168 @@
+"""`Deps`: everything the services talk to, built once per warm instance by the handlers."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from segflow.errors import ConfigError
+from segflow.jobs import JobStore
+from segflow.outputs import OutputLayout
+from segflow.routing import Rule, parse_rules
+from segflow.settings import Settings
+from segflow.storage.base import Storage
+
+if TYPE_CHECKING:
+    import requests
+
+    from segflow.client import PicWishClient, VisionClient
+
+LOGGER_NAME = "segflow.services"
+
+# A record stuck in `submitting` is taken over only after this; it must outlive the function timeout
+# (FC's maximum for an event-triggered function is far below it in our s.yaml).
+DEFAULT_CLAIM_SECONDS = 900.0
+
+
+@dataclass
+class Deps:
+    """The collaborators of the services. `storage_for(bucket)` returns the storage of one bucket."""
+
+    settings: Settings
+    storage_for: Callable[[str], Storage]
+    vision: VisionClient
+    http: requests.Session
+    picwish: PicWishClient | None = None
+    clock: Callable[[], float] = time.time
+    logger: logging.Logger = field(default_factory=lambda: logging.getLogger(LOGGER_NAME))
+    claim_seconds: float = DEFAULT_CLAIM_SECONDS
+    max_event_attempts: int = 4
+    """Deliveries of one object before a retryable failure is recorded as final: FC's default is the
+    first invocation plus 3 async retries, after which the event is dropped and nothing would say so."""
+    download_timeout: float = 60.0
+    collect_stop_ms: int = 15_000
+    """The collector claims no new job once the invocation has less than this left."""
+    buckets: tuple[str, ...] = ()
+    """Buckets the collector scans when the timer event names none."""
+    rules: tuple[Rule, ...] = field(init=False)
+    layout: OutputLayout = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.rules = parse_rules(list(self.settings.rules))
+        self.layout = OutputLayout.create(
+            self.settings.output_prefix, self.settings.jobs_prefix, self.settings.failed_prefix
+        )
+
+    def job_store(self, storage: Storage) -> JobStore:
+        return JobStore(
+            storage,
+            self.settings.jobs_prefix,
+            clock=self.clock,
+            claim_seconds=self.claim_seconds,
+            lease_seconds=float(self.settings.lease_seconds),
+        )
+
+    def picwish_client(self) -> PicWishClient:
+        if self.picwish is None:
+            raise ConfigError(
+                "a routing rule chose PicWish but SEGFLOW_PICWISH_APPCODE is not set",
+                code="InvalidConfiguration",
+            )
+        return self.picwish
+
+    @classmethod
+    def from_settings(cls, settings: Settings, context: object | None = None) -> Deps:
+        """The real collaborators: OSS (or local directories), the signed vision client, PicWish."""
+        import requests
+
+        from segflow.client import Endpoints, PicWishClient, VisionClient
+        from segflow.credentials import credentials_from_context
+        from segflow.ratelimit import RateLimiter
+        from segflow.signing import Credentials
+        from segflow.storage import storage_for
+
+        def credentials() -> Credentials:
+            # Re-read per call: FC rotates the STS token in the context of a warm instance.
+            return credentials_from_context(context, settings.credential_env)
+
+        vision = VisionClient(
+            credentials,
+            endpoints=Endpoints(
+                imageseg=settings.imageseg_endpoint,
+                videoseg=settings.videoseg_endpoint,
+                picwish=settings.picwish_endpoint,
+            ),
+            signature_version=settings.signature_version,
+            rate_limiter=RateLimiter.shared(settings.qps),
+        )
+        picwish = (
+            PicWishClient(
+                settings.picwish_appcode,
+                endpoint=settings.picwish_endpoint,
+                rate_limiter=RateLimiter.shared(settings.qps, key="picwish"),
+            )
+            if settings.picwish_appcode
+            else None
+        )
+        storages: dict[str, Storage] = {}
+        lock = threading.Lock()
+
+        def storage(bucket: str) -> Storage:
+            with lock:
+                if bucket not in storages:
+                    storages[bucket] = storage_for(settings, bucket, context)
+                return storages[bucket]
+
+        return cls(
+            settings=settings,
+            storage_for=storage,
+            vision=vision,
+            http=requests.Session(),
+            picwish=picwish,
+        )
+
+
+class LatestContext:
+    """Stands in for FC's context in long-lived clients: attributes come from the current invocation's
+    context, so the STS keys FC rotates in a warm instance are always the fresh ones."""
+
+    def __init__(self) -> None:
+        self.current: object | None = None
+
+    def __getattr__(self, name: str) -> object:
+        current = self.__dict__.get("current")
+        if current is None:
+            raise AttributeError(name)
+        return getattr(current, name)
+
+
+_handler_lock = threading.Lock()
+_handler_deps: Deps | None = None
+_handler_context = LatestContext()
+
+
+def handler_deps(context: object | None, environ: Mapping[str, str]) -> Deps:
+    """The `Deps` of this warm instance, built on the first invocation (not at import) and reused."""
+    global _handler_deps
+    with _handler_lock:
+        _handler_context.current = context
+        if _handler_deps is None:
+            from segflow.logs import install_redaction
+
+            settings = Settings.from_env(environ)
+            secrets = [v for v in (settings.picwish_appcode, *settings.credential_env.values()) if v]
+            install_redaction(secrets)
+            logging.getLogger("segflow").setLevel(logging.INFO)
+            _handler_deps = Deps.from_settings(settings, _handler_context)
+        return _handler_deps
+
+
+def use_handler_deps(deps: Deps | None) -> None:
+    """Inject the `Deps` the handlers use (tests, `segflow invoke`); None forgets them."""
+    global _handler_deps
+    with _handler_lock:
+        _handler_deps = deps

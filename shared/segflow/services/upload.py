@@ -1,0 +1,334 @@
+"""on_upload: every record of an OSS event ends as a result, a queued job, a failure record or a skip.
+
+Per record: refuse our own outputs (the infinite trigger loop), HEAD the object, sniff its media type from
+the magic bytes (ranged reads), route it to an action, take the idempotency record, check the region and
+the action's limits (fitting an oversized image when the policy says so), submit a presigned URL, and
+either store the synchronous result at once or queue the asynchronous job for the collector.
+
+A retryable failure (throttling or 5xx that outlived the client's retries, storage hiccups, an object
+another invocation is working on) releases the record and is raised after all records are done, so FC
+retries the event and the records already finished are skipped as duplicates. A permanent failure writes
+`<failed>/<source key>.json` and processing goes on.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from segflow import imagefit
+from segflow.catalogue import Action, get_action, is_async_call
+from segflow.errors import (
+    EventError,
+    InputValidationError,
+    ObjectNotFoundError,
+    SegflowError,
+    UnknownActionError,
+)
+from segflow.events import OssEvent, OssRecord
+from segflow.jobs import ACQUIRED, DUPLICATE, JobRecord, JobStore
+from segflow.logs import log_outcome
+from segflow.media import MediaInfo, probe_media
+from segflow.outputs import store_result
+from segflow.routing import route
+from segflow.services.common import (
+    RecordInProgressError,
+    call_action,
+    clear_stale_failure,
+    is_retryable_failure,
+    write_failure,
+)
+from segflow.services.deps import Deps
+from segflow.storage.base import ObjectInfo, Storage
+from segflow.validation import LimitViolationError, limit_violations, validate_against_limits
+
+# Outcomes, one per record (also the summary's counters).
+DONE = "done"
+SUBMITTED = "submitted"
+FAILED = "failed"
+SKIPPED = "skipped"
+DUPLICATE_OUTCOME = "duplicate"
+RETRY = "retry"
+
+ALIBABA_PRODUCTS = frozenset({"imageseg", "videoseg"})
+
+
+@dataclass
+class UploadSummary:
+    """What one invocation did; returned by the handler (FC logs it) and asserted on by tests."""
+
+    records: int = 0
+    done: int = 0
+    submitted: int = 0
+    failed: int = 0
+    skipped: int = 0
+    duplicate: int = 0
+    retry: int = 0
+    seconds: float = 0.0
+    outcomes: list[dict[str, Any]] = field(default_factory=list)
+
+    def count(self, outcome: str) -> None:
+        setattr(self, outcome, getattr(self, outcome) + 1)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "records": self.records,
+            "done": self.done,
+            "submitted": self.submitted,
+            "failed": self.failed,
+            "skipped": self.skipped,
+            "duplicate": self.duplicate,
+            "retry": self.retry,
+            "seconds": round(self.seconds, 3),
+            "outcomes": list(self.outcomes),
+        }
+
+
+@dataclass
+class _Outcome:
+    outcome: str
+    bucket: str | None = None
+    key: str | None = None
+    action: str | None = None
+    code: str | None = None
+    request_id: str | None = None
+    detail: str | None = None
+    error: SegflowError | None = None
+
+    def fields(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "bucket": self.bucket,
+            "key": self.key,
+            "action": self.action,
+            "outcome": self.outcome,
+            "code": self.code,
+            "request_id": self.request_id,
+        }
+        if self.detail:
+            out["detail"] = self.detail
+        return out
+
+
+def process_upload_event(event: OssEvent | bytes | str | Mapping[str, Any], deps: Deps) -> UploadSummary:
+    """Process every record; raise the first retryable error at the end, after all records had their go."""
+    started = time.monotonic()
+    parsed = event if isinstance(event, OssEvent) else OssEvent.from_payload(event)
+    summary = UploadSummary(records=len(parsed))
+    retryable: list[SegflowError] = []
+    for record in parsed:
+        t0 = time.monotonic()
+        outcome = _process_record(record, deps)
+        fields = outcome.fields()
+        log_outcome(
+            deps.logger,
+            logging.WARNING if outcome.outcome in (FAILED, RETRY) else logging.INFO,
+            **fields,
+            ms=(time.monotonic() - t0) * 1000.0,
+        )
+        summary.count(outcome.outcome)
+        summary.outcomes.append(fields)
+        if outcome.outcome == RETRY and outcome.error is not None:
+            retryable.append(outcome.error)
+    summary.seconds = time.monotonic() - started
+    if retryable:
+        deps.logger.warning(
+            "%d of %d records failed in a retryable way; raising so the event is retried",
+            len(retryable),
+            summary.records,
+        )
+        raise retryable[0]
+    return summary
+
+
+def _process_record(record: OssRecord, deps: Deps) -> _Outcome:
+    try:
+        record.validate()
+    except EventError as error:
+        described = record.describe()
+        return _Outcome(
+            SKIPPED,
+            bucket=_opt_str(described.get("bucket")),
+            key=_opt_str(described.get("key")),
+            code=error.code,
+            detail=error.message,
+        )
+    bucket, key = record.bucket, record.key
+    if deps.layout.is_own(key):
+        return _Outcome(
+            SKIPPED, bucket=bucket, key=key, code="OwnOutput", detail="key under a segflow prefix"
+        )
+    try:
+        return _process_object(record, deps, bucket, key)
+    except SegflowError as error:
+        # Failures before the record exists (HEAD, listing): nothing to release, let FC retry or record.
+        if is_retryable_failure(error):
+            return _Outcome(RETRY, bucket=bucket, key=key, code=error.code, error=error)
+        storage = deps.storage_for(bucket)
+        write_failure(deps, storage, key=key, etag=None, action=None, error=error)
+        return _Outcome(FAILED, bucket=bucket, key=key, code=error.code, request_id=error.request_id)
+
+
+def _process_object(record: OssRecord, deps: Deps, bucket: str, key: str) -> _Outcome:
+    storage = deps.storage_for(bucket)
+    try:
+        info = storage.head(key)
+    except ObjectNotFoundError:
+        if record.raw_key != key:
+            try:
+                key = record.raw_key  # the rare raw key that merely looked URL-encoded
+                info = storage.head(key)
+            except ObjectNotFoundError:
+                return _Outcome(SKIPPED, bucket=bucket, key=key, code="NoSuchKey", detail="object is gone")
+        else:
+            return _Outcome(SKIPPED, bucket=bucket, key=key, code="NoSuchKey", detail="object is gone")
+
+    # The media type decides the route, so sniff before routing; a file no parser knows is a failure.
+    try:
+        media = probe_media(storage.reader(key), info.size)
+    except InputValidationError as error:
+        fallback = route(key, None, deps.rules)
+        action_name = fallback.action if fallback else None
+        write_failure(deps, storage, key=key, etag=info.etag, action=action_name, error=error)
+        return _Outcome(FAILED, bucket=bucket, key=key, action=action_name, code=error.code)
+
+    chosen = route(key, media.media, deps.rules)
+    if chosen is None:  # pragma: no cover - probe_media only knows images and videos
+        no_route = InputValidationError(f"no route for media {media.media}", code="InvalidFile.Type")
+        write_failure(deps, storage, key=key, etag=info.etag, action=None, error=no_route)
+        return _Outcome(FAILED, bucket=bucket, key=key, code=no_route.code)
+    try:
+        action = get_action(chosen.action)
+        if action.media != media.media:
+            raise InputValidationError(
+                f"{action.name} takes {action.media} files; {key} is a {media.format} {media.media}",
+                code=action.codes.format,
+                http_status=action.codes.http_status,
+            )
+    except (UnknownActionError, InputValidationError) as error:
+        write_failure(deps, storage, key=key, etag=info.etag, action=chosen.action, error=error)
+        return _Outcome(FAILED, bucket=bucket, key=key, action=chosen.action, code=error.code)
+
+    store = deps.job_store(storage)
+    claim = store.begin(bucket, key, info.etag, action.name, chosen.params, size=info.size)
+    if claim.outcome == DUPLICATE:
+        return _Outcome(
+            DUPLICATE_OUTCOME,
+            bucket=bucket,
+            key=key,
+            action=action.name,
+            request_id=claim.record.request_id,
+            detail=claim.record.state,
+        )
+    if claim.outcome != ACQUIRED:
+        busy = RecordInProgressError(f"{key} is being processed by another invocation")
+        return _Outcome(RETRY, bucket=bucket, key=key, action=action.name, code=busy.code, error=busy)
+
+    job = claim.record
+    try:
+        return _submit(record, deps, storage, store, job, action, media, info, chosen.rule)
+    except SegflowError as error:
+        if is_retryable_failure(error) and job.attempts < deps.max_event_attempts:
+            store.release(job.evolve(error=error.to_record()))
+            return _Outcome(RETRY, bucket=bucket, key=key, action=action.name, code=error.code, error=error)
+        current = store.load(job.record_id) or job
+        write_failure(
+            deps,
+            storage,
+            key=key,
+            etag=info.etag,
+            action=action.name,
+            error=error,
+            store=store,
+            record=current,
+        )
+        return _Outcome(
+            FAILED, bucket=bucket, key=key, action=action.name, code=error.code, request_id=error.request_id
+        )
+    except Exception:
+        # A bug or an unexpected library error: give the record back so the retried event can proceed.
+        store.release(job)
+        raise
+
+
+def _submit(
+    record: OssRecord,
+    deps: Deps,
+    storage: Storage,
+    store: JobStore,
+    job: JobRecord,
+    action: Action,
+    media: MediaInfo,
+    info: ObjectInfo,
+    rule: str,
+) -> _Outcome:
+    settings = deps.settings
+    bucket, key = job.bucket, job.key
+    if settings.require_region and action.product in ALIBABA_PRODUCTS and record.region != settings.region:
+        raise InputValidationError(
+            f"the service only reads OSS objects in {settings.region}; bucket {bucket} is in {record.region}",
+            code=f"{action.error_prefix}.Region",
+            http_status=400,
+        )
+    job = _fit_if_needed(deps, storage, store, job, action, media, info)
+    url = storage.presign_get(job.submit_key or key, settings.presign_seconds)
+    result = call_action(deps, action, url, job.params)
+    if is_async_call(action, job.params) and result.job_id:
+        queued = store.mark_submitted(job, job_id=result.job_id, request_id=result.request_id)
+        return _Outcome(SUBMITTED, bucket=bucket, key=key, action=action.name, request_id=queued.request_id)
+    job = job.evolve(request_id=result.request_id, submitted_at=deps.clock())
+    stored = store_result(
+        storage,
+        deps.http,
+        deps.layout,
+        job,
+        result,
+        completed_at=deps.clock(),
+        timeout=deps.download_timeout,
+        rule=rule,
+    )
+    store.mark_done(job, outputs=stored.keys, request_id=result.request_id)
+    clear_stale_failure(deps, storage, key)
+    if job.submit_key:
+        storage.delete(job.submit_key)
+    return _Outcome(DONE, bucket=bucket, key=key, action=action.name, request_id=result.request_id)
+
+
+def _fit_if_needed(
+    deps: Deps,
+    storage: Storage,
+    store: JobStore,
+    job: JobRecord,
+    action: Action,
+    media: MediaInfo,
+    info: ObjectInfo,
+) -> JobRecord:
+    """Validate against the action's limits; under `fit`, submit a converted/scaled copy instead of
+    failing. Raises the original `LimitViolationError` when no copy can help."""
+    violations = limit_violations(action, media, info.size)
+    if not violations:
+        return job
+    try:
+        validate_against_limits(action, media, info.size)
+    except LimitViolationError as original_error:
+        if deps.settings.oversize != "fit":
+            raise
+        reasons = imagefit.fit_reasons(action, original_error.kinds, media.width, media.height)
+        if not reasons:
+            raise
+        try:
+            plan = imagefit.prepare_fit(storage.get_bytes(job.key), action, reasons)
+            copy_info = probe_media(lambda o, n: plan.data[o : o + n], len(plan.data))
+            validate_against_limits(action, copy_info, len(plan.data))
+        except InputValidationError:
+            raise original_error from None
+        work_key = deps.layout.work_key(job.record_id, plan.extension)
+        storage.put_bytes(work_key, plan.data, content_type=plan.content_type)
+        return store.save(job.evolve(submit_key=work_key, fit=plan.to_record()))
+    return job  # pragma: no cover - limit_violations and validate_against_limits agree
+
+
+def _opt_str(value: object) -> str | None:
+    return value if isinstance(value, str) else None
