@@ -11,11 +11,16 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="models_command", metavar="{install,check}")
     install = sub.add_parser("install", help="install the ISNet weights (npm); check mediapipe's models")
     install.add_argument(
-        "--dir", type=Path, default=None,
+        "--dir",
+        type=Path,
+        default=None,
         help="model folder (default: $SEGFLOW_MODEL_DIR or <venv>/share/segflow/models)",
     )
     install.add_argument(
-        "--from-tarball", type=Path, default=None, metavar="TGZ",
+        "--from-tarball",
+        type=Path,
+        default=None,
+        metavar="TGZ",
         help="use an already fetched `npm pack @imgly/background-removal-data@1.4.5` tarball",
     )
     install.add_argument("--force", action="store_true", help="rebuild even when the weights are present")
