@@ -175,7 +175,9 @@ def fit_size(action: Action, width: int, height: int) -> tuple[int, int] | None:
     long, short = max(width, height), min(width, height)
     target_long = _largest_long_side(limits, width, height)
     if target_long is not None and target_long < long:
-        for candidate in range(target_long, max(0, target_long - 64), -1):
+        # start a little above the exact bound: rounding the short side may still leave room
+        top = min(target_long + 2, long)
+        for candidate in range(top, max(0, top - 64), -1):
             other = max(1, (short * candidate + long // 2) // long)
             size = (candidate, other) if width >= height else (other, candidate)
             if not resolution_problems(action.name, limits, *size):
