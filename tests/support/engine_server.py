@@ -268,7 +268,7 @@ def call_rpc(
     return requests.request(method, url, params=query, headers=signed3.headers, timeout=30)
 
 
-def make_mp4(width: int = 96, height: int = 64, frames: int = 6) -> bytes:
+def make_mp4(width: int = 160, height: int = 120, frames: int = 6) -> bytes:
     """A real H.264 MP4 (grey frames) made with PyAV, for the video actions."""
     import io
 
