@@ -1,0 +1,203 @@
+"""`segflow invoke`: run a function's handler here, or the deployed one with `--remote`.
+
+Local mode loads `functions/<name>/index.py` by path and calls `handler(event_bytes, context)` with an
+FC-like context (`segflow.context`), buckets being directories under `--bucket-dir` (one folder per
+bucket name) and the vision endpoints whatever the environment configures — no Docker, as FC would
+run it. Remote mode sends the same event file to the deployed function through the FC SDK `aliyun-fc2`
+(synchronously) and prints what the function returned.
+
+Only argument parsing happens at import; everything else is imported inside `run`.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+FUNCTIONS = ("on_upload", "collect_jobs")
+DEPLOYED_NAMES = {"on_upload": "segflow-on-upload", "collect_jobs": "segflow-collect-jobs"}
+"""The functionName each handler has in s.yaml."""
+TIMEOUTS = {"on_upload": 300, "collect_jobs": 120}
+"""Seconds, as in s.yaml, so get_remaining_time_in_millis() counts down like in FC."""
+DEFAULT_FC2_SERVICE = "default"
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "function", choices=FUNCTIONS, help="the handler to run (functions/<function>/index.py)"
+    )
+    parser.add_argument("event", help="event JSON file, e.g. events/oss-put-image.json")
+    parser.add_argument(
+        "--bucket-dir",
+        help="local mode: a directory with one folder per bucket (SEGFLOW_LOCAL_BUCKET_DIR for this run)",
+    )
+    parser.add_argument("--functions-dir", help="where functions/<name>/index.py live (default: ./functions)")
+    parser.add_argument("--timeout", type=int, help="function timeout in seconds for the local context")
+    remote = parser.add_argument_group("remote mode (the deployed function, through aliyun-fc2)")
+    remote.add_argument("--remote", action="store_true", help="invoke the deployed function instead")
+    remote.add_argument("--function-name", "--function", dest="function_name", help="deployed function name")
+    remote.add_argument("--region", help="FC region (default: SEGFLOW_REGION, cn-shanghai)")
+    remote.add_argument("--account-id", help="Alibaba Cloud account id (the FC endpoint is per account)")
+    remote.add_argument(
+        "--service",
+        default=DEFAULT_FC2_SERVICE,
+        help="service name for the FC 2.0 API that fc2 speaks (default: %(default)s)",
+    )
+    remote.add_argument("--qualifier", help="version or alias (default: LATEST)")
+    remote.add_argument(
+        "--log", action="store_true", help="print the last 4 KB of the function's log to stderr"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    import os
+    import sys
+    from pathlib import Path
+
+    from segflow.errors import SegflowError
+
+    event_path = Path(args.event)
+    try:
+        event = event_path.read_bytes()
+    except OSError as exc:
+        print(f"segflow invoke: cannot read {event_path}: {exc.strerror}", file=sys.stderr)
+        return 2
+    try:
+        if args.remote:
+            return _run_remote(args, event, dict(os.environ))
+        if not args.bucket_dir:
+            print("segflow invoke: --bucket-dir is required without --remote", file=sys.stderr)
+            return 2
+        return _run_local(args, event, dict(os.environ))
+    except SegflowError as exc:
+        print(f"segflow invoke: {exc}", file=sys.stderr)
+        return 2
+
+
+def find_handler_file(function: str, functions_dir: str | None) -> Any:
+    """functions/<function>/index.py: under --functions-dir, the current directory, or the checkout."""
+    from pathlib import Path
+
+    from segflow.errors import ConfigError
+
+    candidates = (
+        [Path(functions_dir)]
+        if functions_dir
+        else [Path.cwd() / "functions", Path(__file__).resolve().parents[2] / "functions"]
+    )
+    for directory in candidates:
+        path = directory / function / "index.py"
+        if path.is_file():
+            return path
+    raise ConfigError(f"no handler file {function}/index.py under {', '.join(map(str, candidates))}")
+
+
+def load_handler(path: Any, function: str) -> Any:
+    """The `handler` of a function's index.py, loaded by path (FC imports it as module `index`)."""
+    import importlib.util
+
+    from segflow.errors import ConfigError
+
+    spec = importlib.util.spec_from_file_location(f"segflow_function_{function}", path)
+    if spec is None or spec.loader is None:
+        raise ConfigError(f"cannot load {path}")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    handler = getattr(module, "handler", None)
+    if not callable(handler):
+        raise ConfigError(f"{path} has no handler(event, context)")
+    return handler
+
+
+def _print_json(value: Any) -> None:
+    import json
+
+    print(json.dumps(value, ensure_ascii=False, indent=2, default=str))
+
+
+def _run_local(args: argparse.Namespace, event: bytes, environ: dict[str, str]) -> int:
+    import logging
+    import sys
+    import traceback
+    from pathlib import Path
+
+    from segflow.context import local_context
+    from segflow.logs import install_redaction
+    from segflow.services.deps import Deps, use_handler_deps
+    from segflow.settings import Settings
+
+    bucket_dir = Path(args.bucket_dir).expanduser().resolve()
+    settings = Settings.from_env({**environ, "SEGFLOW_LOCAL_BUCKET_DIR": str(bucket_dir)})
+    install_redaction([v for v in (settings.picwish_appcode, *settings.credential_env.values()) if v])
+    if not logging.getLogger().handlers:
+        logging.basicConfig(
+            level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(name)s %(message)s"
+        )
+    handler = load_handler(find_handler_file(args.function, args.functions_dir), args.function)
+    context = local_context(
+        settings, DEPLOYED_NAMES[args.function], timeout=args.timeout or TIMEOUTS[args.function]
+    )
+    use_handler_deps(Deps.from_settings(settings, context))
+    try:
+        result = handler(event, context)
+    except Exception as exc:  # the handler's failure is the invocation's result, as FC reports it
+        _print_json({"errorType": type(exc).__name__, "errorMessage": str(exc)})
+        traceback.print_exc(file=sys.stderr)
+        return 1
+    finally:
+        use_handler_deps(None)
+    _print_json(result)
+    return 0
+
+
+def _run_remote(args: argparse.Namespace, event: bytes, environ: dict[str, str]) -> int:
+    import base64
+    import json
+    import sys
+
+    from segflow.credentials import credentials_from_context
+    from segflow.errors import ConfigError
+    from segflow.logs import install_redaction
+    from segflow.settings import Settings
+
+    settings = Settings.from_env(environ)
+    if not args.account_id:
+        raise ConfigError(
+            "--remote needs --account-id (the FC endpoint is <account>.<region>.fc.aliyuncs.com)"
+        )
+    credentials = credentials_from_context(None, settings.credential_env)
+    install_redaction([v for v in (credentials.access_key_secret, credentials.security_token) if v])
+    import fc2  # aliyun-fc2: a test/deploy dependency, not part of the layer
+
+    region = args.region or settings.region
+    client = fc2.Client(
+        endpoint=f"https://{args.account_id}.{region}.fc.aliyuncs.com",
+        accessKeyID=credentials.access_key_id,
+        accessKeySecret=credentials.access_key_secret,
+        securityToken=credentials.security_token or "",
+    )
+    headers = {"x-fc-invocation-type": "Sync"}
+    if args.log:
+        headers["x-fc-log-type"] = "Tail"
+    function_name = args.function_name or DEPLOYED_NAMES[args.function]
+    try:
+        response = client.invoke_function(
+            args.service, function_name, payload=event, headers=headers, qualifier=args.qualifier
+        )
+    except fc2.fc_exceptions.FcError as exc:
+        print(
+            f"segflow invoke --remote: {function_name} failed: HTTP {exc.status_code} "
+            f"{exc.err_code or ''} {exc.message} [RequestId {exc.request_id}]",
+            file=sys.stderr,
+        )
+        return 1
+    log_result = response.headers.get("x-fc-log-result") if response.headers else None
+    if args.log and log_result:
+        print(base64.b64decode(log_result).decode("utf-8", "replace"), file=sys.stderr)
+    body = response.data
+    text = body.decode("utf-8", "replace") if isinstance(body, bytes) else str(body)
+    try:
+        _print_json(json.loads(text))
+    except ValueError:
+        print(text)
+    return 0
