@@ -84,11 +84,10 @@ class _Answer:
 class _Transport:
     """One HTTP attempt: a rate-limit token, the request, connection failures as `ApiConnectionError`."""
 
-    def __init__(self, session: requests.Session | None, timeout: float, rate_limiter: RateLimiter) -> None:
+    def __init__(self, session: requests.Session | None, timeout: float) -> None:
         self._session = session
         self._session_lock = threading.Lock()
         self.timeout = timeout
-        self.rate_limiter = rate_limiter
         _hide_secrets_in_urllib3_logs()
 
     @property
@@ -98,9 +97,18 @@ class _Transport:
                 self._session = requests.Session()
             return self._session
 
-    def send(self, method: str, url: str, headers: Mapping[str, str], body: bytes, *, what: str) -> _Answer:
+    def send(
+        self,
+        method: str,
+        url: str,
+        headers: Mapping[str, str],
+        body: bytes,
+        *,
+        limiter: RateLimiter,
+        what: str,
+    ) -> _Answer:
         host = urlsplit(url).netloc
-        self.rate_limiter.acquire()
+        limiter.acquire()
         started = time.monotonic()
         try:
             response = self.session.request(
@@ -159,11 +167,12 @@ class VisionClient:
         self.signature_version = signature_version
         self.v1_method = v1_method
         self.retry = retry or RetryPolicy()
-        self._transport = _Transport(session, timeout, rate_limiter or RateLimiter.shared(DEFAULT_QPS))
+        self._rate_limiter = rate_limiter
+        self._transport = _Transport(session, timeout)
 
-    @property
-    def rate_limiter(self) -> RateLimiter:
-        return self._transport.rate_limiter
+    def rate_limiter_for(self, product: str) -> RateLimiter:
+        """The given limiter, else the process-wide one of the product (each product has its own quota)."""
+        return self._rate_limiter or RateLimiter.shared(DEFAULT_QPS, key=product)
 
     def call(self, action: str, params: Mapping[str, str]) -> tuple[str, dict[str, Any]]:
         """Call any catalogued imageseg/videoseg action; returns (RequestId, Data)."""
@@ -177,7 +186,7 @@ class VisionClient:
         entry = catalogue.get_action(action)
         if entry.product == "picwish" or not entry.url_param:
             raise ConfigError(f"{action} is not an imageseg/videoseg segmentation action")
-        extra = {name: str(value) for name, value in (params or {}).items()}
+        extra = {name: _param_text(value) for name, value in (params or {}).items()}
         unknown = sorted(set(extra) - set(entry.all_params))
         if unknown:
             raise InputValidationError(
@@ -204,11 +213,12 @@ class VisionClient:
         self, product: str, version: str, action: str, params: Mapping[str, str]
     ) -> tuple[str, dict[str, Any]]:
         endpoint = self.endpoints.for_product(product)
-        query = {name: str(value) for name, value in params.items()}
+        query = {name: _param_text(value) for name, value in params.items()}
+        limiter = self.rate_limiter_for(product)
 
         def attempt() -> tuple[str, dict[str, Any]]:
             method, url, headers = self._signed_request(endpoint, action, version, query)
-            answer = self._transport.send(method, url, headers, b"", what=action)
+            answer = self._transport.send(method, url, headers, b"", limiter=limiter, what=action)
             return _rpc_result(answer)
 
         return self.retry.run(attempt, what=f"{product} {action}")
@@ -242,6 +252,13 @@ class VisionClient:
         )
         headers = {"accept": "application/json", "user-agent": USER_AGENT}
         return self.v1_method, f"{base}?{_encode_query(signed1.params)}", headers
+
+
+def _param_text(value: object) -> str:
+    # The API spells booleans in lower case (`Async=true`); str(True) would send "True".
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
 
 
 def _version_of(product: str) -> str:
@@ -329,9 +346,8 @@ class PicWishClient:
         self.endpoint = Endpoints(picwish=endpoint).for_product("picwish")
         self.body_format = body_format
         self.retry = retry or RetryPolicy()
-        self._transport = _Transport(
-            session, timeout, rate_limiter or RateLimiter.shared(DEFAULT_QPS, key="picwish")
-        )
+        self.rate_limiter = rate_limiter or RateLimiter.shared(DEFAULT_QPS, key="picwish")
+        self._transport = _Transport(session, timeout)
 
     def __repr__(self) -> str:
         return f"PicWishClient(endpoint={self.endpoint!r}, appcode=<hidden>)"
@@ -371,7 +387,10 @@ class PicWishClient:
         url = f"{self.endpoint}{PICWISH_PATH}"
 
         def attempt() -> SegmentResult:
-            return _picwish_result(self._transport.send("POST", url, headers, body, what="PicWish"))
+            answer = self._transport.send(
+                "POST", url, headers, body, limiter=self.rate_limiter, what="PicWish"
+            )
+            return _picwish_result(answer)
 
         return self.retry.run(attempt, what="PicWish segmentation")
 

@@ -396,9 +396,30 @@ def test_every_attempt_takes_a_rate_limit_token() -> None:
     assert len(taken) == 3
 
 
-def test_clients_share_the_process_limiter_by_default() -> None:
-    assert VisionClient(CREDENTIALS).rate_limiter is VisionClient(STS).rate_limiter
-    assert VisionClient(CREDENTIALS).rate_limiter is RateLimiter.shared()
+def test_clients_share_one_process_limiter_per_product_by_default() -> None:
+    first, second = VisionClient(CREDENTIALS), VisionClient(STS)
+
+    assert first.rate_limiter_for("imageseg") is second.rate_limiter_for("imageseg")
+    assert first.rate_limiter_for("imageseg") is RateLimiter.shared(2.0, key="imageseg")
+    assert first.rate_limiter_for("videoseg") is not first.rate_limiter_for("imageseg")
+    assert first.rate_limiter_for("videoseg").qps == 2.0
+    assert PicWishClient("code").rate_limiter is RateLimiter.shared(2.0, key="picwish")
+
+
+def test_a_given_limiter_is_used_for_every_product() -> None:
+    limiter = RateLimiter(3)
+    client = VisionClient(CREDENTIALS, rate_limiter=limiter)
+
+    assert client.rate_limiter_for("imageseg") is client.rate_limiter_for("videoseg") is limiter
+
+
+def test_boolean_parameters_are_sent_in_lower_case() -> None:
+    session = StubSession(ok(None, request_id="JOB-B"))
+
+    result = vision(session).segment("SegmentBody", "http://in.png", {"Async": True})  # type: ignore[dict-item]
+
+    assert session.sent[0].query["Async"] == "true"
+    assert result.job_id == "JOB-B"
 
 
 # --- secrets -------------------------------------------------------------------------------------------
