@@ -13,7 +13,7 @@ import math
 import struct
 import zlib
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 from segflow.errors import InputValidationError
@@ -90,7 +90,7 @@ def probe_media(read_at: ReadAt, size: int) -> MediaInfo:
 
 
 def _with_bytes_read(info: MediaInfo, n: int) -> MediaInfo:
-    return MediaInfo(**{**info.__dict__, "bytes_read": n})
+    return replace(info, bytes_read=n)
 
 
 class _Source:
