@@ -18,7 +18,8 @@ the service does (400 `SignatureDoesNotMatch`, 404 `InvalidAccessKeyId.NotFound`
 `appcode` when one is given (401 otherwise).
 
 Every request is recorded (`requests`, thread-safe copies) with its parsed parameters and arrival time;
-`max_requests_in_window(1.0)` measures the rate the server saw.
+`max_requests_in_window(1.0)` measures the rate the server saw. A handler that raises is answered with
+500 `FakeApi.HandlerError` and kept in `handler_errors`, so a test can assert its handler never failed.
 """
 
 from __future__ import annotations
@@ -182,6 +183,7 @@ class FakeApi:
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
         self._nonces: Any = None
+        self.handler_errors: list[BaseException] = []  # exceptions raised by the handler callback
 
     # --- lifecycle -----------------------------------------------------------------------------------
 
@@ -191,8 +193,7 @@ class FakeApi:
         from segflow.signing import NonceCache
 
         self._nonces = NonceCache()
-        server = ThreadingHTTPServer(("127.0.0.1", 0), _make_handler_class(self))
-        server.daemon_threads = True
+        server = _Server(("127.0.0.1", 0), _make_handler_class(self))
         self._server = server
         self._thread = threading.Thread(
             target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
@@ -342,12 +343,24 @@ class FakeApi:
                     return self._queues[key].popleft()
             handler = self._handler
         if handler is not None:
-            reply = handler(record)
+            try:
+                reply = handler(record)
+            except Exception as error:
+                # Answer instead of dropping the connection: a dropped one looks like a network fault
+                # the client would retry, hiding the bug in the test's handler.
+                with self._lock:
+                    self.handler_errors.append(error)
+                return Reply.error(500, "FakeApi.HandlerError", f"{type(error).__name__}: {error}")
             if reply is not None:
                 return reply
         if record.action == "PicWish":
             return Reply.picwish()
         return Reply.ok({})
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 128  # many client threads may connect at once; the default backlog is 5
 
 
 def _body_params(headers: Mapping[str, str], body: bytes) -> dict[str, str]:
