@@ -61,13 +61,23 @@ def validate_object(action: Action, read_at: ReadAt, size: int) -> MediaInfo:
     try:
         info = probe_media(read_at, size)
     except MediaError as exc:
-        codes = action.codes
-        kind = exc.problem if exc.problem in (FORMAT, EMPTY) else CORRUPT
-        code = {FORMAT: codes.format, EMPTY: codes.empty}.get(kind, codes.corrupt)
-        violation = Violation(kind, code, f"{action.name}: {exc.message}")
-        raise LimitViolationError((violation,), http_status=codes.http_status) from exc
+        raise media_error_for_action(action, exc) from exc
     validate_against_limits(action, info, size)
     return info
+
+
+def media_error_for_action(action: Action, error: MediaError) -> LimitViolationError:
+    """The error `action`'s service would give for a file `probe_media` could not read.
+
+    `probe_media` does not know the action, so its codes are generic; once the action is known
+    (after routing), this gives the product's own code: imageseg `InvalidImage.Content`,
+    videoseg `InvalidFile.Type` / `InvalidFile.Decode` / `InvalidFile.Content`, PicWish's state -7.
+    """
+    codes = action.codes
+    kind = error.problem if error.problem in (FORMAT, EMPTY) else CORRUPT
+    code = {FORMAT: codes.format, EMPTY: codes.empty}.get(kind, codes.corrupt)
+    violation = Violation(kind, code, f"{action.name}: {error.message}")
+    return LimitViolationError((violation,), http_status=codes.http_status)
 
 
 def validate_against_limits(action: Action, info: MediaInfo, size: int) -> None:

@@ -13,7 +13,8 @@ import pytest
 
 from segflow.catalogue import MiB, get_action
 from segflow.errors import InputValidationError
-from segflow.validation import LimitViolationError, validate_object
+from segflow.media import MediaError, probe_media
+from segflow.validation import LimitViolationError, media_error_for_action, validate_object
 from tests.support.media_files import (
     SparseFile,
     cached_video,
@@ -329,3 +330,13 @@ def test_huge_declared_png_is_refused_for_resolution_without_allocation() -> Non
 def test_action_without_media_cannot_validate_a_file() -> None:
     with pytest.raises(InputValidationError):
         validate_object(get_action("GetAsyncJobResult"), reader(png(10, 10)), 100)
+
+
+def test_probe_errors_are_mapped_to_an_action_known_later() -> None:
+    """After routing, a probe failure takes the product's code (videoseg: InvalidFile.Decode)."""
+    data = mp4_file(64, 64, 5)[:100]
+    with pytest.raises(MediaError) as err:
+        probe_media(reader(data), len(data))
+    mapped = media_error_for_action(get_action("SegmentHalfBody"), err.value)
+    assert (mapped.kind, mapped.code) == ("corrupt", "InvalidFile.Decode")
+    assert mapped.message.startswith("SegmentHalfBody: MP4: moov box")
