@@ -29,7 +29,26 @@ def probe(data: bytes) -> MediaInfo:
     read_at = reader(data)
     info = probe_media(read_at, len(data))
     assert info.bytes_read == read_at.bytes_read
+    # at most the 64 KiB head, plus for MP4/MOV the moov box and a 16-byte header per box hopped
+    moov = moov_size(data)
+    assert info.bytes_read <= HEAD_BYTES + (moov + 16 * len(first_box_types(data)) if moov else 0)
     return info
+
+
+def moov_size(data: bytes) -> int:
+    if data[4:8] not in (b"ftyp", b"moov", b"mdat", b"free", b"wide"):
+        return 0
+    pos = 0
+    while pos + 8 <= len(data):
+        size, kind = struct.unpack_from(">I4s", data, pos)
+        if size == 1:
+            size = struct.unpack_from(">Q", data, pos + 8)[0]
+        if kind == b"moov":
+            return int(size)
+        if size < 8:
+            break
+        pos += size
+    return 0
 
 
 @pytest.mark.parametrize(
