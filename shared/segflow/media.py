@@ -24,6 +24,7 @@ HEAD_BYTES = 64 * 1024
 MAX_MOOV_BYTES = 64 * 1024 * 1024
 _MAX_BOXES = 4096
 _MAX_JPEG_SEGMENTS = 256
+_MAX_READS = 64  # read_at calls per probe, the head included
 
 # The code a probe failure carries before an action is known; `validation` maps it to the action's code.
 _FORMAT_CODE = "InvalidFile.Type"
@@ -100,11 +101,20 @@ class _Source:
         self._read_at = read_at
         self.size = size
         self.bytes_read = 0
+        self.reads = 0
         self.head = self._fetch(0, min(size, HEAD_BYTES))
 
     def _fetch(self, offset: int, length: int) -> bytes:
         if length <= 0 or offset >= self.size:
             return b""
+        self.reads += 1
+        if self.reads > _MAX_READS:
+            # every read may be a ranged GET: a header that needs this many is broken or hostile
+            raise MediaError(
+                f"the headers need more than {_MAX_READS} separate reads; the file looks corrupt",
+                problem="corrupt",
+                code=_VIDEO_CORRUPT_CODE,
+            )
         data = bytes(self._read_at(offset, length))[:length]
         self.bytes_read += len(data)
         return data

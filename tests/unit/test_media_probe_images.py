@@ -216,3 +216,13 @@ def test_reads_only_the_head_of_a_large_image() -> None:
     assert (info.width, info.height) == (800, 600)
     assert sparse.bytes_read <= HEAD_BYTES
     assert len(sparse.calls) == 1
+
+
+def test_a_header_needing_many_small_reads_is_refused_as_corrupt() -> None:
+    """Each read may be a ranged GET: hundreds of APPn segments beyond the head are not followed."""
+    data = jpeg_with_app_segments((64, 64), app_bytes=200 * 70_000)  # ~215 segments, most past 64 KiB
+    read_at = reader(data)
+    with pytest.raises(MediaError, match="separate reads") as err:
+        probe_media(read_at, len(data))
+    assert err.value.problem == "corrupt"
+    assert len(read_at.calls) <= 64
