@@ -9,6 +9,7 @@ themselves (`functions/*/index.py`) are loaded from their files and driven with 
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import io
 import json
@@ -154,6 +155,7 @@ class FakeVision:
         self.fetched: list[str] = []
         self.job_statuses: list[str] = ["PROCESSING"]  # what a new job reports before PROCESS_SUCCESS
         self.poll_delay = 0.0
+        self.segment_delay = 0.0  # seconds a synchronous segmentation takes (to make calls overlap)
         self.expire_results = 0  # how many PROCESS_SUCCESS result URLs to hand out already expired
         self.fetched_sizes: list[tuple[int, int]] = []  # pixel sizes of the images the service fetched
         self._lock = threading.Lock()
@@ -183,6 +185,8 @@ class FakeVision:
             return self._submit(action, url)
         if action == "SegmentBody" and params.get("Async", "").lower() == "true":
             return self._submit(action, params.get("ImageURL", ""))
+        if self.segment_delay:
+            time.sleep(self.segment_delay)
         if action in ("SegmentCommonImage", "SegmentBody", "SegmentCommodity"):
             data = self._fetch(params["ImageURL"])
             return Reply.ok({"ImageURL": self.results.add(half_mask_cutout(data), ".png")})
@@ -458,7 +462,8 @@ def build_deps(root: Path, api: FakeApi, clock: Callable[[], float], **overrides
         "collect_concurrency": 4,
         "lease_seconds": 120,
     }
-    deps_fields = {k: overrides.pop(k) for k in list(overrides) if k in Deps.__dataclass_fields__}
+    init_fields = {f.name for f in dataclasses.fields(Deps) if f.init} - {"settings"}
+    deps_fields = {k: overrides.pop(k) for k in list(overrides) if k in init_fields}
     settings_fields.update(overrides)
     settings = Settings(**settings_fields)
     storages: dict[str, Storage] = {}

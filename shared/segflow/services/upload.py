@@ -31,7 +31,7 @@ from segflow.errors import (
 from segflow.events import OssEvent, OssRecord
 from segflow.jobs import ACQUIRED, DUPLICATE, JobRecord, JobStore
 from segflow.logs import log_outcome
-from segflow.media import MediaInfo, probe_media
+from segflow.media import MediaError, MediaInfo, probe_media
 from segflow.outputs import store_result
 from segflow.routing import route
 from segflow.services.common import (
@@ -43,7 +43,12 @@ from segflow.services.common import (
 )
 from segflow.services.deps import Deps
 from segflow.storage.base import ObjectInfo, Storage
-from segflow.validation import LimitViolationError, limit_violations, validate_against_limits
+from segflow.validation import (
+    LimitViolationError,
+    limit_violations,
+    media_error_for_action,
+    validate_against_limits,
+)
 
 # Outcomes, one per record (also the summary's counters).
 DONE = "done"
@@ -54,6 +59,7 @@ DUPLICATE_OUTCOME = "duplicate"
 RETRY = "retry"
 
 ALIBABA_PRODUCTS = frozenset({"imageseg", "videoseg"})
+_VIDEO_EXTENSIONS = (".mp4", ".mov", ".avi", ".flv", ".mkv", ".ts", ".mpg", ".mpeg", ".m4v")
 
 
 @dataclass
@@ -188,11 +194,10 @@ def _process_object(record: OssRecord, deps: Deps, bucket: str, key: str) -> _Ou
     # The media type decides the route, so sniff before routing; a file no parser knows is a failure.
     try:
         media = probe_media(storage.reader(key), info.size)
-    except InputValidationError as error:
-        fallback = route(key, None, deps.rules)
-        action_name = fallback.action if fallback else None
-        write_failure(deps, storage, key=key, etag=info.etag, action=action_name, error=error)
-        return _Outcome(FAILED, bucket=bucket, key=key, action=action_name, code=error.code)
+    except MediaError as error:
+        action_name, coded = _unreadable(key, error, deps)
+        write_failure(deps, storage, key=key, etag=info.etag, action=action_name, error=coded)
+        return _Outcome(FAILED, bucket=bucket, key=key, action=action_name, code=coded.code)
 
     chosen = route(key, media.media, deps.rules)
     if chosen is None:  # pragma: no cover - probe_media only knows images and videos
@@ -328,6 +333,19 @@ def _fit_if_needed(
         storage.put_bytes(work_key, plan.data, content_type=plan.content_type)
         return store.save(job.evolve(submit_key=work_key, fit=plan.to_record()))
     return job  # pragma: no cover - limit_violations and validate_against_limits agree
+
+
+def _unreadable(key: str, error: MediaError, deps: Deps) -> tuple[str | None, InputValidationError]:
+    """The action the file would have gone to (media guessed from the probe, else the extension) and
+    the error that action's service gives for a file it cannot read."""
+    media = error.media or ("video" if key.lower().endswith(_VIDEO_EXTENSIONS) else "image")
+    chosen = route(key, media, deps.rules)
+    if chosen is None:
+        return None, error
+    try:
+        return chosen.action, media_error_for_action(get_action(chosen.action), error)
+    except UnknownActionError:
+        return chosen.action, error
 
 
 def _opt_str(value: object) -> str | None:
