@@ -1,0 +1,466 @@
+"""`segflow run`: the whole pipeline over local files, through the same handlers the cloud runs.
+
+With the local engine (default) it starts `segflow engine` in the background on a free loopback port, keeps
+the bucket as a directory, "uploads" each input under the input prefix, invokes the on_upload handler with
+a real OSS-format event per object, runs the collect_jobs handler until every video job has finished, and
+leaves the outputs in the bucket layout the cloud produces, with a contact sheet per result.
+With `--engine cloud` the same steps run against a real OSS bucket and the real service, using the
+`ALIBABA_CLOUD_*` keys of the environment.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+DEFAULT_BUCKET = "segflow-local"
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("inputs", nargs="*", type=Path, help="image and video files (or folders of them)")
+    parser.add_argument(
+        "--samples",
+        action="store_true",
+        help="also process sample photos and clips made from scikit-image's bundled photos "
+        "(a person, a portrait, two objects, a moving person clip and a green-screen clip)",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=Path("segflow-out"),
+        help="where the local bucket, previews and logs go (default: ./segflow-out)",
+    )
+    parser.add_argument(
+        "--rule",
+        action="append",
+        default=[],
+        metavar="RULE",
+        help='a routing rule, as JSON (\'{"prefix": "incoming/faces/", "action": "SegmentHead"}\') or as '
+        "key=value pairs (prefix=incoming/faces/,action=SegmentHead,ReturnForm=mask); the first match "
+        "wins, then the defaults (images → SegmentCommonImage, videos → SegmentVideoBody)",
+    )
+    parser.add_argument(
+        "--engine",
+        choices=("local", "cloud"),
+        default="local",
+        help="local: start the local engine (default); cloud: the real service and a real OSS bucket",
+    )
+    parser.add_argument(
+        "--bucket",
+        default=None,
+        help=f"bucket name (local default: {DEFAULT_BUCKET}; required with --engine cloud)",
+    )
+    parser.add_argument("--port", type=int, default=0, help="local engine port (default: a free one)")
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=1200.0,
+        help="give up waiting for video jobs after this many seconds (default 1200)",
+    )
+    parser.add_argument("--no-preview", action="store_true", help="skip contact sheets and frame strips")
+
+
+@dataclass
+class InputFile:
+    path: Path
+    key: str
+    outcome: str = "pending"
+    started: float = 0.0
+    action: str = ""
+    code: str = ""
+    reason: str = ""
+    seconds: float = 0.0
+    outputs: list[str] = field(default_factory=list)
+    preview: str = ""
+
+
+def parse_rule(text: str) -> dict[str, Any]:
+    """A `--rule` as JSON or as `key=value,…` (fields other than prefix/suffix/media/action/name are
+    the action's parameters)."""
+    text = text.strip()
+    rule: dict[str, Any] = {}
+    if text.startswith("{"):
+        decoded = json.loads(text)
+        if not isinstance(decoded, dict):
+            raise ValueError(f"--rule must be a JSON object: {text}")
+        rule.update(decoded)
+        return rule
+    params: dict[str, str] = {}
+    for part in text.split(","):
+        if not part.strip():
+            continue
+        name, sep, value = part.partition("=")
+        if not sep:
+            raise ValueError(f"--rule part {part!r} is not key=value")
+        name = name.strip()
+        if name in ("prefix", "suffix", "media", "action", "name"):
+            rule[name] = value.strip()
+        else:
+            params[name] = value.strip()
+    if params:
+        rule["params"] = params
+    return rule
+
+
+def collect_inputs(paths: Sequence[Path]) -> list[tuple[Path, str]]:
+    """(file, key relative to the input prefix) for every file given, folders walked recursively."""
+    found: list[tuple[Path, str]] = []
+    for path in paths:
+        if path.is_dir():
+            for file in sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith(".")):
+                found.append((file, file.relative_to(path).as_posix()))
+        elif path.is_file():
+            found.append((path, path.name))
+        else:
+            raise FileNotFoundError(f"no such file or folder: {path}")
+    return found
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@contextlib.contextmanager
+def local_engine(port: int, state_dir: Path, access_key: tuple[str, str], appcode: str) -> Iterator[str]:
+    """`segflow engine` in a child process on 127.0.0.1:<port>; yields its base URL, stops it after."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    log_path = state_dir / "engine.log"
+    env = dict(os.environ)
+    env["SEGFLOW_ENGINE_ACCESS_KEYS"] = f"{access_key[0]}:{access_key[1]}"
+    env["SEGFLOW_ENGINE_APPCODES"] = appcode
+    command = [
+        sys.executable, "-m", "segflow.cli", "engine",
+        "--host", "127.0.0.1", "--port", str(port), "--state-dir", str(state_dir / "results"),
+    ]  # fmt: skip
+    with log_path.open("ab") as log:
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+    base_url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_until_listening(process, port, log_path, timeout=180.0)
+        yield base_url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=5)
+
+
+def _wait_until_listening(
+    process: subprocess.Popen[bytes], port: int, log_path: Path, timeout: float
+) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            tail = log_path.read_text(encoding="utf-8", errors="replace")[-2000:]
+            raise RuntimeError(f"the local engine exited with status {process.returncode}:\n{tail}")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return
+        time.sleep(0.2)
+    raise RuntimeError(f"the local engine did not listen on port {port} within {timeout:.0f} s ({log_path})")
+
+
+def put_event(bucket: str, key: str, etag: str, size: int, region: str) -> bytes:
+    """The OSS trigger's event for one PutObject, in the format FC delivers (see events/)."""
+    now = time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime())
+    record = {
+        "eventName": "ObjectCreated:PutObject",
+        "eventSource": "acs:oss",
+        "eventTime": now,
+        "eventVersion": "1.0",
+        "oss": {
+            "bucket": {
+                "arn": f"acs:oss:{region}:000000000000:{bucket}",
+                "name": bucket,
+                "ownerIdentity": "000000000000",
+                "virtualBucket": "",
+            },
+            "object": {"deltaSize": size, "eTag": etag, "key": key, "size": size},
+            "ossSchemaVersion": "1.0",
+            "ruleId": "segflow-run",
+        },
+        "region": region,
+        "requestParameters": {"sourceIPAddress": "127.0.0.1"},
+        "responseElements": {"requestId": secrets.token_hex(12).upper()},
+        "userIdentity": {"principalId": "000000000000"},
+    }
+    return json.dumps({"events": [record]}).encode("utf-8")
+
+
+def run(args: argparse.Namespace) -> int:
+    from segflow.errors import SegflowError
+
+    try:
+        return _run(args)
+    except (SegflowError, ValueError, FileNotFoundError, RuntimeError) as exc:
+        print(f"segflow run: {exc}", file=sys.stderr)
+        return 2
+
+
+def _run(args: argparse.Namespace) -> int:
+    out: Path = args.out.resolve()
+    rules = [parse_rule(text) for text in args.rule]
+    inputs = collect_inputs(args.inputs)
+    if args.samples:
+        from segflow_engine.samples import SAMPLE_RULES, write_samples
+
+        sample_dir = out / "samples"
+        write_samples(sample_dir)
+        inputs += collect_inputs([sample_dir])
+        rules += [dict(rule) for rule in SAMPLE_RULES]
+    if not inputs:
+        raise ValueError("nothing to do: give files or folders, or --samples")
+
+    if args.engine == "cloud":
+        if not args.bucket:
+            raise ValueError("--engine cloud needs --bucket (a bucket in cn-shanghai)")
+        return _pipeline(args, out, inputs, rules, env_overrides={}, local=False)
+
+    access_key = (f"LTAIlocal{secrets.token_hex(6)}", secrets.token_urlsafe(24))
+    appcode = secrets.token_hex(16)
+    port = args.port or free_port()
+    print(
+        f"starting the local engine on 127.0.0.1:{port} (models load once; log in {out}/.engine/engine.log)"
+    )
+    with local_engine(port, out / ".engine", access_key, appcode) as base_url:
+        env = {
+            "SEGFLOW_IMAGESEG_ENDPOINT": base_url,
+            "SEGFLOW_VIDEOSEG_ENDPOINT": base_url,
+            "SEGFLOW_PICWISH_ENDPOINT": base_url,
+            "SEGFLOW_PICWISH_APPCODE": appcode,
+            "ALIBABA_CLOUD_ACCESS_KEY_ID": access_key[0],
+            "ALIBABA_CLOUD_ACCESS_KEY_SECRET": access_key[1],
+            "SEGFLOW_LOCAL_BUCKET_DIR": str(out / "buckets"),
+            "SEGFLOW_REQUIRE_REGION": "false",
+        }
+        os.environ.pop("ALIBABA_CLOUD_SECURITY_TOKEN", None)
+        return _pipeline(args, out, inputs, rules, env_overrides=env, local=True)
+
+
+def _pipeline(
+    args: argparse.Namespace,
+    out: Path,
+    inputs: list[tuple[Path, str]],
+    rules: list[dict[str, Any]],
+    *,
+    env_overrides: Mapping[str, str],
+    local: bool,
+) -> int:
+    from segflow.context import local_context
+    from segflow.invoke import find_handler_file, load_handler
+    from segflow.logs import install_redaction
+    from segflow.services.deps import Deps, use_handler_deps
+    from segflow.settings import Settings
+    from segflow.storage import storage_for
+
+    # The handlers get their configuration the way FC gives it: the environment, plus our overrides.
+    environ = {**os.environ, **env_overrides}
+    if not local:
+        environ.pop("SEGFLOW_LOCAL_BUCKET_DIR", None)
+    input_prefix = environ.setdefault("SEGFLOW_INPUT_PREFIX", "incoming/")
+    for rule in rules:  # rule prefixes given relative to the input prefix are made absolute
+        if rule.get("prefix") and not str(rule["prefix"]).startswith(input_prefix):
+            rule["prefix"] = input_prefix + str(rule["prefix"])
+    environ["SEGFLOW_RULES"] = json.dumps(rules)
+    settings = Settings.from_env(environ)
+    install_redaction([v for v in (settings.picwish_appcode, *settings.credential_env.values()) if v])
+    bucket = args.bucket or DEFAULT_BUCKET
+    on_upload = load_handler(find_handler_file("on_upload", None), "on_upload")
+    collect_jobs = load_handler(find_handler_file("collect_jobs", None), "collect_jobs")
+    deps = Deps.from_settings(settings, local_context(settings, "collect-jobs"))
+    use_handler_deps(deps)
+    storage = storage_for(settings, bucket, None)
+    files = [InputFile(path, settings.input_prefix + key) for path, key in inputs]
+    progress = _Progress(len(files))
+    region = settings.region
+    for item in files:
+        item.started = time.monotonic()
+        progress.update(f"uploading and submitting {item.key}")
+        data = item.path.read_bytes()
+        etag = storage.put_bytes(item.key, data)
+        event = put_event(bucket, item.key, etag, len(data), region)
+        try:
+            on_upload(event, local_context(settings, "on-upload", timeout=600))
+        except Exception as exc:  # the handler raises only for what FC would retry; report it
+            item.outcome, item.code, item.reason = "failed", type(exc).__name__, str(exc)
+        _read_outcome(storage, settings, item)
+        if item.outcome != "pending":
+            item.seconds = time.monotonic() - item.started
+            progress.advance()
+
+    deadline = time.monotonic() + args.timeout
+    collect_event = json.dumps(
+        {"triggerTime": "", "triggerName": "segflow-run", "payload": json.dumps({"buckets": [bucket]})}
+    ).encode("utf-8")
+    while any(item.outcome == "pending" for item in files) and time.monotonic() < deadline:
+        waiting = [item for item in files if item.outcome == "pending"]
+        progress.update(f"collecting {len(waiting)} video job(s)")
+        collect_jobs(collect_event, local_context(settings, "collect-jobs", timeout=300))
+        for item in waiting:
+            _read_outcome(storage, settings, item)
+            if item.outcome != "pending":
+                item.seconds = time.monotonic() - item.started
+                progress.advance()
+        if any(item.outcome == "pending" for item in files):
+            time.sleep(1.0)
+    progress.close()
+
+    for item in files:
+        if item.outcome == "pending":
+            item.outcome, item.code = "failed", "Timeout"
+            item.reason = f"the job did not finish within {args.timeout:.0f} s"
+    if not args.no_preview:
+        for item in files:
+            if item.outcome == "done":
+                _make_preview(storage, settings, item, out / "previews")
+    _print_table(files, out)
+    return 1 if any(item.outcome != "done" for item in files) else 0
+
+
+def _read_outcome(storage: Any, settings: Any, item: InputFile) -> None:
+    """done when a manifest exists under the output prefix, failed when a failure record does."""
+    from segflow.errors import ObjectNotFoundError
+
+    if item.outcome == "failed":
+        return
+    with contextlib.suppress(ObjectNotFoundError):
+        record = json.loads(storage.get_bytes(f"{settings.failed_prefix}{item.key}.json"))
+        item.outcome = "failed"
+        item.action = str(record.get("Action") or "")
+        item.code = str(record.get("Code") or "")
+        item.reason = str(record.get("Message") or "")
+        return
+    manifests = [
+        info.key
+        for info in storage.list(f"{settings.output_prefix}{item.key}/")
+        if info.key.endswith("/manifest.json")
+    ]
+    if manifests:
+        manifest = json.loads(storage.get_bytes(manifests[0]))
+        item.outcome = "done"
+        item.action = str(manifest.get("Action") or "")
+        item.outputs = [str(f.get("Key")) for f in manifest.get("Files", [])] + [manifests[0]]
+
+
+def _make_preview(storage: Any, settings: Any, item: InputFile, directory: Path) -> None:
+    from segflow.preview import PlacedAlpha, contact_sheet, video_strip
+
+    manifest_key = next(k for k in item.outputs if k.endswith("/manifest.json"))
+    manifest = json.loads(storage.get_bytes(manifest_key))
+    files = manifest.get("Files", [])
+    elements = {e.get("Index"): e for e in manifest.get("Elements", [])}
+    name = item.key[len(settings.input_prefix) :].replace("/", "__")
+    try:
+        videos = [f for f in files if f.get("Role") == "video"]
+        if videos:
+            import tempfile
+
+            with tempfile.TemporaryDirectory() as tmp:
+                src = Path(tmp) / "source"
+                src.write_bytes(storage.get_bytes(item.key))
+                mask = Path(tmp) / "mask"
+                mask.write_bytes(storage.get_bytes(videos[0]["Key"]))
+                item.preview = str(video_strip(src, mask, directory / f"{name}.png"))
+            return
+        pieces: list[PlacedAlpha] = []
+        for entry in files:
+            role = entry.get("Role")
+            if role in ("cutout", "mask"):
+                pieces.append(PlacedAlpha(storage.get_bytes(entry["Key"])))
+            elif role == "element":
+                element = elements.get(entry.get("Element"), {})
+                pieces.append(
+                    PlacedAlpha(
+                        storage.get_bytes(entry["Key"]),
+                        int(element.get("X") or 0),
+                        int(element.get("Y") or 0),
+                    )
+                )
+        if pieces:
+            item.preview = str(contact_sheet(storage.get_bytes(item.key), pieces, directory / f"{name}.png"))
+    except Exception as exc:  # a preview is a convenience: say why it is missing, keep the result
+        item.reason = f"no preview: {exc}"
+
+
+class _Progress:
+    """A rich progress bar over files and jobs; plain lines when rich is missing or not a terminal."""
+
+    def __init__(self, total: int) -> None:
+        self._bar: Any = None
+        try:
+            from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+            self._bar = Progress(
+                TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                TimeElapsedColumn(),
+            )  # fmt: skip
+            self._bar.start()
+            self._task = self._bar.add_task("segflow run", total=total)
+        except ImportError:
+            self._bar = None
+
+    def update(self, description: str) -> None:
+        if self._bar is not None:
+            self._bar.update(self._task, description=description)
+        else:
+            print(description, flush=True)
+
+    def advance(self) -> None:
+        if self._bar is not None:
+            self._bar.advance(self._task)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+
+
+def _print_table(files: Sequence[InputFile], out: Path) -> None:
+    rows = [
+        (
+            item.key,
+            item.action or "-",
+            item.outcome if item.outcome == "done" else f"{item.outcome} {item.code}".strip(),
+            f"{item.seconds:.1f}s",
+            _output_dir(item) if item.outcome == "done" else item.reason,
+        )
+        for item in files
+    ]
+    try:
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table(title=f"segflow run — bucket in {out}")
+        for column in ("file", "action", "outcome", "time", "output / reason"):
+            table.add_column(column, overflow="fold")
+        for row in rows:
+            table.add_row(*row)
+        Console().print(table)
+    except ImportError:
+        for row in rows:
+            print("  ".join(row))
+    previews = [item.preview for item in files if item.preview and item.outcome == "done"]
+    if previews:
+        print(f"previews: {Path(previews[0]).parent}")
+    failed = sum(1 for item in files if item.outcome != "done")
+    print(f"{len(files) - failed} done, {failed} failed")
+
+
+def _output_dir(item: InputFile) -> str:
+    manifest = next((k for k in item.outputs if k.endswith("/manifest.json")), "")
+    return manifest.rsplit("/", 1)[0] + "/" if manifest else ""
