@@ -3,6 +3,10 @@
 A violated limit raises `LimitViolationError` (an `InputValidationError`) carrying the code the service
 itself would return (see `segflow.catalogue` for the mapping) and a message naming the limit and the
 measured value, e.g. "SegmentCommonImage needs width and height < 1280 px; this image is 1280×720".
+
+What a header does not state is not checked: an FLV without onMetaData or a TS/PS whose video stream
+is neither MPEG-1/2 nor H.264 has no known resolution, a fragmented MP4 or a Matroska file no frame
+count; the service decides those.
 """
 
 from __future__ import annotations

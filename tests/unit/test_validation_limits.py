@@ -221,7 +221,7 @@ CASES: list[Case] = [
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
-def test_limit(case: Case) -> None:
+def test_file_at_a_documented_limit_is_accepted_or_refused_with_the_service_code(case: Case) -> None:
     action = get_action(case.action)
     read_at = case.make()
     if case.kind is None:
