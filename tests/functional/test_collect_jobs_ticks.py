@@ -1,0 +1,227 @@
+"""collect_jobs driven with events/timer.json over loopback (issue 3, "collect_jobs" and "Done when").
+
+GIVEN video jobs queued by on_upload against a fake videoseg that checks signatures, WHEN timer ticks run
+(one after another, or overlapping), THEN each job is polled by one collector at a time, finished jobs
+leave the pending listing, and every video ends with exactly one result or one failure record.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from segflow.services.collect import collect_finished_jobs
+from segflow.services.deps import use_handler_deps
+from tests.conftest import load_event
+from tests.support.fake_api import FakeApi, Reply
+from tests.support.services_harness import FakeContext, Harness, ResultServer, harness, mp4, oss_event
+
+TIMER = json.dumps(load_event("timer.json")).encode()
+
+
+@pytest.fixture
+def api() -> Iterator[FakeApi]:
+    with FakeApi() as fake:
+        yield fake
+
+
+@pytest.fixture
+def results() -> Iterator[ResultServer]:
+    server = ResultServer()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def make(tmp_path: Path, api: FakeApi, results: ResultServer) -> Iterator[Any]:
+    def build(**overrides: Any) -> Harness:
+        return harness(tmp_path / "buckets", api, results, **overrides)
+
+    yield build
+    use_handler_deps(None)
+
+
+def queue_videos(h: Harness, count: int) -> list[str]:
+    keys = [f"incoming/videos/clip-{i:02d}.mp4" for i in range(count)]
+    for key in keys:
+        h.put(key, mp4())
+    assert h.on_upload(oss_event(*keys))["submitted"] == count
+    return keys
+
+
+def outcome_files(h: Harness, key: str) -> tuple[list[str], dict[str, Any] | None]:
+    return h.results_for(key), h.failure(key)
+
+
+def test_video_event_is_queued_then_collected_by_the_timer(make: Any) -> None:
+    h: Harness = make()
+    event = load_event("oss-put-video.json")
+    (key,) = h.stage(event)
+    assert h.on_upload(event)["submitted"] == 1
+    first = h.collect(payload=TIMER)
+    assert (first["claimed"], first["pending"], first["done"]) == (1, 1, 0)  # PROCESSING
+    second = h.collect(payload=TIMER)
+    assert (second["claimed"], second["done"]) == (1, 1)
+    prefix = f"segmented/{key}/SegmentVideoBody/"
+    assert h.keys(prefix) == [prefix + "manifest.json", prefix + "mask.mp4"]
+    assert h.storage.get_bytes(prefix + "mask.mp4") == h.storage.get_bytes(key)  # streamed intact
+    manifest = h.manifest(key, "SegmentVideoBody")
+    assert manifest["JobId"] and manifest["Source"]["ETag"] == h.storage.head(key).etag
+    assert h.keys("segflow-jobs/pending/") == [] and h.keys("segflow-jobs/leases/") == []
+    third = h.collect(payload=TIMER)
+    assert third["claimed"] == 0
+    assert all(r.signature_error is None for r in h.api.requests)
+
+
+def test_two_overlapping_collectors_never_both_handle_a_job(make: Any) -> None:
+    h: Harness = make(collect_concurrency=3)
+    h.vision.job_statuses = []  # every job is finished at its first poll
+    h.vision.poll_delay = 0.05  # so the two ticks really overlap
+    keys = queue_videos(h, 12)
+    summaries: list[dict[str, Any]] = []
+    lock = threading.Lock()
+    barrier = threading.Barrier(2)
+
+    def tick(owner: str) -> None:
+        barrier.wait()
+        summary = collect_finished_jobs(h.deps, None, buckets=[h.storage.bucket], owner=owner).to_dict()
+        with lock:
+            summaries.append(summary)
+
+    threads = [threading.Thread(target=tick, args=(f"collector-{i}",)) for i in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert len(summaries) == 2
+    assert sum(s["done"] for s in summaries) == 12
+    assert sum(s["claimed"] for s in summaries) == 12
+    assert all(s["claimed"] > 0 for s in summaries)  # both worked, on different jobs
+    polls = [r.params["JobId"] for r in h.api.requests_for("GetAsyncJobResult")]
+    assert len(polls) == len(set(polls)) == 12  # no job was polled twice
+    assert all(count == 1 for count in h.results.downloads.values())  # no result copied twice
+    for key in keys:
+        assert outcome_files(h, key) == ([f"segmented/{key}/SegmentVideoBody/manifest.json"], None)
+
+
+def test_process_failed_job_ends_as_a_failure_record(make: Any) -> None:
+    h: Harness = make()
+    h.vision.job_statuses = ["PROCESS_FAILED"]
+    (key,) = queue_videos(h, 1)
+    assert h.collect(payload=TIMER)["failed"] == 1
+    failure = h.failure(key)
+    assert failure is not None
+    assert (failure["Code"], failure["Action"]) == ("InvalidFile.Content", "SegmentVideoBody")
+    assert failure["JobId"] and h.results_for(key) == []
+    assert h.keys("segflow-jobs/pending/") == []
+
+
+def test_timeout_failed_job_ends_as_a_failure_record(make: Any) -> None:
+    h: Harness = make()
+    h.vision.job_statuses = ["TIMEOUT_FAILED"]
+    (key,) = queue_videos(h, 1)
+    h.collect(payload=TIMER)
+    failure = h.failure(key)
+    assert failure is not None and failure["Code"] == "TIMEOUT_FAILED"
+
+
+def test_limit_retry_failed_is_resubmitted_a_bounded_number_of_times(make: Any) -> None:
+    h: Harness = make(max_resubmits=2)
+    h.vision.job_statuses = ["LIMIT_RETRY_FAILED"]  # every (re)submitted job hits the limit once
+    (key,) = queue_videos(h, 1)
+    assert h.collect(payload=TIMER)["resubmitted"] == 1
+    assert h.collect(payload=TIMER)["resubmitted"] == 1
+    assert h.collect(payload=TIMER)["failed"] == 1
+    assert h.api.count("SegmentVideoBody") == 3  # the first submission and two resubmissions
+    failure = h.failure(key)
+    assert failure is not None and failure["Code"] == "LIMIT_RETRY_FAILED"
+
+
+def test_resubmitted_job_that_then_succeeds_is_stored(make: Any) -> None:
+    h: Harness = make()
+    h.vision.job_statuses = ["LIMIT_RETRY_FAILED"]
+    (key,) = queue_videos(h, 1)
+    h.vision.job_statuses = []
+    assert h.collect(payload=TIMER)["resubmitted"] == 1
+    assert h.collect(payload=TIMER)["done"] == 1
+    assert outcome_files(h, key) == ([f"segmented/{key}/SegmentVideoBody/manifest.json"], None)
+
+
+def test_expired_result_url_is_asked_for_again_once(make: Any) -> None:
+    h: Harness = make()
+    h.vision.job_statuses = []
+    h.vision.expire_results = 1
+    (key,) = queue_videos(h, 1)
+    assert h.collect(payload=TIMER)["done"] == 1
+    assert h.api.count("GetAsyncJobResult") == 2
+    assert outcome_files(h, key) == ([f"segmented/{key}/SegmentVideoBody/manifest.json"], None)
+
+
+def test_result_url_expired_twice_fails_clearly(make: Any) -> None:
+    h: Harness = make()
+    h.vision.job_statuses = []
+    h.vision.expire_results = 2
+    (key,) = queue_videos(h, 1)
+    assert h.collect(payload=TIMER)["failed"] == 1
+    failure = h.failure(key)
+    assert failure is not None and failure["Code"] == "ResultExpired"
+    assert "403" in failure["Message"] and h.api.count("GetAsyncJobResult") == 2
+
+
+def test_collector_stops_claiming_when_the_invocation_is_about_to_time_out(make: Any) -> None:
+    h: Harness = make()
+    queue_videos(h, 3)
+    summary = h.collect(FakeContext(remaining_ms=h.deps.collect_stop_ms - 1), payload=TIMER)
+    assert (summary["claimed"], summary["stopped_early"]) == (0, True)
+    assert h.api.count("GetAsyncJobResult") == 0
+    assert len(h.keys("segflow-jobs/pending/")) == 3
+
+
+def test_lease_of_a_crashed_collector_is_reclaimed_after_it_expires(make: Any) -> None:
+    h: Harness = make()
+    h.vision.job_statuses = []
+    (key,) = queue_videos(h, 1)
+    store = h.deps.job_store(h.storage)
+    (record_id,) = store.list_pending()
+    assert store.try_lease(record_id, "crashed-collector") is not None
+    held = h.collect(payload=TIMER)
+    assert (held["claimed"], held["skipped"]) == (0, 1)
+    h.clock.advance(h.settings.lease_seconds + 1)
+    assert h.collect(payload=TIMER)["done"] == 1
+    assert outcome_files(h, key) == ([f"segmented/{key}/SegmentVideoBody/manifest.json"], None)
+
+
+def test_polling_storm_of_429_and_5xx_loses_no_job(make: Any) -> None:
+    h: Harness = make()
+    h.vision.job_statuses = []
+    keys = queue_videos(h, 5)
+    storm = [Reply.error(429, "Throttling.User"), Reply.error(500, "InternalServerError.Busy")] * 6
+    h.api.queue("GetAsyncJobResult", *storm)
+    h.results.fail_next(3, 502)
+    for _ in range(10):
+        h.collect(payload=TIMER)
+        if not h.keys("segflow-jobs/pending/"):
+            break
+    assert h.keys("segflow-jobs/pending/") == []
+    for key in keys:
+        assert outcome_files(h, key) == ([f"segmented/{key}/SegmentVideoBody/manifest.json"], None)
+
+
+def test_pending_listing_holds_only_unfinished_jobs(make: Any) -> None:
+    h: Harness = make()
+    h.vision.job_statuses = []
+    queue_videos(h, 3)
+    h.vision.job_statuses = ["PROCESSING"] * 5
+    queue_videos_more = [f"incoming/videos/slow-{i}.mp4" for i in range(2)]
+    for key in queue_videos_more:
+        h.put(key, mp4())
+    h.on_upload(oss_event(*queue_videos_more))
+    summary = h.collect(payload=TIMER)
+    assert (summary["done"], summary["pending"]) == (3, 2)
+    assert len(h.keys("segflow-jobs/pending/")) == 2
+    assert h.collect(payload=TIMER)["claimed"] == 2
