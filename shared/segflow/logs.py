@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from typing import Any
 
 OUTCOME_FIELDS = ("bucket", "key", "action", "outcome", "code", "request_id", "ms")
-MASK = "***"
+MASK = "<redacted>"
 _MIN_SECRET_LENGTH = 6
 
 _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
@@ -50,7 +50,8 @@ def redact(text: str, secrets: Iterable[str] = ()) -> str:
 
 
 class RedactingFilter(logging.Filter):
-    """Rewrites each record's message (and formatted traceback) with `redact`; never drops a record."""
+    """Rewrites each record's message (and formatted traceback) with `redact`; never drops a record.
+    Idempotent, so several filters (each with its own secrets) may see the same record."""
 
     def __init__(self, secrets: Iterable[str] = ()) -> None:
         super().__init__()
@@ -65,8 +66,6 @@ class RedactingFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         with self._lock:
             secrets = tuple(self._secrets)
-        if getattr(record, "_segflow_redacted", False):
-            return True
         try:
             message = record.getMessage()
         except Exception:  # a broken %-format must not lose the record; log what we have
@@ -79,7 +78,6 @@ class RedactingFilter(logging.Filter):
             record.exc_text = redact(record.exc_text, secrets)
         if record.stack_info:
             record.stack_info = redact(record.stack_info, secrets)
-        record._segflow_redacted = True
         return True
 
 
