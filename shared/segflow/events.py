@@ -83,6 +83,12 @@ class OssRecord:
             node = node[name]
         return node
 
+    def _optional(self, *path: str) -> Any:
+        try:
+            return self._field(*path)
+        except EventError:
+            return None
+
     def _str(self, *path: str) -> str:
         value = self._field(*path)
         if not isinstance(value, str) or not value:
@@ -115,10 +121,10 @@ class OssRecord:
     @property
     def region(self) -> str:
         """The record's `region`, else the region inside the bucket ARN `acs:oss:<region>:<uid>:<bucket>`."""
-        region = self.raw.get("region") if isinstance(self.raw, Mapping) else None
+        region = self._optional("region")
         if isinstance(region, str) and region:
             return region
-        arn = self.raw.get("oss", {}).get("bucket", {}).get("arn") if isinstance(self.raw, Mapping) else None
+        arn = self._optional("oss", "bucket", "arn")
         match = _ARN_REGION.match(arn) if isinstance(arn, str) else None
         if match:
             return match.group(1)
@@ -139,10 +145,7 @@ class OssRecord:
     @property
     def request_id(self) -> str | None:
         """The OSS request that created the object, when given (`responseElements.requestId`)."""
-        try:
-            value = self._field("responseElements", "requestId")
-        except EventError:
-            return None
+        value = self._optional("responseElements", "requestId")
         return value if isinstance(value, str) else None
 
     def validate(self) -> OssRecord:

@@ -148,6 +148,15 @@ def test_bad_field_values_are_named(path: tuple[str, ...], value: object, messag
     assert message in str(caught.value)
 
 
+@pytest.mark.parametrize("oss", ["not an object", {"bucket": "nope"}, None])
+def test_region_of_a_mangled_record_is_an_event_error_not_a_crash(oss: object) -> None:
+    data = load_event("oss-put-image.json")
+    del data["events"][0]["region"]
+    data["events"][0]["oss"] = oss
+    with pytest.raises(EventError):
+        _ = OssEvent.from_payload(data).records[0].region
+
+
 def test_missing_region_everywhere_is_an_event_error() -> None:
     data = load_event("oss-put-image.json")
     del data["events"][0]["region"]
