@@ -4,7 +4,8 @@ Local mode loads `functions/<name>/index.py` by path and calls `handler(event_by
 FC-like context (`segflow.context`), buckets being directories under `--bucket-dir` (one folder per
 bucket name) and the vision endpoints whatever the environment configures — no Docker, as FC would
 run it. Remote mode sends the same event file to the deployed function through the FC SDK `aliyun-fc2`
-(synchronously) and prints what the function returned.
+(synchronously) and prints what the function returned. fc2 speaks the FC 2.0 API (2016-08-15), which
+names a function by service and function; `--service` says which service an fc3 function is under.
 
 Only argument parsing happens at import; everything else is imported inside `run`.
 """
@@ -41,7 +42,11 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     remote.add_argument(
         "--service",
         default=DEFAULT_FC2_SERVICE,
-        help="service name for the FC 2.0 API that fc2 speaks (default: %(default)s)",
+        help=(
+            "fc2 speaks the FC 2.0 API, which addresses services/<service>/functions/<name>; a function "
+            "deployed with the fc3 component has no service of its own, so give the one it is listed "
+            "under in the 2.0 API (default: %(default)s)"
+        ),
     )
     remote.add_argument("--qualifier", help="version or alias (default: LATEST)")
     remote.add_argument(
