@@ -100,7 +100,8 @@ def test_two_overlapping_collectors_never_both_handle_a_job(make: Any) -> None:
         thread.join(timeout=60)
     assert len(summaries) == 2
     assert sum(s["done"] for s in summaries) == 12
-    assert sum(s["claimed"] for s in summaries) == 12
+    # A tick that listed a job just before the other finished it may still claim it, then finds it gone.
+    assert sum(s["claimed"] - s["gone"] for s in summaries) == 12
     assert all(s["claimed"] > 0 for s in summaries)  # both worked, on different jobs
     polls = [r.params["JobId"] for r in h.api.requests_for("GetAsyncJobResult")]
     assert len(polls) == len(set(polls)) == 12  # no job was polled twice
