@@ -469,7 +469,7 @@ def build_deps(root: Path, api: FakeApi, clock: Callable[[], float], **overrides
     storages: dict[str, Storage] = {}
     lock = threading.Lock()
 
-    def storage_for(bucket: str) -> Storage:
+    def storage_for(bucket: str, region: str | None = None) -> Storage:
         with lock:
             if bucket not in storages:
                 storages[bucket] = LocalDirStorage(root, bucket)

@@ -7,7 +7,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from segflow.errors import ConfigError
 from segflow.jobs import JobStore
@@ -28,12 +28,18 @@ LOGGER_NAME = "segflow.services"
 DEFAULT_CLAIM_SECONDS = 900.0
 
 
+class StorageFactory(Protocol):
+    """The storage of one bucket; `region` (from the event) picks the endpoint of a bucket elsewhere."""
+
+    def __call__(self, bucket: str, region: str | None = None) -> Storage: ...
+
+
 @dataclass
 class Deps:
-    """The collaborators of the services. `storage_for(bucket)` returns the storage of one bucket."""
+    """The collaborators of the services. `storage_for(bucket, region)` returns one bucket's storage."""
 
     settings: Settings
-    storage_for: Callable[[str], Storage]
+    storage_for: StorageFactory
     vision: VisionClient
     http: requests.Session
     picwish: PicWishClient | None = None
@@ -108,14 +114,14 @@ class Deps:
             if settings.picwish_appcode
             else None
         )
-        storages: dict[str, Storage] = {}
+        storages: dict[tuple[str, str | None], Storage] = {}
         lock = threading.Lock()
 
-        def storage(bucket: str) -> Storage:
+        def storage(bucket: str, region: str | None = None) -> Storage:
             with lock:
-                if bucket not in storages:
-                    storages[bucket] = storage_for(settings, bucket, context)
-                return storages[bucket]
+                if (bucket, region) not in storages:
+                    storages[bucket, region] = storage_for(settings, bucket, context, region=region)
+                return storages[bucket, region]
 
         return cls(
             settings=settings,

@@ -172,13 +172,13 @@ def _process_record(record: OssRecord, deps: Deps) -> _Outcome:
         # Failures before the record exists (HEAD, listing): nothing to release, let FC retry or record.
         if is_retryable_failure(error):
             return _Outcome(RETRY, bucket=bucket, key=key, code=error.code, error=error)
-        storage = deps.storage_for(bucket)
+        storage = deps.storage_for(bucket, record.region)
         write_failure(deps, storage, key=key, etag=None, action=None, error=error)
         return _Outcome(FAILED, bucket=bucket, key=key, code=error.code, request_id=error.request_id)
 
 
 def _process_object(record: OssRecord, deps: Deps, bucket: str, key: str) -> _Outcome:
-    storage = deps.storage_for(bucket)
+    storage = deps.storage_for(bucket, record.region)
     try:
         info = storage.head(key)
     except ObjectNotFoundError:
