@@ -21,6 +21,9 @@ if TYPE_CHECKING:
     from PIL.Image import Image as PILImage
 
 MAX_SHRINK_STEPS = 12
+MAX_FIT_PIXELS = 60_000_000
+"""Larger originals are not fitted: decoding one (and later restoring it at full size as RGBA) would not
+fit in a function's memory; the action's own resolution error is recorded instead."""
 JPEG_QUALITIES = (92, 85, 75)
 
 
@@ -57,6 +60,8 @@ def fit_reasons(
     found = frozenset(kinds)
     if action.media != "image" or not found or not found <= FITTABLE_KINDS:
         return ()
+    if width and height and width * height > MAX_FIT_PIXELS:
+        return ()
     if "resolution" in found:
         if not width or not height:
             return ()
@@ -82,8 +87,14 @@ def prepare_fit(original: bytes, action: Action, reasons: tuple[str, ...]) -> Fi
 
     try:
         with Image.open(io.BytesIO(original)) as opened:
+            if opened.width * opened.height > MAX_FIT_PIXELS:
+                raise Image.DecompressionBombError(f"{opened.width}×{opened.height} is too large to fit")
             opened.load()
             image = _normalise_mode(opened)
+    except Image.DecompressionBombError as exc:  # not an OSError: a header claiming billions of pixels
+        raise InputValidationError(
+            f"cannot fit the image: {exc}", code=action.codes.resolution, http_status=400
+        ) from exc
     except (UnidentifiedImageError, OSError, ValueError) as exc:
         raise InputValidationError(
             f"cannot read the image to fit it: {exc}", code=action.codes.corrupt, http_status=400

@@ -39,6 +39,10 @@ def is_retryable_failure(error: SegflowError) -> bool:
     if isinstance(error, ObjectNotFoundError):
         return False
     if isinstance(error, StorageError):
+        # A refused request (invalid key, denied) will be refused again; 5xx, timeouts and throttling pass.
+        status = error.http_status
+        if status is not None and 400 <= status < 500 and status not in (408, 429):
+            return False
         return error.code != "CorruptJobRecord"
     return isinstance(error, RecordInProgressError)
 

@@ -59,6 +59,7 @@ DUPLICATE_OUTCOME = "duplicate"
 RETRY = "retry"
 
 ALIBABA_PRODUCTS = frozenset({"imageseg", "videoseg"})
+UNSTORABLE_KEY_CODES = frozenset({"InvalidObjectName", "KeyTooLong"})
 _VIDEO_EXTENSIONS = (".mp4", ".mov", ".avi", ".flv", ".mkv", ".ts", ".mpg", ".mpeg", ".m4v")
 
 
@@ -121,7 +122,15 @@ class _Outcome:
 def process_upload_event(event: OssEvent | bytes | str | Mapping[str, Any], deps: Deps) -> UploadSummary:
     """Process every record; raise the first retryable error at the end, after all records had their go."""
     started = time.monotonic()
-    parsed = event if isinstance(event, OssEvent) else OssEvent.from_payload(event)
+    try:
+        parsed = event if isinstance(event, OssEvent) else OssEvent.from_payload(event)
+    except EventError as error:
+        # No retry can fix a payload that is not an OSS event: say so once and return.
+        unparsable = _Outcome(SKIPPED, code=error.code, detail=error.message)
+        log_outcome(deps.logger, logging.WARNING, **unparsable.fields(), ms=0.0)
+        summary = UploadSummary(skipped=1, outcomes=[unparsable.fields()])
+        summary.seconds = time.monotonic() - started
+        return summary
     summary = UploadSummary(records=len(parsed))
     retryable: list[SegflowError] = []
     for record in parsed:
@@ -172,6 +181,9 @@ def _process_record(record: OssRecord, deps: Deps) -> _Outcome:
         # Failures before the record exists (HEAD, listing): nothing to release, let FC retry or record.
         if is_retryable_failure(error):
             return _Outcome(RETRY, bucket=bucket, key=key, code=error.code, error=error)
+        if error.code in UNSTORABLE_KEY_CODES:
+            # A key the store refuses cannot carry a failure record either (it would be refused too).
+            return _Outcome(SKIPPED, bucket=bucket, key=key, code=error.code, detail=error.message)
         storage = deps.storage_for(bucket, record.region)
         write_failure(deps, storage, key=key, etag=None, action=None, error=error)
         return _Outcome(FAILED, bucket=bucket, key=key, code=error.code, request_id=error.request_id)
