@@ -226,3 +226,22 @@ def test_pending_listing_holds_only_unfinished_jobs(make: Any) -> None:
     assert (summary["done"], summary["pending"]) == (3, 2)
     assert len(h.keys("segflow-jobs/pending/")) == 2
     assert h.collect(payload=TIMER)["claimed"] == 2
+
+
+@pytest.mark.parametrize("payload", [b"", b"{not json", b'"awesome-fc"', b'{"payload": "awesome-fc"}'])
+def test_timer_without_a_bucket_list_collects_the_configured_buckets(make: Any, payload: bytes) -> None:
+    h: Harness = make()
+    h.vision.job_statuses = []
+    (key,) = queue_videos(h, 1)
+    assert h.collect(payload=payload)["done"] == 1
+    assert outcome_files(h, key) == ([f"segmented/{key}/SegmentVideoBody/manifest.json"], None)
+
+
+def test_timer_payload_names_the_buckets_to_scan(make: Any) -> None:
+    h: Harness = make()
+    h.vision.job_statuses = []
+    queue_videos(h, 1)
+    other = json.dumps({"triggerName": "every-minute", "payload": json.dumps({"buckets": ["other-bucket"]})})
+    assert h.collect(payload=other.encode())["claimed"] == 0
+    mine = json.dumps({"triggerName": "every-minute", "payload": json.dumps({"buckets": ["segflow-demo"]})})
+    assert h.collect(payload=mine.encode())["done"] == 1

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from segflow.catalogue import Action, get_action
-from segflow.errors import ConfigError, JobFailedError, ResultDownloadError, SegflowError
+from segflow.errors import ConfigError, EventError, JobFailedError, ResultDownloadError, SegflowError
 from segflow.events import TimerEvent
 from segflow.jobs import FINAL_STATES, JobRecord, JobStore, Lease
 from segflow.logs import log_outcome
@@ -74,8 +74,8 @@ class CollectSummary:
 
 
 def buckets_to_collect(deps: Deps, event: TimerEvent | None = None) -> tuple[str, ...]:
-    """The buckets this tick scans: the timer payload's (`{"buckets": [...]}`, `{"bucket": ...}` or
-    `a,b`), else `Deps.buckets`, else every bucket directory of a local bucket root."""
+    """The buckets this tick scans: the timer payload's (`{"buckets": [...]}` or `{"bucket": ...}`), else
+    `Deps.buckets`, else every bucket directory of a local bucket root."""
     payload = event.payload if event is not None else None
     if payload:
         named = _buckets_from_payload(payload)
@@ -92,22 +92,32 @@ def buckets_to_collect(deps: Deps, event: TimerEvent | None = None) -> tuple[str
 
 
 def _buckets_from_payload(payload: str) -> tuple[str, ...]:
+    """Only a JSON object names buckets: any other text (FC's console default is "awesome-fc") does not."""
     try:
         decoded = json.loads(payload)
     except ValueError:
-        decoded = payload
-    if isinstance(decoded, dict):
-        value = decoded.get("buckets", decoded.get("bucket"))
-        if isinstance(value, str):
-            return (value,)
-        if isinstance(value, list):
-            return tuple(str(v) for v in value if isinstance(v, str) and v)
         return ()
-    if isinstance(decoded, str):
-        names = tuple(part.strip() for part in decoded.split(",") if part.strip())
-        # FC's console default payload ("awesome-fc") is not a bucket list; bucket names have no spaces.
-        return names if all(" " not in n for n in names) else ()
+    if not isinstance(decoded, dict):
+        return ()
+    value = decoded.get("buckets", decoded.get("bucket"))
+    if isinstance(value, str) and value:
+        return (value,)
+    if isinstance(value, list):
+        return tuple(v for v in value if isinstance(v, str) and v)
     return ()
+
+
+def collect_tick(
+    payload: bytes | str | None, deps: Deps, remaining_ms: Callable[[], int] | None = None
+) -> CollectSummary:
+    """The timer handler's work: read the timer event (an unreadable one is treated as empty: the tick
+    still runs over the configured buckets), then collect."""
+    try:
+        event: TimerEvent | None = TimerEvent.from_payload(payload)
+    except EventError as error:
+        deps.logger.warning("timer event ignored (%s); collecting the configured buckets", error.code)
+        event = None
+    return collect_finished_jobs(deps, remaining_ms, buckets=buckets_to_collect(deps, event))
 
 
 def collect_finished_jobs(
