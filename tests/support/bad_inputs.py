@@ -50,8 +50,6 @@ class BadInput:
     api_calls: int = 0
     scripted: tuple[tuple[str, Reply], ...] = ()
     """Replies the fake API gives (action, reply) — what the real service answers for this input."""
-    bug: str | None = None
-    """Set while the case fails because of a known, reported bug (where, and the fix)."""
 
     def payload(self) -> Mapping[str, Any] | bytes:
         return self.event(self.key) if self.event is not None else oss_event(self.key)
@@ -132,9 +130,6 @@ def _event_for(raw_key: str, *, region: str = "cn-shanghai") -> Event:
 
 
 REJECT = {"oversize": "reject"}
-UNPARSABLE = (
-    "services/upload.process_upload_event lets EventError escape, so FC retries a payload no retry can fix"
-)
 
 # ------------------------------------------------------------------------------------ the corpus
 
@@ -254,7 +249,6 @@ CORPUS: tuple[BadInput, ...] = (
         lambda: mf.png(100_000, 100_000, pixels=False),
         "failed",
         "InvalidImage.Resolution",
-        bug="imagefit.prepare_fit lets PIL.Image.DecompressionBombError escape (not an OSError)",
     ),
     BadInput(
         # SegmentHead: > 32×32 (spec §SegmentHead).
@@ -348,7 +342,6 @@ CORPUS: tuple[BadInput, ...] = (
         None,
         "skipped",
         "InvalidObjectName",
-        bug="services/common.is_retryable_failure retries every StorageError, even a 400 InvalidObjectName",
     ),
     # -- events ---------------------------------------------------------------------------------------
     BadInput(
@@ -407,7 +400,6 @@ CORPUS: tuple[BadInput, ...] = (
         "ignored",
         "InvalidEvent",
         event=_raw(b"{not json"),
-        bug=UNPARSABLE,
     ),
     BadInput(
         "event-that-is-a-list",
@@ -416,7 +408,6 @@ CORPUS: tuple[BadInput, ...] = (
         "ignored",
         "InvalidEvent",
         event=_raw(b"[1, 2]"),
-        bug=UNPARSABLE,
     ),
     BadInput(
         "event-without-events-list",
@@ -425,7 +416,6 @@ CORPUS: tuple[BadInput, ...] = (
         "ignored",
         "InvalidEvent",
         event=_raw(b'{"Records": []}'),
-        bug=UNPARSABLE,
     ),
     # -- configuration --------------------------------------------------------------------------------
     BadInput(
