@@ -10,6 +10,9 @@ only ever overwritten by the process that won the matching put-if-absent. Layout
                                  (its owner crashed or released it after a retryable error)
     pending/<id>.json            the job record of an asynchronous job still to collect; deleted when it
                                  is finished, so a collector tick lists only what is still pending
+    inflight/<id>.json           marks a record in `submitting`; deleted when it is submitted, done or
+                                 failed, so the collector can find (and re-drive) an upload whose owner
+                                 died after FC had stopped retrying its event
     leases/<id>.<generation>     a collector's lease on one pending job; generation n+1 may only be created
                                  once generation n has expired or been released by its owner
 
@@ -67,6 +70,8 @@ class JobRecord:
     state: str
     params: Mapping[str, str] = field(default_factory=dict)
     size: int | None = None
+    region: str | None = None
+    """The bucket's region, from the event (re-driving a stalled upload needs it)."""
     generation: int = 0
     """Which claim owns the record: 0 for the creator, n for the n-th takeover."""
     claimed_until: float = 0.0
@@ -164,6 +169,12 @@ class JobStore:
     def pending_key(self, record_id: str) -> str:
         return f"{self.pending_prefix()}{record_id}.json"
 
+    def inflight_prefix(self) -> str:
+        return f"{self.prefix}inflight/"
+
+    def inflight_key(self, record_id: str) -> str:
+        return f"{self.inflight_prefix()}{record_id}.json"
+
     def lease_prefix(self, record_id: str) -> str:
         return f"{self.prefix}leases/{record_id}."
 
@@ -191,6 +202,7 @@ class JobStore:
         params: Mapping[str, str] | None = None,
         *,
         size: int | None = None,
+        region: str | None = None,
     ) -> Claim:
         """Create the record put-if-absent, or decide what an existing one means for this delivery."""
         now = self.clock()
@@ -204,6 +216,7 @@ class JobStore:
             state=SUBMITTING,
             params=dict(params or {}),
             size=size,
+            region=region,
             claimed_until=now + self.claim_seconds,
             created_at=now,
             updated_at=now,
@@ -212,6 +225,7 @@ class JobStore:
             self.storage.put_bytes(
                 self.record_key(record_id), fresh.to_json(), content_type="application/json", if_absent=True
             )
+            self._mark_inflight(fresh)
             return Claim(ACQUIRED, fresh)
         except ObjectExistsError:
             pass
@@ -241,7 +255,9 @@ class JobStore:
             claimed_until=now + self.claim_seconds,
             attempts=existing.attempts + 1,
             params=dict(params or existing.params),
+            region=existing.region or region,
         )
+        self._mark_inflight(taken)
         return Claim(ACQUIRED, self.save(taken))
 
     def release(self, record: JobRecord) -> JobRecord:
@@ -256,14 +272,47 @@ class JobStore:
             state=SUBMITTED, job_id=job_id, request_id=request_id, submitted_at=now, updated_at=now
         )
         self.put_pending(submitted)
-        return self.save(submitted)
+        saved = self.save(submitted)
+        self.storage.delete(self.inflight_key(record.record_id))
+        return saved
 
     def mark_done(self, record: JobRecord, *, outputs: tuple[str, ...], request_id: str | None) -> JobRecord:
         request_id = request_id or record.request_id
-        return self.save(record.evolve(state=DONE, outputs=outputs, request_id=request_id))
+        saved = self.save(record.evolve(state=DONE, outputs=outputs, request_id=request_id))
+        self.storage.delete(self.inflight_key(record.record_id))
+        return saved
 
     def mark_failed(self, record: JobRecord, error: Mapping[str, Any]) -> JobRecord:
-        return self.save(record.evolve(state=FAILED, error=dict(error)))
+        saved = self.save(record.evolve(state=FAILED, error=dict(error)))
+        self.storage.delete(self.inflight_key(record.record_id))
+        return saved
+
+    # -- uploads in flight ---------------------------------------------------------------------
+    def _mark_inflight(self, record: JobRecord) -> None:
+        body = json.dumps({"record_id": record.record_id, "key": record.key}, ensure_ascii=False)
+        self.storage.put_bytes(
+            self.inflight_key(record.record_id), body.encode("utf-8"), content_type="application/json"
+        )
+
+    def list_inflight(self, *, page_size: int = 1000) -> Iterator[str]:
+        """Record ids of uploads still in `submitting` (or whose owner died before clearing the mark)."""
+        prefix = self.inflight_prefix()
+        for info in self.storage.list(prefix, page_size=page_size):
+            name = info.key[len(prefix) :]
+            if name.endswith(".json") and "/" not in name:
+                yield name[: -len(".json")]
+
+    def stalled(self, record_id: str, *, quiet_seconds: float) -> JobRecord | None:
+        """The record if it is stuck in `submitting`: unclaimed (expired or released) and untouched for
+        `quiet_seconds`; clears the mark of a record that is no longer submitting."""
+        record = self.load(record_id)
+        if record is None or record.state != SUBMITTING:
+            self.storage.delete(self.inflight_key(record_id))
+            return None
+        now = self.clock()
+        if record.claimed_until > now or record.updated_at + quiet_seconds > now:
+            return None
+        return record
 
     # -- pending jobs -------------------------------------------------------------------------
     def put_pending(self, record: JobRecord) -> None:

@@ -15,11 +15,21 @@ from typing import Any
 
 import pytest
 
+from segflow.errors import SegflowError
 from segflow.services.collect import collect_finished_jobs
 from segflow.services.deps import use_handler_deps
 from tests.conftest import load_event
 from tests.support.fake_api import FakeApi, Reply
-from tests.support.services_harness import FakeContext, Harness, ResultServer, harness, mp4, oss_event
+from tests.support.services_harness import (
+    BUCKET,
+    FakeContext,
+    Harness,
+    ResultServer,
+    harness,
+    jpeg,
+    mp4,
+    oss_event,
+)
 
 TIMER = json.dumps(load_event("timer.json")).encode()
 
@@ -245,3 +255,32 @@ def test_timer_payload_names_the_buckets_to_scan(make: Any) -> None:
     assert h.collect(payload=other.encode())["claimed"] == 0
     mine = json.dumps({"triggerName": "every-minute", "payload": json.dumps({"buckets": ["segflow-demo"]})})
     assert h.collect(payload=mine.encode())["done"] == 1
+
+
+def test_upload_whose_instance_died_after_fc_stopped_retrying_is_redriven(make: Any) -> None:
+    h: Harness = make()
+    key = "incoming/photos/orphan.jpg"
+    h.put(key, jpeg())
+    store = h.deps.job_store(h.storage)
+    etag = h.storage.head(key).etag
+    store.begin(BUCKET, key, etag, "SegmentCommonImage", region="cn-shanghai")  # and then it died
+    assert h.collect(payload=TIMER)["redriven"] == 0  # its claim still holds
+    h.clock.advance(h.deps.claim_seconds + 1)
+    assert h.collect(payload=TIMER)["redriven"] == 1
+    assert outcome_files(h, key) == ([f"segmented/{key}/SegmentCommonImage/manifest.json"], None)
+    assert h.keys("segflow-jobs/inflight/") == []
+    assert h.collect(payload=TIMER)["redriven"] == 0
+
+
+def test_upload_released_after_a_retryable_error_is_redriven_when_no_retry_comes(make: Any) -> None:
+    h: Harness = make()
+    key = "incoming/photos/throttled.jpg"
+    h.put(key, jpeg())
+    h.api.queue("SegmentCommonImage", *[Reply.error(429, "Throttling.User")] * 4)
+    with pytest.raises(SegflowError):
+        h.on_upload(oss_event(key))  # FC configured with no async retries: nothing redelivers
+    assert h.collect(payload=TIMER)["redriven"] == 0  # FC's retry gets stall_seconds to come first
+    h.clock.advance(h.deps.stall_seconds + 1)
+    assert h.collect(payload=TIMER)["redriven"] == 1
+    assert outcome_files(h, key) == ([f"segmented/{key}/SegmentCommonImage/manifest.json"], None)
+    assert h.api.count("SegmentCommonImage") == 5

@@ -76,7 +76,8 @@ def test_first_delivery_acquires_a_submitting_record_created_put_if_absent(
     assert claim.record.state == SUBMITTING and claim.record.attempts == 1
     stored = store.load(claim.record.record_id)
     assert stored == claim.record
-    assert storage.keys() == [f"segflow-jobs/records/{claim.record.record_id}.json"]
+    rid = claim.record.record_id
+    assert storage.keys() == [f"segflow-jobs/inflight/{rid}.json", f"segflow-jobs/records/{rid}.json"]
 
 
 def test_duplicate_after_done_is_skipped(store: JobStore) -> None:
@@ -231,3 +232,33 @@ def test_unreadable_record_is_a_storage_error() -> None:
         JobRecord.from_json(b"{not json")
     with pytest.raises(StorageError):
         JobRecord.from_json(b'{"record_id": "r", "state": "weird"}')
+
+
+def test_inflight_mark_lives_exactly_while_the_record_is_submitting(store: JobStore) -> None:
+    first = begin(store).record
+    second = begin(store, etag="E2").record
+    third = begin(store, etag="E3").record
+    assert sorted(store.list_inflight()) == sorted(r.record_id for r in (first, second, third))
+    store.mark_done(first, outputs=(), request_id=None)
+    store.mark_failed(second, {"code": "X"})
+    store.mark_submitted(third, job_id="J", request_id="J")
+    assert list(store.list_inflight()) == []
+
+
+def test_stalled_record_is_one_unclaimed_and_quiet_for_long_enough(store: JobStore, clock: FakeClock) -> None:
+    record = begin(store).record
+    assert store.stalled(record.record_id, quiet_seconds=60) is None  # its owner holds the claim
+    clock.now += 601  # the owner died: the claim ran out
+    stalled = store.stalled(record.record_id, quiet_seconds=60)
+    assert stalled is not None and stalled.record_id == record.record_id
+    store.release(stalled)  # a retryable failure: FC's own retry gets `quiet_seconds` to come first
+    assert store.stalled(record.record_id, quiet_seconds=60) is None
+    clock.now += 61
+    assert store.stalled(record.record_id, quiet_seconds=60) is not None
+
+
+def test_stalled_check_clears_the_mark_of_a_finished_record(store: JobStore, storage: MemoryStorage) -> None:
+    record = begin(store).record
+    store.save(record.evolve(state=DONE))  # finished, but the mark was not removed (crash)
+    assert store.stalled(record.record_id, quiet_seconds=0) is None
+    assert storage.keys("segflow-jobs/inflight/") == []

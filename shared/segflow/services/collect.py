@@ -55,6 +55,8 @@ class CollectSummary:
     """Pending jobs another collector holds (or just won)."""
     gone: int = 0
     errors: int = 0
+    redriven: int = 0
+    """Uploads found stuck in `submitting` and processed again."""
     stopped_early: bool = False
     seconds: float = 0.0
 
@@ -68,6 +70,7 @@ class CollectSummary:
             "skipped": self.skipped,
             "gone": self.gone,
             "errors": self.errors,
+            "redriven": self.redriven,
             "stopped_early": self.stopped_early,
             "seconds": round(self.seconds, 3),
         }
@@ -138,6 +141,7 @@ def collect_finished_jobs(
         for bucket in buckets if buckets is not None else buckets_to_collect(deps):
             storage = deps.storage_for(bucket)
             store = deps.job_store(storage)
+            summary.redriven += _redrive_stalled_uploads(deps, store, remaining_ms)
             for record_id in store.list_pending():
                 slots.acquire()  # claim only what a free worker can start on now
                 if remaining_ms is not None and remaining_ms() < deps.collect_stop_ms:
@@ -160,6 +164,26 @@ def collect_finished_jobs(
             setattr(summary, outcome, getattr(summary, outcome) + 1)
     summary.seconds = time.monotonic() - started
     return summary
+
+
+def _redrive_stalled_uploads(deps: Deps, store: JobStore, remaining_ms: Callable[[], int] | None) -> int:
+    """Uploads whose record is stuck in `submitting` are processed again (rare: a crash after FC's last
+    retry), so no object is left without a result or a failure record."""
+    from segflow.services.upload import redrive_stalled
+
+    count = 0
+    for record_id in store.list_inflight():
+        if remaining_ms is not None and remaining_ms() < deps.collect_stop_ms:
+            break
+        try:
+            job = store.stalled(record_id, quiet_seconds=deps.stall_seconds)
+            if job is None:
+                continue
+            redrive_stalled(deps, job)
+            count += 1
+        except Exception:
+            deps.logger.exception("re-driving upload record %s failed", record_id)
+    return count
 
 
 def _collect_guarded(deps: Deps, storage: Storage, store: JobStore, lease: Lease) -> str:

@@ -50,6 +50,9 @@ class Deps:
     """Deliveries of one object before a retryable failure is recorded as final: FC's default is the
     first invocation plus 3 async retries, after which the event is dropped and nothing would say so."""
     download_timeout: float = 60.0
+    stall_seconds: float = 300.0
+    """An upload record unclaimed in `submitting` this long is re-driven by the collector (FC's own retry
+    of the event gets this long to come first)."""
     collect_stop_ms: int = 15_000
     """The collector claims no new job once the invocation has less than this left."""
     buckets: tuple[str, ...] = ()

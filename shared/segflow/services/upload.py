@@ -18,6 +18,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import quote
 
 from segflow import imagefit
 from segflow.catalogue import Action, get_action, is_async_call
@@ -32,7 +33,7 @@ from segflow.events import OssEvent, OssRecord
 from segflow.jobs import ACQUIRED, DUPLICATE, JobRecord, JobStore
 from segflow.logs import log_outcome
 from segflow.media import MediaError, MediaInfo, probe_media
-from segflow.outputs import store_result
+from segflow.outputs import iso_time, store_result
 from segflow.routing import route
 from segflow.services.common import (
     RecordInProgressError,
@@ -229,7 +230,9 @@ def _process_object(record: OssRecord, deps: Deps, bucket: str, key: str) -> _Ou
         return _Outcome(FAILED, bucket=bucket, key=key, action=chosen.action, code=error.code)
 
     store = deps.job_store(storage)
-    claim = store.begin(bucket, key, info.etag, action.name, chosen.params, size=info.size)
+    claim = store.begin(
+        bucket, key, info.etag, action.name, chosen.params, size=info.size, region=record.region
+    )
     if claim.outcome == DUPLICATE:
         return _Outcome(
             DUPLICATE_OUTCOME,
@@ -345,6 +348,31 @@ def _fit_if_needed(
         storage.put_bytes(work_key, plan.data, content_type=plan.content_type)
         return store.save(job.evolve(submit_key=work_key, fit=plan.to_record()))
     return job  # pragma: no cover - limit_violations and validate_against_limits agree
+
+
+def redrive_stalled(deps: Deps, job: JobRecord) -> str:
+    """Process again an upload whose record is stuck in `submitting` (its owner died after FC stopped
+    retrying the event): the same path as a redelivered event, so the claim takeover, the attempt count
+    and the failure record after the last attempt all apply. Returns the outcome."""
+    region = job.region or deps.settings.region
+    raw = {
+        "eventName": "ObjectCreated:Redrive",
+        "eventSource": "segflow:collect_jobs",
+        "eventTime": iso_time(deps.clock()),
+        "region": region,
+        "oss": {
+            "bucket": {"name": job.bucket, "arn": f"acs:oss:{region}::{job.bucket}"},
+            # Quoted, so the event wrapper's decode-once rule gives back exactly this key.
+            "object": {"key": quote(job.key, safe="/"), "eTag": job.etag, "size": job.size or 0},
+        },
+    }
+    t0 = time.monotonic()
+    outcome = _process_record(OssRecord(raw, 0), deps)
+    fields = outcome.fields()
+    fields["redriven"] = True
+    level = logging.WARNING if outcome.outcome in (FAILED, RETRY) else logging.INFO
+    log_outcome(deps.logger, level, **fields, ms=(time.monotonic() - t0) * 1000.0)
+    return outcome.outcome
 
 
 def _unreadable(key: str, error: MediaError, deps: Deps) -> tuple[str | None, InputValidationError]:
