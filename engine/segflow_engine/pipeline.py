@@ -125,12 +125,13 @@ def store_output(store: ResultStore, action: Action, output: Any, *, ttl_seconds
     result_id = store.new_result_id()
     extension = getattr(output, "extension", "png") or "png"
 
-    def put(name: str, data: bytes | None) -> str | None:
+    def put(name: str, data: bytes | None, suffix: str = "png") -> str | None:
         if data is None:
             return None
-        return store.put_bytes(f"{name}.{extension}", data, ttl_seconds=ttl_seconds, result_id=result_id).url
+        return store.put_bytes(f"{name}.{suffix}", data, ttl_seconds=ttl_seconds, result_id=result_id).url
 
-    image_url = put("image", getattr(output, "image", None))
+    # Only the main image follows `extension` (PicWish format=jpg); masks and crops are always PNG.
+    image_url = put("image", getattr(output, "image", None), extension)
     mask_url = put("mask", getattr(output, "mask", None))
     origin_url = put("origin", getattr(output, "origin_image", None))
     data: dict[str, Any] = {}

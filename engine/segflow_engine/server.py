@@ -29,6 +29,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 from segflow.catalogue import Action, get_action, is_async_call
 from segflow.errors import InputValidationError, SegflowError, UnknownActionError
+from segflow.signing import SignatureMismatchError
 from segflow_engine import picwish
 from segflow_engine.auth import Authenticator, EngineCredentials
 from segflow_engine.fetch import IMAGE_POLICY, PICWISH_POLICY, VIDEO_POLICY, FetchPolicy, check_url
@@ -59,6 +60,9 @@ ASYNC_RESULT_ACTION = "GetAsyncJobResult"
 RESULTS_PREFIX = "/results/"
 MAX_BODY_BYTES = 1024 * 1024
 PICWISH_TASK_SECONDS = 30.0  # beyond this a PicWish task ends with state -8
+SIGNATURE_MISMATCH_MESSAGE = (
+    "Specified signature is not matched with our calculation. server string to sign is:"
+)
 SHUTDOWN_POLL_SECONDS = 0.05  # how quickly serve_forever notices a shutdown request
 
 
@@ -175,6 +179,13 @@ class Engine:
             xml = wants_xml(params)
             action, data = self._dispatch(params, request_id)
             return render_success(action, request_id, data, xml=xml)
+        except SignatureMismatchError as exc:
+            # The service tells the caller its string-to-sign after this exact prefix, and
+            # aliyun-python-sdk-core parses it (split on ':') to tell a wrong secret from a bad signer.
+            # It holds no secret (an STS token is redacted by the layer).
+            message = f"{SIGNATURE_MISMATCH_MESSAGE}{exc.server_string_to_sign}"
+            failure = RpcFailure("SignatureDoesNotMatch", message, exc.http_status or 400)
+            return render_error(failure, request_id, host_id, xml=xml)
         except SegflowError as exc:
             failure = RpcFailure.from_error(exc)
             return render_error(failure, request_id, host_id, xml=xml)

@@ -81,6 +81,25 @@ def test_tampered_parameter_is_refused_with_signature_does_not_match(
     assert KEY_SECRET not in response.text
 
 
+def test_signature_mismatch_tells_the_servers_string_to_sign_like_the_service(
+    engine: RunningEngine, files: LoopbackFiles
+) -> None:
+    # aliyun-python-sdk-core splits this message on ':' and compares the part after it with its own
+    # string-to-sign: equal strings mean the caller's secret is wrong, not its signer.
+    response = call_rpc(
+        engine,
+        "SegmentCommonImage",
+        {"ImageURL": files.url("photo.png")},
+        credentials=Credentials(KEY_ID, "not-the-secret"),
+    )
+    message = response.json()["Message"]
+    prefix, _, string_to_sign = message.partition("server string to sign is:")
+    assert prefix.startswith("Specified signature is not matched")
+    assert string_to_sign.startswith("GET&%2F&")
+    assert "SegmentCommonImage" in string_to_sign
+    assert "not-the-secret" not in message and KEY_SECRET not in message
+
+
 @pytest.mark.parametrize("signature", ["v1", "v3"])
 def test_wrong_secret_is_refused_with_signature_does_not_match(
     engine: RunningEngine, files: LoopbackFiles, signature: str
