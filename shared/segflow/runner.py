@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 DEFAULT_BUCKET = "segflow-local"
+FC_ASYNC_ATTEMPTS = 4  # FC's default for async invocations: the first one plus 3 retries
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -148,7 +149,9 @@ def local_engine(port: int, state_dir: Path, access_key: tuple[str, str], appcod
         "--host", "127.0.0.1", "--port", str(port), "--state-dir", str(state_dir / "results"),
     ]  # fmt: skip
     with log_path.open("ab") as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+        process = subprocess.Popen(
+            command, stdout=log, stderr=subprocess.STDOUT, env=env, preexec_fn=_die_with_parent
+        )
     base_url = f"http://127.0.0.1:{port}"
     try:
         _wait_until_listening(process, port, log_path, timeout=180.0)
@@ -160,6 +163,16 @@ def local_engine(port: int, state_dir: Path, access_key: tuple[str, str], appcod
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(timeout=5)
+
+
+def _die_with_parent() -> None:
+    """In the child: ask Linux to SIGTERM the engine when `segflow run` dies, however it dies."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+        import signal
+
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 def _wait_until_listening(
@@ -204,8 +217,14 @@ def put_event(bucket: str, key: str, etag: str, size: int, region: str) -> bytes
 
 
 def run(args: argparse.Namespace) -> int:
+    import signal
+
     from segflow.errors import SegflowError
 
+    def stop(signum: int, _frame: object) -> None:
+        raise SystemExit(128 + signum)  # unwinds, so the engine child is stopped on the way out
+
+    signal.signal(signal.SIGTERM, stop)
     try:
         return _run(args)
     except (SegflowError, ValueError, FileNotFoundError, RuntimeError) as exc:
@@ -295,10 +314,17 @@ def _pipeline(
         data = item.path.read_bytes()
         etag = storage.put_bytes(item.key, data)
         event = put_event(bucket, item.key, etag, len(data), region)
-        try:
-            on_upload(event, local_context(settings, "on-upload", timeout=600))
-        except Exception as exc:  # the handler raises only for what FC would retry; report it
-            item.outcome, item.code, item.reason = "failed", type(exc).__name__, str(exc)
+        for attempt in range(1, FC_ASYNC_ATTEMPTS + 1):
+            try:
+                on_upload(event, local_context(settings, "on-upload", timeout=600))
+                break
+            except Exception as exc:  # the handler raises only for what a retry can fix, as FC retries
+                code = getattr(exc, "code", type(exc).__name__)
+                if attempt == FC_ASYNC_ATTEMPTS:
+                    item.outcome, item.code, item.reason = "failed", code, str(exc)
+                    break
+                progress.update(f"{item.key}: {code}, retrying as FC would (attempt {attempt + 1})")
+                time.sleep(2.0**attempt)
         _read_outcome(storage, settings, item)
         if item.outcome != "pending":
             item.seconds = time.monotonic() - item.started
