@@ -183,10 +183,10 @@ def test_segment_video_body_and_get_async_job_result_with_the_official_client(
 
     import av
 
-    with av.open(io.BytesIO(video)) as container:
+    with av.open(io.BytesIO(video), mode="r") as container:
         stream = container.streams.video[0]
         assert (stream.codec_context.width, stream.codec_context.height) == VIDEO_SIZE
-        assert sum(1 for _ in container.decode(stream)) == VIDEO_FRAMES
+        assert len(list(container.decode(stream))) == VIDEO_FRAMES
 
 
 def test_common_request_v1_with_aliyun_python_sdk_core(engine: RunningEngine, files: LoopbackFiles) -> None:
