@@ -210,3 +210,19 @@ def test_unexpected_model_failure_is_internal_error_500(files: LoopbackFiles) ->
     assert response.status_code == 500
     assert response.json()["Code"] == "InternalError"
     json.dumps(response.json())  # still a well-formed error body
+
+
+def test_request_body_over_1_mb_is_refused_with_413(engine: RunningEngine) -> None:
+    response = requests.post(
+        engine.base_url + "/",
+        data=b"a=" + b"x" * (1024 * 1024),
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+        timeout=10,
+    )
+    assert response.status_code == 413
+
+
+def test_rpc_with_another_http_method_is_refused(engine: RunningEngine) -> None:
+    response = requests.put(engine.base_url + "/", params={"Action": "SegmentBody"}, timeout=10)
+    assert response.status_code == 405
+    assert response.json()["Code"] == "UnsupportedHTTPMethod"
