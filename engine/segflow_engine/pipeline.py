@@ -8,6 +8,7 @@ a stub in the protocol tests), so nothing here imports numpy or a model.
 
 from __future__ import annotations
 
+import shutil
 import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -99,8 +100,12 @@ class Pipeline:
             size = fetch_to_file(action, params[action.url_param], src, self.video_policy)
             validate_object(action, file_reader(src), size)
             result_id, dst = self.store.reserve_path("result.mp4")
-            self.actions.run_video_action(action.name, params, src, dst)
-            stored = self.store.register(result_id, "result.mp4")
+            try:
+                self.actions.run_video_action(action.name, params, src, dst)
+                stored = self.store.register(result_id, "result.mp4")
+            except BaseException:
+                shutil.rmtree(dst.parent, ignore_errors=True)  # no half-written video left behind
+                raise
         key = action.result_url_key or action.url_param
         return {key: stored.url}
 

@@ -213,3 +213,13 @@ def test_shutdown_lets_a_running_job_finish(files: LoopbackFiles) -> None:
     engine.stop()
     state = pool.get(job)
     assert state is not None and state.status == "PROCESS_SUCCESS"
+
+
+def test_failed_video_job_leaves_no_result_files(
+    engine: RunningEngine, stub: StubActions, files: LoopbackFiles
+) -> None:
+    stub.failure = RuntimeError("encoder failed")
+    job = _submit(engine, "SegmentVideoBody", {"VideoUrl": files.url("clip.mp4")}, VIDEOSEG)
+    assert _wait_finished(engine, job)["Status"] == "PROCESS_FAILED"
+    results_dir = engine.server.engine.store.root
+    assert list(results_dir.iterdir()) == []
