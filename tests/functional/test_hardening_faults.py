@@ -447,3 +447,23 @@ def test_a_failed_cleanup_after_the_result_is_stored_never_pays_for_it_again(
     assert outcome(h, key) == ("result",)
     assert api.count("SegmentCommonImage") == 1
     assert fetches_per_key(h, [key]) == {key: 1}
+
+
+def test_a_client_set_to_the_quota_never_exceeds_it_at_the_server(api: FakeApi) -> None:
+    """SEGFLOW_QPS is the account's quota (e.g. 50): the service counts arrivals per second and answers
+    Throttling.User above it, so no one-second window at the server may hold more than that."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from segflow.client import VisionClient
+    from segflow.ratelimit import RateLimiter
+    from tests.support.fake_api import TEST_CREDENTIALS
+    from tests.support.services_harness import FAST_RETRY
+
+    qps = 50
+    client = VisionClient(
+        TEST_CREDENTIALS, endpoints=api.endpoints(), rate_limiter=RateLimiter(qps), retry=FAST_RETRY
+    )
+    api.set_handler(lambda r: Reply.ok({"JobId": r.params.get("JobId"), "Status": "PROCESSING"}))
+    with ThreadPoolExecutor(max_workers=12) as pool:
+        list(pool.map(lambda i: client.get_async_job_result(f"job-{i}"), range(qps + 15)))
+    assert api.max_requests_in_window(1.0) <= qps
