@@ -13,8 +13,8 @@ Which model serves which action:
 - ParseFace: `parse_face` (face-mesh regions) → `OriginImageURL` + `Elements[{Name, ImageURL}]`, each part
   a full-size RGBA cut-out (so parts overlay the original).
 - RefineMask: `matting` (pymatting on a trimap from the coarse mask) → `Elements[{ImageURL}]` L mask.
-- PicWish `stamp`: `stamp` (ink colour); PicWish auto (empty type): `person` when MediaPipe's pose model finds
-  a body, else `salient`.
+- PicWish `stamp`: `stamp` (ink colour); PicWish auto (empty type): `person` when a face is found, else
+  `salient`.
 - SegmentVideoBody / SegmentHalfBody: `video_person` / `half_body` (stateful, temporally smoothed);
   SegmentGreenScreenVideo: `greenscreen` (chroma key) → grey mask video (mp4, H.264).
 
@@ -232,11 +232,10 @@ def _int_param(params: Mapping[str, str], name: str, default: int, allowed: tupl
 
 
 def picwish_auto_kind(rgb: np.ndarray) -> str:
-    """PicWish's empty `type`: "person" when MediaPipe's pose model finds a body, else "object"."""
-    from segflow_engine.segmenters.person import PosePersonSegmenter
+    """PicWish's empty `type`: "person" when the image shows somebody (a face is found), else "object"."""
+    from segflow_engine.segmenters.person import PersonSegmenter
 
-    pose = get_typed("pose_person", PosePersonSegmenter).pose(rgb)
-    return "person" if pose.landmarks is not None and (pose.mask >= 128).mean() > 0.02 else "object"
+    return "person" if get_typed("person", PersonSegmenter).present(rgb) else "object"
 
 
 def _picwish(rgb: np.ndarray, params: Mapping[str, str]) -> ActionOutput:

@@ -26,10 +26,7 @@ def decode_mask(data: bytes, width: int, height: int) -> np.ndarray:
     with Image.open(io.BytesIO(data)) as opened:
         image = ImageOps.exif_transpose(opened)
         alpha = image.getchannel("A") if image.mode in ("RGBA", "LA") else None
-        if alpha is not None and np.asarray(alpha).min() < 255:
-            grey = alpha
-        else:
-            grey = image.convert("L")
+        grey = alpha if alpha is not None and np.asarray(alpha).min() < 255 else image.convert("L")
         if grey.size != (width, height):
             grey = grey.resize((width, height), Image.Resampling.BILINEAR)
         return np.asarray(grey)

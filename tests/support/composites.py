@@ -236,3 +236,44 @@ def read_video_gray(path: Path) -> Iterator[np.ndarray]:
     with av.open(str(path)) as container:
         for frame in container.decode(video=0):
             yield frame.to_ndarray(format="gray")
+
+
+def png_bytes(image: np.ndarray) -> bytes:
+    """An RGB or L array encoded as PNG, the way an uploaded image reaches the engine."""
+    import io
+
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def decode(data: bytes) -> Image.Image:
+    import io
+
+    image = Image.open(io.BytesIO(data))
+    image.load()
+    return image
+
+
+def alpha_of(data: bytes) -> np.ndarray:
+    """The mask a result encodes: the alpha of an RGBA PNG, or the grey of an L PNG."""
+    image = decode(data)
+    if image.mode == "RGBA":
+        return np.asarray(image)[..., 3]
+    assert image.mode == "L", image.mode
+    return np.asarray(image)
+
+
+def group_composite(count: int, *, width: int = 1024, height: int = 360, scale: float = 0.3) -> Composite:
+    """`count` copies of the person side by side (for face-count limits); truth = all of them."""
+    image, mask = person_cutout()
+    w, h = int(image.shape[1] * scale), int(image.shape[0] * scale)
+    small = _resize(image, w, h)
+    small_mask = _resize(mask.astype(np.uint8) * 255, w, h) > 127
+    base = background("gravel", width, height)
+    truth = np.zeros((height, width), dtype=bool)
+    step = width // count
+    for i in range(count):
+        comp = paste(small, small_mask, base, i * step + (step - w) // 2, height - h)
+        base, truth = comp.image, truth | comp.truth
+    return Composite(base, truth)

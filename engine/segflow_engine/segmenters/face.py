@@ -197,6 +197,11 @@ class FaceSegmenter(Segmenter):
                 break
         return _suppress(sorted(found, key=lambda item: -item[0]))[:MAX_FACES]
 
+    def detect(self, image: np.ndarray) -> list[tuple[float, tuple[float, float, float, float]]]:
+        """(score, (x, y, w, h)) of every face found (at most 5), most confident first; no mesh."""
+        with self._lock:
+            return self._detect(np.ascontiguousarray(image))
+
     def _mesh_in_crop(self, image: np.ndarray, box: tuple[float, float, float, float]) -> np.ndarray | None:
         height, width = image.shape[:2]
         x, y, w, h = box

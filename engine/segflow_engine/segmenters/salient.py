@@ -8,6 +8,9 @@ gives a mask covering 9 % of the astronaut instead of 53 %), output `output`: [1
 
 from __future__ import annotations
 
+import hashlib
+from collections import OrderedDict
+
 import numpy as np
 
 from segflow_engine import models
@@ -16,6 +19,7 @@ from segflow_engine.segmenters.imageops import resize, to_uint8
 
 INPUT_SIDE = 1024
 ONNX_THREADS = 2  # the engine's CI and default machine have two cores; more threads only contend
+CACHE_ENTRIES = 8  # the same image often comes back for another action (head then hair, body then PicWish)
 
 
 @register
@@ -34,9 +38,25 @@ class SalientSegmenter(Segmenter):
         options.log_severity_level = 3
         self._session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         self._input = self._session.get_inputs()[0].name
+        self._cache: OrderedDict[bytes, np.ndarray] = OrderedDict()
 
     def probability(self, image: np.ndarray) -> np.ndarray:
-        """The salient-object alpha (H×W uint8) at the image's size."""
+        """The salient-object alpha (H×W uint8) at the image's size (a copy: callers may change it)."""
+        image = np.ascontiguousarray(image)
+        key = hashlib.blake2b(image.data, digest_size=16, person=str(image.shape).encode()[:16]).digest()
+        with self._lock:
+            cached = self._cache.get(key)
+            if cached is not None:
+                self._cache.move_to_end(key)
+                return cached.copy()
+        alpha = self._infer(image)
+        with self._lock:
+            self._cache[key] = alpha
+            while len(self._cache) > CACHE_ENTRIES:
+                self._cache.popitem(last=False)
+        return alpha.copy()
+
+    def _infer(self, image: np.ndarray) -> np.ndarray:
         height, width = image.shape[:2]
         x = resize(image, INPUT_SIDE, INPUT_SIDE).astype(np.float32)
         x = ((x - 128.0) / 256.0).transpose(2, 0, 1)[None]
