@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cache
+from typing import Any
 
 import cv2
 import numpy as np
@@ -35,6 +36,7 @@ from segflow_engine.segmenters.imageops import (
 MAX_FACES = 5
 CROP_GROWTH = 1.7  # the mesh's crop: the detector's box grown by this factor around its centre
 MESH_INPUT_SIDE = 384
+TILE_MIN_SIDE = 320  # detection tiles: at least this side, else half the image's shorter side
 
 # Landmark index chains (MediaPipe face mesh topology). Lips: outer/inner contours, corner to corner.
 UPPER_LIP_OUTER = (61, 185, 40, 39, 37, 0, 267, 269, 270, 409, 291)
@@ -181,21 +183,36 @@ class FaceSegmenter(Segmenter):
         self._mesh_many = graphs.face_mesh(max_faces=MAX_FACES)
 
     def _detect(self, image: np.ndarray) -> list[tuple[float, tuple[float, float, float, float]]]:
+        found = [*self._detect_in(self._detector, image, 0, 0)]
+        # The detector sees a 192×192 letterbox of its input, so a face 30 px wide in a 1024 px group photo
+        # shrinks to 6 px and is missed: look again in overlapping square tiles.
+        height, width = image.shape[:2]
+        side = max(TILE_MIN_SIDE, min(height, width) // 2)
+        if max(height, width) > side:
+            stride = max(1, side * 3 // 4)
+            for y in _tile_starts(height, side, stride):
+                for x in _tile_starts(width, side, stride):
+                    tile = np.ascontiguousarray(image[y : y + side, x : x + side])
+                    found.extend(self._detect_in(self._detector, tile, x, y))
+        if not found:
+            found.extend(self._detect_in(self._near_detector, image, 0, 0))
+        return _suppress(sorted(found, key=lambda item: -item[0]))[:MAX_FACES]
+
+    @staticmethod
+    def _detect_in(
+        detector: Any, image: np.ndarray, dx: int, dy: int
+    ) -> list[tuple[float, tuple[float, float, float, float]]]:
         height, width = image.shape[:2]
         found = []
-        for detector in (self._detector, self._near_detector):
-            result = detector.process(image)
-            for detection in result.detections or ():
-                box = detection.location_data.relative_bounding_box
-                found.append(
-                    (
-                        float(detection.score[0]),
-                        (box.xmin * width, box.ymin * height, box.width * width, box.height * height),
-                    )
+        for detection in detector.process(image).detections or ():
+            box = detection.location_data.relative_bounding_box
+            found.append(
+                (
+                    float(detection.score[0]),
+                    (box.xmin * width + dx, box.ymin * height + dy, box.width * width, box.height * height),
                 )
-            if found:
-                break
-        return _suppress(sorted(found, key=lambda item: -item[0]))[:MAX_FACES]
+            )
+        return found
 
     def detect(self, image: np.ndarray) -> list[tuple[float, tuple[float, float, float, float]]]:
         """(score, (x, y, w, h)) of every face found (at most 5), most confident first; no mesh."""
@@ -264,25 +281,32 @@ class FaceSegmenter(Segmenter):
         return Segmentation(union, elements)
 
 
+def _tile_starts(length: int, side: int, stride: int) -> list[int]:
+    if length <= side:
+        return [0]
+    starts = list(range(0, length - side, stride))
+    return [*starts, length - side]
+
+
 def _suppress(
-    detections: list[tuple[float, tuple[float, float, float, float]]], overlap: float = 0.3
+    detections: list[tuple[float, tuple[float, float, float, float]]], overlap: float = 0.4
 ) -> list[tuple[float, tuple[float, float, float, float]]]:
-    """Non-maximum suppression over (score, box) pairs sorted by score."""
+    """Non-maximum suppression over (score, box) pairs sorted by score. Overlap is measured against the
+    smaller box, so a half face found at a tile's edge does not count as a second face."""
     kept: list[tuple[float, tuple[float, float, float, float]]] = []
     for score, box in detections:
-        if all(_box_iou(box, other) < overlap for _, other in kept):
+        if all(_overlap_of_smaller(box, other) < overlap for _, other in kept):
             kept.append((score, box))
     return kept
 
 
-def _box_iou(a: tuple[float, float, float, float], b: tuple[float, float, float, float]) -> float:
+def _overlap_of_smaller(a: tuple[float, float, float, float], b: tuple[float, float, float, float]) -> float:
     ax0, ay0, aw, ah = a
     bx0, by0, bw, bh = b
     ix = max(0.0, min(ax0 + aw, bx0 + bw) - max(ax0, bx0))
     iy = max(0.0, min(ay0 + ah, by0 + bh) - max(ay0, by0))
-    inter = ix * iy
-    union = aw * ah + bw * bh - inter
-    return inter / union if union > 0 else 0.0
+    smaller = min(aw * ah, bw * bh)
+    return ix * iy / smaller if smaller > 0 else 0.0
 
 
 def _head_alpha(face: Face, person: np.ndarray) -> np.ndarray:
