@@ -79,6 +79,8 @@ class EngineConfig:
     image_policy: FetchPolicy = IMAGE_POLICY
     video_policy: FetchPolicy = VIDEO_POLICY
     picwish_policy: FetchPolicy = PICWISH_POLICY
+    # A synchronous call whose model is not done after this is answered 408 `Timeout` (a service code).
+    sync_timeout_seconds: float = 300.0
 
 
 @dataclass(frozen=True)
@@ -179,6 +181,9 @@ class Engine:
             xml = wants_xml(params)
             action, data = self._dispatch(params, request_id)
             return render_success(action, request_id, data, xml=xml)
+        except concurrent.futures.TimeoutError:
+            message = f"the model did not finish within {self.config.sync_timeout_seconds:g} s"
+            return render_error(RpcFailure("Timeout", message, 408), request_id, host_id, xml=xml)
         except SignatureMismatchError as exc:
             # The service tells the caller its string-to-sign after this exact prefix, and
             # aliyun-python-sdk-core parses it (split on ':') to tell a wrong secret from a bad signer.
@@ -204,7 +209,12 @@ class Engine:
                 raise InputValidationError(f"{name} is mandatory for {action.name}", code="MissingParameter")
         check_url(action, url)
         if not is_async_call(action, params):
-            stored = self.pipeline.run_image(action, params, ttl_seconds=self.config.result_ttl_seconds)
+            stored = self.pipeline.run_image(
+                action,
+                params,
+                ttl_seconds=self.config.result_ttl_seconds,
+                timeout=self.config.sync_timeout_seconds,
+            )
             return action.name, stored.data
         self.pool.submit_job(
             request_id,

@@ -226,3 +226,13 @@ def test_rpc_with_another_http_method_is_refused(engine: RunningEngine) -> None:
     response = requests.put(engine.base_url + "/", params={"Action": "SegmentBody"}, timeout=10)
     assert response.status_code == 405
     assert response.json()["Code"] == "UnsupportedHTTPMethod"
+
+
+def test_model_slower_than_the_sync_timeout_is_answered_408_timeout(files: LoopbackFiles) -> None:
+    stub = StubActions()
+    gate = stub.hold()
+    with start_engine(actions=stub, sync_timeout_seconds=0.2) as running:
+        response = call_rpc(running, "SegmentBody", {"ImageURL": files.url("photo.png")})
+        gate.set()
+    assert response.status_code == 408
+    assert response.json()["Code"] == "Timeout"
