@@ -414,10 +414,11 @@ class HairSegmenter(_FaceFamily):
 
 
 PART_ORDER = ("skin", "l_brow", "r_brow", "l_eye", "r_eye", "nose", "mouth", "u_lip", "l_lip")
+PRIORITY = ("l_eye", "r_eye", "mouth", "u_lip", "l_lip", "l_brow", "r_brow", "nose", "skin")
 
 
 def parse_face_parts(shape: tuple[int, int], face: Face) -> dict[str, np.ndarray]:
-    """The face-part masks (uint8 0/255) of one face; parts are disjoint and `skin` is what is left."""
+    """The face-part alphas (uint8) of one face; disjoint at alpha ≥ 128, `skin` is what the others leave."""
     loops = _loops()
     parts: dict[str, np.ndarray] = {}
     for name in ("l_eye", "r_eye", "l_brow", "r_brow"):
@@ -431,16 +432,14 @@ def parse_face_parts(shape: tuple[int, int], face: Face) -> dict[str, np.ndarray
     width = float(np.linalg.norm(face.landmarks[MOUTH_LEFT] - face.landmarks[MOUTH_RIGHT]))
     if width > 0 and gap / width > MOUTH_OPEN_RATIO and inner.any():
         parts["mouth"] = inner
-    parts["u_lip"] = np.where(inner > 0, 0, upper).astype(np.uint8)
-    parts["l_lip"] = np.where(inner > 0, 0, lower).astype(np.uint8)
-    # The eyes and lips win over the nose and brows where the outlines touch.
-    for name in ("nose", "l_brow", "r_brow"):
-        for stronger in ("l_eye", "r_eye", "u_lip", "l_lip"):
-            parts[name] = np.where(parts[stronger] > 0, 0, parts[name]).astype(np.uint8)
-    skin = polygon_alpha(shape, face.points(loops["oval"]))
-    for mask in parts.values():
-        skin = np.where(mask > 0, 0, skin).astype(np.uint8)
-    parts["skin"] = skin
+    parts["u_lip"], parts["l_lip"] = upper, lower
+    parts["skin"] = polygon_alpha(shape, face.points(loops["oval"]))
+    # Make the parts disjoint: where outlines overlap, the smaller, more specific part wins.
+    taken = np.zeros(shape, dtype=bool)
+    for name in PRIORITY:
+        if name in parts:
+            parts[name] = np.where(taken, 0, parts[name]).astype(np.uint8)
+            taken |= parts[name] >= 128
     return {name: parts[name] for name in PART_ORDER if name in parts}
 
 
