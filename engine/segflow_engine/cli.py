@@ -43,6 +43,13 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         help="where inputs in progress and results are kept (default: a temporary folder removed on exit)",
     )
     parser.add_argument(
+        "--qps",
+        type=float,
+        default=None,
+        help="refuse calls over this rate per AccessKeyId and action (Throttling.User; PicWish 429), "
+        "like the service's default 2 QPS (default: no limit)",
+    )
+    parser.add_argument(
         "--public-url",
         default=None,
         help="base URL clients use to reach the engine, for result links (default http://HOST:PORT)",
@@ -58,6 +65,9 @@ def run(args: argparse.Namespace) -> int:
     if args.workers < 1:
         print("segflow engine: --workers must be at least 1", file=sys.stderr)
         return 2
+    if args.qps is not None and args.qps <= 0:
+        print("segflow engine: --qps must be positive", file=sys.stderr)
+        return 2
     try:
         check_installed()
         credentials = EngineCredentials.from_env(os.environ)
@@ -70,6 +80,7 @@ def run(args: argparse.Namespace) -> int:
         workers=args.workers,
         state_dir=args.state_dir,
         public_url=args.public_url,
+        qps=args.qps,
     )
     try:
         server = EngineServer(config, credentials)

@@ -28,7 +28,7 @@ from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from segflow.catalogue import Action, get_action, is_async_call
-from segflow.errors import InputValidationError, SegflowError, UnknownActionError
+from segflow.errors import ApiError, InputValidationError, SegflowError, UnknownActionError
 from segflow.signing import SignatureMismatchError
 from segflow_engine import picwish
 from segflow_engine.auth import Authenticator, EngineCredentials
@@ -44,6 +44,7 @@ from segflow_engine.protocol import (
     render_success,
     wants_xml,
 )
+from segflow_engine.quota import CallQuota
 from segflow_engine.results import (
     PICWISH_RESULT_TTL_SECONDS,
     RESULT_TTL_SECONDS,
@@ -81,6 +82,7 @@ class EngineConfig:
     picwish_policy: FetchPolicy = PICWISH_POLICY
     # A synchronous call whose model is not done after this is answered 408 `Timeout` (a service code).
     sync_timeout_seconds: float = 300.0
+    qps: float | None = None  # per AccessKeyId and action (PicWish: per AppCode); None never throttles
 
 
 @dataclass(frozen=True)
@@ -136,6 +138,7 @@ class Engine:
             image_policy=self.config.image_policy,
             video_policy=self.config.video_policy,
         )
+        self.quota = CallQuota(self.config.qps) if self.config.qps else None
         self._picwish_tasks: dict[str, tuple[float, dict[str, Any]]] = {}
         self._picwish_lock = threading.Lock()
 
@@ -179,6 +182,11 @@ class Engine:
             )
             params = verified.params
             xml = wants_xml(params)
+            quota_key = f"{verified.access_key_id}/{params.get('Action', '')}"
+            if self.quota is not None and not self.quota.allow(quota_key):
+                raise ApiError(
+                    "Request was denied due to user flow control.", code="Throttling.User", http_status=400
+                )
             action, data = self._dispatch(params, request_id)
             return render_success(action, request_id, data, xml=xml)
         except concurrent.futures.TimeoutError:
@@ -249,6 +257,8 @@ class Engine:
         if not self.auth.appcode_accepted(request.header("authorization")):
             answer = render_json(401, picwish.error_envelope(401, "Invalid AppCode"))
             return HttpAnswer(answer.status, answer.content_type, answer.body)
+        if self.quota is not None and not self.quota.allow(f"picwish/{request.header('authorization')}"):
+            return render_json(429, picwish.error_envelope(429, "Too Many Requests"))
         if request.method == "GET" and request.path.startswith(picwish.PATH + "/"):
             task_id = request.path[len(picwish.PATH) + 1 :]
             with self._picwish_lock:
