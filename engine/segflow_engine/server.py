@@ -255,8 +255,7 @@ class Engine:
     # -- PicWish -------------------------------------------------------------------------------------
     def _handle_picwish(self, request: Request) -> HttpAnswer:
         if not self.auth.appcode_accepted(request.header("authorization")):
-            answer = render_json(401, picwish.error_envelope(401, "Invalid AppCode"))
-            return HttpAnswer(answer.status, answer.content_type, answer.body)
+            return render_json(401, picwish.error_envelope(401, "Invalid AppCode"))
         if self.quota is not None and not self.quota.allow(f"picwish/{request.header('authorization')}"):
             return render_json(429, picwish.error_envelope(429, "Too Many Requests"))
         if request.method == "GET" and request.path.startswith(picwish.PATH + "/"):
