@@ -236,3 +236,27 @@ def test_model_slower_than_the_sync_timeout_is_answered_408_timeout(files: Loopb
         gate.set()
     assert response.status_code == 408
     assert response.json()["Code"] == "Timeout"
+
+
+def test_other_calls_are_answered_while_a_sync_call_waits_for_its_model(files: LoopbackFiles) -> None:
+    import threading
+    import time
+
+    stub = StubActions()
+    gate = stub.hold()
+    answers: list[requests.Response] = []
+    with start_engine(actions=stub, workers=1) as running:
+        slow = threading.Thread(
+            target=lambda: answers.append(
+                call_rpc(running, "SegmentBody", {"ImageURL": files.url("photo.png")})
+            )
+        )
+        slow.start()
+        assert stub.started.wait(10)
+        started = time.monotonic()
+        poll = call_rpc(running, "GetAsyncJobResult", {"JobId": "none"}, version="2020-03-20")
+        assert time.monotonic() - started < 2
+        assert poll.json()["Code"] == "InvalidParameter"
+        gate.set()
+        slow.join(10)
+    assert answers and answers[0].status_code == 200
