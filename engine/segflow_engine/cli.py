@@ -113,7 +113,7 @@ def run(args: argparse.Namespace) -> int:
 def _print_banner(
     base_url: str, host: str, credentials: EngineCredentials, keys_env: str, appcodes_env: str, workers: int
 ) -> None:
-    print(f"segflow engine listening on {base_url} ({workers} model workers)")
+    print(f"segflow engine listening on {base_url} (model workers: {workers})")
     endpoint = base_url.split("//", 1)[-1]
     print(f"  imageseg 2019-12-30 and videoseg 2020-03-20 RPC: {base_url}/  (SDK endpoint {endpoint})")
     print(f"  PicWish: POST {base_url}/tasks/visual/segmentation")

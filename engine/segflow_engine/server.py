@@ -15,6 +15,7 @@ own; `EngineServer` puts it behind a `ThreadingHTTPServer`. Model work runs on a
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import logging
 import shutil
 import socket
@@ -576,3 +577,21 @@ def _client_host(host: str) -> str:
     if ":" in host and not host.startswith("["):
         return f"[{host}]"
     return host
+
+
+def serve(
+    host: str = "127.0.0.1",
+    port: int = 8780,
+    *,
+    workers: int = 2,
+    state_dir: Path | None = None,
+    credentials: EngineCredentials | None = None,
+) -> None:
+    """Serve the engine with the real models on the calling thread until interrupted (Ctrl-C).
+
+    `segflow engine` is the command-line form (it also prints the keys and handles SIGTERM).
+    """
+    config = EngineConfig(host=host, port=port, workers=workers, state_dir=state_dir)
+    server = EngineServer(config, credentials)
+    with contextlib.suppress(KeyboardInterrupt):
+        server.serve_forever()
