@@ -43,8 +43,7 @@ def chroma_key_alpha(image: np.ndarray) -> np.ndarray:
     key, tolerance = screen_key(ycrcb, image)
     distance = np.linalg.norm(ycrcb[..., 1:].astype(np.float32) - key, axis=2)
     alpha = np.clip((distance - tolerance) / SOFT_BAND, 0.0, 1.0)
-    alpha = cv2.medianBlur((alpha * 255).astype(np.uint8), 3)  # sensor noise on the screen
-    return alpha
+    return np.asarray(cv2.medianBlur((alpha * 255).astype(np.uint8), 3))  # sensor noise on the screen
 
 
 def despill(image: np.ndarray) -> np.ndarray:

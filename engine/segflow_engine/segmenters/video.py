@@ -50,7 +50,7 @@ def cut_below(probability: np.ndarray, cut_y: float | None) -> np.ndarray:
     ramp = max(1.0, HIP_RAMP_FRACTION * height)
     rows = np.arange(height, dtype=np.float32)
     keep = np.clip((cut_y + ramp / 2 - rows) / ramp, 0.0, 1.0)
-    return (probability * keep[:, None]).astype(np.float32)
+    return np.asarray(probability * keep[:, None], dtype=np.float32)
 
 
 def hip_row(landmarks: Any, height: int) -> float | None:
