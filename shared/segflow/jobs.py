@@ -377,6 +377,11 @@ class JobStore:
             self.storage.put_bytes(lease.key, self._lease_body(lease, now), if_absent=True)
         except ObjectExistsError:
             return None
+        # Older generations are expired or released and can never be claimed again (the next claim is
+        # generation + 1, which exists now): drop them so a long-running job keeps one lease file, not one
+        # per tick.
+        for _, old_key in generations:
+            self.storage.delete(old_key)
         return lease
 
     def release_lease(self, lease: Lease) -> None:

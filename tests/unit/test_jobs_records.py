@@ -202,11 +202,19 @@ def test_only_one_of_many_concurrent_collectors_gets_the_lease(store: JobStore) 
         assert sum(pool.map(attempt, range(8))) == 1
 
 
+def test_a_job_polled_for_many_ticks_keeps_one_lease_file(store: JobStore, storage: MemoryStorage) -> None:
+    for tick in range(50):
+        lease = store.try_lease("abc", f"tick-{tick}")
+        assert lease is not None and lease.generation == tick
+        store.release_lease(lease)
+    assert storage.keys("segflow-jobs/leases/") == ["segflow-jobs/leases/abc.00000049"]
+
+
 def test_finishing_a_job_clears_its_leases(store: JobStore, storage: MemoryStorage, clock: FakeClock) -> None:
     store.try_lease("abc", "c1")
     clock.now += 500
     store.try_lease("abc", "c2")
-    assert len(storage.keys("segflow-jobs/leases/")) == 2
+    assert storage.keys("segflow-jobs/leases/") == ["segflow-jobs/leases/abc.00000001"]
     store.finish_pending("abc")
     assert storage.keys("segflow-jobs/leases/") == []
 
