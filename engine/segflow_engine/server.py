@@ -504,6 +504,7 @@ class EngineServer:
         self._cleaner = PeriodicCleaner([self.engine.cleanup], self.config.cleanup_interval_seconds)
         self._thread: threading.Thread | None = None
         self._stopped = threading.Event()
+        self._serving = threading.Event()
 
     @property
     def port(self) -> int:
@@ -524,6 +525,7 @@ class EngineServer:
 
     def start(self) -> EngineServer:
         """Serves on a background thread and returns at once."""
+        self._serving.set()
         self._cleaner.start()
         self._thread = threading.Thread(
             target=self._httpd.serve_forever,
@@ -536,6 +538,7 @@ class EngineServer:
 
     def serve_forever(self) -> None:
         """Serves on the calling thread until `shutdown()` is called from another thread (or a signal)."""
+        self._serving.set()
         self._cleaner.start()
         try:
             self._httpd.serve_forever(poll_interval=SHUTDOWN_POLL_SECONDS)
@@ -545,6 +548,9 @@ class EngineServer:
     def shutdown(self) -> None:
         """Stops accepting requests, lets running model work finish, deletes a temporary state dir."""
         if self._stopped.is_set():
+            return
+        if not self._serving.is_set():  # never started: nothing to wait for
+            self._close()
             return
         self._httpd.shutdown()
         if self._thread is not None:

@@ -260,3 +260,12 @@ def test_other_calls_are_answered_while_a_sync_call_waits_for_its_model(files: L
         gate.set()
         slow.join(10)
     assert answers and answers[0].status_code == 200
+
+
+def test_engine_built_but_never_started_shuts_down_at_once() -> None:
+    from segflow_engine.server import EngineConfig, EngineServer
+
+    server = EngineServer(EngineConfig(port=0), actions=StubActions())
+    state_dir = server.state_dir
+    server.shutdown()
+    assert not state_dir.exists()  # its temporary state dir is gone
