@@ -261,10 +261,32 @@ def test_unreadable_file_gets_the_service_code_without_an_api_call(h: Harness) -
     assert summary["failed"] == 1 and h.api.requests == []
     failure = h.failure(key)
     assert failure is not None
-    assert failure["Code"] in ("InvalidFile.Type", "InvalidImage.Content")
+    assert (failure["Code"], failure["Action"]) == ("InvalidImage.Content", "SegmentCommonImage")
 
 
 def test_deleted_object_is_skipped(h: Harness) -> None:
     summary = h.on_upload(oss_event("incoming/photos/gone.jpg"))
     assert summary["skipped"] == 1 and summary["outcomes"][0]["code"] == "NoSuchKey"
     assert h.api.requests == []
+
+
+def test_answer_without_a_result_url_is_a_failure_not_an_empty_result(h: Harness) -> None:
+    event = load_event("oss-put-image.json")
+    (key,) = h.stage(event)
+    h.api.queue("SegmentCommonImage", Reply.ok({}, request_id="RID-EMPTY"))
+    assert h.on_upload(event)["failed"] == 1
+    failure = h.failure(key)
+    assert failure is not None and (failure["Code"], failure["RequestId"]) == ("EmptyResult", "RID-EMPTY")
+    assert h.results_for(key) == []
+
+
+def test_element_action_that_finds_nothing_stores_an_empty_manifest(h: Harness) -> None:
+    """SegmentHead answers `Elements: []` when there is no head: a result, not an error."""
+    from segflow.routing import parse_rules
+
+    h.deps.rules = parse_rules([{"action": "SegmentHead"}])
+    event = load_event("oss-put-image.json")
+    (key,) = h.stage(event)
+    h.api.queue("SegmentHead", Reply.ok({"Elements": []}))
+    assert h.on_upload(event)["done"] == 1
+    assert h.manifest(key, "SegmentHead")["Elements"] == []

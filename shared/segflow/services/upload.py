@@ -25,6 +25,7 @@ from segflow.catalogue import Action, get_action, is_async_call
 from segflow.errors import (
     EventError,
     InputValidationError,
+    JobFailedError,
     ObjectNotFoundError,
     SegflowError,
     UnknownActionError,
@@ -298,6 +299,12 @@ def _submit(
     if is_async_call(action, job.params) and result.job_id:
         queued = store.mark_submitted(job, job_id=result.job_id, request_id=result.request_id)
         return _Outcome(SUBMITTED, bucket=bucket, key=key, action=action.name, request_id=queued.request_id)
+    if not result.output_urls() and not action.elements:
+        # Only element actions may legitimately find nothing (no face, no head); an empty cut-out answer
+        # would otherwise end as a result with no file in it.
+        raise JobFailedError(
+            f"{action.name} answered without a result URL", code="EmptyResult", request_id=result.request_id
+        )
     job = job.evolve(request_id=result.request_id, submitted_at=deps.clock())
     stored = store_result(
         storage,
