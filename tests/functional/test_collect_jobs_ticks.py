@@ -284,3 +284,42 @@ def test_upload_released_after_a_retryable_error_is_redriven_when_no_retry_comes
     assert h.collect(payload=TIMER)["redriven"] == 1
     assert outcome_files(h, key) == ([f"segmented/{key}/SegmentCommonImage/manifest.json"], None)
     assert h.api.count("SegmentCommonImage") == 5
+
+
+def test_concurrent_polls_stay_under_the_shared_rate_limit(make: Any) -> None:
+    """Throttling.User: the account allows 2 QPS by default (spec §2); every worker shares one bucket."""
+    h: Harness = make(collect_concurrency=4, client_qps=10.0)
+    h.vision.job_statuses = []
+    queue_videos(h, 8)
+    h.api.clear()
+    assert h.collect(payload=TIMER)["done"] == 8
+    assert h.api.count("GetAsyncJobResult") == 8
+    assert h.api.max_requests_in_window(1.0) <= 11
+
+
+def test_results_are_streamed_into_storage_in_bounded_chunks(
+    make: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    h: Harness = make()
+    h.vision.job_statuses = []
+    (key,) = queue_videos(h, 1)
+    big = bytes(range(256)) * (24 * 1024 * 1024 // 256)  # a 24 MiB "mask video"
+    h.vision.jobs[next(iter(h.vision.jobs))].input_bytes = big
+    storage = h.storage
+    seen: list[int] = []
+    real_put_stream = storage.put_stream
+
+    def recording_put_stream(dest: str, chunks: Any, **kwargs: Any) -> str:
+        assert not isinstance(chunks, bytes | bytearray | list)  # an iterator, not a buffer
+
+        def counted() -> Iterator[bytes]:
+            for chunk in chunks:
+                seen.append(len(chunk))
+                yield chunk
+
+        return real_put_stream(dest, counted(), **kwargs)
+
+    monkeypatch.setattr(storage, "put_stream", recording_put_stream)
+    assert h.collect(payload=TIMER)["done"] == 1
+    assert sum(seen) == len(big) and len(seen) >= 24 and max(seen) <= 1024 * 1024
+    assert h.storage.head(f"segmented/{key}/SegmentVideoBody/mask.mp4").size == len(big)

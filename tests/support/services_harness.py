@@ -462,6 +462,7 @@ def build_deps(root: Path, api: FakeApi, clock: Callable[[], float], **overrides
         "collect_concurrency": 4,
         "lease_seconds": 120,
     }
+    qps = float(overrides.pop("client_qps", 1000.0))
     init_fields = {f.name for f in dataclasses.fields(Deps) if f.init} - {"settings"}
     deps_fields = {k: overrides.pop(k) for k in list(overrides) if k in init_fields}
     settings_fields.update(overrides)
@@ -475,7 +476,7 @@ def build_deps(root: Path, api: FakeApi, clock: Callable[[], float], **overrides
                 storages[bucket] = LocalDirStorage(root, bucket)
             return storages[bucket]
 
-    limiter = RateLimiter(1000.0, burst=100)
+    limiter = RateLimiter(qps, burst=1 if qps < 1000 else 100)
     return Deps(
         settings=settings,
         storage_for=storage_for,
