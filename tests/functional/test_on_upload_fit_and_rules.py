@@ -275,3 +275,16 @@ def test_handler_builds_its_deps_from_the_environment_once(
         use_handler_deps(None)
     assert first["done"] == 1 and second["duplicate"] == 1
     assert all(r.signature_error is None for r in api.requests)
+
+
+def test_fitted_copy_is_removed_when_the_service_refuses_it(make: Any) -> None:
+    from tests.support.fake_api import Reply
+
+    h: Harness = make()
+    key = "incoming/photos/big-refused.jpg"
+    h.put(key, jpeg((2000, 1500)))
+    h.api.queue("SegmentCommonImage", Reply.error(400, "InvalidImage.Content", "refused"))
+    assert h.on_upload(oss_event(key))["failed"] == 1
+    failure = h.failure(key)
+    assert failure is not None and failure["Code"] == "InvalidImage.Content"
+    assert h.keys("segflow-jobs/work/") == []

@@ -255,16 +255,25 @@ def _process_object(record: OssRecord, deps: Deps, bucket: str, key: str) -> _Ou
             store.release(job.evolve(error=error.to_record()))
             return _Outcome(RETRY, bucket=bucket, key=key, action=action.name, code=error.code, error=error)
         current = store.load(job.record_id) or job
-        write_failure(
-            deps,
-            storage,
-            key=key,
-            etag=info.etag,
-            action=action.name,
-            error=error,
-            store=store,
-            record=current,
-        )
+        try:
+            write_failure(
+                deps,
+                storage,
+                key=key,
+                etag=info.etag,
+                action=action.name,
+                error=error,
+                store=store,
+                record=current,
+            )
+            if current.submit_key:
+                storage.delete(current.submit_key)
+        except SegflowError as storing:
+            # The failure could not be recorded: hand the record back so the retried event records it.
+            store.release(current)
+            return _Outcome(
+                RETRY, bucket=bucket, key=key, action=action.name, code=storing.code, error=storing
+            )
         return _Outcome(
             FAILED, bucket=bucket, key=key, action=action.name, code=error.code, request_id=error.request_id
         )
