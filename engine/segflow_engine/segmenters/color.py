@@ -24,11 +24,14 @@ MIN_SCREEN_FRACTION = 0.02
 
 
 def screen_key(ycrcb: np.ndarray, image: np.ndarray) -> tuple[np.ndarray, float]:
-    """The key chroma (Cr, Cb) and the tolerance radius measured on the frame's green pixels."""
-    rgb = image.astype(np.int16)
+    """The key chroma (Cr, Cb) and the tolerance radius measured on the frame's green pixels.
+
+    Measured on every 4th pixel each way: the screen covers most of the frame, so 1/16 of it is plenty and
+    keeps a 720p frame's key under a few milliseconds."""
+    rgb = image[::4, ::4].astype(np.int16)
     r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
     green = (g > 50) & (g > r + 30) & (g > b + 30)
-    chroma = ycrcb[..., 1:].astype(np.float32)
+    chroma = ycrcb[::4, ::4, 1:].astype(np.float32)
     if green.mean() < MIN_SCREEN_FRACTION:
         return np.array(FALLBACK_KEY_CRCB, dtype=np.float32), 12.0
     samples = chroma[green]
@@ -41,9 +44,13 @@ def chroma_key_alpha(image: np.ndarray) -> np.ndarray:
     """Foreground alpha (H×W uint8) of a frame shot against a green screen."""
     ycrcb = cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2YCrCb)
     key, tolerance = screen_key(ycrcb, image)
-    distance = np.linalg.norm(ycrcb[..., 1:].astype(np.float32) - key, axis=2)
-    alpha = np.clip((distance - tolerance) / SOFT_BAND, 0.0, 1.0)
-    return np.asarray(cv2.medianBlur((alpha * 255).astype(np.uint8), 3))  # sensor noise on the screen
+    cr = ycrcb[..., 1].astype(np.float32) - float(key[0])
+    cb = ycrcb[..., 2].astype(np.float32) - float(key[1])
+    distance = cv2.magnitude(cr, cb)
+    # alpha = clip((distance - tolerance) / SOFT_BAND, 0, 1) * 255, saturated to uint8 by OpenCV.
+    scale = 255.0 / SOFT_BAND
+    alpha = cv2.convertScaleAbs(np.maximum(distance - tolerance, 0.0), alpha=scale)
+    return np.asarray(cv2.medianBlur(alpha, 3))  # sensor noise on the screen
 
 
 def despill(image: np.ndarray) -> np.ndarray:
