@@ -323,3 +323,46 @@ def test_results_are_streamed_into_storage_in_bounded_chunks(
     assert h.collect(payload=TIMER)["done"] == 1
     assert sum(seen) == len(big) and len(seen) >= 24 and max(seen) <= 1024 * 1024
     assert h.storage.head(f"segmented/{key}/SegmentVideoBody/mask.mp4").size == len(big)
+
+
+def test_failed_job_with_a_server_error_code_is_final_not_polled_forever(make: Any) -> None:
+    h: Harness = make()
+    (key,) = queue_videos(h, 1)
+    (job,) = h.vision.jobs.values()
+    job.statuses = ["PROCESS_FAILED"]
+    h.api.queue(
+        "GetAsyncJobResult",
+        Reply.ok(
+            {
+                "JobId": job.job_id,
+                "Status": "PROCESS_FAILED",
+                "ErrorCode": "InternalServerError.Algo",
+                "ErrorMessage": "model crashed",
+            }
+        ),
+    )
+    assert h.collect(payload=TIMER)["failed"] == 1
+    failure = h.failure(key)
+    assert failure is not None and failure["Code"] == "InternalServerError.Algo"
+    assert h.keys("segflow-jobs/pending/") == []
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        Reply.error(404, "InvalidAccessKeyId.NotFound", "Specified access key is not found."),
+        Reply.error(403, "Forbidden.RAM", "no permission"),
+        Reply.error(400, "SignatureDoesNotMatch", "bad signature"),
+    ],
+)
+def test_credential_or_permission_errors_leave_jobs_pending_for_the_fixed_deployment(
+    make: Any, reply: Reply
+) -> None:
+    h: Harness = make()
+    h.vision.job_statuses = []
+    (key,) = queue_videos(h, 1)
+    h.api.queue("GetAsyncJobResult", reply)
+    summary = h.collect(payload=TIMER)
+    assert (summary["errors"], summary["failed"]) == (1, 0)
+    assert h.failure(key) is None and len(h.keys("segflow-jobs/pending/")) == 1
+    assert h.collect(payload=TIMER)["done"] == 1  # the deployment was fixed

@@ -23,7 +23,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from segflow.catalogue import Action, get_action
-from segflow.errors import ConfigError, EventError, JobFailedError, ResultDownloadError, SegflowError
+from segflow.errors import (
+    ApiError,
+    ConfigError,
+    EventError,
+    JobFailedError,
+    ResultDownloadError,
+    SegflowError,
+)
 from segflow.events import TimerEvent
 from segflow.jobs import FINAL_STATES, JobRecord, JobStore, Lease
 from segflow.logs import log_outcome
@@ -245,10 +252,18 @@ def _collect_one(deps: Deps, storage: Storage, store: JobStore, lease: Lease) ->
         log(PENDING, code=result.status)
         return PENDING
     except SegflowError as error:
-        if is_retryable_failure(error):
+        # A job that ended badly is final whatever its code says (only LIMIT_RETRY_FAILED is resubmitted).
+        final = isinstance(error, JobFailedError)
+        if not final and is_retryable_failure(error):
             store.release_lease(lease)
             log(PENDING, code=error.code, request_id=error.request_id)
             return PENDING
+        if not final and is_deployment_error(error):
+            # Wrong keys, missing permission or product: every job would fail the same way, and all of
+            # them will be fine once the deployment is fixed, so none is recorded as failed.
+            store.release_lease(lease)
+            log(ERRORS, code=error.code, request_id=error.request_id)
+            return ERRORS
         write_failure(
             deps, storage, key=job.key, etag=job.etag, action=job.action, error=error, store=store, record=job
         )
@@ -257,6 +272,30 @@ def _collect_one(deps: Deps, storage: Storage, store: JobStore, lease: Lease) ->
         store.finish_pending(job.record_id)
         log(FAILED, code=error.code, request_id=error.request_id)
         return FAILED
+
+
+_DEPLOYMENT_CODE_FAMILIES = (
+    "InvalidAccessKeyId",
+    "InvalidSecurityToken",
+    "SignatureDoesNotMatch",
+    "IncompleteSignature",
+    "Unauthorized",
+    "Forbidden",
+    "InvalidApi",
+    "InvalidTimeStamp",
+    "InvalidConfiguration",
+)
+
+
+def is_deployment_error(error: SegflowError) -> bool:
+    """Errors about the deployment (credentials, permissions, clock, configuration), not about a job."""
+    if isinstance(error, ConfigError):
+        return True
+    if not isinstance(error, ApiError):
+        return False  # e.g. a 403 from an expired result URL is about that result, not the deployment
+    if error.http_status in (401, 403):
+        return True
+    return any(error.code == f or error.code.startswith(f + ".") for f in _DEPLOYMENT_CODE_FAMILIES)
 
 
 def _as_segment_result(job: JobRecord, action: Action, result: AsyncJobResult) -> SegmentResult:
