@@ -69,7 +69,7 @@ class PersonStream:
     """One video's person masks; `half_body` cuts below the hips."""
 
     def __init__(self, *, half_body: bool = False) -> None:
-        self._selfie = graphs.selfie_segmentation(landscape=True)
+        self._selfie = graphs.selfie_segmentation(landscape=False)
         self._pose = graphs.pose(static_image_mode=False)
         self._half_body = half_body
         self._previous: np.ndarray | None = None
