@@ -277,6 +277,21 @@ def _picwish(rgb: np.ndarray, params: Mapping[str, str]) -> ActionOutput:
     )
 
 
+WARM_UP_SEGMENTERS = ("salient", "pose_person", "face", "person", "head", "hair", "parse_face", "stamp")
+
+
+def warm_up(names: tuple[str, ...] = WARM_UP_SEGMENTERS) -> dict[str, float]:
+    """Load the segmenters now (seconds each), so the first request does not pay for the model loads."""
+    import time
+
+    timings = {}
+    for name in names:
+        started = time.monotonic()
+        get_segmenter(name)
+        timings[name] = time.monotonic() - started
+    return timings
+
+
 def run_video_action(action: str, params: Mapping[str, str], src_path: Path, dst_path: Path) -> VideoOutput:
     """Segment every frame of `src_path` and write the grey mask video (mp4, H.264) to `dst_path`, streaming:
     memory stays flat whatever the length."""
