@@ -18,7 +18,8 @@ def decode_image(data: bytes) -> np.ndarray:
             rgba = image.convert("RGBA")
             white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
             image = Image.alpha_composite(white, rgba)
-        return np.asarray(image.convert("RGB"))
+        rgb: np.ndarray = np.asarray(image.convert("RGB"))
+        return rgb
 
 
 def decode_mask(data: bytes, width: int, height: int) -> np.ndarray:
