@@ -78,7 +78,9 @@ def test_picwish_object_jpg_crop_on_a_colour_with_mask(horse_on_gravel):
 
 
 def test_picwish_mask_only_output(logo_on_grass):
-    output = actions.run_image_action("PicWish", {"type": "object", "output_type": "3"}, logo_on_grass.image, {})
+    output = actions.run_image_action(
+        "PicWish", {"type": "object", "output_type": "3"}, logo_on_grass.image, {}
+    )
     assert output.image is None and output.mask is not None
     mask = c.decode(output.mask)
     assert mask.mode == "L" and c.iou(np.asarray(mask), logo_on_grass.truth) >= 0.97
