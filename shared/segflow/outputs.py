@@ -249,8 +249,10 @@ def failure_document(
     action: str | None,
     error: SegflowError,
     at: float | None = None,
+    message: str | None = None,
 ) -> dict[str, Any]:
-    """The failure record `<failed>/<source key>.json`: what failed, with the service's code and ids."""
+    """The failure record `<failed>/<source key>.json`: what failed, with the service's code and ids.
+    `message` replaces the error's own (callers pass it scrubbed of secrets)."""
     when = time.time() if at is None else at
     return {
         "Bucket": bucket,
@@ -258,7 +260,7 @@ def failure_document(
         "ETag": etag,
         "Action": action,
         "Code": error.code,
-        "Message": error.message,
+        "Message": error.message if message is None else message,
         "HttpStatus": error.http_status,
         "RequestId": error.request_id,
         "Time": iso_time(when),

@@ -290,3 +290,17 @@ def test_element_action_that_finds_nothing_stores_an_empty_manifest(h: Harness) 
     h.api.queue("SegmentHead", Reply.ok({"Elements": []}))
     assert h.on_upload(event)["done"] == 1
     assert h.manifest(key, "SegmentHead")["Elements"] == []
+
+
+def test_signature_refusal_echoing_the_string_to_sign_is_not_stored(h: Harness) -> None:
+    """imageseg's SignatureDoesNotMatch message carries its string-to-sign, STS token included."""
+    event = load_event("oss-put-image.json")
+    (key,) = h.stage(event)
+    echo = "server string to sign is:POST&%2F&AccessKeyId%3DSTS.x%26SecurityToken%3DCAIS-secret-token-value"
+    h.api.queue("SegmentCommonImage", Reply.error(400, "SignatureDoesNotMatch", echo))
+    assert h.on_upload(event)["failed"] == 1
+    failure = h.failure(key)
+    assert failure is not None and failure["Code"] == "SignatureDoesNotMatch"
+    stored = "".join(h.storage.get_bytes(k).decode() for k in h.keys("segflow-") if k.endswith(".json"))
+    assert "secret-token-value" not in stored and "string to sign is" not in stored
+    assert "refused the request signature" in failure["Message"]

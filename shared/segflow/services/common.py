@@ -20,6 +20,8 @@ from segflow.services.deps import Deps
 from segflow.storage.base import Storage
 
 IN_PROGRESS_CODE = "RecordInProgress"
+# The service answers these with its own string-to-sign, which carries the AccessKeyId and the STS token.
+SIGNATURE_CODES = frozenset({"SignatureDoesNotMatch", "IncompleteSignature"})
 _PERMANENT_DOWNLOAD_CODES = frozenset({"ResultTooLarge", "ResultExpired"})
 
 
@@ -74,6 +76,25 @@ def _int_param(params: Mapping[str, str], name: str, default: int) -> int:
         raise InputValidationError(f"PicWish {name} must be an integer, got {value!r}") from exc
 
 
+def safe_message(deps: Deps, error: SegflowError) -> str:
+    """The error's message as it may be stored or logged: never a secret, token or signature."""
+    if error.code in SIGNATURE_CODES:
+        return (
+            "the service refused the request signature; its message (which echoes the string to sign, "
+            "credentials included) is not kept. Check the AccessKey, the clock and SEGFLOW_SIGNATURE_VERSION."
+        )
+    from segflow.logs import redact
+
+    return redact(error.message, deps.secrets())
+
+
+def error_record(deps: Deps, error: SegflowError) -> dict[str, object]:
+    """`error.to_record()` with the message made safe to store in a job record."""
+    record = error.to_record()
+    record["message"] = safe_message(deps, error)
+    return record
+
+
 def write_failure(
     deps: Deps,
     storage: Storage,
@@ -88,14 +109,20 @@ def write_failure(
     """The one failure record `<failed>/<source key>.json`, and the job record marked failed."""
     failure_key = deps.layout.failure_key(key)
     document = failure_document(
-        bucket=storage.bucket, key=key, etag=etag, action=action, error=error, at=deps.clock()
+        bucket=storage.bucket,
+        key=key,
+        etag=etag,
+        action=action,
+        error=error,
+        at=deps.clock(),
+        message=safe_message(deps, error),
     )
     if record is not None:
         document["RecordId"] = record.record_id
         document["JobId"] = record.job_id
     write_json(storage, failure_key, document)
     if store is not None and record is not None:
-        store.mark_failed(record, error.to_record())
+        store.mark_failed(record, error_record(deps, error))
     return failure_key
 
 

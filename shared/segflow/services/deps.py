@@ -9,7 +9,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
-from segflow.errors import ConfigError
+from segflow.errors import ConfigError, SegflowError
 from segflow.jobs import JobStore
 from segflow.outputs import OutputLayout
 from segflow.routing import Rule, parse_rules
@@ -55,6 +55,8 @@ class Deps:
     of the event gets this long to come first)."""
     collect_stop_ms: int = 15_000
     """The collector claims no new job once the invocation has less than this left."""
+    secrets: Callable[[], tuple[str, ...]] = lambda: ()
+    """Current secret values (AccessKey secret, STS token, AppCode) to mask in stored error messages."""
     buckets: tuple[str, ...] = ()
     """Buckets the collector scans when the timer event names none."""
     rules: tuple[Rule, ...] = field(init=False)
@@ -126,9 +128,20 @@ class Deps:
                     storages[bucket, region] = storage_for(settings, bucket, context, region=region)
                 return storages[bucket, region]
 
+        def secrets() -> tuple[str, ...]:
+            values = [settings.picwish_appcode or "", *settings.credential_env.values()]
+            try:
+                current = credentials()
+            except SegflowError:
+                current = None
+            if current is not None:
+                values += [current.access_key_secret, current.security_token or ""]
+            return tuple(v for v in values if v)
+
         return cls(
             settings=settings,
             storage_for=storage,
+            secrets=secrets,
             vision=vision,
             http=requests.Session(),
             picwish=picwish,
