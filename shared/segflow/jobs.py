@@ -22,6 +22,7 @@ record its first delivery made, and a new version of the object (new ETag) is pr
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import time
@@ -273,21 +274,26 @@ class JobStore:
         )
         self.put_pending(submitted)
         saved = self.save(submitted)
-        self.storage.delete(self.inflight_key(record.record_id))
+        self._clear_inflight(record.record_id)
         return saved
 
     def mark_done(self, record: JobRecord, *, outputs: tuple[str, ...], request_id: str | None) -> JobRecord:
         request_id = request_id or record.request_id
         saved = self.save(record.evolve(state=DONE, outputs=outputs, request_id=request_id))
-        self.storage.delete(self.inflight_key(record.record_id))
+        self._clear_inflight(record.record_id)
         return saved
 
     def mark_failed(self, record: JobRecord, error: Mapping[str, Any]) -> JobRecord:
         saved = self.save(record.evolve(state=FAILED, error=dict(error)))
-        self.storage.delete(self.inflight_key(record.record_id))
+        self._clear_inflight(record.record_id)
         return saved
 
     # -- uploads in flight ---------------------------------------------------------------------
+    def _clear_inflight(self, record_id: str) -> None:
+        """Best effort: the record's state is what counts, and `stalled()` drops a leftover mark."""
+        with contextlib.suppress(StorageError):
+            self.storage.delete(self.inflight_key(record_id))
+
     def _mark_inflight(self, record: JobRecord) -> None:
         body = json.dumps({"record_id": record.record_id, "key": record.key}, ensure_ascii=False)
         self.storage.put_bytes(

@@ -155,7 +155,14 @@ def collect_finished_jobs(
                     slots.release()
                     summary.stopped_early = True
                     break
-                lease = store.try_lease(record_id, owner)
+                try:
+                    lease = store.try_lease(record_id, owner)
+                except SegflowError as error:
+                    # One job's storage hiccup is that job's problem; a later tick claims it.
+                    slots.release()
+                    summary.errors += 1
+                    deps.logger.warning("claiming job record %s failed: %s", record_id, error.code)
+                    continue
                 if lease is None:
                     slots.release()
                     summary.skipped += 1

@@ -32,6 +32,7 @@ from segflow.errors import (
 )
 from segflow.events import OssEvent, OssRecord
 from segflow.jobs import ACQUIRED, DUPLICATE, JobRecord, JobStore
+from segflow.jobs import DONE as DONE_STATE
 from segflow.logs import log_outcome
 from segflow.media import MediaError, MediaInfo, probe_media
 from segflow.outputs import iso_time, store_result
@@ -40,6 +41,7 @@ from segflow.services.common import (
     RecordInProgressError,
     call_action,
     clear_stale_failure,
+    error_record,
     is_retryable_failure,
     write_failure,
 )
@@ -235,6 +237,10 @@ def _process_object(record: OssRecord, deps: Deps, bucket: str, key: str) -> _Ou
         bucket, key, info.etag, action.name, chosen.params, size=info.size, region=record.region
     )
     if claim.outcome == DUPLICATE:
+        if claim.record.state == DONE_STATE:
+            # A result exists: an older failure record of this key must not (finishes an interrupted
+            # cleanup; a no-op delete otherwise).
+            clear_stale_failure(deps, storage, key)
         return _Outcome(
             DUPLICATE_OUTCOME,
             bucket=bucket,
@@ -252,7 +258,7 @@ def _process_object(record: OssRecord, deps: Deps, bucket: str, key: str) -> _Ou
         return _submit(record, deps, storage, store, job, action, media, info, chosen.rule)
     except SegflowError as error:
         if is_retryable_failure(error) and job.attempts < deps.max_event_attempts:
-            store.release(job.evolve(error=error.to_record()))
+            store.release(job.evolve(error=error_record(deps, error)))
             return _Outcome(RETRY, bucket=bucket, key=key, action=action.name, code=error.code, error=error)
         current = store.load(job.record_id) or job
         try:
@@ -326,9 +332,14 @@ def _submit(
         rule=rule,
     )
     store.mark_done(job, outputs=stored.keys, request_id=result.request_id)
-    clear_stale_failure(deps, storage, key)
-    if job.submit_key:
-        storage.delete(job.submit_key)
+    # The record is done from here on: a failing cleanup must not hand it back (that would pay again).
+    try:
+        clear_stale_failure(deps, storage, key)
+        if job.submit_key:
+            storage.delete(job.submit_key)
+    except SegflowError as error:
+        # FC's retry finds the record done and finishes the cleanup (see the duplicate path).
+        return _Outcome(RETRY, bucket=bucket, key=key, action=action.name, code=error.code, error=error)
     return _Outcome(DONE, bucket=bucket, key=key, action=action.name, request_id=result.request_id)
 
 
