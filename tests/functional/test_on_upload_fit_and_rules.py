@@ -288,3 +288,14 @@ def test_fitted_copy_is_removed_when_the_service_refuses_it(make: Any) -> None:
     failure = h.failure(key)
     assert failure is not None and failure["Code"] == "InvalidImage.Content"
     assert h.keys("segflow-jobs/work/") == []
+
+
+def test_picwish_url_over_its_512_character_limit_fails_clearly_without_a_call(make: Any) -> None:
+    """PicWish: image_url at most 512 characters (spec §4)."""
+    h: Harness = make(rules=({"action": "PicWish"},))
+    key = "incoming/products/" + "/".join(f"folder-{i:02d}" for i in range(50)) + "/mug.png"
+    h.put(key, png_bytes(Image.new("RGB", (64, 48), (1, 2, 3))))
+    assert h.on_upload(oss_event(key))["failed"] == 1
+    failure = h.failure(key)
+    assert failure is not None and failure["Code"] == "InvalidParameter" and "512" in failure["Message"]
+    assert h.api.requests == []

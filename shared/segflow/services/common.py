@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from segflow.catalogue import Action
 from segflow.errors import (
     ApiError,
+    InputValidationError,
     ObjectNotFoundError,
     ResultDownloadError,
     SegflowError,
@@ -21,6 +22,7 @@ from segflow.storage.base import Storage
 
 IN_PROGRESS_CODE = "RecordInProgress"
 # The service answers these with its own string-to-sign, which carries the AccessKeyId and the STS token.
+PICWISH_MAX_URL = 512  # seed 004: image_url at most 512 characters
 SIGNATURE_CODES = frozenset({"SignatureDoesNotMatch", "IncompleteSignature"})
 _PERMANENT_DOWNLOAD_CODES = frozenset({"ResultTooLarge", "ResultExpired"})
 
@@ -52,6 +54,15 @@ def is_retryable_failure(error: SegflowError) -> bool:
 def call_action(deps: Deps, action: Action, url: str, params: Mapping[str, str]) -> SegmentResult:
     """One segmentation call to imageseg/videoseg or PicWish (rate limited and retried inside)."""
     if action.product == "picwish":
+        if len(url) > PICWISH_MAX_URL:
+            # PicWish refuses longer image_url values; an OSS URL presigned with an STS token (as inside
+            # FC) easily passes 512 characters.
+            raise InputValidationError(
+                f"PicWish takes an image_url of at most {PICWISH_MAX_URL} characters; the presigned URL of "
+                f"this object has {len(url)} (STS-signed OSS URLs are long: use a shorter key or imageseg)",
+                code="InvalidParameter",
+                http_status=400,
+            )
         client = deps.picwish_client()
         return client.segment(
             url,
@@ -65,8 +76,6 @@ def call_action(deps: Deps, action: Action, url: str, params: Mapping[str, str])
 
 
 def _int_param(params: Mapping[str, str], name: str, default: int) -> int:
-    from segflow.errors import InputValidationError
-
     value = params.get(name)
     if value is None or value == "":
         return default
