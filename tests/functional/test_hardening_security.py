@@ -56,9 +56,13 @@ def results() -> Iterator[ResultServer]:
 
 @pytest.fixture(autouse=True)
 def _forget_deps() -> Iterator[None]:
+    """Handlers build their deps from the environment here; leave no deps or logger level behind."""
+    segflow_logger = logging.getLogger("segflow")
+    level = segflow_logger.level
     use_handler_deps(None)
     yield
     use_handler_deps(None)
+    segflow_logger.setLevel(level)
 
 
 def signatures_seen(api: FakeApi) -> set[str]:
