@@ -11,11 +11,12 @@ import io
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from PIL import Image
 
-from segflow.errors import ApiError
+from segflow.errors import ApiError, SegflowError
 from segflow.services.deps import use_handler_deps
 from tests.conftest import load_event
 from tests.support.fake_api import FakeApi, Reply
@@ -304,3 +305,24 @@ def test_signature_refusal_echoing_the_string_to_sign_is_not_stored(h: Harness) 
     stored = "".join(h.storage.get_bytes(k).decode() for k in h.keys("segflow-") if k.endswith(".json"))
     assert "secret-token-value" not in stored and "string to sign is" not in stored
     assert "refused the request signature" in failure["Message"]
+
+
+def test_an_unexpected_error_on_one_record_does_not_hide_the_others(
+    h: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    event = load_event("oss-multi-records.json")
+    keys = h.stage(event)
+    storage = h.storage
+    real_head = storage.head
+
+    def head(key: str) -> Any:
+        if key == keys[0]:
+            raise OSError("File name too long")  # an adapter bug: not a StorageError
+        return real_head(key)
+
+    monkeypatch.setattr(storage, "head", head)
+    with pytest.raises(SegflowError) as raised:
+        h.on_upload(event)
+    assert raised.value.code == "InternalError"
+    assert [bool(h.results_for(k)) for k in keys[1:2]] == [True]
+    assert h.api.count("SegmentVideoBody") == 1

@@ -139,7 +139,22 @@ def process_upload_event(event: OssEvent | bytes | str | Mapping[str, Any], deps
     retryable: list[SegflowError] = []
     for record in parsed:
         t0 = time.monotonic()
-        outcome = _process_record(record, deps)
+        try:
+            outcome = _process_record(record, deps)
+        except Exception as exc:
+            # A bug or an unexpected library error on one record must not hide the other records:
+            # note it, go on, and raise at the end so FC retries the event.
+            deps.logger.exception("record %d of the event failed unexpectedly", record.index)
+            unexpected = SegflowError(f"unexpected {type(exc).__name__}: {exc}", code="InternalError")
+            unexpected.__cause__ = exc
+            described = record.describe()
+            outcome = _Outcome(
+                RETRY,
+                bucket=_opt_str(described.get("bucket")),
+                key=_opt_str(described.get("key")),
+                code=unexpected.code,
+                error=unexpected,
+            )
         fields = outcome.fields()
         log_outcome(
             deps.logger,
