@@ -5,6 +5,7 @@ It counts writes per key so tests can prove that something was written exactly o
 
 from __future__ import annotations
 
+import builtins
 import hashlib
 import threading
 from collections import Counter
@@ -79,6 +80,6 @@ class MemoryStorage(Storage):
     def presign_get(self, key: str, expires_seconds: int) -> str:
         return f"memory://{self.bucket}/{key}?expires={expires_seconds}"
 
-    def keys(self, prefix: str = "") -> list[str]:
+    def keys(self, prefix: str = "") -> builtins.list[str]:
         with self._lock:
             return sorted(k for k in self.objects if k.startswith(prefix))
