@@ -16,6 +16,7 @@ Run: `python bench/cold_start.py [--quick] [--json]`.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import subprocess
 import sys
@@ -228,13 +229,9 @@ def run(quick: bool) -> list[Row]:
                 None,
             )
         )
-    rows.append(
-        Row(
-            "cold start: medians (ms)",
-            ", ".join(f"{k} {v:.0f}" for k, v in ms.items()),
-            f"{repetitions} fresh interpreters each",
-            None,
-        )
+    medians = ", ".join(f"{k} {v:.0f} ms" for k, v in ms.items())
+    rows[-1] = dataclasses.replace(
+        rows[-1], detail=f"medians over {repetitions} fresh interpreters each: {medians}"
     )
     return rows
 
