@@ -87,3 +87,18 @@ def test_one_model_serves_concurrent_requests_with_the_same_answers():
     for thread in threads:
         thread.join(timeout=60)
     assert all(np.array_equal(results[i], expected[i]) for i in range(len(images)))
+
+
+def test_different_actions_run_concurrently_without_deadlock_or_cross_talk():
+    # The server's workers call run_image_action in parallel; composite segmenters share the face, pose and
+    # ISNet models, each behind its own lock.
+    from concurrent.futures import ThreadPoolExecutor
+
+    comp = c.person_composite("gravel", scale=0.9)
+    names = ["SegmentBody", "SegmentHead", "SegmentHair", "ParseFace", "SegmentFace", "PicWish"]
+    with ThreadPoolExecutor(max_workers=len(names)) as pool:
+        futures = {name: pool.submit(actions.run_image_action, name, {}, comp.image, {}) for name in names}
+        parallel = {name: future.result(timeout=120) for name, future in futures.items()}
+    for name in names:
+        alone = actions.run_image_action(name, {}, comp.image, {})
+        assert parallel[name] == alone, name

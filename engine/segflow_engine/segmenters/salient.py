@@ -41,27 +41,29 @@ class SalientSegmenter(Segmenter):
         self._cache: OrderedDict[bytes, np.ndarray] = OrderedDict()
 
     def probability(self, image: np.ndarray) -> np.ndarray:
-        """The salient-object alpha (H×W uint8) at the image's size (a copy: callers may change it)."""
+        """The salient-object alpha (H×W uint8) at the image's size (a copy: callers may change it).
+
+        The lock covers the cache look-up and the inference together: runs are serialised anyway (two
+        threads on 2 cores only contend), and a second request for the same image waits for the first
+        one's answer instead of computing it again."""
         image = np.ascontiguousarray(image)
         key = hashlib.blake2b(image.data, digest_size=16, person=str(image.shape).encode()[:16]).digest()
         with self._lock:
-            cached = self._cache.get(key)
-            if cached is not None:
+            alpha = self._cache.get(key)
+            if alpha is None:
+                alpha = self._infer(image)
+                self._cache[key] = alpha
+                while len(self._cache) > CACHE_ENTRIES:
+                    self._cache.popitem(last=False)
+            else:
                 self._cache.move_to_end(key)
-                return cached.copy()
-        alpha = self._infer(image)
-        with self._lock:
-            self._cache[key] = alpha
-            while len(self._cache) > CACHE_ENTRIES:
-                self._cache.popitem(last=False)
-        return alpha.copy()
+            return alpha.copy()
 
     def _infer(self, image: np.ndarray) -> np.ndarray:
         height, width = image.shape[:2]
         x = resize(image, INPUT_SIDE, INPUT_SIDE).astype(np.float32)
         x = ((x - 128.0) / 256.0).transpose(2, 0, 1)[None]
-        with self._lock:
-            (out,) = self._session.run(["output"], {self._input: np.ascontiguousarray(x)})
+        (out,) = self._session.run(["output"], {self._input: np.ascontiguousarray(x)})
         return resize(to_uint8(out[0, 0]), width, height)
 
     def segment(self, image: np.ndarray) -> Segmentation:
