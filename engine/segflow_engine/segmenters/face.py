@@ -187,8 +187,7 @@ class FaceSegmenter(Segmenter):
         # The detector sees a 192×192 letterbox of its input, so a face 30 px wide in a 1024 px group photo
         # shrinks to 6 px and is missed: look again in overlapping square tiles.
         height, width = image.shape[:2]
-        side = max(TILE_MIN_SIDE, min(height, width) // 2)
-        if max(height, width) > side:
+        for side in _tile_sides(height, width):
             stride = max(1, side * 3 // 4)
             for y in _tile_starts(height, side, stride):
                 for x in _tile_starts(width, side, stride):
@@ -279,6 +278,19 @@ class FaceSegmenter(Segmenter):
                 elements.append(element)
                 np.maximum(union, alpha, out=union)
         return Segmentation(union, elements)
+
+
+def _tile_sides(height: int, width: int) -> list[int]:
+    """Tile sides for detection: halvings of the shorter side, then TILE_MIN_SIDE tiles, in which a 30 px
+    face still spans 18 of the detector's 192 px (a 2000 px photo gets 1000, 500 and 320 px tiles)."""
+    sides = []
+    side = min(height, width) // 2
+    while side > TILE_MIN_SIDE:
+        sides.append(side)
+        side //= 2
+    if max(height, width) > TILE_MIN_SIDE:
+        sides.append(min(TILE_MIN_SIDE, height, width))
+    return sides
 
 
 def _tile_starts(length: int, side: int, stride: int) -> list[int]:
