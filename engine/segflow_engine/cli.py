@@ -11,6 +11,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING
@@ -54,6 +55,11 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="base URL clients use to reach the engine, for result links (default http://HOST:PORT)",
     )
+    parser.add_argument(
+        "--no-warm-up",
+        action="store_true",
+        help="listen at once and load models on the first request (default: load them before listening)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -74,6 +80,13 @@ def run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"segflow engine: {exc.message}", file=sys.stderr)
         return 2
+    if not args.no_warm_up:
+        # Load every model before listening: the first request must not pay for it (clients time out).
+        from segflow_engine.actions import warm_up
+
+        started = time.monotonic()
+        warm_up()
+        print(f"segflow engine: models loaded in {time.monotonic() - started:.1f} s", flush=True)
     config = EngineConfig(
         host=args.host,
         port=args.port,
