@@ -471,12 +471,15 @@ def _print_table(files: Sequence[InputFile], out: Path) -> None:
         from rich.console import Console
         from rich.table import Table
 
-        table = Table(title=f"segflow run — bucket in {out}")
+        table = Table(title=f"segflow run — bucket folder {out / 'buckets'}")
         for column in ("file", "action", "outcome", "time", "output / reason"):
             table.add_column(column, overflow="fold")
         for row in rows:
             table.add_row(*row)
-        Console().print(table)
+        console = Console()
+        if not console.is_terminal:  # logs and CI: wide enough that keys are not folded
+            console = Console(width=200)
+        console.print(table)
     except ImportError:
         for row in rows:
             print("  ".join(row))
