@@ -326,3 +326,11 @@ def test_an_unexpected_error_on_one_record_does_not_hide_the_others(
     assert raised.value.code == "InternalError"
     assert [bool(h.results_for(k)) for k in keys[1:2]] == [True]
     assert h.api.count("SegmentVideoBody") == 1
+
+
+def test_key_outside_the_input_prefix_is_skipped_even_if_the_trigger_sends_it(h: Harness) -> None:
+    key = "uploads-elsewhere/photo.jpg"
+    h.put(key, jpeg())
+    summary = h.on_upload(oss_event(key))
+    assert summary["skipped"] == 1 and summary["outcomes"][0]["code"] == "OutsideInputPrefix"
+    assert h.api.requests == [] and h.keys("segflow-") == []

@@ -194,6 +194,13 @@ def _process_record(record: OssRecord, deps: Deps) -> _Outcome:
         return _Outcome(
             SKIPPED, bucket=bucket, key=key, code="OwnOutput", detail="key under a segflow prefix"
         )
+    input_prefix = deps.settings.input_prefix
+    if input_prefix and not key.startswith(input_prefix):
+        # The trigger's filter should never send these; a trigger on the whole bucket must not make
+        # segflow process (and pay for) every object in it.
+        return _Outcome(
+            SKIPPED, bucket=bucket, key=key, code="OutsideInputPrefix", detail=f"not under {input_prefix}"
+        )
     try:
         return _process_object(record, deps, bucket, key)
     except SegflowError as error:
