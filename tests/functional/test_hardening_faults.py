@@ -226,6 +226,8 @@ class FaultyStorage(Storage):
         self.inner = inner
         self.fail_on = fail_on
         """Instead of counting: fail the first write whose description starts with this."""
+        self.sticky = False
+        """Fail every write from the `fail_at`-th on (the process is dead), not only that one."""
         self.bucket = inner.bucket
         self.fail_at = fail_at
         self.error = error
@@ -237,7 +239,8 @@ class FaultyStorage(Storage):
         with self._lock:
             self.writes += 1
             matched = self.fail_on is not None and not self.failed and what.startswith(self.fail_on)
-            if self.writes == self.fail_at or matched:
+            dead = self.sticky and self.fail_at is not None and self.writes >= self.fail_at
+            if self.writes == self.fail_at or matched or dead:
                 self.failed.append(what)
                 return True
             return False
@@ -377,6 +380,8 @@ def test_collector_killed_halfway_and_restarted_finishes_every_job_once(
     keys = upload(h, images=0, videos=12)
     assert h.on_upload(oss_event(*keys))["submitted"] == 12
 
+    # From the 6th poll on the process is dead: every later poll and every storage write raises too.
+    faulty = with_faulty_storage(h, None, _killed)
     poll = h.deps.vision.get_async_job_result
     polls = {"n": 0}
     lock = threading.Lock()
@@ -384,7 +389,9 @@ def test_collector_killed_halfway_and_restarted_finishes_every_job_once(
     def dying_poll(job_id: str, **kwargs: Any) -> Any:
         with lock:
             polls["n"] += 1
-            if polls["n"] == 6:
+            if polls["n"] >= 6:
+                if faulty.fail_at is None:
+                    faulty.fail_at, faulty.sticky = faulty.writes + 1, True
                 raise Killed("injected mid-run")
         return poll(job_id, **kwargs)
 
@@ -392,13 +399,15 @@ def test_collector_killed_halfway_and_restarted_finishes_every_job_once(
     with pytest.raises(Killed):
         h.collect()
     finished_before = sum(outcome(h, k) == ("result",) for k in keys)
-    assert 0 < finished_before < len(keys)
+    assert 0 < finished_before <= 5
 
+    # Restarted: a new instance, healthy storage and client.
+    faulty.fail_at, faulty.sticky = None, False
     h.deps.vision.get_async_job_result = poll  # type: ignore[method-assign]
     restarted = h.collect()
-    assert restarted["skipped"] >= 1  # the dead run's lease still holds one job …
+    assert restarted["skipped"] >= 1  # the dead run's leases still hold its jobs …
     h.clock.advance(h.settings.lease_seconds + 1)
-    h.collect()  # … until it expires
+    h.collect()  # … until they expire
 
     outcomes = assert_one_outcome_each(h, keys)
     assert set(outcomes.values()) == {("result",)}
