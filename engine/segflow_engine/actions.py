@@ -87,6 +87,12 @@ def _invalid(message: str, code: str = "InvalidParameter") -> InputValidationErr
     return InputValidationError(message, code=code, http_status=400)
 
 
+def _decode_failure(what: str, exc: Exception, size: int) -> str:
+    """A message a user can act on; PIL's own text names in-memory objects (`<_io.BytesIO …>`)."""
+    detail = "unrecognised or truncated data" if "cannot identify" in str(exc) else str(exc)
+    return f"{what} cannot be decoded ({size} bytes): {detail}"
+
+
 def _as_image(image: bytes | np.ndarray) -> np.ndarray:
     if isinstance(image, np.ndarray):
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
@@ -95,7 +101,7 @@ def _as_image(image: bytes | np.ndarray) -> np.ndarray:
     try:
         return render.decode_image(image)
     except Exception as exc:  # PIL raises a handful of types for corrupt data
-        raise _invalid(f"the image cannot be decoded: {exc}", "InvalidImage.Content") from exc
+        raise _invalid(_decode_failure("the image", exc, len(image)), "InvalidImage.Content") from exc
 
 
 def _wants_mask(params: Mapping[str, str]) -> bool:
@@ -209,7 +215,9 @@ def _refine_mask(rgb: np.ndarray, extras: Mapping[str, bytes | np.ndarray]) -> A
         try:
             coarse = render.decode_mask(coarse_input, width, height)
         except Exception as exc:
-            raise _invalid(f"MaskImageURL cannot be decoded: {exc}", "InvalidImage.Content") from exc
+            raise _invalid(
+                _decode_failure("MaskImageURL", exc, len(coarse_input)), "InvalidImage.Content"
+            ) from exc
     from segflow_engine.segmenters.matting import MattingSegmenter
 
     refined = get_typed("matting", MattingSegmenter).refine(rgb, coarse)
