@@ -85,7 +85,14 @@ def test_files_dropped_into_the_directory_are_objects(storage: LocalDirStorage, 
 
 
 @pytest.mark.parametrize(
-    "key", ["incoming/../escape.png", "incoming//double.png", "incoming/./x.png", "/abs.png"]
+    "key",
+    [
+        "incoming/../escape.png",
+        "incoming//double.png",
+        "incoming/./x.png",
+        "/abs.png",
+        "incoming/" + "长" * 90,
+    ],
 )
 def test_keys_that_would_leave_or_alias_the_bucket_are_refused(storage: LocalDirStorage, key: str) -> None:
     with pytest.raises(StorageError) as caught:

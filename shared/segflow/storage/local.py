@@ -41,6 +41,9 @@ _TMP_DIR = ".segflow-tmp"
 _COPY_CHUNK = 1024 * 1024
 
 
+_MAX_NAME_BYTES = 255  # a file name's limit on Linux file systems; OSS allows longer key segments
+
+
 def _md5_file(path: Path) -> str:
     digest = hashlib.md5(usedforsecurity=False)
     with open(path, "rb") as handle:
@@ -77,7 +80,8 @@ class LocalDirStorage(Storage):
         """The file that holds `key`; keys that would leave the bucket directory are refused."""
         check_key(key)
         parts = key.split("/")
-        if any(part in ("", ".", "..") for part in parts) or "\\" in key:
+        too_long = any(len(part.encode("utf-8")) > _MAX_NAME_BYTES for part in parts)
+        if too_long or any(part in ("", ".", "..") for part in parts) or "\\" in key:
             # OSS accepts these, a file system cannot hold them faithfully: refuse rather than alias.
             raise StorageError(
                 f"key {key!r} cannot be stored in a local directory",
