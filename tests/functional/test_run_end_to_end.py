@@ -1,9 +1,11 @@
 """`segflow run` end to end: the real command, the local engine in a child process, the real handlers.
 
 GIVEN an image, a short video and a truncated PNG (its header is whole, so it passes the header checks,
-and the engine then refuses it as the service would: `InvalidImage.Content`), WHEN `segflow run` processes them on the local engine, THEN the image and the video end with
-results in the bucket layout the cloud produces, the truncated file ends with one failure record carrying the
-service's code, previews are written, and the exit status says something failed.
+and the engine then refuses it as the service would: `InvalidImage.Content`),
+WHEN `segflow run` processes them on the local engine,
+THEN the image and the video end with results in the bucket layout the cloud produces, the truncated
+file ends with one failure record carrying the service's code, previews are written, and the exit
+status says something failed.
 """
 
 from __future__ import annotations
