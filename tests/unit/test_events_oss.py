@@ -169,7 +169,7 @@ def test_timer_event_fields() -> None:
     event = TimerEvent.from_payload((EVENTS_DIR / "timer.json").read_bytes())
     assert event.trigger_name == "every-minute"
     assert event.trigger_time == datetime(2026, 11, 22, 1, 32, tzinfo=timezone.utc)
-    assert event.payload == "{\"buckets\": [\"segflow-demo\"]}"
+    assert event.payload == '{"buckets": ["segflow-demo"]}'
 
 
 @pytest.mark.parametrize("payload", [b"", "  ", None, {}])
