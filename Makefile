@@ -29,7 +29,8 @@ test-fast: setup
 	$(PY) -m pytest -q tests/unit
 
 lint: setup
-	$(VENV)/bin/ruff check shared engine functions tests bench
+	$(VENV)/bin/ruff check shared engine functions tests bench scripts
+	$(VENV)/bin/ruff format --check shared engine functions tests bench scripts
 	$(VENV)/bin/mypy
 
 layer: setup
