@@ -334,6 +334,14 @@ CORPUS: tuple[BadInput, ...] = (
     BadInput("key-under-output-prefix", "segmented/incoming/x.jpg/cutout.png", jpeg, "skipped", "OwnOutput"),
     BadInput("key-under-jobs-prefix", "segflow-jobs/records/x.json", jpeg, "skipped", "OwnOutput"),
     BadInput("key-under-failed-prefix", "segflow-failed/incoming/x.jpg.json", jpeg, "skipped", "OwnOutput"),
+    BadInput(
+        # A trigger on the whole bucket must not make segflow process (and pay for) everything in it.
+        "key-outside-the-input-prefix",
+        "uploads/elsewhere/photo.jpg",
+        jpeg,
+        "skipped",
+        "OutsideInputPrefix",
+    ),
     BadInput("object-deleted-before-the-event", "incoming/bad/gone.jpg", None, "skipped", "NoSuchKey"),
     BadInput(
         # A valid OSS key a local directory cannot hold: refused once, not retried forever.
