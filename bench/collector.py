@@ -187,7 +187,8 @@ def measure(jobs: int, sample: int, qps_settings: tuple[float, ...]) -> list[Row
                         throttled == 0 and window <= QPS_CAP and stored == jobs,
                         detail=(
                             "the token bucket (shared/segflow/ratelimit.py) releases requests at exactly "
-                            "1/qps intervals, so arrival jitter puts qps+1 in some one-second window; every "
+                            "1/qps intervals from a full bucket, so qps+1 (more with arrival jitter) land in "
+                            "some one-second window; every "
                             "throttled answer is itself an arrival, and the retries keep the window full. "
                             "Fix: keep headroom below the quota (e.g. schedule at 0.95 × qps) or bound sends "
                             "per sliding second."
