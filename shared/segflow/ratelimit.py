@@ -1,22 +1,32 @@
-"""A client-side token bucket so one process never exceeds the API's QPS quota.
+"""A client-side limiter so one process never exceeds the API's QPS quota.
 
 The vision APIs refuse calls over the quota (imageseg `Throttling.User`, PicWish HTTP 429, 2 QPS by
-default) instead of queueing them, so every HTTP attempt — retries included — takes a token first.
-`RateLimiter.shared(qps)` hands every client and thread of a process the same bucket.
+default) instead of queueing them, so every HTTP attempt — retries included — takes a slot first.
+`RateLimiter.shared(qps)` hands every client and thread of a process the same limiter.
+
+A token bucket alone is not enough: at exactly `qps` it lets `qps + 1` requests land in one second
+(the first and the last of a run are exactly a second apart) and network jitter bunches them further,
+so a server counting a sliding second throttles us, and each throttled answer costs another request.
+On top of the bucket, the limiter therefore keeps the send times of the last ⌊qps⌋ requests and never
+starts one before a full second plus `jitter_margin` has passed since the ⌊qps⌋-th last.
 """
 
 from __future__ import annotations
 
+import math
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import ClassVar
 
 DEFAULT_QPS = 2.0  # the documented default quota of imageseg, videoseg and PicWish
+DEFAULT_JITTER_MARGIN = 0.03  # seconds added to the sliding window for delays between us and the server
 
 
 class RateLimiter:
-    """Token bucket: `qps` tokens per second, at most `burst` saved up. Thread-safe.
+    """Token bucket (`qps` tokens per second, at most `burst` saved up) under a sliding-window cap of
+    ⌊qps⌋ requests per `1 s + jitter_margin`. Thread-safe.
 
     A caller that finds the bucket empty reserves the next free slot under the lock and sleeps
     outside it, so waiting threads are served in arrival order and never spin.
@@ -31,6 +41,7 @@ class RateLimiter:
         burst: int = 1,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
+        jitter_margin: float = DEFAULT_JITTER_MARGIN,
     ) -> None:
         if qps <= 0:
             raise ValueError("qps must be positive")
@@ -43,6 +54,9 @@ class RateLimiter:
         self._lock = threading.Lock()
         self._tokens = float(burst)
         self._updated = clock()
+        self._per_window = max(1, math.floor(self.qps))
+        self._window = max(1.0, self._per_window / self.qps) + jitter_margin
+        self._sent: deque[float] = deque(maxlen=self._per_window)
 
     @classmethod
     def shared(cls, qps: float = DEFAULT_QPS, *, key: str = "vision", burst: int = 1) -> RateLimiter:
@@ -62,9 +76,11 @@ class RateLimiter:
             self._tokens = min(float(self.burst), self._tokens + (now - self._updated) * self.qps)
             self._updated = now
             self._tokens -= 1.0
-            if self._tokens >= 0:
-                return 0.0
-            return -self._tokens / self.qps
+            start = now if self._tokens >= 0 else now - self._tokens / self.qps
+            if len(self._sent) == self._per_window:
+                start = max(start, self._sent[0] + self._window)
+            self._sent.append(start)
+            return start - now
 
     def acquire(self) -> None:
         """Block until this caller may send one request."""

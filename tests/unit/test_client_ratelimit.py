@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from segflow.ratelimit import DEFAULT_QPS, RateLimiter
+from segflow.ratelimit import DEFAULT_JITTER_MARGIN, DEFAULT_QPS, RateLimiter
 
 
 class FakeClock:
@@ -41,7 +41,27 @@ def test_first_request_passes_and_the_next_ones_are_spaced_by_one_over_qps() -> 
         limiter.acquire()
         sent_at.append(clock.now - start)
 
-    assert sent_at == pytest.approx([0.0, 0.5, 1.0, 1.5, 2.0])
+    # Spaced by 1/qps, and a third request waits a whole second (plus the jitter margin) after the first,
+    # so a server counting any sliding second never sees more than 2.
+    assert sent_at == pytest.approx([0.0, 0.5, 1.03, 1.53, 2.06])
+
+
+@pytest.mark.parametrize("qps", [1, 2, 5, 50, 2.5])
+def test_no_sliding_second_ever_holds_more_than_the_quota(qps: float) -> None:
+    """The service counts calls per second (2 QPS by default) and throttles what is over it."""
+    limiter, clock = _limiter(qps=qps)
+    start = clock.now
+    times = []
+    for _ in range(int(qps * 6) + 3):
+        limiter.acquire()
+        times.append(clock.now - start)
+
+    quota = max(1, int(qps))
+    for i, t in enumerate(times):
+        assert len([u for u in times[i:] if u <= t + 1.0]) <= quota
+    # ... and still runs close to the quota: ⌊qps⌋ per second and a bit (a sliding second holds whole calls)
+    achievable = min(qps, quota / (1.0 + DEFAULT_JITTER_MARGIN))
+    assert times[-1] <= len(times) / achievable + 0.05
 
 
 def test_idle_time_refills_but_never_beyond_the_burst() -> None:
@@ -70,8 +90,8 @@ def test_at_most_burst_plus_qps_times_t_requests_in_any_window() -> None:
 
 
 def test_concurrent_callers_get_distinct_slots() -> None:
-    # The clock is frozen: every thread reserves at the same instant, so the waits must be exactly
-    # 0, 1/qps, 2/qps, ... — no two threads may be handed the same slot.
+    # The clock is frozen: every thread reserves at the same instant, so the waits must be distinct,
+    # 1/qps apart, and every 5 (the quota) apart by a second plus the jitter margin.
     clock = FakeClock()
     limiter = RateLimiter(5, clock=clock, sleep=clock.sleep)
     waits: list[float] = []
@@ -90,7 +110,8 @@ def test_concurrent_callers_get_distinct_slots() -> None:
     for thread in threads:
         thread.join(timeout=10)
 
-    assert sorted(waits) == pytest.approx([n / 5 for n in range(20)])
+    expected = [(n // 5) * 1.03 + (n % 5) / 5 for n in range(20)]
+    assert sorted(waits) == pytest.approx(expected)
 
 
 def test_shared_returns_one_limiter_per_key_and_setting() -> None:
