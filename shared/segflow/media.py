@@ -445,7 +445,10 @@ def _parse_mp4(src: _Source) -> MediaInfo:
                 )
             if pos + size > src.size:
                 raise _corrupt("MP4", f"moov box at offset {pos} runs past the end of the file", "video")
-            moov = src.read(pos + header, size - header)
+            # The box header read above already holds the moov's first bytes: read only the rest.
+            moov = hdr[header:size]
+            if size > len(hdr):
+                moov += src.read(pos + len(hdr), size - len(hdr))
             _need(moov, size - header, "MP4", "moov box", "video")
             break
         pos += size
