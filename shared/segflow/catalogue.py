@@ -31,7 +31,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from fractions import Fraction
 from types import MappingProxyType
 
 from segflow.errors import UnknownActionError
@@ -39,6 +38,9 @@ from segflow.errors import UnknownActionError
 KiB = 1024
 MiB = 1024 * KiB
 GiB = 1024 * MiB
+
+Ratio = tuple[int, int]
+"""An exact ratio as (numerator, denominator)."""
 
 IMAGE_FORMATS = frozenset({"JPEG", "PNG", "BMP", "WEBP", "GIF", "TIFF"})
 VIDEO_FORMATS = frozenset({"MP4", "MOV", "AVI", "FLV", "MKV", "TS", "MPG"})
@@ -53,7 +55,8 @@ class Limits:
 
     Side limits apply to width and height separately; `*_exclusive` says the bound itself is refused
     ("> 32×32" → `min_width=32, min_exclusive=True`). Short/long side limits look at min(w, h) and max(w, h).
-    Aspect ratios are width / height as exact fractions.
+    Ratios are exact (numerator, denominator) pairs, aspect being width / height; `segflow.validation`
+    compares them as fractions (pairs here keep the `fractions` import out of the client's cold start).
     """
 
     formats: frozenset[str] = frozenset()
@@ -70,9 +73,9 @@ class Limits:
     max_long_side: int | None = None  # inclusive: "小于等于8000" / 1080p
     max_pixels: int | None = None
     max_pixels_exclusive: bool = False
-    max_long_to_short: Fraction | None = None  # inclusive: "长边与短边的像素比例小于等于16"
-    min_aspect: Fraction | None = None  # width / height, inclusive
-    max_aspect: Fraction | None = None  # width / height, inclusive
+    max_long_to_short: Ratio | None = None  # inclusive: "长边与短边的像素比例小于等于16"
+    min_aspect: Ratio | None = None  # width / height, inclusive
+    max_aspect: Ratio | None = None  # width / height, inclusive
     refuse_png_bpp: frozenset[int] = frozenset()  # as documented; non-empty → only PNG_ACCEPTED_BPP pass
     max_frames: int | None = None  # inclusive
     notes: tuple[str, ...] = ()  # documented advice that a header cannot check
@@ -203,7 +206,7 @@ _FACE_001 = Limits(
     max_long_side=8000,
     max_pixels=8_000_000,
     max_pixels_exclusive=True,
-    max_long_to_short=Fraction(16),
+    max_long_to_short=(16, 1),
     refuse_png_bpp=_NO_8_16_64_PNG,
 )
 
@@ -224,7 +227,7 @@ _HEAD = Limits(
     max_long_side=8000,
     max_pixels=8_000_000,
     max_pixels_exclusive=True,
-    max_long_to_short=Fraction(16),
+    max_long_to_short=(16, 1),
     refuse_png_bpp=_NO_8_16_64_PNG,
     notes=("at most 5 faces advised", "URL without Chinese characters"),
 )
@@ -237,8 +240,8 @@ _PARSE_FACE = Limits(
     min_height=100,
     max_width=2048,
     max_height=2048,
-    min_aspect=Fraction(1, 2),
-    max_aspect=Fraction(2),
+    min_aspect=(1, 2),
+    max_aspect=(2, 1),
     notes=("one frontal face, no glasses or hat", "face ≥ 100×100 and ≥ 1/10 of the side"),
 )
 

@@ -20,7 +20,6 @@ from urllib.parse import urlsplit
 
 import requests
 
-from segflow import catalogue
 from segflow.errors import ApiConnectionError, ApiError, ConfigError, InputValidationError
 from segflow.ratelimit import DEFAULT_QPS, RateLimiter
 from segflow.results import (
@@ -177,6 +176,8 @@ class VisionClient:
 
     def call(self, action: str, params: Mapping[str, str]) -> tuple[str, dict[str, Any]]:
         """Call any catalogued imageseg/videoseg action; returns (RequestId, Data)."""
+        from segflow import catalogue  # on first use, not at import: the client's cold start stays light
+
         entry = catalogue.get_action(action)
         if entry.product == "picwish":
             raise ConfigError("PicWish is not an RPC action: use PicWishClient")
@@ -184,6 +185,8 @@ class VisionClient:
 
     def segment(self, action: str, url: str, params: Mapping[str, str] | None = None) -> SegmentResult:
         """Submit `url` to a segmentation action; async actions answer with `job_id` set (poll it)."""
+        from segflow import catalogue  # on first use, not at import: the client's cold start stays light
+
         entry = catalogue.get_action(action)
         if entry.product == "picwish" or not entry.url_param:
             raise ConfigError(f"{action} is not an imageseg/videoseg segmentation action")
@@ -263,6 +266,8 @@ def _param_text(value: object) -> str:
 
 
 def _version_of(product: str) -> str:
+    from segflow import catalogue
+
     for action in catalogue.ACTIONS.values():
         if action.product == product and action.version:
             return action.version

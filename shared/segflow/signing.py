@@ -16,8 +16,8 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import os
 import threading
-import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -94,7 +94,8 @@ def _now_utc(now: datetime | None) -> datetime:
 
 
 def _new_nonce() -> str:
-    return uuid.uuid4().hex
+    # 128 random bits, as uuid4().hex, without importing uuid (and platform) at cold start.
+    return os.urandom(16).hex()
 
 
 def _canonical_query(params: Mapping[str, str]) -> str:

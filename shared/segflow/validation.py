@@ -162,13 +162,14 @@ def resolution_problems(name: str, limits: Limits, width: int, height: int, noun
             out.append(
                 f"{name} needs width × height {op} {limits.max_pixels:,} pixels; {dims} ({pixels:,} pixels)"
             )
-    if limits.max_long_to_short is not None and Fraction(long, short) > limits.max_long_to_short:
+    if limits.max_long_to_short is not None and Fraction(long, short) > Fraction(*limits.max_long_to_short):
         out.append(
-            f"{name} needs long side / short side ≤ {_num(limits.max_long_to_short)}; "
+            f"{name} needs long side / short side ≤ {_num(Fraction(*limits.max_long_to_short))}; "
             f"{dims} (ratio {long / short:.2f})"
         )
     aspect = Fraction(width, height)
-    low, high = limits.min_aspect, limits.max_aspect
+    low = Fraction(*limits.min_aspect) if limits.min_aspect is not None else None
+    high = Fraction(*limits.max_aspect) if limits.max_aspect is not None else None
     if (low is not None and aspect < low) or (high is not None and aspect > high):
         bounds = f"{_num(low) if low is not None else '0'} and {_num(high) if high is not None else '∞'}"
         out.append(f"{name} needs width / height between {bounds}; {dims} (ratio {width / height:.2f})")

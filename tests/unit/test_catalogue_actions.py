@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from fractions import Fraction
-
 import pytest
 
 from segflow.catalogue import ACTIONS, MiB, get_action, is_async_call
@@ -103,7 +101,7 @@ def test_face_and_hair_carry_the_001_resolution_rules() -> None:
         assert limits.max_short_side == 2000
         assert (limits.min_long_side, limits.max_long_side) == (32, 8000)
         assert (limits.max_pixels, limits.max_pixels_exclusive) == (8_000_000, True)
-        assert limits.max_long_to_short == Fraction(16)
+        assert limits.max_long_to_short == (16, 1)
         assert limits.refuse_png_bpp == {8, 16, 64}
 
 
