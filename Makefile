@@ -36,7 +36,10 @@ lint: setup
 layer: setup
 	$(PY) scripts/build_layer.py --out dist/segflow-layer.zip
 
+# rembg is only the engine benchmark's baseline (same ISNet weights); --no-deps because it would pull
+# opencv-python-headless over the opencv-contrib build mediapipe uses.
 bench: setup
+	$(PIP) install -q --disable-pip-version-check --no-deps 'rembg==2.0.86' 'pooch>=1.8' platformdirs tqdm
 	$(PY) bench/report.py
 
 clean:
