@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any
+from types import MappingProxyType
+from typing import Any, NamedTuple
 
 from segflow.errors import ApiError, JobFailedError
 
@@ -21,11 +21,14 @@ PROCESS_SUCCESS = "PROCESS_SUCCESS"
 FAILED_STATUSES = frozenset({"PROCESS_FAILED", "TIMEOUT_FAILED", "LIMIT_RETRY_FAILED"})
 PENDING_STATUSES = frozenset({QUEUING, PROCESSING})
 
-_EMPTY: Mapping[str, Any] = {}
+_EMPTY: Mapping[str, Any] = MappingProxyType({})
+
+# The results are NamedTuples, not dataclasses: `dataclasses` imports `inspect` (about 6 ms of cold start
+# that `requests` never pays) and each @dataclass is built at import; a NamedTuple is immutable, compares
+# by value and has keyword construction and `_replace` as well.
 
 
-@dataclass(frozen=True)
-class Element:
+class Element(NamedTuple):
     """One entry of `Data.Elements`: a face, a head, a ParseFace part, a vehicle, a refined mask."""
 
     image_url: str | None = None
@@ -37,9 +40,12 @@ class Element:
     origin_image_url: str | None = None
 
 
-@dataclass(frozen=True)
-class SegmentResult:
-    """What a segmentation call gave back. `job_id` is set for asynchronous submissions."""
+class SegmentResult(NamedTuple):
+    """What a segmentation call gave back. `job_id` is set for asynchronous submissions.
+
+    `raw` (the answer's whole `Data`) is left out of equality, hashing and repr: the same results are the
+    same result whatever else the answer carried, and `Data` can be long.
+    """
 
     action: str
     request_id: str
@@ -49,7 +55,24 @@ class SegmentResult:
     job_id: str | None = None
     mask_url: str | None = None
     video_url: str | None = None
-    raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+    raw: Mapping[str, Any] = _EMPTY  # read-only, so one shared empty default is safe
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, SegmentResult):
+            return NotImplemented
+        return self[:-1] == other[:-1]
+
+    def __ne__(self, other: object) -> bool:
+        if not isinstance(other, SegmentResult):
+            return NotImplemented
+        return self[:-1] != other[:-1]
+
+    def __hash__(self) -> int:
+        return hash(self[:-1])
+
+    def __repr__(self) -> str:
+        shown = ", ".join(f"{name}={value!r}" for name, value in zip(self._fields[:-1], self, strict=False))
+        return f"{type(self).__name__}({shown})"
 
     @property
     def is_async(self) -> bool:
@@ -62,8 +85,7 @@ class SegmentResult:
         return tuple(url for url in urls if url)
 
 
-@dataclass(frozen=True)
-class AsyncJobResult:
+class AsyncJobResult(NamedTuple):
     """`GetAsyncJobResult.Data`, with `Result` decoded from its JSON string."""
 
     job_id: str
