@@ -384,6 +384,8 @@ class Clock:
 
 
 FAST_RETRY = RetryPolicy(max_attempts=4, base_delay=0.001, max_delay=0.005, max_total=2.0)
+# The production bound on in-place storage retries (3 attempts), with millisecond delays.
+FAST_STORAGE_RETRY = RetryPolicy(max_attempts=3, base_delay=0.001, max_delay=0.005, max_total=2.0)
 
 
 @dataclass
@@ -465,6 +467,7 @@ def build_deps(root: Path, api: FakeApi, clock: Callable[[], float], **overrides
     qps = float(overrides.pop("client_qps", 1000.0))
     init_fields = {f.name for f in dataclasses.fields(Deps) if f.init} - {"settings"}
     deps_fields = {k: overrides.pop(k) for k in list(overrides) if k in init_fields}
+    deps_fields.setdefault("storage_retry", FAST_STORAGE_RETRY)
     settings_fields.update(overrides)
     settings = Settings(**settings_fields)
     storages: dict[str, Storage] = {}

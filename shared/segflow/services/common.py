@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from typing import TypeVar
 
 from segflow.catalogue import Action
 from segflow.errors import (
@@ -25,6 +26,8 @@ IN_PROGRESS_CODE = "RecordInProgress"
 PICWISH_MAX_URL = 512  # seed 004: image_url at most 512 characters
 SIGNATURE_CODES = frozenset({"SignatureDoesNotMatch", "IncompleteSignature"})
 _PERMANENT_DOWNLOAD_CODES = frozenset({"ResultTooLarge", "ResultExpired"})
+
+T = TypeVar("T")
 
 
 class RecordInProgressError(SegflowError):
@@ -49,6 +52,37 @@ def is_retryable_failure(error: SegflowError) -> bool:
             return False
         return error.code != "CorruptJobRecord"
     return isinstance(error, RecordInProgressError)
+
+
+def retry_in_place(deps: Deps, write: Callable[[], T], *, what: str) -> T:
+    """`write()`, tried again on a transient storage error (5xx, connection, throttling) with the backoff of
+    `deps.storage_retry`; any other error, or the last one once the bounds are hit, is raised as is.
+
+    For the writes that follow a paid call: handing the record back to FC over a storage hiccup would make
+    the retried event pay for the call again. (`RetryPolicy.run` retries API errors only.)
+    """
+    policy = deps.storage_retry
+    started = policy.clock()
+    number = 1
+    while True:
+        try:
+            return write()
+        except StorageError as error:
+            if not is_retryable_failure(error) or number >= policy.max_attempts:
+                raise
+            delay = policy.backoff(number)
+            if policy.clock() - started + delay > policy.max_total:
+                raise
+            deps.logger.warning(
+                "%s: attempt %d failed with %s (HTTP %s); retrying in %.2fs",
+                what,
+                number,
+                error.code,
+                error.http_status,
+                delay,
+            )
+            policy.sleep(delay)
+            number += 1
 
 
 def call_action(deps: Deps, action: Action, url: str, params: Mapping[str, str]) -> SegmentResult:

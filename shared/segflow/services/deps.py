@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Protocol
 from segflow.errors import ConfigError, SegflowError
 from segflow.jobs import JobStore
 from segflow.outputs import OutputLayout
+from segflow.retry import RetryPolicy
 from segflow.routing import Rule, parse_rules
 from segflow.settings import Settings
 from segflow.storage.base import Storage
@@ -55,6 +56,11 @@ class Deps:
     of the event gets this long to come first)."""
     collect_stop_ms: int = 15_000
     """The collector claims no new job once the invocation has less than this left."""
+    storage_retry: RetryPolicy = field(
+        default_factory=lambda: RetryPolicy(max_attempts=3, base_delay=0.2, max_delay=1.0, max_total=5.0)
+    )
+    """Backoff for the storage writes that follow a paid call, retried in place: handing the record back
+    to FC instead would pay for the call again."""
     secrets: Callable[[], tuple[str, ...]] = lambda: ()
     """Current secret values (AccessKey secret, STS token, AppCode) to mask in stored error messages."""
     buckets: tuple[str, ...] = ()
