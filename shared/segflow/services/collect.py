@@ -36,7 +36,13 @@ from segflow.jobs import FINAL_STATES, JobRecord, JobStore, Lease
 from segflow.logs import log_outcome
 from segflow.outputs import StoredResult, is_expired, store_result
 from segflow.results import AsyncJobResult, SegmentResult
-from segflow.services.common import call_action, clear_stale_failure, is_retryable_failure, write_failure
+from segflow.services.common import (
+    call_action,
+    clear_stale_failure,
+    is_retryable_failure,
+    retry_in_place,
+    write_failure,
+)
 from segflow.services.deps import Deps
 from segflow.storage.base import Storage
 
@@ -368,5 +374,11 @@ def _resubmit(deps: Deps, storage: Storage, store: JobStore, job: JobRecord, act
         resubmits=job.resubmits + 1,
         submitted_at=deps.clock(),
     )
-    store.put_pending(again)
-    return store.save(again)
+
+    def queue() -> JobRecord:
+        store.put_pending(again)
+        return store.save(again)
+
+    # The new job is paid for: a storage hiccup here must not leave the old JobId pending (the next tick
+    # would see LIMIT_RETRY_FAILED again and pay for another submission).
+    return retry_in_place(deps, queue, what=f"queueing resubmitted job {answer.job_id} of {job.key}")
