@@ -89,7 +89,12 @@ class JobRecord:
     """The object actually given to the API when it is not the source (a fitted or converted copy)."""
     fit: Mapping[str, Any] | None = None
     outputs: tuple[str, ...] = ()
+    """The stored result's keys; in a `submitting` record: stored, but marking it done failed."""
     error: Mapping[str, Any] | None = None
+    answer: Mapping[str, Any] | None = None
+    """A paid synchronous answer (its result URLs) not stored yet: a retried event stores it instead of
+    calling again, until `answer_expires_at` (result URLs live 30 minutes)."""
+    answer_expires_at: float | None = None
 
     def __post_init__(self) -> None:
         if self.state not in STATES:
@@ -104,6 +109,7 @@ class JobRecord:
         data["outputs"] = list(self.outputs)
         data["fit"] = dict(self.fit) if self.fit is not None else None
         data["error"] = dict(self.error) if self.error is not None else None
+        data["answer"] = dict(self.answer) if self.answer is not None else None
         return json.dumps(data, ensure_ascii=False, sort_keys=True, indent=1).encode("utf-8")
 
     @classmethod
@@ -279,7 +285,10 @@ class JobStore:
 
     def mark_done(self, record: JobRecord, *, outputs: tuple[str, ...], request_id: str | None) -> JobRecord:
         request_id = request_id or record.request_id
-        saved = self.save(record.evolve(state=DONE, outputs=outputs, request_id=request_id))
+        stored = record.evolve(
+            state=DONE, outputs=outputs, request_id=request_id, answer=None, answer_expires_at=None
+        )
+        saved = self.save(stored)
         self._clear_inflight(record.record_id)
         return saved
 

@@ -9,6 +9,10 @@ A retryable failure (throttling or 5xx that outlived the client's retries, stora
 another invocation is working on) releases the record and is raised after all records are done, so FC
 retries the event and the records already finished are skipped as duplicates. A permanent failure writes
 `<failed>/<source key>.json` and processing goes on.
+
+Nothing is paid for twice over a storage hiccup: the writes after a successful call are retried in place,
+and when they still fail the released record keeps what the call returned (the JobId, or the result URLs
+while they live), so the retried event stores that instead of calling again.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ from segflow.jobs import DONE as DONE_STATE
 from segflow.logs import log_outcome
 from segflow.media import MediaError, MediaInfo, probe_media
 from segflow.outputs import iso_time, store_result
+from segflow.results import Element, SegmentResult
 from segflow.routing import route
 from segflow.services.common import (
     RecordInProgressError,
@@ -43,6 +48,7 @@ from segflow.services.common import (
     clear_stale_failure,
     error_record,
     is_retryable_failure,
+    retry_in_place,
     write_failure,
 )
 from segflow.services.deps import Deps
@@ -65,6 +71,10 @@ RETRY = "retry"
 ALIBABA_PRODUCTS = frozenset({"imageseg", "videoseg"})
 UNSTORABLE_KEY_CODES = frozenset({"InvalidObjectName", "KeyTooLong"})
 _VIDEO_EXTENSIONS = (".mp4", ".mov", ".avi", ".flv", ".mkv", ".ts", ".mpg", ".mpeg", ".m4v")
+RESULT_URL_SECONDS = 1800.0  # imageseg result URLs live 30 minutes (PicWish's an hour)
+RESUME_MARGIN_SECONDS = 300.0  # a kept answer is only worth storing with time left to download it
+_ELEMENT_FIELDS = ("image_url", "x", "y", "width", "height", "name", "origin_image_url")
+_ANSWER_FIELDS = ("action", "request_id", "image_url", "origin_image_url", "job_id", "mask_url", "video_url")
 
 
 @dataclass
@@ -96,6 +106,16 @@ class UploadSummary:
             "seconds": round(self.seconds, 3),
             "outcomes": list(self.outcomes),
         }
+
+
+class _AnswerNotStoredError(SegflowError):
+    """Storing what a paid call returned failed: carries `error` and the record holding the answer, so
+    the record handed back to FC keeps it (never leaves `_process_object`)."""
+
+    def __init__(self, error: SegflowError, record: JobRecord) -> None:
+        super().__init__(error.message, code=error.code, http_status=error.http_status)
+        self.error = error
+        self.record = record
 
 
 @dataclass
@@ -278,10 +298,23 @@ def _process_object(record: OssRecord, deps: Deps, bucket: str, key: str) -> _Ou
     job = claim.record
     try:
         return _submit(record, deps, storage, store, job, action, media, info, chosen.rule)
-    except SegflowError as error:
-        if is_retryable_failure(error) and job.attempts < deps.max_event_attempts:
-            store.release(job.evolve(error=error_record(deps, error)))
-            return _Outcome(RETRY, bucket=bucket, key=key, action=action.name, code=error.code, error=error)
+    except SegflowError as raised:
+        failure = raised
+        if isinstance(raised, _AnswerNotStoredError):
+            job, failure = raised.record, raised.error  # release the record with the paid answer in it
+        released = job.evolve(error=error_record(deps, failure))
+        if is_retryable_failure(failure) and job.attempts < deps.max_event_attempts:
+            retry_in_place(deps, lambda: store.release(released), what=f"releasing the record of {key}")
+            return _Outcome(
+                RETRY, bucket=bucket, key=key, action=action.name, code=failure.code, error=failure
+            )
+        if job.outputs:
+            # The result is stored, only the record could not say so: the result is this input's outcome,
+            # not a failure. The record handed back lists it, so a re-drive marks it done without a call.
+            retry_in_place(deps, lambda: store.release(released), what=f"releasing the record of {key}")
+            return _Outcome(
+                DONE, bucket=bucket, key=key, action=action.name, code=failure.code, detail="record not done"
+            )
         current = store.load(job.record_id) or job
         try:
             write_failure(
@@ -290,7 +323,7 @@ def _process_object(record: OssRecord, deps: Deps, bucket: str, key: str) -> _Ou
                 key=key,
                 etag=info.etag,
                 action=action.name,
-                error=error,
+                error=failure,
                 store=store,
                 record=current,
             )
@@ -303,7 +336,12 @@ def _process_object(record: OssRecord, deps: Deps, bucket: str, key: str) -> _Ou
                 RETRY, bucket=bucket, key=key, action=action.name, code=storing.code, error=storing
             )
         return _Outcome(
-            FAILED, bucket=bucket, key=key, action=action.name, code=error.code, request_id=error.request_id
+            FAILED,
+            bucket=bucket,
+            key=key,
+            action=action.name,
+            code=failure.code,
+            request_id=failure.request_id,
         )
     except Exception:
         # A bug or an unexpected library error: give the record back so the retried event can proceed.
@@ -330,30 +368,87 @@ def _submit(
             code=f"{action.error_prefix}.Region",
             http_status=400,
         )
-    job = _fit_if_needed(deps, storage, store, job, action, media, info)
-    url = storage.presign_get(job.submit_key or key, settings.presign_seconds)
-    result = call_action(deps, action, url, job.params)
-    if is_async_call(action, job.params) and result.job_id:
-        queued = store.mark_submitted(job, job_id=result.job_id, request_id=result.request_id)
-        return _Outcome(SUBMITTED, bucket=bucket, key=key, action=action.name, request_id=queued.request_id)
-    if not result.output_urls() and not action.elements:
-        # Only element actions may legitimately find nothing (no face, no head); an empty cut-out answer
-        # would otherwise end as a result with no file in it.
-        raise JobFailedError(
-            f"{action.name} answered without a result URL", code="EmptyResult", request_id=result.request_id
-        )
-    job = job.evolve(request_id=result.request_id, submitted_at=deps.clock())
-    stored = store_result(
-        storage,
-        deps.http,
-        deps.layout,
-        job,
-        result,
-        completed_at=deps.clock(),
-        timeout=deps.download_timeout,
-        rule=rule,
+    if not _holds_answer(deps, job, action):
+        job = _fit_if_needed(deps, storage, store, job, action, media, info)
+        url = storage.presign_get(job.submit_key or key, settings.presign_seconds)
+        job = _with_answer(deps, job, action, call_action(deps, action, url, job.params))
+    return _store_answer(deps, storage, store, job, action, rule)
+
+
+def _holds_answer(deps: Deps, job: JobRecord, action: Action) -> bool:
+    """An earlier delivery paid for the call but could not store its answer: store that one instead."""
+    if job.outputs or (is_async_call(action, job.params) and job.job_id):
+        return True  # a stored result only needs its record marked done; a JobId can be collected any time
+    expires_at = job.answer_expires_at
+    return (
+        job.answer is not None
+        and expires_at is not None
+        and deps.clock() < expires_at - RESUME_MARGIN_SECONDS
     )
-    store.mark_done(job, outputs=stored.keys, request_id=result.request_id)
+
+
+def _with_answer(deps: Deps, job: JobRecord, action: Action, result: SegmentResult) -> JobRecord:
+    now = deps.clock()
+    if is_async_call(action, job.params) and result.job_id:
+        return job.evolve(job_id=result.job_id, request_id=result.request_id, submitted_at=now)
+    return job.evolve(
+        request_id=result.request_id,
+        submitted_at=now,
+        answer=_answer_record(result),
+        answer_expires_at=now + RESULT_URL_SECONDS,
+    )
+
+
+def _store_answer(
+    deps: Deps, storage: Storage, store: JobStore, job: JobRecord, action: Action, rule: str
+) -> _Outcome:
+    """Queue the job or store the result the record holds; the writes are retried in place (see
+    `retry_in_place`): once the call is paid for, a storage hiccup must not make FC's retry pay again.
+    When they still fail, `_AnswerNotStoredError` carries the record with all that got done."""
+    bucket, key = job.bucket, job.key
+    try:
+        job_id = job.job_id
+        if is_async_call(action, job.params) and job_id:
+            queued = retry_in_place(
+                deps,
+                lambda: store.mark_submitted(job, job_id=job_id, request_id=job.request_id),
+                what=f"queueing job {job_id} of {key}",
+            )
+            return _Outcome(
+                SUBMITTED, bucket=bucket, key=key, action=action.name, request_id=queued.request_id
+            )
+        if not job.outputs:
+            result = _answer_from_record(job.answer or {})
+            if not result.output_urls() and not action.elements:
+                # Only element actions may legitimately find nothing (no face, no head); an empty cut-out
+                # answer would otherwise end as a result with no file in it.
+                raise JobFailedError(
+                    f"{action.name} answered without a result URL",
+                    code="EmptyResult",
+                    request_id=result.request_id,
+                )
+            stored = retry_in_place(
+                deps,
+                lambda: store_result(
+                    storage,
+                    deps.http,
+                    deps.layout,
+                    job,
+                    result,
+                    completed_at=deps.clock(),
+                    timeout=deps.download_timeout,
+                    rule=rule,
+                ),
+                what=f"storing the result of {key}",
+            )
+            job = job.evolve(outputs=stored.keys, answer=None, answer_expires_at=None)
+        retry_in_place(
+            deps,
+            lambda: store.mark_done(job, outputs=job.outputs, request_id=job.request_id),
+            what=f"marking {key} done",
+        )
+    except SegflowError as error:
+        raise _AnswerNotStoredError(error, job) from error
     # The record is done from here on: a failing cleanup must not hand it back (that would pay again).
     try:
         clear_stale_failure(deps, storage, key)
@@ -362,7 +457,30 @@ def _submit(
     except SegflowError as error:
         # FC's retry finds the record done and finishes the cleanup (see the duplicate path).
         return _Outcome(RETRY, bucket=bucket, key=key, action=action.name, code=error.code, error=error)
-    return _Outcome(DONE, bucket=bucket, key=key, action=action.name, request_id=result.request_id)
+    return _Outcome(DONE, bucket=bucket, key=key, action=action.name, request_id=job.request_id)
+
+
+def _answer_record(result: SegmentResult) -> dict[str, Any]:
+    """What a synchronous answer must keep to be stored later: its ids and result URLs."""
+    kept: dict[str, Any] = {name: getattr(result, name) for name in _ANSWER_FIELDS}
+    kept["elements"] = [{name: getattr(e, name) for name in _ELEMENT_FIELDS} for e in result.elements]
+    return kept
+
+
+def _answer_from_record(kept: Mapping[str, Any]) -> SegmentResult:
+    elements = tuple(
+        Element(**{name: item.get(name) for name in _ELEMENT_FIELDS}) for item in kept.get("elements") or ()
+    )
+    return SegmentResult(
+        action=str(kept.get("action") or ""),
+        request_id=str(kept.get("request_id") or ""),
+        image_url=kept.get("image_url"),
+        origin_image_url=kept.get("origin_image_url"),
+        elements=elements,
+        job_id=kept.get("job_id"),
+        mask_url=kept.get("mask_url"),
+        video_url=kept.get("video_url"),
+    )
 
 
 def _fit_if_needed(
