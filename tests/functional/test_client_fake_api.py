@@ -3,18 +3,10 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 
-import pytest
 import requests
 
 from tests.support.fake_api import FakeApi, RecordedRequest, Reply
-
-
-@pytest.fixture
-def api() -> Iterator[FakeApi]:
-    with FakeApi() as server:
-        yield server
 
 
 def test_unsigned_requests_are_refused_like_the_service(api: FakeApi) -> None:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 
 from segflow.client import VisionClient
@@ -11,12 +9,6 @@ from segflow.ratelimit import RateLimiter
 from tests.support.fake_api import TEST_CREDENTIALS, FakeApi, RecordedRequest, Reply
 
 IMAGE_URL = "http://bucket.oss-cn-shanghai.aliyuncs.com/in/a b.png"
-
-
-@pytest.fixture
-def api() -> Iterator[FakeApi]:
-    with FakeApi() as server:
-        yield server
 
 
 def _signed_headers(request: RecordedRequest) -> set[str]:

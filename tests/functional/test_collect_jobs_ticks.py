@@ -10,50 +10,24 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from segflow.errors import SegflowError
 from segflow.services.collect import collect_finished_jobs
-from segflow.services.deps import use_handler_deps
 from tests.conftest import load_event
-from tests.support.fake_api import FakeApi, Reply
+from tests.support.fake_api import Reply
 from tests.support.services_harness import (
     BUCKET,
     FakeContext,
     Harness,
-    ResultServer,
-    harness,
     jpeg,
     mp4,
     oss_event,
 )
 
 TIMER = json.dumps(load_event("timer.json")).encode()
-
-
-@pytest.fixture
-def api() -> Iterator[FakeApi]:
-    with FakeApi() as fake:
-        yield fake
-
-
-@pytest.fixture
-def results() -> Iterator[ResultServer]:
-    server = ResultServer()
-    yield server
-    server.close()
-
-
-@pytest.fixture
-def make(tmp_path: Path, api: FakeApi, results: ResultServer) -> Iterator[Any]:
-    def build(**overrides: Any) -> Harness:
-        return harness(tmp_path / "buckets", api, results, **overrides)
-
-    yield build
-    use_handler_deps(None)
 
 
 def queue_videos(h: Harness, count: int) -> list[str]:

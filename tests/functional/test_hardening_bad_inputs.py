@@ -10,7 +10,6 @@ storm).
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,19 +19,6 @@ from segflow.services.deps import use_handler_deps
 from tests.support.bad_inputs import CORPUS, BadInput, Sparse
 from tests.support.fake_api import FakeApi
 from tests.support.services_harness import BUCKET, Harness, ResultServer, harness
-
-
-@pytest.fixture
-def api() -> Iterator[FakeApi]:
-    with FakeApi() as fake:
-        yield fake
-
-
-@pytest.fixture
-def results() -> Iterator[ResultServer]:
-    server = ResultServer()
-    yield server
-    server.close()
 
 
 def stage(h: Harness, case: BadInput) -> None:

@@ -36,19 +36,6 @@ class Killed(BaseException):
     """What `kill -9` (or FC's timeout) looks like from inside: nothing `except Exception` catches."""
 
 
-@pytest.fixture
-def api() -> Iterator[FakeApi]:
-    with FakeApi() as fake:
-        yield fake
-
-
-@pytest.fixture
-def results() -> Iterator[ResultServer]:
-    server = ResultServer()
-    yield server
-    server.close()
-
-
 @pytest.fixture(autouse=True)
 def _forget_deps() -> Iterator[None]:
     yield

@@ -41,19 +41,6 @@ from tests.support.services_harness import (
 APPCODE = "appcode-5f0c1d2e3b4a69788796a5b4c3d2e1f0"
 
 
-@pytest.fixture
-def api() -> Iterator[FakeApi]:
-    with FakeApi() as fake:
-        yield fake
-
-
-@pytest.fixture
-def results() -> Iterator[ResultServer]:
-    server = ResultServer()
-    yield server
-    server.close()
-
-
 @pytest.fixture(autouse=True)
 def _forget_deps() -> Iterator[None]:
     """Handlers build their deps from the environment here; leave no deps or logger level behind."""

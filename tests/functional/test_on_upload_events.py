@@ -9,45 +9,21 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 from PIL import Image
 
 from segflow.errors import ApiError, SegflowError
-from segflow.services.deps import use_handler_deps
 from tests.conftest import load_event
 from tests.support.fake_api import FakeApi, Reply
 from tests.support.services_harness import (
     BUCKET,
     Harness,
-    ResultServer,
     event_keys,
-    harness,
     jpeg,
     oss_event,
 )
-
-
-@pytest.fixture
-def api() -> Iterator[FakeApi]:
-    with FakeApi() as fake:
-        yield fake
-
-
-@pytest.fixture
-def results() -> Iterator[ResultServer]:
-    server = ResultServer()
-    yield server
-    server.close()
-
-
-@pytest.fixture
-def h(tmp_path: Path, api: FakeApi, results: ResultServer) -> Iterator[Harness]:
-    yield harness(tmp_path / "buckets", api, results)
-    use_handler_deps(None)
 
 
 def assert_signed(api: FakeApi) -> None:

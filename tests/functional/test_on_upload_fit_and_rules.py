@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,34 +18,11 @@ from tests.support.services_harness import (
     FakeContext,
     Harness,
     ResultServer,
-    harness,
     jpeg,
     load_handler,
     mp4,
     oss_event,
 )
-
-
-@pytest.fixture
-def api() -> Iterator[FakeApi]:
-    with FakeApi() as fake:
-        yield fake
-
-
-@pytest.fixture
-def results() -> Iterator[ResultServer]:
-    server = ResultServer()
-    yield server
-    server.close()
-
-
-@pytest.fixture
-def make(tmp_path: Path, api: FakeApi, results: ResultServer) -> Iterator[Any]:
-    def build(**overrides: Any) -> Harness:
-        return harness(tmp_path / "buckets", api, results, **overrides)
-
-    yield build
-    use_handler_deps(None)
 
 
 def image_at(h: Harness, key: str) -> Image.Image:

@@ -41,19 +41,6 @@ IN_PLACE_ATTEMPTS = FAST_STORAGE_RETRY.max_attempts
 FC_DELIVERIES = 4  # FC's default for async invocations: the first one plus three retries
 
 
-@pytest.fixture
-def api() -> Iterator[FakeApi]:
-    with FakeApi() as fake:
-        yield fake
-
-
-@pytest.fixture
-def results() -> Iterator[ResultServer]:
-    server = ResultServer()
-    yield server
-    server.close()
-
-
 @pytest.fixture(autouse=True)
 def _forget_deps() -> Iterator[None]:
     yield

@@ -10,37 +10,15 @@ jobs and failure prefixes calls nothing and writes nothing.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from segflow.errors import SegflowError
-from segflow.services.deps import use_handler_deps
 from tests.conftest import load_event
-from tests.support.fake_api import FakeApi, Reply
-from tests.support.services_harness import Harness, ResultServer, harness, jpeg, mp4, oss_event
+from tests.support.fake_api import Reply
+from tests.support.services_harness import Harness, jpeg, mp4, oss_event
 
 TIMER = json.dumps(load_event("timer.json")).encode()
-
-
-@pytest.fixture
-def api() -> Iterator[FakeApi]:
-    with FakeApi() as fake:
-        yield fake
-
-
-@pytest.fixture
-def results() -> Iterator[ResultServer]:
-    server = ResultServer()
-    yield server
-    server.close()
-
-
-@pytest.fixture
-def h(tmp_path: Path, api: FakeApi, results: ResultServer) -> Iterator[Harness]:
-    yield harness(tmp_path / "buckets", api, results)
-    use_handler_deps(None)
 
 
 def deliver_like_fc(h: Harness, event: dict[str, object]) -> int:
