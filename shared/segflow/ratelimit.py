@@ -21,7 +21,7 @@ from collections.abc import Callable
 from typing import ClassVar
 
 DEFAULT_QPS = 2.0  # the documented default quota of imageseg, videoseg and PicWish
-DEFAULT_JITTER_MARGIN = 0.03  # seconds added to the sliding window for delays between us and the server
+DEFAULT_JITTER_MARGIN = 0.06  # seconds added to the sliding window for delays between us and the server
 
 
 class RateLimiter:

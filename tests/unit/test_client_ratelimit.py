@@ -43,7 +43,8 @@ def test_first_request_passes_and_the_next_ones_are_spaced_by_one_over_qps() -> 
 
     # Spaced by 1/qps, and a third request waits a whole second (plus the jitter margin) after the first,
     # so a server counting any sliding second never sees more than 2.
-    assert sent_at == pytest.approx([0.0, 0.5, 1.03, 1.53, 2.06])
+    m = DEFAULT_JITTER_MARGIN
+    assert sent_at == pytest.approx([0.0, 0.5, 1.0 + m, 1.5 + m, 2.0 + 2 * m])
 
 
 @pytest.mark.parametrize("qps", [1, 2, 5, 50, 2.5])
@@ -110,7 +111,7 @@ def test_concurrent_callers_get_distinct_slots() -> None:
     for thread in threads:
         thread.join(timeout=10)
 
-    expected = [(n // 5) * 1.03 + (n % 5) / 5 for n in range(20)]
+    expected = [(n // 5) * (1.0 + DEFAULT_JITTER_MARGIN) + (n % 5) / 5 for n in range(20)]
     assert sorted(waits) == pytest.approx(expected)
 
 
