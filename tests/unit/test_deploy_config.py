@@ -16,7 +16,9 @@ from tests.conftest import REPO_ROOT
 yaml = pytest.importorskip("yaml")
 jsonschema = pytest.importorskip("jsonschema")
 
-SCHEMA_PATH = Path("/work/shared/research/fc3-props.schema.json")
+# The fc3 component's own props schema is reference material kept beside the repo (../shared/research/),
+# not copied into it; CI's clone has it there too.
+SCHEMA_PATH = REPO_ROOT.parent / "shared" / "research" / "fc3-props.schema.json"
 SAMPLE_ACCOUNT = "1234567890123456"
 _VARIABLE = re.compile(r"\$\{([^{}]+)\}")
 
