@@ -65,11 +65,11 @@ def compose_row(source: Image, alpha: Image) -> Image:
     """[source | mask | cut-out on a checkerboard], each scaled to the same panel height."""
     from PIL import Image
 
-    source = source.convert("RGB")
+    source = _fit(source.convert("RGB"))  # scale first: the checkerboard keeps its size on big images
     alpha = alpha.resize(source.size)
     cutout = checkerboard(source.size)
     cutout.paste(source, (0, 0), alpha)
-    panels = [_fit(source), _fit(alpha.convert("RGB")), _fit(cutout)]
+    panels = [source, alpha.convert("RGB"), cutout]
     gap = 6
     row = Image.new("RGB", (sum(p.width for p in panels) + gap * (len(panels) - 1), TILE), (40, 40, 40))
     x = 0
