@@ -15,7 +15,7 @@ import contextlib
 import json
 import random
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,10 +23,11 @@ import pytest
 
 from segflow.errors import SegflowError, StorageError
 from segflow.services.deps import use_handler_deps
-from segflow.storage.base import DEFAULT_CHUNK_SIZE, DEFAULT_PART_SIZE, ObjectInfo, Storage
+from segflow.storage.base import DEFAULT_CHUNK_SIZE, Storage
 from tests.support import media_files as mf
 from tests.support.fake_api import FakeApi, RecordedRequest, Reply
 from tests.support.services_harness import Harness, ResultServer, harness, jpeg, mp4, oss_event
+from tests.support.write_faults import WriteFaults
 
 FC_DELIVERIES = 4  # FC's default for async invocations: the first one plus three retries
 MAX_TICKS = 8
@@ -198,9 +199,8 @@ def test_result_urls_expired_before_download_end_in_one_outcome_each(
 # ------------------------------------------------------------------------------------ storage faults
 
 
-class FaultyStorage(Storage):
-    """Delegates to `inner`; the `fail_at`-th write (put_bytes, put_stream, delete; counted from 1)
-    raises `error()` — for put_stream after the first chunk was consumed, i.e. mid-upload."""
+class FaultyStorage(WriteFaults):
+    """The `fail_at`-th write (put_bytes, put_stream, delete; counted from 1) raises `error()`."""
 
     def __init__(
         self,
@@ -210,19 +210,18 @@ class FaultyStorage(Storage):
         *,
         fail_on: str | None = None,
     ) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.fail_on = fail_on
         """Instead of counting: fail the first write whose description starts with this."""
         self.sticky = False
         """Fail every write from the `fail_at`-th on (the process is dead), not only that one."""
-        self.bucket = inner.bucket
         self.fail_at = fail_at
         self.error = error
         self.writes = 0
         self.failed: list[str] = []
         self._lock = threading.Lock()
 
-    def _should_fail(self, what: str) -> bool:
+    def should_fail(self, what: str, data: bytes | None) -> bool:
         with self._lock:
             self.writes += 1
             matched = self.fail_on is not None and not self.failed and what.startswith(self.fail_on)
@@ -232,53 +231,8 @@ class FaultyStorage(Storage):
                 return True
             return False
 
-    def head(self, key: str) -> ObjectInfo:
-        return self.inner.head(key)
-
-    def read_range(self, key: str, offset: int, length: int) -> bytes:
-        return self.inner.read_range(key, offset, length)
-
-    def get_bytes(self, key: str) -> bytes:
-        return self.inner.get_bytes(key)
-
-    def open_stream(self, key: str, chunk_size: int = DEFAULT_CHUNK_SIZE) -> Iterator[bytes]:
-        return self.inner.open_stream(key, chunk_size)
-
-    def put_bytes(
-        self, key: str, data: bytes, *, content_type: str | None = None, if_absent: bool = False
-    ) -> str:
-        if self._should_fail(f"put_bytes {key}"):
-            raise self.error()
-        return self.inner.put_bytes(key, data, content_type=content_type, if_absent=if_absent)
-
-    def put_stream(
-        self,
-        key: str,
-        chunks: Iterable[bytes],
-        *,
-        content_type: str | None = None,
-        part_size: int = DEFAULT_PART_SIZE,
-    ) -> str:
-        if self._should_fail(f"put_stream {key}"):
-
-            def broken() -> Iterator[bytes]:
-                iterator = iter(chunks)
-                yield next(iterator)
-                raise self.error()
-
-            return self.inner.put_stream(key, broken(), content_type=content_type, part_size=part_size)
-        return self.inner.put_stream(key, chunks, content_type=content_type, part_size=part_size)
-
-    def list(self, prefix: str, *, start_after: str = "", page_size: int = 1000) -> Iterator[ObjectInfo]:
-        return self.inner.list(prefix, start_after=start_after, page_size=page_size)
-
-    def delete(self, key: str) -> None:
-        if self._should_fail(f"delete {key}"):
-            raise self.error()
-        self.inner.delete(key)
-
-    def presign_get(self, key: str, expires_seconds: int) -> str:
-        return self.inner.presign_get(key, expires_seconds)
+    def injected_error(self) -> BaseException:
+        return self.error()
 
 
 def _storage_error() -> BaseException:

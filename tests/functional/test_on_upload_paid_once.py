@@ -12,7 +12,7 @@ Storage retry delays are the harness's (1–5 ms), so the module runs in seconds
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +21,7 @@ import pytest
 from segflow.errors import SegflowError, StorageError
 from segflow.jobs import JobRecord
 from segflow.services.deps import use_handler_deps
-from segflow.storage.base import DEFAULT_CHUNK_SIZE, DEFAULT_PART_SIZE, ObjectInfo, Storage
+from segflow.storage.base import Storage
 from tests.support.fake_api import FakeApi
 from tests.support.services_harness import (
     FAST_STORAGE_RETRY,
@@ -32,6 +32,7 @@ from tests.support.services_harness import (
     mp4,
     oss_event,
 )
+from tests.support.write_faults import WriteFaults
 
 IMAGE_KEY = "incoming/paid/photo.jpg"
 VIDEO_KEY = "incoming/paid/clip.mp4"
@@ -52,76 +53,26 @@ def _forget_deps() -> Iterator[None]:
 Match = Callable[[str, bytes | None], bool]
 
 
-class FlakyWrites(Storage):
-    """Delegates to `inner`; the first `times` writes that `match` (description, body) fail with a
-    transient StorageError (HTTP 503). A matching put_stream fails after its first chunk, mid-upload."""
+class FlakyWrites(WriteFaults):
+    """The first `times` writes that `match` (description, body) fail with a transient StorageError
+    (HTTP 503). A matching put_stream fails after its first chunk, mid-upload."""
 
     def __init__(self, inner: Storage, match: Match, times: int) -> None:
-        self.inner = inner
-        self.bucket = inner.bucket
+        super().__init__(inner)
         self.match = match
         self.times = times
         self.failed: list[str] = []
         self._lock = threading.Lock()
 
-    def _should_fail(self, what: str, data: bytes | None = None) -> bool:
+    def should_fail(self, what: str, data: bytes | None) -> bool:
         with self._lock:
             if len(self.failed) < self.times and self.match(what, data):
                 self.failed.append(what)
                 return True
             return False
 
-    @staticmethod
-    def _error() -> StorageError:
+    def injected_error(self) -> StorageError:
         return StorageError("injected: OSS answered 503", code="ServiceUnavailable", http_status=503)
-
-    def head(self, key: str) -> ObjectInfo:
-        return self.inner.head(key)
-
-    def read_range(self, key: str, offset: int, length: int) -> bytes:
-        return self.inner.read_range(key, offset, length)
-
-    def get_bytes(self, key: str) -> bytes:
-        return self.inner.get_bytes(key)
-
-    def open_stream(self, key: str, chunk_size: int = DEFAULT_CHUNK_SIZE) -> Iterator[bytes]:
-        return self.inner.open_stream(key, chunk_size)
-
-    def put_bytes(
-        self, key: str, data: bytes, *, content_type: str | None = None, if_absent: bool = False
-    ) -> str:
-        if self._should_fail(f"put_bytes {key}", data):
-            raise self._error()
-        return self.inner.put_bytes(key, data, content_type=content_type, if_absent=if_absent)
-
-    def put_stream(
-        self,
-        key: str,
-        chunks: Iterable[bytes],
-        *,
-        content_type: str | None = None,
-        part_size: int = DEFAULT_PART_SIZE,
-    ) -> str:
-        if self._should_fail(f"put_stream {key}"):
-
-            def broken() -> Iterator[bytes]:
-                iterator = iter(chunks)
-                yield next(iterator)
-                raise self._error()
-
-            return self.inner.put_stream(key, broken(), content_type=content_type, part_size=part_size)
-        return self.inner.put_stream(key, chunks, content_type=content_type, part_size=part_size)
-
-    def list(self, prefix: str, *, start_after: str = "", page_size: int = 1000) -> Iterator[ObjectInfo]:
-        return self.inner.list(prefix, start_after=start_after, page_size=page_size)
-
-    def delete(self, key: str) -> None:
-        if self._should_fail(f"delete {key}"):
-            raise self._error()
-        self.inner.delete(key)
-
-    def presign_get(self, key: str, expires_seconds: int) -> str:
-        return self.inner.presign_get(key, expires_seconds)
 
 
 def flaky(h: Harness, match: Match, times: int) -> FlakyWrites:
