@@ -83,7 +83,8 @@ class InputFile:
     code: str = ""
     reason: str = ""
     seconds: float = 0.0
-    outputs: list[str] = field(default_factory=list)
+    manifest_key: str = ""
+    manifest: dict[str, Any] = field(default_factory=dict)
     preview: str = ""
 
 
@@ -378,17 +379,16 @@ def _read_outcome(storage: Any, settings: Any, item: InputFile) -> None:
         if info.key.endswith("/manifest.json")
     ]
     if manifests:
-        manifest = json.loads(storage.get_bytes(manifests[0]))
+        item.manifest_key = manifests[0]
+        item.manifest = json.loads(storage.get_bytes(item.manifest_key))
         item.outcome = "done"
-        item.action = str(manifest.get("Action") or "")
-        item.outputs = [str(f.get("Key")) for f in manifest.get("Files", [])] + [manifests[0]]
+        item.action = str(item.manifest.get("Action") or "")
 
 
 def _make_preview(storage: Any, settings: Any, item: InputFile, directory: Path) -> None:
     from segflow.preview import PlacedAlpha, contact_sheet, video_strip
 
-    manifest_key = next(k for k in item.outputs if k.endswith("/manifest.json"))
-    manifest = json.loads(storage.get_bytes(manifest_key))
+    manifest = item.manifest
     files = manifest.get("Files", [])
     elements = {e.get("Index"): e for e in manifest.get("Elements", [])}
     name = item.key[len(settings.input_prefix) :].replace("/", "__")
@@ -491,5 +491,4 @@ def _print_table(files: Sequence[InputFile], out: Path) -> None:
 
 
 def _output_dir(item: InputFile) -> str:
-    manifest = next((k for k in item.outputs if k.endswith("/manifest.json")), "")
-    return manifest.rsplit("/", 1)[0] + "/" if manifest else ""
+    return item.manifest_key.rsplit("/", 1)[0] + "/" if item.manifest_key else ""
