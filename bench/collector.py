@@ -106,9 +106,9 @@ def build_deps(root: Path, api_url: str, concurrency: int, qps: float = QPS_CAP)
 
     from segflow.services.deps import Deps
     from segflow.settings import Settings
+    from segflow_cli.localbucket import LocalBuckets
 
     environ = {
-        "SEGFLOW_LOCAL_BUCKET_DIR": str(root),
         "SEGFLOW_IMAGESEG_ENDPOINT": api_url,
         "SEGFLOW_VIDEOSEG_ENDPOINT": api_url,
         "SEGFLOW_QPS": str(qps),
@@ -116,9 +116,9 @@ def build_deps(root: Path, api_url: str, concurrency: int, qps: float = QPS_CAP)
         "ALIBABA_CLOUD_ACCESS_KEY_ID": TEST_CREDENTIALS.access_key_id,
         "ALIBABA_CLOUD_ACCESS_KEY_SECRET": TEST_CREDENTIALS.access_key_secret,
     }
-    deps = Deps.from_settings(Settings.from_env(environ))
-    deps.buckets = (BUCKET,)
-    return deps
+    return Deps.from_settings(
+        Settings.from_env(environ), storage_factory=LocalBuckets(root), buckets=(BUCKET,)
+    )
 
 
 def run_collector(deps: Any) -> tuple[float, dict[str, Any]]:

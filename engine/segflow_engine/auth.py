@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from segflow.errors import ConfigError
-from segflow.signing import NonceCache, VerifiedRequest, verify_request
+from segflow_engine.verify import NonceCache, VerifiedRequest, verify_request
 
 ACCESS_KEYS_ENV = "SEGFLOW_ENGINE_ACCESS_KEYS"
 APPCODES_ENV = "SEGFLOW_ENGINE_APPCODES"

@@ -3,7 +3,7 @@
 Routes:
 - `GET|POST /` (any path but the two below) — RPC calls, parameters in the query or a urlencoded form
   body, routed by `Action` + `Version` (v3 clients may name them in `x-acs-action` / `x-acs-version`),
-  signed with v1 or v3 (`segflow.signing.verify_request`).
+  signed with v1 or v3 (`segflow_engine.verify.verify_request`).
 - `POST /tasks/visual/segmentation` and `GET /tasks/visual/segmentation/<task_id>` — PicWish, AppCode auth.
 - `GET|HEAD /results/<id>/<name>?Expires=…&Signature=…` — the result files the answers link to.
 
@@ -30,7 +30,6 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 from segflow.catalogue import Action, get_action, is_async_call
 from segflow.errors import ApiError, InputValidationError, SegflowError, UnknownActionError
-from segflow.signing import SignatureMismatchError
 from segflow_engine import picwish
 from segflow_engine.auth import Authenticator, EngineCredentials
 from segflow_engine.fetch import IMAGE_POLICY, PICWISH_POLICY, VIDEO_POLICY, FetchPolicy, check_url
@@ -53,6 +52,7 @@ from segflow_engine.results import (
     ResultAccessError,
     ResultStore,
 )
+from segflow_engine.verify import SignatureMismatchError
 
 LOG = logging.getLogger("segflow_engine.server")
 

@@ -5,11 +5,12 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from segflow.deadline import Deadline
 from segflow.services.collect import collect_tick
 from segflow.services.deps import handler_deps
 
 
-def handler(event: bytes, context: Any) -> dict[str, Any]:
+def handler(event: bytes, context: Any) -> str:
+    deadline = Deadline.from_context(context)  # FC gives function.timeout, not a remaining-time method
     deps = handler_deps(context, os.environ)
-    remaining_ms = getattr(context, "get_remaining_time_in_millis", None)
-    return collect_tick(event, deps, remaining_ms).to_dict()
+    return collect_tick(event, deps, deadline).to_json()

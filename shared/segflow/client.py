@@ -14,12 +14,12 @@ import re
 import threading
 import time
 from collections.abc import Callable, Mapping
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 from urllib.parse import urlsplit
 
 import requests
 
-from segflow.errors import ApiConnectionError, ApiError, ConfigError, InputValidationError
+from segflow.errors import ApiConnectionError, ApiError, ConfigError, DeadlineError, InputValidationError
 from segflow.ratelimit import DEFAULT_QPS, RateLimiter
 from segflow.results import (
     AsyncJobResult,
@@ -33,9 +33,13 @@ from segflow.results import (
 from segflow.retry import RetryPolicy
 from segflow.signing import Credentials, percent_encode, sign_v1, sign_v3
 
+if TYPE_CHECKING:
+    from segflow.deadline import Deadline
+
 logger = logging.getLogger("segflow.client")
 
 USER_AGENT = "segflow/0.1 (+requests)"
+DEADLINE_SAFETY_SECONDS = 1.0
 SIGNATURE_VERSIONS = ("v3", "v1")
 PICWISH_PATH = "/tasks/visual/segmentation"
 _ALIBABA_SUFFIX = ".aliyuncs.com"
@@ -120,8 +124,16 @@ class _Transport:
         *,
         limiter: RateLimiter,
         what: str,
+        deadline: Deadline | None = None,
     ) -> _Answer:
         host = urlsplit(url).netloc
+        timeout = self.timeout
+        if deadline is not None:
+            # An answer that would come after the function's timeout is worth nothing: never wait past it.
+            left = deadline.remaining() - DEADLINE_SAFETY_SECONDS
+            if left <= 0:
+                raise DeadlineError(f"{what}: not sent, the invocation is about to time out")
+            timeout = min(timeout, left)
         limiter.acquire()
         started = time.monotonic()
         try:
@@ -130,14 +142,14 @@ class _Transport:
                 url,
                 headers=dict(headers),
                 data=body or None,
-                timeout=self.timeout,
+                timeout=timeout,
                 allow_redirects=False,
             )
             content = response.content
         except requests.Timeout:
             # `from None`: the requests exception's text holds the URL, and a v1 URL holds the signature.
             raise ApiConnectionError(
-                f"{what}: no answer from {host} within {self.timeout:g}s", code="ConnectionTimeout"
+                f"{what}: no answer from {host} within {timeout:g}s", code="ConnectionTimeout"
             ) from None
         except requests.RequestException as error:
             raise ApiConnectionError(
@@ -220,15 +232,26 @@ class VisionClient:
         request_id, data = self._rpc(entry.product, entry.version, entry.name, query)
         return segment_result(entry.name, request_id, data, is_async=catalogue.is_async_call(entry, query))
 
-    def get_async_job_result(self, job_id: str, *, product: str = "videoseg") -> AsyncJobResult:
-        """Poll a videoseg job (default) or an async SegmentBody job (`product="imageseg"`)."""
-        request_id, data = self._rpc(product, _version_of(product), "GetAsyncJobResult", {"JobId": job_id})
+    def get_async_job_result(
+        self, job_id: str, *, product: str = "videoseg", deadline: Deadline | None = None
+    ) -> AsyncJobResult:
+        """Poll a videoseg job (default) or an async SegmentBody job (`product="imageseg"`); with a
+        `deadline`, no attempt (nor retry) waits past it (`DeadlineError`)."""
+        request_id, data = self._rpc(
+            product, _version_of(product), "GetAsyncJobResult", {"JobId": job_id}, deadline=deadline
+        )
         return async_job_result(request_id, data, job_id=job_id)
 
     # --- one RPC ---------------------------------------------------------------------------------------
 
     def _rpc(
-        self, product: str, version: str, action: str, params: Mapping[str, str]
+        self,
+        product: str,
+        version: str,
+        action: str,
+        params: Mapping[str, str],
+        *,
+        deadline: Deadline | None = None,
     ) -> tuple[str, dict[str, Any]]:
         endpoint = self.endpoints.for_product(product)
         query = {name: _param_text(value) for name, value in params.items()}
@@ -236,10 +259,12 @@ class VisionClient:
 
         def attempt() -> tuple[str, dict[str, Any]]:
             method, url, headers = self._signed_request(endpoint, action, version, query)
-            answer = self._transport.send(method, url, headers, b"", limiter=limiter, what=action)
+            answer = self._transport.send(
+                method, url, headers, b"", limiter=limiter, what=action, deadline=deadline
+            )
             return _rpc_result(answer)
 
-        return self.retry.run(attempt, what=f"{product} {action}")
+        return self.retry.run(attempt, what=f"{product} {action}", deadline=deadline)
 
     def _signed_request(
         self, endpoint: str, action: str, version: str, query: Mapping[str, str]

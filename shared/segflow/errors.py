@@ -124,3 +124,9 @@ class ObjectExistsError(StorageError):
 
     default_code = "FileAlreadyExists"
     default_status = 409
+
+
+class DeadlineError(SegflowError):
+    """The invocation is about to reach its function timeout: the work is left for a later run."""
+
+    default_code = "DeadlineNear"

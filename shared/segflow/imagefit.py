@@ -162,8 +162,10 @@ def _alpha_of(result: bytes) -> PILImage:
     with Image.open(io.BytesIO(result)) as opened:
         opened.load()
         if opened.mode in ("RGBA", "LA", "PA") or "transparency" in opened.info:
-            return opened.convert("RGBA").getchannel("A")
-        return opened.convert("L")  # a one-channel mask (ReturnForm=mask, PicWish mask)
+            alpha: PILImage = opened.convert("RGBA").getchannel("A")
+            return alpha
+        mask: PILImage = opened.convert("L")  # a one-channel mask (ReturnForm=mask, PicWish mask)
+        return mask
 
 
 def restore_full_size(original: bytes, result: bytes, *, as_mask: bool) -> bytes:

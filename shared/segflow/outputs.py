@@ -20,17 +20,22 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import requests
 
-from segflow.errors import ResultDownloadError, SegflowError
+from segflow.errors import DeadlineError, ResultDownloadError, SegflowError
 from segflow.jobs import JobRecord, as_prefix
 from segflow.results import Element, SegmentResult
 from segflow.storage.base import Storage
 
-DOWNLOAD_CHUNK = 1024 * 1024
+if TYPE_CHECKING:
+    from segflow.deadline import Deadline
+
+# Small enough that a trickling download is checked against the deadline often; `put_stream` re-cuts the
+# chunks into parts anyway.
+DOWNLOAD_CHUNK = 256 * 1024
 EXPIRED_STATUSES = frozenset({403, 404, 410})
 
 _CONTENT_TYPES = {
@@ -154,8 +159,35 @@ def video_file_name(action: str, url: str) -> str:
 # -- downloading -------------------------------------------------------------------------------------
 
 
-def open_download(session: requests.Session, url: str, *, timeout: float = 60.0) -> requests.Response:
+class Downloads:
+    """How result downloads are bounded: a socket timeout, and the invocation's deadline minus a margin
+    (a copy that would run past it is abandoned with `DeadlineError`, leaving nothing half-written)."""
+
+    __slots__ = ("deadline", "margin", "timeout")
+
+    def __init__(self, timeout: float = 60.0, deadline: Deadline | None = None, margin: float = 0.0) -> None:
+        self.timeout = timeout
+        self.deadline = deadline
+        self.margin = margin
+
+    def socket_timeout(self) -> float:
+        if self.deadline is None:
+            return self.timeout
+        return max(0.5, min(self.timeout, self.deadline.remaining() - self.margin))
+
+    def check(self, url: str) -> None:
+        if self.deadline is not None and not self.deadline.has(self.margin):
+            host = urlsplit(url).hostname or "the result host"
+            raise DeadlineError(f"download from {host} abandoned: the invocation is about to time out")
+
+
+def open_download(
+    session: requests.Session, url: str, *, limits: Downloads | None = None
+) -> requests.Response:
     """GET a result URL for streaming; `ResultDownloadError` (http_status set) when it is not there."""
+    limits = limits or Downloads()
+    limits.check(url)
+    timeout = limits.socket_timeout()
     try:
         response = session.get(url, stream=True, timeout=timeout)
     except requests.RequestException as exc:
@@ -168,9 +200,10 @@ def open_download(session: requests.Session, url: str, *, timeout: float = 60.0)
     return response
 
 
-def _chunks(response: requests.Response) -> Iterator[bytes]:
+def _chunks(response: requests.Response, limits: Downloads) -> Iterator[bytes]:
     try:
         for chunk in response.iter_content(DOWNLOAD_CHUNK):
+            limits.check(response.url)
             if chunk:
                 yield chunk
     except requests.RequestException as exc:
@@ -180,21 +213,23 @@ def _chunks(response: requests.Response) -> Iterator[bytes]:
 
 
 def stream_to_storage(
-    session: requests.Session, url: str, storage: Storage, key: str, *, timeout: float = 60.0
+    session: requests.Session, url: str, storage: Storage, key: str, *, limits: Downloads | None = None
 ) -> str:
     """Copy a result URL into `key` chunk by chunk (multipart when large); returns the ETag."""
-    response = open_download(session, url, timeout=timeout)
-    return storage.put_stream(key, _chunks(response), content_type=content_type_for(key))
+    limits = limits or Downloads()
+    response = open_download(session, url, limits=limits)
+    return storage.put_stream(key, _chunks(response, limits), content_type=content_type_for(key))
 
 
 def download_bytes(
-    session: requests.Session, url: str, *, timeout: float = 60.0, limit: int = 64 * 1024 * 1024
+    session: requests.Session, url: str, *, limits: Downloads | None = None, limit: int = 64 * 1024 * 1024
 ) -> bytes:
     """A small result (an image to rescale) in memory, refusing anything above `limit`."""
-    response = open_download(session, url, timeout=timeout)
+    limits = limits or Downloads()
+    response = open_download(session, url, limits=limits)
     parts: list[bytes] = []
     total = 0
-    for chunk in _chunks(response):
+    for chunk in _chunks(response, limits):
         total += len(chunk)
         if total > limit:
             response.close()
@@ -287,7 +322,7 @@ def store_result(
     result: SegmentResult,
     *,
     completed_at: float,
-    timeout: float = 60.0,
+    limits: Downloads | None = None,
     rule: str | None = None,
 ) -> StoredResult:
     """Copy every result file under `<output>/<source key>/<action>/`, then write `manifest.json`.
@@ -309,16 +344,16 @@ def store_result(
         element = result.elements[item.element_index] if item.element_index is not None else None
         box = _box_of(element) if element is not None else None
         if original is not None and fit is not None and item.role in ("cutout", "mask"):
-            data = download_bytes(session, item.url, timeout=timeout)
+            data = download_bytes(session, item.url, limits=limits)
             restored = imagefit.restore_full_size(original, data, as_mask=item.role == "mask")
             storage.put_bytes(dest, restored, content_type="image/png")
         elif original is not None and fit is not None and item.role == "element" and box is not None:
-            data = download_bytes(session, item.url, timeout=timeout)
+            data = download_bytes(session, item.url, limits=limits)
             as_mask = str(record.params.get("ReturnForm", "")).lower() == "mask"
             restored = imagefit.restore_element(original, data, imagefit.scale_box(box, fit), as_mask=as_mask)
             storage.put_bytes(dest, restored, content_type="image/png")
         else:
-            stream_to_storage(session, item.url, storage, dest, timeout=timeout)
+            stream_to_storage(session, item.url, storage, dest, limits=limits)
         if item.role == "element" and item.element_index is not None:
             element_names[item.element_index] = item.name
         entry: dict[str, Any] = {"File": item.name, "Role": item.role, "Key": dest}

@@ -12,9 +12,12 @@ import logging
 import random
 import time
 from collections.abc import Callable, Mapping
-from typing import NamedTuple, Protocol, TypeVar
+from typing import TYPE_CHECKING, NamedTuple, Protocol, TypeVar
 
 from segflow.errors import ApiConnectionError, ApiError
+
+if TYPE_CHECKING:
+    from segflow.deadline import Deadline
 
 logger = logging.getLogger("segflow.retry")
 
@@ -151,11 +154,11 @@ class RetryPolicy(_RetryPolicyFields):
         """A full-jitter delay in [0, backoff_ceiling(retry_number)]."""
         return self.rng.uniform(0.0, self.backoff_ceiling(retry_number))
 
-    def run(self, attempt: Callable[[], T], *, what: str = "call") -> T:
+    def run(self, attempt: Callable[[], T], *, what: str = "call", deadline: Deadline | None = None) -> T:
         """Call `attempt` until it succeeds, raises a non-retryable `ApiError`, or the bounds are hit.
 
         The last error is raised as is. Time spent inside attempts counts toward `max_total`; a
-        retry whose delay would cross `max_total` is not started.
+        retry whose delay would cross `max_total` (or the invocation's `deadline`) is not started.
         """
         started = self.clock()
         number = 1
@@ -167,7 +170,7 @@ class RetryPolicy(_RetryPolicyFields):
                     raise
                 delay = self.backoff(number)
                 elapsed = self.clock() - started
-                if elapsed + delay > self.max_total:
+                if elapsed + delay > self.max_total or (deadline is not None and not deadline.has(delay)):
                     logger.warning(
                         "%s: giving up after %d attempts and %.2fs (%s)", what, number, elapsed, error.code
                     )

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 from urllib.parse import urlsplit
@@ -95,9 +94,6 @@ class Settings:
     """`SEGFLOW_OSS_ENDPOINT` (default: derived): the OSS endpoint to use for every bucket. Unset, it is
     `oss-<region>-internal.aliyuncs.com` inside FC for buckets in the function's region, and
     `oss-<region>.aliyuncs.com` otherwise."""
-    local_bucket_dir: Path | None = None
-    """`SEGFLOW_LOCAL_BUCKET_DIR` (default unset): when set, buckets are directories `<dir>/<bucket>/`
-    (`LocalDirStorage`) instead of OSS; `segflow invoke` and `segflow run` set it."""
     fc_region: str | None = None
     """`FC_REGION` (set by Function Compute): the function's region; with `FC_FUNCTION_NAME` it tells that
     the code runs inside FC."""
@@ -168,7 +164,6 @@ class Settings:
             if require_raw is not None
             else _is_alibaba(imageseg) and _is_alibaba(videoseg)
         )
-        local_dir = get("SEGFLOW_LOCAL_BUCKET_DIR")
 
         return cls(
             input_prefix=input_prefix,
@@ -190,7 +185,6 @@ class Settings:
             lease_seconds=integer("SEGFLOW_LEASE_SECONDS", 300, 10, 86400),
             max_resubmits=integer("SEGFLOW_MAX_RESUBMITS", 3, 0, 20),
             oss_endpoint=oss_endpoint,
-            local_bucket_dir=Path(local_dir).expanduser() if local_dir else None,
             fc_region=_region(get("FC_REGION"), "FC_REGION"),
             fc_function_name=get("FC_FUNCTION_NAME"),
             credential_env=MappingProxyType(

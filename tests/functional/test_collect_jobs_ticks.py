@@ -20,8 +20,8 @@ from tests.conftest import load_event
 from tests.support.fake_api import Reply
 from tests.support.services_harness import (
     BUCKET,
-    FakeContext,
     Harness,
+    fc_context,
     jpeg,
     mp4,
     oss_event,
@@ -161,7 +161,9 @@ def test_result_url_expired_twice_fails_clearly(make: Any) -> None:
 def test_collector_stops_claiming_when_the_invocation_is_about_to_time_out(make: Any) -> None:
     h: Harness = make()
     queue_videos(h, 3)
-    summary = h.collect(FakeContext(remaining_ms=h.deps.collect_stop_ms - 1), payload=TIMER)
+    # FC's context gives the function timeout; the handler's deadline is counted from it at entry.
+    short = int(h.deps.collect_stop_seconds) - 1
+    summary = h.collect(fc_context("segflow-collect-jobs", timeout=short), payload=TIMER)
     assert (summary["claimed"], summary["stopped_early"]) == (0, True)
     assert h.api.count("GetAsyncJobResult") == 0
     assert len(h.keys("segflow-jobs/pending/")) == 3

@@ -109,7 +109,7 @@ def test_command_serves_with_its_printed_dev_key_and_stops_on_sigterm(tmp_path: 
     env = _env()
     env.pop("SEGFLOW_ENGINE_ACCESS_KEYS", None)
     process = subprocess.Popen(
-        [sys.executable, "-m", "segflow.cli", "engine", "--port", str(port), "--state-dir", str(tmp_path)],
+        [sys.executable, "-m", "segflow_cli", "engine", "--port", str(port), "--state-dir", str(tmp_path)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

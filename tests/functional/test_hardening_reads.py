@@ -17,7 +17,7 @@ import pytest
 
 from segflow.services.deps import use_handler_deps
 from segflow.storage.base import DEFAULT_CHUNK_SIZE, Storage
-from segflow.storage.local import LocalDirStorage
+from segflow_cli.localbucket import LocalDirStorage
 from tests.support.fake_api import FakeApi, Reply
 from tests.support.media_files import encode_video, sparse_from_real
 from tests.support.services_harness import BUCKET, Harness, ResultServer, harness, oss_event

@@ -23,19 +23,20 @@ import requests
 from segflow.client import Endpoints, VisionClient
 from segflow.errors import ApiError
 from segflow.services.deps import use_handler_deps
-from segflow.storage.local import LocalDirStorage, LocalPresignServer
+from segflow_cli.localbucket import LocalDirStorage, LocalPresignServer
 from tests.support.engine_server import StubActions, call_rpc, make_png, serve_files, start_engine
 from tests.support.fake_api import TEST_STS_CREDENTIALS, FakeApi, RecordedRequest, Reply
 from tests.support.services_harness import (
     BUCKET,
     Clock,
-    FakeContext,
     FakeVision,
     ResultServer,
+    fc_context,
     jpeg,
     load_handler,
     mp4,
     oss_event,
+    use_local_buckets_for_oss,
 )
 
 APPCODE = "appcode-5f0c1d2e3b4a69788796a5b4c3d2e1f0"
@@ -87,8 +88,8 @@ def test_no_secret_token_or_signature_in_any_log_line_record_or_file(
 ) -> None:
     root = tmp_path / "buckets"
     creds = TEST_STS_CREDENTIALS
+    use_local_buckets_for_oss(monkeypatch, root)
     for name, value in {
-        "SEGFLOW_LOCAL_BUCKET_DIR": str(root),
         "SEGFLOW_IMAGESEG_ENDPOINT": api.url,
         "SEGFLOW_VIDEOSEG_ENDPOINT": api.url,
         "SEGFLOW_PICWISH_APPCODE": APPCODE,
@@ -121,15 +122,12 @@ def test_no_secret_token_or_signature_in_any_log_line_record_or_file(
     outputs: list[Any] = []
     api.queue("SegmentCommonImage", Reply.error(429, "Throttling.User"), Reply.connection_reset())
     for key in keys:
-        outputs.append(on_upload.handler(json.dumps(oss_event(key)).encode(), FakeContext()))
+        outputs.append(json.loads(on_upload.handler(json.dumps(oss_event(key)).encode(), fc_context())))
     refuse_next.set()
-    outputs.append(on_upload.handler(json.dumps(oss_event(refused)).encode(), FakeContext()))
+    outputs.append(json.loads(on_upload.handler(json.dumps(oss_event(refused)).encode(), fc_context())))
     for _ in range(2):
-        outputs.append(
-            collect.handler(
-                json.dumps({"payload": json.dumps({"buckets": [BUCKET]})}).encode(), FakeContext()
-            )
-        )
+        timer = json.dumps({"payload": json.dumps({"buckets": [BUCKET]})}).encode()
+        outputs.append(json.loads(collect.handler(timer, fc_context("segflow-collect-jobs"))))
 
     # The run did what it should (otherwise the grep below proves little).
     assert [o.get("done", 0) + o.get("submitted", 0) for o in outputs[:4]] == [1, 1, 1, 1]

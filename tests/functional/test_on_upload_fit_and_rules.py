@@ -15,13 +15,14 @@ from segflow.services.deps import use_handler_deps
 from tests.support.fake_api import TEST_CREDENTIALS, FakeApi
 from tests.support.services_harness import (
     BUCKET,
-    FakeContext,
     Harness,
     ResultServer,
+    fc_context,
     jpeg,
     load_handler,
     mp4,
     oss_event,
+    use_local_buckets_for_oss,
 )
 
 
@@ -228,8 +229,8 @@ def test_handler_builds_its_deps_from_the_environment_once(
 
     FakeVision(api, results)
     root = tmp_path / "buckets"
+    use_local_buckets_for_oss(monkeypatch, root)
     for name, value in {
-        "SEGFLOW_LOCAL_BUCKET_DIR": str(root),
         "SEGFLOW_IMAGESEG_ENDPOINT": api.url,
         "SEGFLOW_VIDEOSEG_ENDPOINT": api.url,
         "ALIBABA_CLOUD_ACCESS_KEY_ID": TEST_CREDENTIALS.access_key_id,
@@ -237,7 +238,7 @@ def test_handler_builds_its_deps_from_the_environment_once(
     }.items():
         monkeypatch.setenv(name, value)
     use_handler_deps(None)
-    from segflow.storage.local import LocalDirStorage
+    from segflow_cli.localbucket import LocalDirStorage
 
     key = "incoming/photos/env.jpg"
     LocalDirStorage(root, BUCKET).put_bytes(key, jpeg())
@@ -245,8 +246,8 @@ def test_handler_builds_its_deps_from_the_environment_once(
     try:
         import json
 
-        first = handler.handler(json.dumps(oss_event(key)).encode(), FakeContext())
-        second = handler.handler(json.dumps(oss_event(key)).encode(), FakeContext())
+        first = json.loads(handler.handler(json.dumps(oss_event(key)).encode(), fc_context()))
+        second = json.loads(handler.handler(json.dumps(oss_event(key)).encode(), fc_context()))
     finally:
         use_handler_deps(None)
     assert first["done"] == 1 and second["duplicate"] == 1

@@ -37,7 +37,7 @@ def run_result(tmp_path_factory: pytest.TempPathFactory) -> tuple[subprocess.Com
     (inputs / "cut.png").write_bytes((inputs / "astronaut.png").read_bytes()[:40])
     out = tmp_path_factory.mktemp("out")
     command = [
-        sys.executable, "-m", "segflow.cli", "run",
+        sys.executable, "-m", "segflow_cli", "run",
         str(inputs / "astronaut.png"), str(inputs / "walk.mp4"), str(inputs / "cut.png"),
         "--out", str(out), "--rule", "suffix=astronaut.png,action=SegmentBody", "--timeout", "300",
     ]  # fmt: skip

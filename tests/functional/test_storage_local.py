@@ -12,7 +12,7 @@ from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 import pytest
 
 from segflow.errors import ObjectExistsError, StorageError
-from segflow.storage.local import LocalDirStorage, LocalPresignServer
+from segflow_cli.localbucket import LocalDirStorage, LocalPresignServer
 from tests.support.storage_contract import StorageContract, payload
 
 

@@ -11,7 +11,7 @@ Replies come, in order of precedence, from the per-action queue (`queue(action, 
 any-action queue (`queue("*", ...)`), the handler callback (`set_handler(fn)`, may return None to fall
 through) and finally a default success (`{"RequestId": <new>, "Data": {}}`).
 
-Alibaba-style requests (anything not under `/tasks/`) are checked with `segflow.signing.verify_request`
+Alibaba-style requests (anything not under `/tasks/`) are checked with `segflow_engine.verify.verify_request`
 against `secrets` (AccessKeyId → secret; default `TEST_CREDENTIALS`); a bad signature is answered the way
 the service does (400 `SignatureDoesNotMatch`, 404 `InvalidAccessKeyId.NotFound` …) and recorded with
 `signature_error` set. Pass `verify=False` to accept anything. PicWish requests are checked against
@@ -190,7 +190,7 @@ class FakeApi:
     def start(self) -> FakeApi:
         if self._server is not None:
             return self
-        from segflow.signing import NonceCache
+        from segflow_engine.verify import NonceCache
 
         self._nonces = NonceCache()
         server = _Server(("127.0.0.1", 0), _make_handler_class(self))
@@ -318,7 +318,7 @@ class FakeApi:
         self, method: str, path: str, query: dict[str, str], headers: dict[str, str], body: bytes
     ) -> tuple[str | None, str | None, Reply | None]:
         from segflow.errors import SigningError
-        from segflow.signing import verify_request
+        from segflow_engine.verify import verify_request
 
         try:
             verified = verify_request(

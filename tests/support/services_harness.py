@@ -34,7 +34,7 @@ from segflow.retry import RetryPolicy
 from segflow.services.deps import Deps
 from segflow.settings import Settings
 from segflow.storage.base import Storage
-from segflow.storage.local import LocalDirStorage
+from segflow_cli.localbucket import LocalDirStorage
 from tests.conftest import REPO_ROOT
 from tests.support.fake_api import TEST_CREDENTIALS, FakeApi, RecordedRequest, Reply, new_request_id
 
@@ -357,16 +357,28 @@ def load_handler(function: str) -> ModuleType:
     return module
 
 
-class FakeContext:
-    """The parts of FC's context the handlers use."""
+def fc_context(function: str = "segflow-on-upload", *, timeout: int = 600) -> Any:
+    """The context FC's python3.10 runtime passes (segflow_cli.fccontext: exactly the documented
+    attributes). `credentials` is None: the harness's clients carry the test keys themselves."""
+    from segflow_cli.fccontext import FcContext, FcFunction, FcService
 
-    def __init__(self, remaining_ms: int = 600_000) -> None:
-        self.request_id = new_request_id()
-        self.remaining_ms = remaining_ms
-        self.credentials = None
+    return FcContext(
+        request_id=new_request_id(),
+        region="cn-shanghai",
+        account_id="1234567890",
+        function=FcFunction(name=function, timeout=timeout),
+        credentials=None,
+        service=FcService(),
+    )
 
-    def get_remaining_time_in_millis(self) -> int:
-        return self.remaining_ms
+
+def use_local_buckets_for_oss(monkeypatch: Any, root: Path) -> None:
+    """Let a handler that builds its own deps from the environment (as on FC) find its buckets in `root`:
+    the layer only knows OSS, so its OSS adapter factory is pointed at local directories."""
+    monkeypatch.setattr(
+        "segflow.storage.oss.oss_storage_from_settings",
+        lambda settings, bucket, context=None, *, region=None: LocalDirStorage(root, bucket),
+    )
 
 
 class Clock:
@@ -442,15 +454,20 @@ class Harness:
             if k.endswith("/manifest.json") and k.count("/") == prefix.count("/") + 1
         ]
 
-    def on_upload(self, event: Mapping[str, Any] | bytes) -> dict[str, Any]:
+    def on_upload(self, event: Mapping[str, Any] | bytes, context: Any = None) -> dict[str, Any]:
+        """Invoke the on_upload handler as FC does (event as bytes); its JSON answer, decoded."""
         handler = load_handler("on_upload")
         payload = event if isinstance(event, bytes) else json.dumps(event).encode()
-        result: dict[str, Any] = handler.handler(payload, FakeContext())
+        answer = handler.handler(payload, context or fc_context("segflow-on-upload"))
+        assert isinstance(answer, str), "FC passes a handler's str back as the body (fc-contract)"
+        result: dict[str, Any] = json.loads(answer)
         return result
 
-    def collect(self, context: FakeContext | None = None, payload: bytes = b"") -> dict[str, Any]:
+    def collect(self, context: Any = None, payload: bytes = b"") -> dict[str, Any]:
         handler = load_handler("collect_jobs")
-        result: dict[str, Any] = handler.handler(payload, context or FakeContext())
+        answer = handler.handler(payload, context or fc_context("segflow-collect-jobs"))
+        assert isinstance(answer, str), "FC passes a handler's str back as the body (fc-contract)"
+        result: dict[str, Any] = json.loads(answer)
         return result
 
 
@@ -459,7 +476,6 @@ def build_deps(root: Path, api: FakeApi, clock: Callable[[], float], **overrides
         "imageseg_endpoint": api.url,
         "videoseg_endpoint": api.url,
         "picwish_endpoint": api.url,
-        "local_bucket_dir": root,
         "require_region": True,
         "collect_concurrency": 4,
         "lease_seconds": 120,

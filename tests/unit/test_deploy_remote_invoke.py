@@ -10,7 +10,7 @@ import fc2
 import pytest
 from pytest_mock import MockerFixture
 
-from segflow.cli import main
+from segflow_cli.cli import main
 from tests.conftest import EVENTS_DIR
 
 EVENT = EVENTS_DIR / "oss-put-image.json"
@@ -123,7 +123,7 @@ def test_importing_the_invoke_module_stays_light() -> None:
     from tests.conftest import REPO_ROOT
 
     code = (
-        "import sys, segflow.invoke;"
+        "import sys, segflow_cli.invoke;"
         "heavy = [m for m in ('fc2', 'oss2', 'requests', 'segflow.services') if m in sys.modules];"
         "sys.exit(1 if heavy else 0)"
     )

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from segflow.preview import TILE, PlacedAlpha, contact_sheet, full_alpha
+from segflow_cli.preview import TILE, PlacedAlpha, contact_sheet, full_alpha
 
 
 def _png(image: Image.Image) -> bytes:

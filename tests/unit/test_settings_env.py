@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 
 import pytest
 
@@ -23,7 +22,7 @@ def test_defaults_match_the_documented_table() -> None:
     assert (settings.qps, settings.collect_concurrency) == (2.0, 4)
     assert (settings.lease_seconds, settings.max_resubmits) == (300, 3)
     assert settings.rules == () and settings.picwish_appcode is None
-    assert settings.local_bucket_dir is None and not settings.in_function_compute
+    assert not settings.in_function_compute
     assert settings == Settings()  # the dataclass defaults and from_env agree
 
 
@@ -48,7 +47,6 @@ def test_every_variable_is_read() -> None:
             "SEGFLOW_LEASE_SECONDS": "120",
             "SEGFLOW_MAX_RESUBMITS": "0",
             "SEGFLOW_OSS_ENDPOINT": "oss-cn-shanghai.aliyuncs.com",
-            "SEGFLOW_LOCAL_BUCKET_DIR": "/tmp/buckets",
         }
     )
     assert (settings.input_prefix, settings.output_prefix) == ("uploads/", "out/")
@@ -62,7 +60,6 @@ def test_every_variable_is_read() -> None:
     assert (settings.qps, settings.collect_concurrency) == (0.5, 8)
     assert (settings.lease_seconds, settings.max_resubmits) == (120, 0)
     assert settings.oss_endpoint == "https://oss-cn-shanghai.aliyuncs.com"
-    assert settings.local_bucket_dir == Path("/tmp/buckets")
     assert settings.require_region is False  # local endpoints: no region rule by default
 
 

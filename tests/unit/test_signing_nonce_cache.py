@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 
-from segflow.signing import NonceCache
+from segflow_engine.verify import NonceCache
 
 
 def test_a_nonce_is_refused_the_second_time_within_the_window() -> None:

@@ -18,16 +18,13 @@ from aliyunsdkcore.auth.composer.rpc_signature_composer import get_signed_url
 from segflow.errors import SigningError
 from segflow.signing import (
     Credentials,
-    NonceCache,
-    SignatureMismatchError,
-    VerifiedRequest,
     sign_v1,
     sign_v3,
     v3_canonical_request,
     v3_signature,
     v3_string_to_sign,
-    verify_request,
 )
+from segflow_engine.verify import NonceCache, SignatureMismatchError, VerifiedRequest, verify_request
 from tests.support.signing_cases import (
     AWKWARD_SECRET,
     FIXED_NONCE,

@@ -29,8 +29,9 @@ from pytest_mock import MockerFixture
 
 from segflow.errors import ConfigError, ObjectNotFoundError, StorageError
 from segflow.settings import Settings
-from segflow.storage import LocalDirStorage, storage_for
+from segflow.storage import storage_for
 from segflow.storage.oss import OssStorage, oss_storage_from_settings
+from segflow_cli.localbucket import LocalBuckets, LocalDirStorage
 from tests.conftest import REPO_ROOT
 from tests.support.storage_contract import PART, StorageContract, chunked, md5_upper, payload
 
@@ -486,11 +487,17 @@ def test_endpoint_override_wins(fake_buckets: dict[str, FakeOssBucket]) -> None:
     assert storage.endpoint == "https://oss-accelerate.aliyuncs.com"
 
 
-def test_storage_for_picks_local_when_a_bucket_dir_is_set(
+def test_the_layer_picks_oss_and_the_local_tools_pick_bucket_directories(
     tmp_path: Any, fake_buckets: dict[str, FakeOssBucket]
 ) -> None:
-    local = storage_for(Settings.from_env({"SEGFLOW_LOCAL_BUCKET_DIR": str(tmp_path)}), "segflow-demo")
-    remote = storage_for(Settings.from_env({"FC_REGION": "cn-shanghai"}), "segflow-demo", fc_context())
+    """The layer only knows OSS (a variable cannot turn a deployed function into a local one); the local
+    tools hand `LocalBuckets` to the services instead."""
+    remote = storage_for(
+        Settings.from_env({"FC_REGION": "cn-shanghai", "SEGFLOW_LOCAL_BUCKET_DIR": str(tmp_path)}),
+        "segflow-demo",
+        fc_context(),
+    )
+    local = LocalBuckets(tmp_path)("segflow-demo")
     assert isinstance(local, LocalDirStorage) and local.bucket_dir == tmp_path.resolve() / "segflow-demo"
     assert isinstance(remote, OssStorage) and fake_buckets == {"segflow-demo": fake_buckets["segflow-demo"]}
 

@@ -3,9 +3,11 @@
 Each tick lists `<jobs>/pending/` (only unfinished jobs live there), claims each job with a lease (so two
 overlapping ticks never handle one job), polls GetAsyncJobResult on a bounded thread pool (the client's
 shared rate limiter keeps every thread under the account's QPS) and stops claiming when the invocation is
-about to run out of time. PROCESS_SUCCESS streams the result into the output prefix and writes the
-manifest; PROCESS_FAILED / TIMEOUT_FAILED write a failure record; LIMIT_RETRY_FAILED resubmits (bounded);
-QUEUING / PROCESSING release the lease for the next tick.
+about to run out of time (`Deadline`, from the function timeout at handler entry); a result copy still
+running near the deadline is abandoned and its job stays pending for the next tick. PROCESS_SUCCESS
+streams the result into the output prefix and writes the manifest; PROCESS_FAILED / TIMEOUT_FAILED write a
+failure record; LIMIT_RETRY_FAILED resubmits (bounded); QUEUING / PROCESSING release the lease for the
+next tick.
 """
 
 from __future__ import annotations
@@ -17,12 +19,13 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
 from segflow.catalogue import Action, get_action
+from segflow.deadline import Deadline
 from segflow.errors import (
     ApiError,
     ConfigError,
@@ -34,7 +37,7 @@ from segflow.errors import (
 from segflow.events import TimerEvent
 from segflow.jobs import FINAL_STATES, JobRecord, JobStore, Lease
 from segflow.logs import log_outcome
-from segflow.outputs import StoredResult, is_expired, store_result
+from segflow.outputs import Downloads, StoredResult, is_expired, store_result
 from segflow.results import AsyncJobResult, SegmentResult
 from segflow.services.common import (
     call_action,
@@ -88,10 +91,14 @@ class CollectSummary:
             "seconds": round(self.seconds, 3),
         }
 
+    def to_json(self) -> str:
+        """What the handler returns: FC passes a string back as the response body unchanged."""
+        return json.dumps(self.to_dict(), ensure_ascii=False)
+
 
 def buckets_to_collect(deps: Deps, event: TimerEvent | None = None) -> tuple[str, ...]:
     """The buckets this tick scans: the timer payload's (`{"buckets": [...]}` or `{"bucket": ...}`), else
-    `Deps.buckets`, else every bucket directory of a local bucket root."""
+    `Deps.buckets` (what `segflow invoke` / `segflow run` set for local bucket directories)."""
     payload = event.payload if event is not None else None
     if payload:
         named = _buckets_from_payload(payload)
@@ -99,9 +106,6 @@ def buckets_to_collect(deps: Deps, event: TimerEvent | None = None) -> tuple[str
             return named
     if deps.buckets:
         return deps.buckets
-    root = deps.settings.local_bucket_dir
-    if root is not None and root.is_dir():
-        return tuple(sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")))
     raise ConfigError(
         'the collector does not know which bucket to scan: put {"buckets": [...]} in the timer payload'
     )
@@ -123,9 +127,7 @@ def _buckets_from_payload(payload: str) -> tuple[str, ...]:
     return ()
 
 
-def collect_tick(
-    payload: bytes | str | None, deps: Deps, remaining_ms: Callable[[], int] | None = None
-) -> CollectSummary:
+def collect_tick(payload: bytes | str | None, deps: Deps, deadline: Deadline | None = None) -> CollectSummary:
     """The timer handler's work: read the timer event (an unreadable one is treated as empty: the tick
     still runs over the configured buckets), then collect."""
     try:
@@ -133,18 +135,19 @@ def collect_tick(
     except EventError as error:
         deps.logger.warning("timer event ignored (%s); collecting the configured buckets", error.code)
         event = None
-    return collect_finished_jobs(deps, remaining_ms, buckets=buckets_to_collect(deps, event))
+    return collect_finished_jobs(deps, deadline, buckets=buckets_to_collect(deps, event))
 
 
 def collect_finished_jobs(
     deps: Deps,
-    remaining_ms: Callable[[], int] | None = None,
+    deadline: Deadline | None = None,
     *,
     buckets: Sequence[str] | None = None,
     owner: str | None = None,
 ) -> CollectSummary:
     """One collector tick over `buckets` (default: `buckets_to_collect(deps)`)."""
     started = time.monotonic()
+    deadline = deadline or Deadline.none()
     owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
     summary = CollectSummary()
     concurrency = max(1, deps.settings.collect_concurrency)
@@ -154,10 +157,10 @@ def collect_finished_jobs(
         for bucket in buckets if buckets is not None else buckets_to_collect(deps):
             storage = deps.storage_for(bucket)
             store = deps.job_store(storage)
-            summary.redriven += _redrive_stalled_uploads(deps, store, remaining_ms)
+            summary.redriven += _redrive_stalled_uploads(deps, store, deadline)
             for record_id in store.list_pending():
                 slots.acquire()  # claim only what a free worker can start on now
-                if remaining_ms is not None and remaining_ms() < deps.collect_stop_ms:
+                if not deadline.has(deps.collect_stop_seconds):
                     slots.release()
                     summary.stopped_early = True
                     break
@@ -174,7 +177,7 @@ def collect_finished_jobs(
                     summary.skipped += 1
                     continue
                 summary.claimed += 1
-                future = pool.submit(_collect_guarded, deps, storage, store, lease)
+                future = pool.submit(_collect_guarded, deps, storage, store, lease, deadline)
                 future.add_done_callback(lambda _: slots.release())
                 futures.append(future)
             if summary.stopped_early:
@@ -186,14 +189,14 @@ def collect_finished_jobs(
     return summary
 
 
-def _redrive_stalled_uploads(deps: Deps, store: JobStore, remaining_ms: Callable[[], int] | None) -> int:
+def _redrive_stalled_uploads(deps: Deps, store: JobStore, deadline: Deadline) -> int:
     """Uploads whose record is stuck in `submitting` are processed again (rare: a crash after FC's last
     retry), so no object is left without a result or a failure record."""
     from segflow.services.upload import redrive_stalled
 
     count = 0
     for record_id in store.list_inflight():
-        if remaining_ms is not None and remaining_ms() < deps.collect_stop_ms:
+        if not deadline.has(deps.collect_stop_seconds):
             break
         try:
             job = store.stalled(record_id, quiet_seconds=deps.stall_seconds)
@@ -206,16 +209,16 @@ def _redrive_stalled_uploads(deps: Deps, store: JobStore, remaining_ms: Callable
     return count
 
 
-def _collect_guarded(deps: Deps, storage: Storage, store: JobStore, lease: Lease) -> str:
+def _collect_guarded(deps: Deps, storage: Storage, store: JobStore, lease: Lease, deadline: Deadline) -> str:
     try:
-        return _collect_one(deps, storage, store, lease)
+        return _collect_one(deps, storage, store, lease, deadline)
     except Exception:
         # One broken job must not stop the tick; its lease expires and a later tick tries again.
         deps.logger.exception("collecting job record %s failed unexpectedly", lease.record_id)
         return ERRORS
 
 
-def _collect_one(deps: Deps, storage: Storage, store: JobStore, lease: Lease) -> str:
+def _collect_one(deps: Deps, storage: Storage, store: JobStore, lease: Lease, deadline: Deadline) -> str:
     t0 = time.monotonic()
     job = store.load_pending(lease.record_id)
     if job is None:
@@ -244,9 +247,9 @@ def _collect_one(deps: Deps, storage: Storage, store: JobStore, lease: Lease) ->
         action = get_action(job.action)
         if not job.job_id:
             raise JobFailedError("pending job record has no JobId", code="MissingJobId")
-        result = deps.vision.get_async_job_result(job.job_id, product=action.product)
+        result = deps.vision.get_async_job_result(job.job_id, product=action.product, deadline=deadline)
         if result.succeeded:
-            stored = _store_success(deps, storage, job, action, result)
+            stored = _store_success(deps, storage, job, action, result, deadline)
             store.mark_done(job, outputs=stored.keys, request_id=result.request_id)
             clear_stale_failure(deps, storage, job.key)
             if job.submit_key:
@@ -327,7 +330,7 @@ def _as_segment_result(job: JobRecord, action: Action, result: AsyncJobResult) -
 
 
 def _store_success(
-    deps: Deps, storage: Storage, job: JobRecord, action: Action, result: AsyncJobResult
+    deps: Deps, storage: Storage, job: JobRecord, action: Action, result: AsyncJobResult, deadline: Deadline
 ) -> StoredResult:
     """Stream the result in; an expired URL (403/404) gets one fresh GetAsyncJobResult, then fails."""
 
@@ -339,7 +342,7 @@ def _store_success(
             job,
             _as_segment_result(job, action, answer),
             completed_at=deps.clock(),
-            timeout=deps.download_timeout,
+            limits=Downloads(deps.download_timeout, deadline, deps.copy_margin_seconds),
         )
 
     try:
@@ -348,7 +351,7 @@ def _store_success(
         if not is_expired(error):
             raise
     assert job.job_id is not None
-    again = deps.vision.get_async_job_result(job.job_id, product=action.product)
+    again = deps.vision.get_async_job_result(job.job_id, product=action.product, deadline=deadline)
     try:
         return store(again)
     except ResultDownloadError as error:

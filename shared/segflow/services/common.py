@@ -8,6 +8,7 @@ from typing import TypeVar
 from segflow.catalogue import Action
 from segflow.errors import (
     ApiError,
+    DeadlineError,
     InputValidationError,
     ObjectNotFoundError,
     ResultDownloadError,
@@ -51,7 +52,7 @@ def is_retryable_failure(error: SegflowError) -> bool:
         if status is not None and 400 <= status < 500 and status not in (408, 429):
             return False
         return error.code != "CorruptJobRecord"
-    return isinstance(error, RecordInProgressError)
+    return isinstance(error, (RecordInProgressError, DeadlineError))
 
 
 def retry_in_place(deps: Deps, write: Callable[[], T], *, what: str) -> T:

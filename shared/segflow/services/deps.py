@@ -54,8 +54,11 @@ class Deps:
     stall_seconds: float = 300.0
     """An upload record unclaimed in `submitting` this long is re-driven by the collector (FC's own retry
     of the event gets this long to come first)."""
-    collect_stop_ms: int = 15_000
+    collect_stop_seconds: float = 15.0
     """The collector claims no new job once the invocation has less than this left."""
+    copy_margin_seconds: float = 5.0
+    """A result copy still running when less than this is left is abandoned (its job stays pending), so
+    FC never kills the function in the middle of a write."""
     storage_retry: RetryPolicy = field(
         default_factory=lambda: RetryPolicy(max_attempts=3, base_delay=0.2, max_delay=1.0, max_total=5.0)
     )
@@ -92,8 +95,17 @@ class Deps:
         return self.picwish
 
     @classmethod
-    def from_settings(cls, settings: Settings, context: object | None = None) -> Deps:
-        """The real collaborators: OSS (or local directories), the signed vision client, PicWish."""
+    def from_settings(
+        cls,
+        settings: Settings,
+        context: object | None = None,
+        *,
+        storage_factory: StorageFactory | None = None,
+        buckets: tuple[str, ...] = (),
+    ) -> Deps:
+        """The real collaborators: OSS storage, the signed vision client, PicWish. `storage_factory`
+        replaces OSS (the local tools pass directory-backed buckets); `buckets` are the ones the collector
+        scans when the timer names none."""
         import requests
 
         from segflow.client import Endpoints, PicWishClient, VisionClient
@@ -131,7 +143,11 @@ class Deps:
         def storage(bucket: str, region: str | None = None) -> Storage:
             with lock:
                 if (bucket, region) not in storages:
-                    storages[bucket, region] = storage_for(settings, bucket, context, region=region)
+                    storages[bucket, region] = (
+                        storage_factory(bucket, region)
+                        if storage_factory is not None
+                        else storage_for(settings, bucket, context, region=region)
+                    )
                 return storages[bucket, region]
 
         def secrets() -> tuple[str, ...]:
@@ -151,6 +167,7 @@ class Deps:
             vision=vision,
             http=requests.Session(),
             picwish=picwish,
+            buckets=buckets,
         )
 
 

@@ -17,6 +17,7 @@ while they live), so the retried event stores that instead of calling again.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Mapping
@@ -26,6 +27,7 @@ from urllib.parse import quote
 
 from segflow import imagefit
 from segflow.catalogue import Action, get_action, is_async_call
+from segflow.deadline import Deadline
 from segflow.errors import (
     EventError,
     InputValidationError,
@@ -39,7 +41,7 @@ from segflow.jobs import ACQUIRED, DUPLICATE, JobRecord, JobStore
 from segflow.jobs import DONE as DONE_STATE
 from segflow.logs import log_outcome
 from segflow.media import MediaError, MediaInfo, probe_media
-from segflow.outputs import iso_time, store_result
+from segflow.outputs import Downloads, iso_time, store_result
 from segflow.results import Element, SegmentResult
 from segflow.routing import route
 from segflow.services.common import (
@@ -107,6 +109,10 @@ class UploadSummary:
             "outcomes": list(self.outcomes),
         }
 
+    def to_json(self) -> str:
+        """What the handler returns: FC passes a string back as the response body unchanged."""
+        return json.dumps(self.to_dict(), ensure_ascii=False)
+
 
 class _AnswerNotStoredError(SegflowError):
     """Storing what a paid call returned failed: carries `error` and the record holding the answer, so
@@ -143,7 +149,9 @@ class _Outcome:
         return out
 
 
-def process_upload_event(event: OssEvent | bytes | str | Mapping[str, Any], deps: Deps) -> UploadSummary:
+def process_upload_event(
+    event: OssEvent | bytes | str | Mapping[str, Any], deps: Deps, deadline: Deadline | None = None
+) -> UploadSummary:
     """Process every record; raise the first retryable error at the end, after all records had their go."""
     started = time.monotonic()
     try:
@@ -436,7 +444,7 @@ def _store_answer(
                     job,
                     result,
                     completed_at=deps.clock(),
-                    timeout=deps.download_timeout,
+                    limits=Downloads(deps.download_timeout),
                     rule=rule,
                 ),
                 what=f"storing the result of {key}",

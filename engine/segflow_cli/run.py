@@ -146,7 +146,7 @@ def local_engine(port: int, state_dir: Path, access_key: tuple[str, str], appcod
     env["SEGFLOW_ENGINE_ACCESS_KEYS"] = f"{access_key[0]}:{access_key[1]}"
     env["SEGFLOW_ENGINE_APPCODES"] = appcode
     command = [
-        sys.executable, "-m", "segflow.cli", "engine",
+        sys.executable, "-m", "segflow_cli", "engine",
         "--host", "127.0.0.1", "--port", str(port), "--state-dir", str(state_dir / "results"),
     ]  # fmt: skip
     with log_path.open("ab") as log:
@@ -250,7 +250,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.engine == "cloud":
         if not args.bucket:
             raise ValueError("--engine cloud needs --bucket (a bucket in cn-shanghai)")
-        return _pipeline(args, out, inputs, rules, env_overrides={}, local=False)
+        return _pipeline(args, out, inputs, rules, env_overrides={}, bucket_dir=None)
 
     access_key = (f"LTAIlocal{secrets.token_hex(6)}", secrets.token_urlsafe(24))
     appcode = secrets.token_hex(16)
@@ -266,11 +266,10 @@ def _run(args: argparse.Namespace) -> int:
             "SEGFLOW_PICWISH_APPCODE": appcode,
             "ALIBABA_CLOUD_ACCESS_KEY_ID": access_key[0],
             "ALIBABA_CLOUD_ACCESS_KEY_SECRET": access_key[1],
-            "SEGFLOW_LOCAL_BUCKET_DIR": str(out / "buckets"),
             "SEGFLOW_REQUIRE_REGION": "false",
         }
         os.environ.pop("ALIBABA_CLOUD_SECURITY_TOKEN", None)
-        return _pipeline(args, out, inputs, rules, env_overrides=env, local=True)
+        return _pipeline(args, out, inputs, rules, env_overrides=env, bucket_dir=out / "buckets")
 
 
 def _pipeline(
@@ -280,19 +279,17 @@ def _pipeline(
     rules: list[dict[str, Any]],
     *,
     env_overrides: Mapping[str, str],
-    local: bool,
+    bucket_dir: Path | None,
 ) -> int:
-    from segflow.context import local_context
-    from segflow.invoke import find_handler_file, load_handler
     from segflow.logs import install_redaction
     from segflow.services.deps import Deps, use_handler_deps
     from segflow.settings import Settings
-    from segflow.storage import storage_for
+    from segflow_cli.fccontext import local_context
+    from segflow_cli.invoke import find_handler_file, load_handler
+    from segflow_cli.localbucket import LocalBuckets
 
     # The handlers get their configuration the way FC gives it: the environment, plus our overrides.
     environ = {**os.environ, **env_overrides}
-    if not local:
-        environ.pop("SEGFLOW_LOCAL_BUCKET_DIR", None)
     input_prefix = environ.setdefault("SEGFLOW_INPUT_PREFIX", "incoming/")
     for rule in rules:  # rule prefixes given relative to the input prefix are made absolute
         if rule.get("prefix") and not str(rule["prefix"]).startswith(input_prefix):
@@ -303,9 +300,12 @@ def _pipeline(
     bucket = args.bucket or DEFAULT_BUCKET
     on_upload = load_handler(find_handler_file("on_upload", None), "on_upload")
     collect_jobs = load_handler(find_handler_file("collect_jobs", None), "collect_jobs")
-    deps = Deps.from_settings(settings, local_context(settings, "collect-jobs"))
+    local = LocalBuckets(bucket_dir) if bucket_dir is not None else None
+    deps = Deps.from_settings(
+        settings, local_context(settings, "collect-jobs"), storage_factory=local, buckets=(bucket,)
+    )
     use_handler_deps(deps)
-    storage = storage_for(settings, bucket, None)
+    storage = deps.storage_for(bucket)
     files = [InputFile(path, settings.input_prefix + key) for path, key in inputs]
     progress = _Progress(len(files))
     region = settings.region
@@ -386,7 +386,7 @@ def _read_outcome(storage: Any, settings: Any, item: InputFile) -> None:
 
 
 def _make_preview(storage: Any, settings: Any, item: InputFile, directory: Path) -> None:
-    from segflow.preview import PlacedAlpha, contact_sheet, video_strip
+    from segflow_cli.preview import PlacedAlpha, contact_sheet, video_strip
 
     manifest = item.manifest
     files = manifest.get("Files", [])

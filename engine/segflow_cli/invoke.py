@@ -1,8 +1,8 @@
 """`segflow invoke`: run a function's handler here, or the deployed one with `--remote`.
 
 Local mode loads `functions/<name>/index.py` by path and calls `handler(event_bytes, context)` with an
-FC-like context (`segflow.context`), buckets being directories under `--bucket-dir` (one folder per
-bucket name) and the vision endpoints whatever the environment configures — no Docker, as FC would
+FC-shaped context (`segflow_cli.fccontext`), buckets being directories under `--bucket-dir` (one folder
+per bucket name) and the vision endpoints whatever the environment configures — no Docker, as FC would
 run it. Remote mode sends the same event file to the deployed function through the FC SDK `aliyun-fc2`
 (synchronously) and prints what the function returned. fc2 speaks the FC 2.0 API (2016-08-15), which
 names a function by service and function; `--service` says which service an fc3 function is under.
@@ -19,7 +19,7 @@ FUNCTIONS = ("on_upload", "collect_jobs")
 DEPLOYED_NAMES = {"on_upload": "segflow-on-upload", "collect_jobs": "segflow-collect-jobs"}
 """The functionName each handler has in s.yaml."""
 TIMEOUTS = {"on_upload": 300, "collect_jobs": 120}
-"""Seconds, as in s.yaml, so get_remaining_time_in_millis() counts down like in FC."""
+"""Seconds, as in s.yaml: the context's `function.timeout`, from which the handlers take their deadline."""
 DEFAULT_FC2_SERVICE = "default"
 
 
@@ -30,7 +30,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("event", help="event JSON file, e.g. events/oss-put-image.json")
     parser.add_argument(
         "--bucket-dir",
-        help="local mode: a directory with one folder per bucket (SEGFLOW_LOCAL_BUCKET_DIR for this run)",
+        help="local mode: a directory with one folder per bucket (default: SEGFLOW_LOCAL_BUCKET_DIR)",
     )
     parser.add_argument("--functions-dir", help="where functions/<name>/index.py live (default: ./functions)")
     parser.add_argument("--timeout", type=int, help="function timeout in seconds for the local context")
@@ -70,8 +70,11 @@ def run(args: argparse.Namespace) -> int:
     try:
         if args.remote:
             return _run_remote(args, event, dict(os.environ))
-        if not args.bucket_dir:
-            print("segflow invoke: --bucket-dir is required without --remote", file=sys.stderr)
+        if not (args.bucket_dir or os.environ.get("SEGFLOW_LOCAL_BUCKET_DIR", "").strip()):
+            print(
+                "segflow invoke: --bucket-dir (or SEGFLOW_LOCAL_BUCKET_DIR) is required without --remote",
+                file=sys.stderr,
+            )
             return 2
         return _run_local(args, event, dict(os.environ))
     except SegflowError as exc:
@@ -126,13 +129,14 @@ def _run_local(args: argparse.Namespace, event: bytes, environ: dict[str, str]) 
     import traceback
     from pathlib import Path
 
-    from segflow.context import local_context
     from segflow.logs import install_redaction
     from segflow.services.deps import Deps, use_handler_deps
     from segflow.settings import Settings
+    from segflow_cli.fccontext import local_context
+    from segflow_cli.localbucket import LocalBuckets
 
-    bucket_dir = Path(args.bucket_dir).expanduser().resolve()
-    settings = Settings.from_env({**environ, "SEGFLOW_LOCAL_BUCKET_DIR": str(bucket_dir)})
+    buckets = LocalBuckets(Path(args.bucket_dir or environ["SEGFLOW_LOCAL_BUCKET_DIR"].strip()))
+    settings = Settings.from_env(environ)
     install_redaction([v for v in (settings.picwish_appcode, *settings.credential_env.values()) if v])
     if not logging.getLogger().handlers:
         logging.basicConfig(
@@ -142,7 +146,7 @@ def _run_local(args: argparse.Namespace, event: bytes, environ: dict[str, str]) 
     context = local_context(
         settings, DEPLOYED_NAMES[args.function], timeout=args.timeout or TIMEOUTS[args.function]
     )
-    use_handler_deps(Deps.from_settings(settings, context))
+    use_handler_deps(Deps.from_settings(settings, context, storage_factory=buckets, buckets=buckets.names()))
     try:
         result = handler(event, context)
     except Exception as exc:  # the handler's failure is the invocation's result, as FC reports it
@@ -151,8 +155,24 @@ def _run_local(args: argparse.Namespace, event: bytes, environ: dict[str, str]) 
         return 1
     finally:
         use_handler_deps(None)
-    _print_json(result)
+    _print_body(result)
     return 0
+
+
+def _print_body(result: Any) -> None:
+    """Print what FC would send back as the response body: a str or bytes as is (pretty when it is
+    JSON), anything else as JSON."""
+    import json
+
+    if isinstance(result, (bytes, bytearray)):
+        result = bytes(result).decode("utf-8", "replace")
+    if isinstance(result, str):
+        try:
+            _print_json(json.loads(result))
+        except ValueError:
+            print(result)
+        return
+    _print_json(result)
 
 
 def _run_remote(args: argparse.Namespace, event: bytes, environ: dict[str, str]) -> int:

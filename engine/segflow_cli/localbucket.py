@@ -1,4 +1,7 @@
-"""A bucket as a directory: `<root>/<bucket>/<key>`, for local runs, `segflow invoke` and tests.
+"""A bucket as a directory: `<root>/<bucket>/<key>`, for `segflow run`, `segflow invoke` and the tests.
+
+`local_buckets(root)` is the storage factory the local tools hand the services through `Deps` (the
+layer itself only knows OSS).
 
 Writes are atomic (a temporary file under `<root>/.segflow-tmp/`, then a rename), put-if-absent is atomic
 too (a hard link fails if the name exists), ETags are the upper-case MD5 hex OSS gives for simple uploads.
@@ -430,3 +433,27 @@ def _copy(source: BinaryIO, target: io.BufferedIOBase, length: int) -> None:
             break
         write(block)
         remaining -= len(block)
+
+
+class LocalBuckets:
+    """The `Deps.storage_for` of local runs: one `LocalDirStorage` per bucket directory under `root`."""
+
+    def __init__(self, root: Path, *, presign_server: LocalPresignServer | None = None) -> None:
+        self.root = Path(root).expanduser().resolve()
+        self._presign_server = presign_server
+        self._storages: dict[str, LocalDirStorage] = {}
+        self._lock = threading.Lock()
+
+    def __call__(self, bucket: str, region: str | None = None) -> LocalDirStorage:
+        with self._lock:
+            storage = self._storages.get(bucket)
+            if storage is None:
+                storage = LocalDirStorage(self.root, bucket, presign_server=self._presign_server)
+                self._storages[bucket] = storage
+            return storage
+
+    def names(self) -> tuple[str, ...]:
+        """The buckets that exist (directories with a valid bucket name), for the collector to scan."""
+        if not self.root.is_dir():
+            return ()
+        return tuple(sorted(p.name for p in self.root.iterdir() if p.is_dir() and _BUCKET_NAME.match(p.name)))

@@ -1,8 +1,8 @@
 """The `segflow` command.
 
 Each subcommand lives in its own module that exposes `configure_parser(parser)` and `run(args) -> int`;
-this file only maps names to modules, so `segflow --help` stays fast and the layer never imports the
-engine unless `segflow engine` or `segflow models` is asked for.
+this file only maps names to modules, so `segflow --help` stays fast and the engine's models are loaded
+only for `segflow engine` and `segflow models`. Nothing in this package ships to Function Compute.
 """
 
 from __future__ import annotations
@@ -14,8 +14,11 @@ from collections.abc import Sequence
 from types import ModuleType
 
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
-    "run": ("segflow.runner", "run the whole pipeline over local files (local engine by default)"),
-    "invoke": ("segflow.invoke", "invoke a function's handler locally, or the deployed one with --remote"),
+    "run": ("segflow_cli.run", "run the whole pipeline over local files (local engine by default)"),
+    "invoke": (
+        "segflow_cli.invoke",
+        "invoke a function's handler locally, or the deployed one with --remote",
+    ),
     "engine": ("segflow_engine.cli", "serve the local engine (imageseg, videoseg and PicWish HTTP APIs)"),
     "models": ("segflow_engine.models_cli", "install or check the local engine's model weights"),
 }
