@@ -13,6 +13,7 @@ import dataclasses
 import importlib.util
 import io
 import json
+import os
 import threading
 import time
 import uuid
@@ -347,9 +348,16 @@ def event_keys(event: Mapping[str, Any]) -> list[tuple[str, str]]:
 # ---------------------------------------------------------------------------------------- handlers
 
 
+def functions_dir() -> Path:
+    """Where the handlers' code folders are: the checkout's functions/, or under `make test-fc` the copy
+    deployed beside the unzipped layer (SEGFLOW_TEST_CODE_DIR)."""
+    override = os.environ.get("SEGFLOW_TEST_CODE_DIR")
+    return Path(override) if override else REPO_ROOT / "functions"
+
+
 def load_handler(function: str) -> ModuleType:
     """`functions/<function>/index.py` as its own module (both files are called index.py)."""
-    path = REPO_ROOT / "functions" / function / "index.py"
+    path = functions_dir() / function / "index.py"
     spec = importlib.util.spec_from_file_location(f"segflow_function_{function}", path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
