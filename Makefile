@@ -46,6 +46,7 @@ test-fc:
 # rembg is only the engine benchmark's baseline (same ISNet weights); --no-deps because it would pull
 # opencv-python-headless over the opencv-contrib build mediapipe uses.
 bench: setup
+	bash scripts/fc-python310-env.sh >/dev/null
 	$(PIP) install -q --disable-pip-version-check --no-deps 'rembg==2.0.86' 'pooch>=1.8' platformdirs tqdm
 	$(PY) bench/report.py
 
