@@ -78,7 +78,7 @@ def media_error_for_action(action: Action, error: MediaError) -> LimitViolationE
     """
     codes = action.codes
     kind = error.problem if error.problem in (FORMAT, EMPTY) else CORRUPT
-    code = {FORMAT: codes.format, EMPTY: codes.empty}.get(kind, codes.corrupt)
+    code = codes.for_problem(kind)
     violation = Violation(kind, code, f"{action.name}: {error.message}")
     return LimitViolationError((violation,), http_status=codes.http_status)
 
