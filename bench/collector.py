@@ -90,15 +90,16 @@ class CappedService:
 
 def stage_pending(deps: Any, count: int, tag: str) -> None:
     """`count` submitted jobs in the bucket, as on_upload leaves them (record + pending entry)."""
-    from segflow.jobs import ACQUIRED
+    from segflow.jobqueue import queue_job
+    from segflow.states import ClaimOutcome
 
     storage = deps.storage_for(BUCKET)
-    store = deps.job_store(storage)
+    records, queue = deps.records(storage), deps.queue(storage)
     for i in range(count):
         key = f"incoming/bench-{tag}/clip-{i:05d}.mp4"
-        claim = store.begin(BUCKET, key, f"{i:032x}", "SegmentVideoBody", {}, size=1024)
-        assert claim.outcome == ACQUIRED
-        store.mark_submitted(claim.record, job_id=f"JOB-{tag}-{i:05d}", request_id=f"REQ-{tag}-{i:05d}")
+        claim = records.begin(BUCKET, key, f"{i:032x}", "SegmentVideoBody", {}, size=1024)
+        assert claim.outcome == ClaimOutcome.ACQUIRED
+        queue_job(records, queue, claim.record, job_id=f"JOB-{tag}-{i:05d}", request_id=f"REQ-{tag}-{i:05d}")
 
 
 def build_deps(root: Path, api_url: str, concurrency: int, qps: float = QPS_CAP) -> Any:

@@ -181,7 +181,7 @@ def _run_local(args: argparse.Namespace, event: bytes, environ: dict[str, str]) 
 
     buckets = LocalBuckets(Path(args.bucket_dir or environ["SEGFLOW_LOCAL_BUCKET_DIR"].strip()))
     settings = Settings.from_env(environ)
-    install_redaction([v for v in (settings.picwish_appcode, *settings.credential_env.values()) if v])
+    install_redaction(settings.secret_values)
     if not logging.getLogger().handlers:
         logging.basicConfig(
             level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(name)s %(message)s"

@@ -296,7 +296,7 @@ def _pipeline(
             rule["prefix"] = input_prefix + str(rule["prefix"])
     environ["SEGFLOW_RULES"] = json.dumps(rules)
     settings = Settings.from_env(environ)
-    install_redaction([v for v in (settings.picwish_appcode, *settings.credential_env.values()) if v])
+    install_redaction(settings.secret_values)
     bucket = args.bucket or DEFAULT_BUCKET
     on_upload = load_handler(find_handler_file("on_upload", None), "on_upload")
     collect_jobs = load_handler(find_handler_file("collect_jobs", None), "collect_jobs")

@@ -19,7 +19,11 @@ key is taken literally. Consequences, each tested:
 - `incoming/50%.png`, `incoming/100% off.png` (a `%` not followed by two hex digits) stay as is, and so
   does a key whose escapes do not decode as UTF-8 (`%FF`).
 The one key this rule gets wrong is a raw key that literally contains `%XX` and nothing an encoder would
-escape; `raw_key` keeps the original for a fallback lookup.
+escape; `raw_key` keeps the original for a fallback lookup (`candidate_keys`). Whichever of the two is
+read, the service applies every check (input prefix, own prefixes) to that key.
+
+`object_created_event` builds the event FC delivers for one new object; `segflow run`, the collector's
+re-drives and the tests all use it.
 """
 
 from __future__ import annotations
@@ -35,6 +39,10 @@ from urllib.parse import unquote_plus
 from segflow.errors import EventError
 
 _ESCAPE = re.compile(r"%[0-9A-Fa-f]{2}")
+# OSS bucket names: 3–63 characters, lower-case letters, digits and hyphens, starting and ending with a
+# letter or a digit (OSS docs, "Bucket naming conventions").
+_BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$")
+OBJECT_CREATED = "ObjectCreated:"
 _ENCODED_ALPHABET = re.compile(r"^[A-Za-z0-9\-._~/!*'()%+]*$")
 _ARN_REGION = re.compile(r"^acs:oss:([a-z0-9-]+):")
 
@@ -105,8 +113,19 @@ class OssRecord:
         return parse_time(self._str("eventTime"))
 
     @property
+    def is_object_created(self) -> bool:
+        """An `ObjectCreated:*` event (Put, Post, Copy, CompleteMultipartUpload, …): the only kind to
+        process. `ObjectRemoved:*` and anything else never leads to a call."""
+        return self.event_name.startswith(OBJECT_CREATED)
+
+    @property
     def bucket(self) -> str:
-        return self._str("oss", "bucket", "name")
+        name = self._str("oss", "bucket", "name")
+        if not _BUCKET_NAME.match(name) or "--" in name:
+            raise EventError(
+                f"event record {self.index}: {name!r} is not an OSS bucket name", code="InvalidBucketName"
+            )
+        return name
 
     @property
     def raw_key(self) -> str:
@@ -117,6 +136,12 @@ class OssRecord:
     def key(self) -> str:
         """The object key, URL-decoded once when it looks encoded (module docstring)."""
         return decode_object_key(self.raw_key)
+
+    def candidate_keys(self) -> tuple[str, ...]:
+        """The keys the object may have, most likely first: the decoded key, then the raw one when it
+        differs (a raw key that merely looked encoded)."""
+        key, raw = self.key, self.raw_key
+        return (key,) if key == raw else (key, raw)
 
     @property
     def region(self) -> str:
@@ -220,3 +245,51 @@ class TimerEvent:
     def payload(self) -> str | None:
         value = self.raw.get("payload")
         return value if isinstance(value, str) else None
+
+
+def object_created_event(
+    bucket: str,
+    key: str,
+    *,
+    etag: str,
+    size: int,
+    region: str,
+    event_name: str = "ObjectCreated:PutObject",
+    event_time: str = "1970-01-01T00:00:00.000Z",
+    account: str = "000000000000",
+    request_id: str = "",
+    rule_id: str = "segflow",
+    encode_key: bool = True,
+) -> dict[str, Any]:
+    """The OSS trigger event FC delivers for one new object. The key is percent-encoded, so the
+    decode-once rule of `OssRecord.key` gives back exactly `key`; `encode_key=False` puts `key` in the
+    event as given (tests of how raw keys are read)."""
+    from urllib.parse import quote
+
+    record = {
+        "eventName": event_name,
+        "eventSource": "acs:oss",
+        "eventTime": event_time,
+        "eventVersion": "1.0",
+        "oss": {
+            "bucket": {
+                "arn": f"acs:oss:{region}:{account}:{bucket}",
+                "name": bucket,
+                "ownerIdentity": account,
+                "virtualBucket": "",
+            },
+            "object": {
+                "deltaSize": size,
+                "eTag": etag,
+                "key": quote(key, safe="/") if encode_key else key,
+                "size": size,
+            },
+            "ossSchemaVersion": "1.0",
+            "ruleId": rule_id,
+        },
+        "region": region,
+        "requestParameters": {"sourceIPAddress": "127.0.0.1"},
+        "responseElements": {"requestId": request_id},
+        "userIdentity": {"principalId": account},
+    }
+    return {"events": [record]}

@@ -5,10 +5,10 @@
 - `RETRY` — the same attempt may well succeed later (throttling and 5xx that outlived the client's own
   retries, broken downloads, storage hiccups, another invocation holding the object, the deadline);
   the record is handed back and FC's retry (or the next collector tick) tries again;
-- `FAULT` — the deployment is wrong (AccessKey, signature, expired STS token, RAM denial, PicWish
-  AppCode, a product not activated, configuration): every object would fail alike and all of them will be
-  fine once it is fixed, so none is recorded as failed for good; the fault is logged loudly and written
-  where an operator sees it, and the object stays retryable;
+- `FAULT` — the deployment is wrong (AccessKey, signature, expired STS token, RAM denial of the vision
+  APIs or of the bucket, PicWish AppCode, a product not activated, configuration): every object would
+  fail alike and all of them will be fine once it is fixed, so none is recorded as failed for good; the
+  fault is logged loudly and written where an operator sees it, and the object stays retryable;
 - `SKIP` — nothing to do and nothing can be recorded (the object is gone, a key no store can hold);
 - `RECORD` — the object itself cannot be processed: one failure record with the service's code.
 
@@ -34,6 +34,7 @@ from segflow.errors import (
     ResultDownloadError,
     SegflowError,
     StorageError,
+    UnknownActionError,
 )
 from segflow.retry import is_retryable_error
 
@@ -112,8 +113,15 @@ class Rule(NamedTuple):
 RULES: tuple[Rule, ...] = (
     Rule("busy elsewhere", lambda e: isinstance(e, RecordInProgressError), Decision.RETRY),
     Rule("deadline", lambda e: isinstance(e, DeadlineError), Decision.RETRY),
-    Rule("configuration", lambda e: isinstance(e, ConfigError), Decision.FAULT),
+    Rule(
+        "configuration",
+        lambda e: isinstance(e, ConfigError) and not isinstance(e, UnknownActionError),
+        Decision.FAULT,
+    ),
     Rule("deployment", _deployment_api_error, Decision.FAULT),
+    Rule(
+        "bucket access denied", lambda e: isinstance(e, StorageError) and e.http_status == 403, Decision.FAULT
+    ),
     Rule("job ended badly", lambda e: isinstance(e, JobFailedError), Decision.RECORD),
     Rule("transient API error", lambda e: isinstance(e, ApiError) and is_retryable_error(e), Decision.RETRY),
     Rule(

@@ -1,12 +1,8 @@
-"""Where results and failures go, and how result URLs get there.
+"""The files of a result and how result URLs get into the bucket; manifests and failure documents.
 
-Key layout (prefixes from `Settings`):
-
-    <output>/<source key>/<action>/cutout.png | mask.png | mask.mp4 | …    the result files
-    <output>/<source key>/<action>/element-<i>.png | <Name>.png           one per element (ParseFace: names)
-    <output>/<source key>/<action>/manifest.json                          written last: its presence = done
-    <failed>/<source key>.json                                            one failure record per object
-    <jobs>/work/<record id>.<ext>                                         fitted/converted copies submitted
+Result files go to `<output>/<source key>/<action>/` (`segflow.layout`): `cutout.png` | `mask.png` |
+`mask.mp4` | … , one `element-<i>.png` / `<Name>.png` per element (ParseFace: part names), and
+`manifest.json`, written last: its presence means the result is complete.
 
 Result URLs expire (30 minutes; PicWish 1 hour), so they are copied at once, streamed from the HTTP answer
 into `Storage.put_stream` so a large video never sits in memory.
@@ -26,7 +22,8 @@ from urllib.parse import urlsplit
 import requests
 
 from segflow.errors import DeadlineError, ResultDownloadError, SegflowError
-from segflow.jobs import JobRecord, as_prefix
+from segflow.layout import BucketLayout
+from segflow.records import JobRecord
 from segflow.results import Element, SegmentResult
 from segflow.storage.base import Storage
 
@@ -52,35 +49,6 @@ _SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
 
 def iso_time(seconds: float) -> str:
     return datetime.fromtimestamp(seconds, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-@dataclass(frozen=True)
-class OutputLayout:
-    """The key layout of one deployment."""
-
-    output_prefix: str
-    jobs_prefix: str
-    failed_prefix: str
-
-    @classmethod
-    def create(cls, output_prefix: str, jobs_prefix: str, failed_prefix: str) -> OutputLayout:
-        return cls(as_prefix(output_prefix), as_prefix(jobs_prefix), as_prefix(failed_prefix))
-
-    def is_own(self, key: str) -> bool:
-        """True for keys segflow wrote itself: processing them would trigger itself forever."""
-        return any(key.startswith(p) for p in (self.output_prefix, self.jobs_prefix, self.failed_prefix))
-
-    def result_prefix(self, source_key: str, action: str) -> str:
-        return f"{self.output_prefix}{source_key}/{action}/"
-
-    def manifest_key(self, source_key: str, action: str) -> str:
-        return f"{self.result_prefix(source_key, action)}manifest.json"
-
-    def failure_key(self, source_key: str) -> str:
-        return f"{self.failed_prefix}{source_key}.json"
-
-    def work_key(self, record_id: str, extension: str) -> str:
-        return f"{self.jobs_prefix}work/{record_id}{extension}"
 
 
 @dataclass(frozen=True)
@@ -110,10 +78,14 @@ def url_extension(url: str, default: str) -> str:
     return default
 
 
+ELEMENT_NAME_CHARS = 32
+"""Longest element name kept in a file name (the layout reserves room for result names)."""
+
+
 def element_file_name(index: int, name: str | None) -> str:
     """`<Name>.png` for named elements (ParseFace parts), else `element-<i>.png`."""
     if name:
-        safe = _SAFE_NAME.sub("_", name).strip("._")
+        safe = _SAFE_NAME.sub("_", name).strip("._")[:ELEMENT_NAME_CHARS]
         if safe:
             return f"{safe}.png"
     return f"element-{index}.png"
@@ -317,7 +289,7 @@ class StoredResult:
 def store_result(
     storage: Storage,
     session: requests.Session,
-    layout: OutputLayout,
+    layout: BucketLayout,
     record: JobRecord,
     result: SegmentResult,
     *,
@@ -330,65 +302,97 @@ def store_result(
     With a fitted copy (`record.fit`), image results are scaled back and applied to the original so the
     stored files have the original's size and element boxes are in the original's coordinates.
     """
-    from segflow import imagefit  # Pillow itself is imported inside, only when a fitted result needs it
-
+    copier = _ResultCopier(storage, session, record, result, limits or Downloads())
     prefix = layout.result_prefix(record.key, record.action)
-    planned = plan_files(result, record.params)
-    fit = record.fit
-    original = storage.get_bytes(record.key) if fit else None
-    element_names: dict[int, str] = {}
-    files: list[dict[str, Any]] = []
-    keys: list[str] = []
-    for item in planned:
-        dest = prefix + item.name
-        element = result.elements[item.element_index] if item.element_index is not None else None
-        box = _box_of(element) if element is not None else None
-        if original is not None and fit is not None and item.role in ("cutout", "mask"):
-            data = download_bytes(session, item.url, limits=limits)
-            restored = imagefit.restore_full_size(original, data, as_mask=item.role == "mask")
-            storage.put_bytes(dest, restored, content_type="image/png")
-        elif original is not None and fit is not None and item.role == "element" and box is not None:
-            data = download_bytes(session, item.url, limits=limits)
-            as_mask = str(record.params.get("ReturnForm", "")).lower() == "mask"
-            restored = imagefit.restore_element(original, data, imagefit.scale_box(box, fit), as_mask=as_mask)
-            storage.put_bytes(dest, restored, content_type="image/png")
-        else:
-            stream_to_storage(session, item.url, storage, dest, limits=limits)
-        if item.role == "element" and item.element_index is not None:
-            element_names[item.element_index] = item.name
-        entry: dict[str, Any] = {"File": item.name, "Role": item.role, "Key": dest}
-        if item.element_index is not None:
-            entry["Element"] = item.element_index
-        files.append(entry)
-        keys.append(dest)
-    elements: list[dict[str, Any]] = []
-    for index, element in enumerate(result.elements):
-        box = _box_of(element)
-        if box is not None and fit is not None:
-            box = imagefit.scale_box(box, fit)
-        x, y, w, h = box if box is not None else (element.x, element.y, element.width, element.height)
-        elements.append(
-            {
-                "Index": index,
-                "X": x,
-                "Y": y,
-                "Width": w,
-                "Height": h,
-                "Name": element.name,
-                "File": element_names.get(index),
-            }
-        )
+    files = [copier.copy(item, prefix + item.name) for item in plan_files(result, record.params)]
     manifest = build_manifest(
         record,
         request_id=result.request_id or record.request_id,
         files=files,
-        elements=elements,
+        elements=copier.element_entries(files),
         completed_at=completed_at,
         rule=rule,
     )
     manifest_key = layout.manifest_key(record.key, record.action)
     write_json(storage, manifest_key, manifest)
+    keys = tuple(str(entry["Key"]) for entry in files)
     return StoredResult(keys=(*keys, manifest_key), manifest_key=manifest_key, manifest=manifest)
+
+
+class _ResultCopier:
+    """Copies one result's files; with a fitted copy, restores image results to the original's size."""
+
+    def __init__(
+        self,
+        storage: Storage,
+        session: requests.Session,
+        record: JobRecord,
+        result: SegmentResult,
+        limits: Downloads,
+    ) -> None:
+        self.storage = storage
+        self.session = session
+        self.record = record
+        self.result = result
+        self.limits = limits
+        self.fit = record.fit
+        # Pillow and the original are only needed to restore the results of a fitted copy.
+        self.original = storage.get_bytes(record.key) if self.fit else None
+
+    def copy(self, item: OutputFile, dest: str) -> dict[str, Any]:
+        restored = self._restored(item)
+        if restored is not None:
+            self.storage.put_bytes(dest, restored, content_type="image/png")
+        else:
+            stream_to_storage(self.session, item.url, self.storage, dest, limits=self.limits)
+        entry: dict[str, Any] = {"File": item.name, "Role": item.role, "Key": dest}
+        if item.element_index is not None:
+            entry["Element"] = item.element_index
+        return entry
+
+    def _restored(self, item: OutputFile) -> bytes | None:
+        """The file restored to the original's size, or None when it is stored as the service made it."""
+        if self.original is None or self.fit is None:
+            return None
+        from segflow import imagefit  # only for results of a fitted copy (and Pillow with it)
+
+        if item.role in ("cutout", "mask"):
+            data = download_bytes(self.session, item.url, limits=self.limits)
+            return imagefit.restore_full_size(self.original, data, as_mask=item.role == "mask")
+        if item.role == "element" and item.element_index is not None:
+            box = _box_of(self.result.elements[item.element_index])
+            if box is None:
+                return None
+            data = download_bytes(self.session, item.url, limits=self.limits)
+            as_mask = str(self.record.params.get("ReturnForm", "")).lower() == "mask"
+            return imagefit.restore_element(
+                self.original, data, imagefit.scale_box(box, self.fit), as_mask=as_mask
+            )
+        return None
+
+    def element_entries(self, files: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+        """One manifest entry per element: its box (in the original's coordinates) and its file."""
+        names = {entry["Element"]: entry["File"] for entry in files if entry["Role"] == "element"}
+        entries: list[dict[str, Any]] = []
+        for index, element in enumerate(self.result.elements):
+            box = _box_of(element)
+            if box is not None and self.fit is not None:
+                from segflow import imagefit
+
+                box = imagefit.scale_box(box, self.fit)
+            x, y, w, h = box if box is not None else (element.x, element.y, element.width, element.height)
+            entries.append(
+                {
+                    "Index": index,
+                    "X": x,
+                    "Y": y,
+                    "Width": w,
+                    "Height": h,
+                    "Name": element.name,
+                    "File": names.get(index),
+                }
+            )
+        return entries
 
 
 def _box_of(element: Element) -> tuple[int, int, int, int] | None:

@@ -38,7 +38,8 @@ class Settings:
 
     input_prefix: str = "incoming/"
     """`SEGFLOW_INPUT_PREFIX` (default `incoming/`): uploads under this prefix are processed; it must match
-    the OSS trigger's filter in s.yaml. A trailing `/` is added when missing; empty means the whole bucket."""
+    the OSS trigger's filter in s.yaml. A trailing `/` is added when missing. It must not overlap segflow's
+    own prefixes (in either direction): results written inside the input would trigger themselves."""
     output_prefix: str = "segmented/"
     """`SEGFLOW_OUTPUT_PREFIX` (default `segmented/`): results go to `<output>/<source key>/<action>/…`.
     Keys under it are never processed, whatever the trigger says."""
@@ -113,6 +114,11 @@ class Settings:
         return _is_alibaba(self.imageseg_endpoint) and _is_alibaba(self.videoseg_endpoint)
 
     @property
+    def secret_values(self) -> tuple[str, ...]:
+        """The configured secrets (AppCode, AccessKey secret, STS token) logs and records must never show."""
+        return tuple(v for v in (self.picwish_appcode, *self.credential_env.values()) if v)
+
+    @property
     def own_prefixes(self) -> tuple[str, str, str]:
         """Prefixes segflow writes to; objects under them are never processed."""
         return (self.output_prefix, self.jobs_prefix, self.failed_prefix)
@@ -147,7 +153,7 @@ class Settings:
         def choice(name: str, default: str, choices: tuple[str, ...]) -> str:
             return _choice(get(name), default, choices, name)
 
-        input_prefix = prefix("SEGFLOW_INPUT_PREFIX", "incoming/", allow_empty=True)
+        input_prefix = prefix("SEGFLOW_INPUT_PREFIX", "incoming/")
         output_prefix = prefix("SEGFLOW_OUTPUT_PREFIX", "segmented/")
         jobs_prefix = prefix("SEGFLOW_JOBS_PREFIX", "segflow-jobs/")
         failed_prefix = prefix("SEGFLOW_FAILED_PREFIX", "segflow-failed/")
@@ -215,11 +221,18 @@ def _prefix(value: str | None, default: str, name: str, *, allow_empty: bool = F
 
 
 def _check_prefixes(input_prefix: str, output: str, jobs: str, failed: str) -> None:
+    """Refuse prefixes that overlap: an input under an own prefix would be skipped forever, an own prefix
+    under the input would have segflow process (and pay for) its own writes."""
     named = {"SEGFLOW_OUTPUT_PREFIX": output, "SEGFLOW_JOBS_PREFIX": jobs, "SEGFLOW_FAILED_PREFIX": failed}
     for name, prefix in named.items():
         if input_prefix.startswith(prefix):
             # Every upload would count as our own output and be skipped forever.
             raise ConfigError(f"SEGFLOW_INPUT_PREFIX={input_prefix!r} lies under {name}={prefix!r}")
+        if prefix.startswith(input_prefix):
+            raise ConfigError(
+                f"{name}={prefix!r} lies under SEGFLOW_INPUT_PREFIX={input_prefix!r}: segflow's own writes "
+                "would be taken for uploads; use prefixes that do not contain each other"
+            )
         for other_name, other in named.items():
             if other_name != name and other.startswith(prefix):
                 raise ConfigError(f"{other_name}={other!r} overlaps {name}={prefix!r}; use distinct prefixes")

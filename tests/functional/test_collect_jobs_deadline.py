@@ -68,20 +68,20 @@ def test_a_busy_tick_returns_before_the_function_timeout_and_the_next_tick_finis
     assert len(done) == 6 and len(waiting) == 6
     for key in waiting:  # nothing half-written for the abandoned copy (or the unclaimed jobs)
         assert h.keys(f"segmented/{key}/") == [] and h.failure(key) is None
-    store = h.deps.job_store(h.storage)
-    pending = sorted(store.list_pending())
+    queue = h.deps.queue(h.storage)
+    pending = sorted(queue.ids())
     assert len(pending) == 6
     for record_id in pending:  # every lease is released (or was never taken): claimable right now
-        lease = store.try_lease(record_id, "probe")
+        lease = queue.try_lease(record_id, "probe")
         assert lease is not None
-        store.release_lease(lease)
+        queue.release_lease(lease)
 
     elapsed_again, second = timed_tick(h)
 
     assert (second["claimed"], second["done"], second["skipped"], second["stopped_early"]) == (6, 6, 0, False)
     assert elapsed_again < FUNCTION_TIMEOUT - 2
     assert all(len(h.results_for(key)) == 1 for key in keys)
-    assert list(store.list_pending()) == [] and h.keys("segflow-jobs/leases/") == []
+    assert list(queue.ids()) == [] and h.keys("segflow-jobs/leases/") == []
     for key in keys:
         prefix = f"segmented/{key}/SegmentVideoBody/"
         assert h.storage.head(prefix + "mask.mp4").size == BIG_RESULT

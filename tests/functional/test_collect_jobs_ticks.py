@@ -173,9 +173,9 @@ def test_lease_of_a_crashed_collector_is_reclaimed_after_it_expires(make: Any) -
     h: Harness = make()
     h.vision.job_statuses = []
     (key,) = queue_videos(h, 1)
-    store = h.deps.job_store(h.storage)
-    (record_id,) = store.list_pending()
-    assert store.try_lease(record_id, "crashed-collector") is not None
+    queue = h.deps.queue(h.storage)
+    (record_id,) = queue.ids()
+    assert queue.try_lease(record_id, "crashed-collector") is not None
     held = h.collect(payload=TIMER)
     assert (held["claimed"], held["skipped"]) == (0, 1)
     h.clock.advance(h.settings.lease_seconds + 1)
@@ -237,7 +237,7 @@ def test_upload_whose_instance_died_after_fc_stopped_retrying_is_redriven(make: 
     h: Harness = make()
     key = "incoming/photos/orphan.jpg"
     h.put(key, jpeg())
-    store = h.deps.job_store(h.storage)
+    store = h.deps.records(h.storage)
     etag = h.storage.head(key).etag
     store.begin(BUCKET, key, etag, "SegmentCommonImage", region="cn-shanghai")  # and then it died
     assert h.collect(payload=TIMER)["redriven"] == 0  # its claim still holds

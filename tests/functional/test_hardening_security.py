@@ -21,7 +21,7 @@ import pytest
 import requests
 
 from segflow.client import Endpoints, VisionClient
-from segflow.errors import ApiError
+from segflow.errors import ApiError, SegflowError
 from segflow.services.deps import use_handler_deps
 from segflow_cli.localbucket import LocalDirStorage, LocalPresignServer
 from tests.support.engine_server import StubActions, call_rpc, make_png, serve_files, start_engine
@@ -124,14 +124,21 @@ def test_no_secret_token_or_signature_in_any_log_line_record_or_file(
     for key in keys:
         outputs.append(json.loads(on_upload.handler(json.dumps(oss_event(key)).encode(), fc_context())))
     refuse_next.set()
-    outputs.append(json.loads(on_upload.handler(json.dumps(oss_event(refused)).encode(), fc_context())))
+    # A refused signature is a deployment fault: the handler raises so FC retries, and the failure record
+    # says so (the object stays retryable until the keys are fixed).
+    with pytest.raises(SegflowError) as refusal:
+        on_upload.handler(json.dumps(oss_event(refused)).encode(), fc_context())
+    outputs.append(refusal.value.to_record())
     for _ in range(2):
         timer = json.dumps({"payload": json.dumps({"buckets": [BUCKET]})}).encode()
         outputs.append(json.loads(collect.handler(timer, fc_context("segflow-collect-jobs"))))
 
     # The run did what it should (otherwise the grep below proves little).
     assert [o.get("done", 0) + o.get("submitted", 0) for o in outputs[:4]] == [1, 1, 1, 1]
-    assert outputs[4]["failed"] == 1 and outputs[4]["outcomes"][0]["code"] == "SignatureDoesNotMatch"
+    assert outputs[4]["code"] == "SignatureDoesNotMatch"
+    (failure_key,) = [p for p in root.rglob("*.json") if "segflow-failed" in p.parts]
+    failure = json.loads(failure_key.read_text(encoding="utf-8"))
+    assert (failure["Code"], failure["Fault"]) == ("SignatureDoesNotMatch", True)
     assert sum(o.get("done", 0) for o in outputs[5:]) == 1
     assert api.count("SegmentCommonImage") == 3 + 2 + 1  # three results, a 429, a reset, the refusal
 

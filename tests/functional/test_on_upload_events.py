@@ -270,12 +270,16 @@ def test_element_action_that_finds_nothing_stores_an_empty_manifest(h: Harness) 
 
 
 def test_signature_refusal_echoing_the_string_to_sign_is_not_stored(h: Harness) -> None:
-    """imageseg's SignatureDoesNotMatch message carries its string-to-sign, STS token included."""
+    """imageseg's SignatureDoesNotMatch message carries its string-to-sign, STS token included: neither
+    the failure record nor the error FC reports for the invocation (a deployment fault raises) keeps it."""
     event = load_event("oss-put-image.json")
     (key,) = h.stage(event)
     echo = "server string to sign is:POST&%2F&AccessKeyId%3DSTS.x%26SecurityToken%3DCAIS-secret-token-value"
     h.api.queue("SegmentCommonImage", Reply.error(400, "SignatureDoesNotMatch", echo))
-    assert h.on_upload(event)["failed"] == 1
+    with pytest.raises(ApiError) as raised:
+        h.on_upload(event)
+    assert raised.value.code == "SignatureDoesNotMatch" and raised.value.__cause__ is None
+    assert "secret-token-value" not in str(raised.value) and "string to sign is" not in str(raised.value)
     failure = h.failure(key)
     assert failure is not None and failure["Code"] == "SignatureDoesNotMatch"
     stored = "".join(h.storage.get_bytes(k).decode() for k in h.keys("segflow-") if k.endswith(".json"))

@@ -209,7 +209,7 @@ def test_record_left_submitting_by_a_crash_is_taken_over_after_its_claim_expires
     h: Harness = make()
     key = "incoming/photos/crash.jpg"
     h.put(key, jpeg())
-    store = h.deps.job_store(h.storage)
+    store = h.deps.records(h.storage)
     store.begin(BUCKET, key, h.storage.head(key).etag, "SegmentCommonImage")  # then the instance died
     with pytest.raises(SegflowError) as raised:
         h.on_upload(oss_event(key))

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from segflow.errors import SegflowError, StorageError
-from segflow.jobs import JobRecord
+from segflow.records import JobRecord
 from segflow.services.deps import use_handler_deps
 from segflow.storage.base import Storage
 from tests.support.fake_api import FakeApi

@@ -16,8 +16,7 @@ from segflow.errors import (
     StorageError,
     UnknownActionError,
 )
-from segflow.services.collect import is_deployment_error
-from segflow.services.common import RecordInProgressError, is_retryable_failure
+from segflow.failure_policy import RecordInProgressError, is_deployment_error, is_retryable_failure
 
 
 @pytest.mark.parametrize(

@@ -5,9 +5,8 @@ from __future__ import annotations
 import pytest
 
 from segflow.errors import ApiError
-from segflow.jobs import DONE, JobRecord
+from segflow.layout import BucketLayout
 from segflow.outputs import (
-    OutputLayout,
     build_manifest,
     content_type_for,
     element_file_name,
@@ -16,9 +15,13 @@ from segflow.outputs import (
     url_extension,
     video_file_name,
 )
+from segflow.records import JobRecord
 from segflow.results import Element, SegmentResult
+from segflow.states import RecordState
 
-LAYOUT = OutputLayout.create("segmented", "segflow-jobs/", "segflow-failed")
+DONE = RecordState.DONE
+
+LAYOUT = BucketLayout.create("segmented", "segflow-jobs/", "segflow-failed")
 
 
 def test_layout_mirrors_the_source_key_under_the_output_prefix() -> None:

@@ -147,8 +147,20 @@ def test_overlapping_own_prefixes_are_refused() -> None:
     assert "SEGFLOW_JOBS_PREFIX" in str(caught.value)
 
 
-def test_empty_input_prefix_means_the_whole_bucket() -> None:
-    assert Settings.from_env({"SEGFLOW_INPUT_PREFIX": "/"}).input_prefix == ""
+@pytest.mark.parametrize(
+    ("environ", "culprit"),
+    [
+        ({"SEGFLOW_INPUT_PREFIX": "/"}, "SEGFLOW_INPUT_PREFIX"),  # the whole bucket holds our outputs too
+        ({"SEGFLOW_INPUT_PREFIX": "data/", "SEGFLOW_OUTPUT_PREFIX": "data/out/"}, "SEGFLOW_OUTPUT_PREFIX"),
+        ({"SEGFLOW_INPUT_PREFIX": "data/", "SEGFLOW_JOBS_PREFIX": "data/jobs/"}, "SEGFLOW_JOBS_PREFIX"),
+        ({"SEGFLOW_INPUT_PREFIX": "data/", "SEGFLOW_FAILED_PREFIX": "data/failed/"}, "SEGFLOW_FAILED_PREFIX"),
+    ],
+)
+def test_own_prefixes_inside_the_input_are_refused_at_start(environ: dict[str, str], culprit: str) -> None:
+    """Results written inside the input prefix would trigger the function again and be paid for again."""
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env(environ)
+    assert culprit in str(caught.value)
 
 
 @pytest.mark.parametrize(

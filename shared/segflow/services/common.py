@@ -1,89 +1,21 @@
-"""What both services share: calling the chosen action, deciding retry vs record, writing failures."""
+"""What both services share: calling the chosen action, and the failure records of objects."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from typing import TypeVar
+from collections.abc import Mapping
 
 from segflow.catalogue import Action
-from segflow.errors import (
-    ApiError,
-    DeadlineError,
-    InputValidationError,
-    ObjectNotFoundError,
-    ResultDownloadError,
-    SegflowError,
-    StorageError,
-)
-from segflow.jobs import JobRecord, JobStore
+from segflow.errors import InputValidationError, SegflowError
 from segflow.outputs import failure_document, write_json
+from segflow.records import JobRecord, RecordStore
 from segflow.results import SegmentResult
-from segflow.retry import is_retryable_error
 from segflow.services.deps import Deps
 from segflow.storage.base import Storage
 
-IN_PROGRESS_CODE = "RecordInProgress"
+# PicWish takes an `image_url` of at most 512 characters (PicWish API, "image_url").
+PICWISH_MAX_URL = 512
 # The service answers these with its own string-to-sign, which carries the AccessKeyId and the STS token.
-PICWISH_MAX_URL = 512  # seed 004: image_url at most 512 characters
 SIGNATURE_CODES = frozenset({"SignatureDoesNotMatch", "IncompleteSignature"})
-_PERMANENT_DOWNLOAD_CODES = frozenset({"ResultTooLarge", "ResultExpired"})
-
-T = TypeVar("T")
-
-
-class RecordInProgressError(SegflowError):
-    """Another invocation owns this object's record right now; the event is retried later by FC."""
-
-    default_code = IN_PROGRESS_CODE
-
-
-def is_retryable_failure(error: SegflowError) -> bool:
-    """Worth letting FC retry the event: throttling and 5xx that outlived the client's retries, broken
-    downloads (a new call gives fresh URLs), storage hiccups, an object busy in another invocation."""
-    if isinstance(error, ApiError):
-        return is_retryable_error(error)
-    if isinstance(error, ResultDownloadError):
-        return error.code not in _PERMANENT_DOWNLOAD_CODES
-    if isinstance(error, ObjectNotFoundError):
-        return False
-    if isinstance(error, StorageError):
-        # A refused request (invalid key, denied) will be refused again; 5xx, timeouts and throttling pass.
-        status = error.http_status
-        if status is not None and 400 <= status < 500 and status not in (408, 429):
-            return False
-        return error.code != "CorruptJobRecord"
-    return isinstance(error, (RecordInProgressError, DeadlineError))
-
-
-def retry_in_place(deps: Deps, write: Callable[[], T], *, what: str) -> T:
-    """`write()`, tried again on a transient storage error (5xx, connection, throttling) with the backoff of
-    `deps.storage_retry`; any other error, or the last one once the bounds are hit, is raised as is.
-
-    For the writes that follow a paid call: handing the record back to FC over a storage hiccup would make
-    the retried event pay for the call again. (`RetryPolicy.run` retries API errors only.)
-    """
-    policy = deps.storage_retry
-    started = policy.clock()
-    number = 1
-    while True:
-        try:
-            return write()
-        except StorageError as error:
-            if not is_retryable_failure(error) or number >= policy.max_attempts:
-                raise
-            delay = policy.backoff(number)
-            if policy.clock() - started + delay > policy.max_total:
-                raise
-            deps.logger.warning(
-                "%s: attempt %d failed with %s (HTTP %s); retrying in %.2fs",
-                what,
-                number,
-                error.code,
-                error.http_status,
-                delay,
-            )
-            policy.sleep(delay)
-            number += 1
 
 
 def call_action(deps: Deps, action: Action, url: str, params: Mapping[str, str]) -> SegmentResult:
@@ -147,11 +79,14 @@ def write_failure(
     etag: str | None,
     action: str | None,
     error: SegflowError,
-    store: JobStore | None = None,
+    store: RecordStore | None = None,
     record: JobRecord | None = None,
+    fault: bool = False,
 ) -> str:
-    """The one failure record `<failed>/<source key>.json`, and the job record marked failed."""
-    failure_key = deps.layout.failure_key(key)
+    """The one failure record `<failed>/<source key>.json` (the `_long/` form for a key too long to carry
+    the suffix), and the job record marked failed. `fault`: a deployment fault, the object stays
+    retryable and the record says so."""
+    failure_key = deps.layout.failure_key(key, storage)
     document = failure_document(
         bucket=storage.bucket,
         key=key,
@@ -161,6 +96,9 @@ def write_failure(
         at=deps.clock(),
         message=safe_message(deps, error),
     )
+    if fault:
+        document["Fault"] = True
+        document["Retryable"] = True
     if record is not None:
         document["RecordId"] = record.record_id
         document["JobId"] = record.job_id
@@ -172,4 +110,4 @@ def write_failure(
 
 def clear_stale_failure(deps: Deps, storage: Storage, key: str) -> None:
     """A new version (or a later attempt) succeeded: an old failure record would contradict the result."""
-    storage.delete(deps.layout.failure_key(key))
+    storage.delete(deps.layout.failure_key(key, storage))

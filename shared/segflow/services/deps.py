@@ -10,8 +10,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
 from segflow.errors import ConfigError, SegflowError
-from segflow.jobs import JobStore
-from segflow.outputs import OutputLayout
+from segflow.jobqueue import JobQueue
+from segflow.layout import BucketLayout
+from segflow.records import RecordStore
 from segflow.retry import RetryPolicy
 from segflow.routing import Rule, parse_rules
 from segflow.settings import Settings
@@ -56,6 +57,9 @@ class Deps:
     of the event gets this long to come first)."""
     collect_stop_seconds: float = 15.0
     """The collector claims no new job once the invocation has less than this left."""
+    record_seconds: float = 45.0
+    """on_upload starts a record only while this much of the invocation is left (a synchronous call, its
+    download and its writes fit in it); the rest of the event is deferred."""
     copy_margin_seconds: float = 5.0
     """A result copy still running when less than this is left is abandoned (its job stays pending), so
     FC never kills the function in the middle of a write."""
@@ -69,21 +73,26 @@ class Deps:
     buckets: tuple[str, ...] = ()
     """Buckets the collector scans when the timer event names none."""
     rules: tuple[Rule, ...] = field(init=False)
-    layout: OutputLayout = field(init=False)
+    layout: BucketLayout = field(init=False)
 
     def __post_init__(self) -> None:
         self.rules = parse_rules(list(self.settings.rules))
-        self.layout = OutputLayout.create(
-            self.settings.output_prefix, self.settings.jobs_prefix, self.settings.failed_prefix
+        settings = self.settings
+        self.layout = BucketLayout(
+            settings.output_prefix, settings.jobs_prefix, settings.failed_prefix, settings.input_prefix
         )
 
-    def job_store(self, storage: Storage) -> JobStore:
-        return JobStore(
-            storage,
-            self.settings.jobs_prefix,
-            clock=self.clock,
-            claim_seconds=self.claim_seconds,
-            lease_seconds=float(self.settings.lease_seconds),
+    def records(self, storage: Storage) -> RecordStore:
+        """The idempotency records of one bucket (they read its job queue: see `RecordStore.begin`)."""
+        queue = self.queue(storage)
+        return RecordStore(
+            storage, self.layout, clock=self.clock, claim_seconds=self.claim_seconds, queued=queue.load
+        )
+
+    def queue(self, storage: Storage) -> JobQueue:
+        """The pending jobs and leases of one bucket."""
+        return JobQueue(
+            storage, self.layout, clock=self.clock, lease_seconds=float(self.settings.lease_seconds)
         )
 
     def picwish_client(self) -> PicWishClient:
@@ -151,7 +160,7 @@ class Deps:
                 return storages[bucket, region]
 
         def secrets() -> tuple[str, ...]:
-            values = [settings.picwish_appcode or "", *settings.credential_env.values()]
+            values = list(settings.secret_values)
             try:
                 current = credentials()
             except SegflowError:
@@ -199,8 +208,7 @@ def handler_deps(context: object | None, environ: Mapping[str, str]) -> Deps:
             from segflow.logs import install_redaction
 
             settings = Settings.from_env(environ)
-            secrets = [v for v in (settings.picwish_appcode, *settings.credential_env.values()) if v]
-            install_redaction(secrets)
+            install_redaction(settings.secret_values)
             logging.getLogger("segflow").setLevel(logging.INFO)
             _handler_deps = Deps.from_settings(settings, _handler_context)
         return _handler_deps

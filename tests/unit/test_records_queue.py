@@ -1,4 +1,5 @@
-"""Job records and leases on put-if-absent storage (issue 3, "Idempotency" and "collect_jobs")."""
+"""Idempotency records (`RecordStore`) and the job queue with its leases (`JobQueue`), on put-if-absent
+storage (issue 3, "Idempotency" and "collect_jobs")."""
 
 from __future__ import annotations
 
@@ -8,20 +9,15 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from segflow.errors import StorageError
-from segflow.jobs import (
-    ACQUIRED,
-    DONE,
-    DUPLICATE,
-    IN_PROGRESS,
-    SUBMITTED,
-    SUBMITTING,
-    Claim,
-    JobRecord,
-    JobStore,
-    as_prefix,
-    record_id_for,
-)
+from segflow.jobqueue import JobQueue, queue_job
+from segflow.layout import BucketLayout, as_prefix
+from segflow.records import Claim, JobRecord, RecordStore, record_id_for
+from segflow.states import ClaimOutcome, RecordState
 from tests.support.memory_storage import MemoryStorage
+
+ACQUIRED, DUPLICATE, IN_PROGRESS = ClaimOutcome.ACQUIRED, ClaimOutcome.DUPLICATE, ClaimOutcome.IN_PROGRESS
+SUBMITTING, SUBMITTED, DONE = RecordState.SUBMITTING, RecordState.SUBMITTED, RecordState.DONE
+LAYOUT = BucketLayout("segmented", "segflow-jobs", "segflow-failed", "incoming")
 
 
 class FakeClock:
@@ -43,11 +39,16 @@ def storage() -> MemoryStorage:
 
 
 @pytest.fixture
-def store(storage: MemoryStorage, clock: FakeClock) -> JobStore:
-    return JobStore(storage, "segflow-jobs", clock=clock, claim_seconds=600, lease_seconds=120)
+def queue(storage: MemoryStorage, clock: FakeClock) -> JobQueue:
+    return JobQueue(storage, LAYOUT, clock=clock, lease_seconds=120)
 
 
-def begin(store: JobStore, etag: str = "ETAG1", action: str = "SegmentCommonImage") -> Claim:
+@pytest.fixture
+def store(storage: MemoryStorage, clock: FakeClock, queue: JobQueue) -> RecordStore:
+    return RecordStore(storage, LAYOUT, clock=clock, claim_seconds=600, queued=queue.load)
+
+
+def begin(store: RecordStore, etag: str = "ETAG1", action: str = "SegmentCommonImage") -> Claim:
     return store.begin("segflow-demo", "incoming/cat.jpg", etag, action, {"ReturnForm": "mask"}, size=10)
 
 
@@ -69,7 +70,7 @@ def test_prefix_is_normalised_to_one_trailing_slash() -> None:
 
 
 def test_first_delivery_acquires_a_submitting_record_created_put_if_absent(
-    store: JobStore, storage: MemoryStorage
+    store: RecordStore, storage: MemoryStorage
 ) -> None:
     claim = begin(store)
     assert claim.outcome == ACQUIRED
@@ -80,7 +81,7 @@ def test_first_delivery_acquires_a_submitting_record_created_put_if_absent(
     assert storage.keys() == [f"segflow-jobs/inflight/{rid}.json", f"segflow-jobs/records/{rid}.json"]
 
 
-def test_duplicate_after_done_is_skipped(store: JobStore) -> None:
+def test_duplicate_after_done_is_skipped(store: RecordStore) -> None:
     record = begin(store).record
     store.mark_done(record, outputs=("segmented/x/cutout.png",), request_id="R1")
     again = begin(store)
@@ -88,14 +89,14 @@ def test_duplicate_after_done_is_skipped(store: JobStore) -> None:
     assert again.record.outputs == ("segmented/x/cutout.png",)
 
 
-def test_duplicate_while_owner_is_working_is_in_progress(store: JobStore, clock: FakeClock) -> None:
+def test_duplicate_while_owner_is_working_is_in_progress(store: RecordStore, clock: FakeClock) -> None:
     begin(store)
     clock.now += 599
     assert begin(store).outcome == IN_PROGRESS
 
 
 def test_record_stuck_in_submitting_is_taken_over_after_the_claim_expires(
-    store: JobStore, clock: FakeClock, storage: MemoryStorage
+    store: RecordStore, clock: FakeClock, storage: MemoryStorage
 ) -> None:
     first = begin(store).record
     clock.now += 601
@@ -106,14 +107,14 @@ def test_record_stuck_in_submitting_is_taken_over_after_the_claim_expires(
     assert begin(store).outcome == IN_PROGRESS  # the new owner holds it again
 
 
-def test_released_record_is_taken_over_by_the_next_delivery_at_once(store: JobStore) -> None:
+def test_released_record_is_taken_over_by_the_next_delivery_at_once(store: RecordStore) -> None:
     record = begin(store).record
     store.release(record)
     claim = begin(store)
     assert claim.outcome == ACQUIRED and claim.record.generation == 1
 
 
-def test_only_one_of_many_concurrent_takeovers_wins(store: JobStore, clock: FakeClock) -> None:
+def test_only_one_of_many_concurrent_takeovers_wins(store: RecordStore, clock: FakeClock) -> None:
     begin(store)
     clock.now += 601
     barrier = threading.Barrier(8)
@@ -128,7 +129,7 @@ def test_only_one_of_many_concurrent_takeovers_wins(store: JobStore, clock: Fake
     assert set(outcomes) == {ACQUIRED, IN_PROGRESS}
 
 
-def test_only_one_of_many_concurrent_first_deliveries_acquires(store: JobStore) -> None:
+def test_only_one_of_many_concurrent_first_deliveries_acquires(store: RecordStore) -> None:
     barrier = threading.Barrier(8)
 
     def attempt(_: int) -> str:
@@ -140,82 +141,84 @@ def test_only_one_of_many_concurrent_first_deliveries_acquires(store: JobStore) 
     assert outcomes.count(ACQUIRED) == 1
 
 
-def test_new_etag_is_a_new_record(store: JobStore) -> None:
+def test_new_etag_is_a_new_record(store: RecordStore) -> None:
     store.mark_done(begin(store).record, outputs=(), request_id=None)
     assert begin(store, etag="ETAG2").outcome == ACQUIRED
 
 
-def test_submitted_job_is_pending_until_finished(store: JobStore) -> None:
-    record = store.mark_submitted(begin(store).record, job_id="JOB-1", request_id="JOB-1")
+def test_submitted_job_is_pending_until_finished(store: RecordStore, queue: JobQueue) -> None:
+    record = queue_job(store, queue, begin(store).record, job_id="JOB-1", request_id="JOB-1")
     assert record.state == SUBMITTED
-    assert list(store.list_pending()) == [record.record_id]
-    pending = store.load_pending(record.record_id)
+    assert list(queue.ids()) == [record.record_id]
+    pending = queue.load(record.record_id)
     assert pending is not None and pending.job_id == "JOB-1"
     assert begin(store).outcome == DUPLICATE
     store.mark_done(record, outputs=(), request_id="JOB-1")
-    store.finish_pending(record.record_id)
-    assert list(store.list_pending()) == []
+    queue.finish(record.record_id)
+    assert list(queue.ids()) == []
 
 
-def test_pending_entry_written_before_a_crash_makes_the_redelivery_a_duplicate(store: JobStore) -> None:
+def test_pending_entry_written_before_a_crash_makes_the_redelivery_a_duplicate(
+    store: RecordStore, queue: JobQueue
+) -> None:
     record = begin(store).record
-    store.put_pending(record.evolve(state=SUBMITTED, job_id="JOB-1"))  # the crash: record not updated
+    queue.put(record.evolve(state=SUBMITTED, job_id="JOB-1"))  # the crash: record not updated
     claim = begin(store)
     assert claim.outcome == DUPLICATE and claim.record.job_id == "JOB-1"
 
 
-def test_pending_listing_pages_through_many_jobs(store: JobStore) -> None:
+def test_pending_listing_pages_through_many_jobs(store: RecordStore, queue: JobQueue) -> None:
     ids = []
     for i in range(25):
         claim = begin(store, etag=f"E{i}")
-        ids.append(store.mark_submitted(claim.record, job_id=f"J{i}", request_id=None).record_id)
-    assert sorted(store.list_pending(page_size=7)) == sorted(ids)
+        ids.append(queue_job(store, queue, claim.record, job_id=f"J{i}", request_id=None).record_id)
+    assert sorted(queue.ids(page_size=7)) == sorted(ids)
 
 
 def test_lease_is_exclusive_until_it_expires_then_reclaimed_with_the_next_generation(
-    store: JobStore, clock: FakeClock
+    clock: FakeClock, queue: JobQueue
 ) -> None:
-    first = store.try_lease("abc", "collector-1")
+    first = queue.try_lease("abc", "collector-1")
     assert first is not None and first.generation == 0
-    assert store.try_lease("abc", "collector-2") is None
+    assert queue.try_lease("abc", "collector-2") is None
     clock.now += 121  # collector-1 crashed: its lease ran out
-    second = store.try_lease("abc", "collector-2")
+    second = queue.try_lease("abc", "collector-2")
     assert second is not None and (second.generation, second.owner) == (1, "collector-2")
 
 
-def test_released_lease_lets_the_next_tick_claim_at_once(store: JobStore) -> None:
-    lease = store.try_lease("abc", "collector-1")
+def test_released_lease_lets_the_next_tick_claim_at_once(queue: JobQueue) -> None:
+    lease = queue.try_lease("abc", "collector-1")
     assert lease is not None
-    store.release_lease(lease)
-    again = store.try_lease("abc", "collector-2")
+    queue.release_lease(lease)
+    again = queue.try_lease("abc", "collector-2")
     assert again is not None and again.generation == 1
 
 
-def test_only_one_of_many_concurrent_collectors_gets_the_lease(store: JobStore) -> None:
+def test_only_one_of_many_concurrent_collectors_gets_the_lease(queue: JobQueue) -> None:
     barrier = threading.Barrier(8)
 
     def attempt(i: int) -> bool:
         barrier.wait()
-        return store.try_lease("abc", f"collector-{i}") is not None
+        return queue.try_lease("abc", f"collector-{i}") is not None
 
     with ThreadPoolExecutor(8) as pool:
         assert sum(pool.map(attempt, range(8))) == 1
 
 
-def test_a_job_polled_for_many_ticks_keeps_one_lease_file(store: JobStore, storage: MemoryStorage) -> None:
+def test_a_job_polled_for_many_ticks_keeps_one_lease_file(storage: MemoryStorage, queue: JobQueue) -> None:
     for tick in range(50):
-        lease = store.try_lease("abc", f"tick-{tick}")
+        lease = queue.try_lease("abc", f"tick-{tick}")
         assert lease is not None and lease.generation == tick
-        store.release_lease(lease)
+        queue.release_lease(lease)
     assert storage.keys("segflow-jobs/leases/") == ["segflow-jobs/leases/abc.00000049"]
 
 
-def test_finishing_a_job_clears_its_leases(store: JobStore, storage: MemoryStorage, clock: FakeClock) -> None:
-    store.try_lease("abc", "c1")
+def test_finishing_a_job_clears_its_leases(storage: MemoryStorage, clock: FakeClock, queue: JobQueue) -> None:
+    queue.try_lease("abc", "c1")
     clock.now += 500
-    store.try_lease("abc", "c2")
+    queue.try_lease("abc", "c2")
     assert storage.keys("segflow-jobs/leases/") == ["segflow-jobs/leases/abc.00000001"]
-    store.finish_pending("abc")
+    queue.finish("abc")
     assert storage.keys("segflow-jobs/leases/") == []
 
 
@@ -242,18 +245,22 @@ def test_unreadable_record_is_a_storage_error() -> None:
         JobRecord.from_json(b'{"record_id": "r", "state": "weird"}')
 
 
-def test_inflight_mark_lives_exactly_while_the_record_is_submitting(store: JobStore) -> None:
+def test_inflight_mark_lives_exactly_while_the_record_is_submitting(
+    store: RecordStore, queue: JobQueue
+) -> None:
     first = begin(store).record
     second = begin(store, etag="E2").record
     third = begin(store, etag="E3").record
     assert sorted(store.list_inflight()) == sorted(r.record_id for r in (first, second, third))
     store.mark_done(first, outputs=(), request_id=None)
     store.mark_failed(second, {"code": "X"})
-    store.mark_submitted(third, job_id="J", request_id="J")
+    queue_job(store, queue, third, job_id="J", request_id="J")
     assert list(store.list_inflight()) == []
 
 
-def test_stalled_record_is_one_unclaimed_and_quiet_for_long_enough(store: JobStore, clock: FakeClock) -> None:
+def test_stalled_record_is_one_unclaimed_and_quiet_for_long_enough(
+    store: RecordStore, clock: FakeClock
+) -> None:
     record = begin(store).record
     assert store.stalled(record.record_id, quiet_seconds=60) is None  # its owner holds the claim
     clock.now += 601  # the owner died: the claim ran out
@@ -265,7 +272,9 @@ def test_stalled_record_is_one_unclaimed_and_quiet_for_long_enough(store: JobSto
     assert store.stalled(record.record_id, quiet_seconds=60) is not None
 
 
-def test_stalled_check_clears_the_mark_of_a_finished_record(store: JobStore, storage: MemoryStorage) -> None:
+def test_stalled_check_clears_the_mark_of_a_finished_record(
+    store: RecordStore, storage: MemoryStorage
+) -> None:
     record = begin(store).record
     store.save(record.evolve(state=DONE))  # finished, but the mark was not removed (crash)
     assert store.stalled(record.record_id, quiet_seconds=0) is None
