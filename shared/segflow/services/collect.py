@@ -47,6 +47,7 @@ from segflow.services.common import (
     write_failure,
 )
 from segflow.services.deps import Deps
+from segflow.services.inputs import input_url
 from segflow.storage.base import Storage
 
 LIMIT_RETRY_FAILED = "LIMIT_RETRY_FAILED"
@@ -367,7 +368,7 @@ def _store_success(
 
 
 def _resubmit(deps: Deps, storage: Storage, store: JobStore, job: JobRecord, action: Action) -> JobRecord:
-    url = storage.presign_get(job.submit_key or job.key, deps.settings.presign_seconds)
+    url = input_url(deps, storage, job.submit_key or job.key, action)
     answer = call_action(deps, action, url, job.params)
     if not answer.job_id:
         raise JobFailedError(f"resubmitting {job.key} gave no JobId", code="MissingJobId")

@@ -2,8 +2,9 @@
 
 Per record: refuse our own outputs (the infinite trigger loop), HEAD the object, sniff its media type from
 the magic bytes (ranged reads), route it to an action, take the idempotency record, check the region and
-the action's limits (fitting an oversized image when the policy says so), submit a presigned URL, and
-either store the synchronous result at once or queue the asynchronous job for the collector.
+the action's limits (fitting an oversized image when the policy says so), hand the service the input
+(`segflow.services.inputs`: uploaded to its temporary bucket, or presigned), and either store the
+synchronous result at once or queue the asynchronous job for the collector.
 
 A retryable failure (throttling or 5xx that outlived the client's retries, storage hiccups, an object
 another invocation is working on) releases the record and is raised after all records are done, so FC
@@ -54,6 +55,7 @@ from segflow.services.common import (
     write_failure,
 )
 from segflow.services.deps import Deps
+from segflow.services.inputs import input_url
 from segflow.storage.base import ObjectInfo, Storage
 from segflow.validation import (
     LimitViolationError,
@@ -378,7 +380,7 @@ def _submit(
         )
     if not _holds_answer(deps, job, action):
         job = _fit_if_needed(deps, storage, store, job, action, media, info)
-        url = storage.presign_get(job.submit_key or key, settings.presign_seconds)
+        url = input_url(deps, storage, job.submit_key or key, action)
         job = _with_answer(deps, job, action, call_action(deps, action, url, job.params))
     return _store_answer(deps, storage, store, job, action, rule)
 
