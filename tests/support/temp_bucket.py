@@ -91,7 +91,9 @@ def _handler(server: TempBucketServer) -> type[BaseHTTPRequestHandler]:
                 return
             self._answer(200, found.read_bytes(), close=False, content_type="application/octet-stream")
 
-        def _answer(self, status: int, body: bytes, *, close: bool, content_type: str = "application/xml") -> None:
+        def _answer(
+            self, status: int, body: bytes, *, close: bool, content_type: str = "application/xml"
+        ) -> None:
             self.send_response(status)
             self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(body)))
