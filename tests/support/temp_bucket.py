@@ -31,6 +31,7 @@ class TempBucketServer:
         self._tmp = None if root is not None else tempfile.TemporaryDirectory(prefix="segflow-temp-bucket-")
         self.posts: list[tuple[int, str]] = []
         self.gets: list[str] = []
+        self._failures: list[int] = []
         self._lock = threading.Lock()
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
         self._httpd.daemon_threads = True
@@ -47,6 +48,15 @@ class TempBucketServer:
             if cls._shared is None:
                 cls._shared = cls()
             return cls._shared
+
+    def fail_next(self, count: int, status: int = 503) -> None:
+        """Answer the next `count` uploads with `status` and OSS's `InternalError` (a transient fault)."""
+        with self._lock:
+            self._failures.extend([status] * count)
+
+    def take_failure(self) -> int | None:
+        with self._lock:
+            return self._failures.pop(0) if self._failures else None
 
     def record_post(self, status: int, body: bytes) -> None:
         code = ""
@@ -76,6 +86,13 @@ def _handler(server: TempBucketServer) -> type[BaseHTTPRequestHandler]:
             headers = {name.lower(): value for name, value in self.headers.items()}
             if not server.bucket.is_upload("POST", urlsplit(self.path).path):
                 self._answer(405, b"", close=False)
+                return
+            failure = server.take_failure()
+            if failure is not None:
+                self.rfile.read(length)
+                body = b"<Error><Code>InternalError</Code><Message>scripted</Message></Error>"
+                server.record_post(failure, body)
+                self._answer(failure, body, close=False)
                 return
             answer, close = server.bucket.receive(headers, self.rfile, length)
             server.record_post(answer.status, answer.body)

@@ -1,4 +1,4 @@
-"""SEGFLOW_INPUT_URL, SEGFLOW_PRESIGN_ENDPOINT and SEGFLOW_OPENPLATFORM_ENDPOINT: defaults, values, refusals."""
+"""SEGFLOW_INPUT_URL, SEGFLOW_PRESIGN_ENDPOINT, SEGFLOW_OPENPLATFORM_ENDPOINT: defaults, values, refusals."""
 
 from __future__ import annotations
 
