@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.segflow-setup-done
 
-.PHONY: setup models demo test test-fast lint layer bench clean
+.PHONY: setup models demo test test-fast test-fc lint layer bench clean
 
 # Virtual environment, the package (layer + engine + test tools) and the engine's model weights.
 $(STAMP): pyproject.toml scripts/setup.sh
@@ -33,14 +33,22 @@ lint: setup
 	$(VENV)/bin/ruff format --check shared engine functions tests bench scripts
 	$(VENV)/bin/mypy
 
-layer: setup
-	$(PY) scripts/build_layer.py --out dist/segflow-layer.zip
+# The layer zip: exactly the handlers' import closure under python/ (no vendored packages: FC's
+# python3.10 built-ins are pinned in scripts/fc-python310-builtins.txt).
+layer:
+	$(PYTHON) scripts/build_layer.py --out dist/segflow-layer.zip
+
+# The handlers' functional tests on Python 3.10 with only FC's built-in package versions, importing the
+# layer from the unzipped zip (needs a Python 3.10: PYTHON310=/path/to/python3.10 if it is not found).
+test-fc:
+	bash scripts/test-fc.sh
 
 # rembg is only the engine benchmark's baseline (same ISNet weights); --no-deps because it would pull
 # opencv-python-headless over the opencv-contrib build mediapipe uses.
 bench: setup
+	bash scripts/fc-python310-env.sh >/dev/null
 	$(PIP) install -q --disable-pip-version-check --no-deps 'rembg==2.0.86' 'pooch>=1.8' platformdirs tqdm
 	$(PY) bench/report.py
 
 clean:
-	rm -rf $(VENV) dist build .pytest_cache .mypy_cache .ruff_cache segflow-out
+	rm -rf $(VENV) .venv-fc310 dist build .pytest_cache .mypy_cache .ruff_cache segflow-out

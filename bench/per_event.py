@@ -284,9 +284,8 @@ def bytes_read(video_size: int) -> list[Row]:
                     read <= limit,
                     detail=(
                         f"{over} B over: the probe reads a 16-byte box header at the moov's offset, then "
-                        "reads the moov again from offset+8 (shared/segflow/media.py, the `moov = "
-                        "src.read(pos + header, size - header)` line); reusing the header bytes already "
-                        "read removes the overlap"
+                        "reads the moov again from offset+8 (shared/segflow/media/isobmff.py, "
+                        "`_read_moov`); reusing the header bytes already read removes the overlap"
                         if over > 0
                         else ""
                     ),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -21,3 +22,14 @@ def load_event(name: str) -> dict[str, Any]:
 @pytest.fixture
 def repo_root() -> Path:
     return REPO_ROOT
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Under `make test-fc` the layer must come from the unzipped zip, never from the checkout."""
+    layer = os.environ.get("SEGFLOW_TEST_LAYER_DIR")
+    if layer:
+        import segflow
+
+        where = Path(segflow.__file__).resolve()
+        if not where.is_relative_to(Path(layer).resolve()):
+            raise pytest.UsageError(f"segflow was imported from {where}, not from the layer at {layer}")

@@ -3,9 +3,9 @@
 Local mode loads `functions/<name>/index.py` by path and calls `handler(event_bytes, context)` with an
 FC-shaped context (`segflow_cli.fccontext`), buckets being directories under `--bucket-dir` (one folder
 per bucket name) and the vision endpoints whatever the environment configures — no Docker, as FC would
-run it. Remote mode sends the same event file to the deployed function through the FC SDK `aliyun-fc2`
-(synchronously) and prints what the function returned. fc2 speaks the FC 2.0 API (2016-08-15), which
-names a function by service and function; `--service` says which service an fc3 function is under.
+run it. Remote mode (`segflow_cli.remote`) sends the same event file to the deployed function: through
+the FC 3.0 API by default (functions deployed by s.yaml's fc3 component), through the FC 2.0 SDK
+`aliyun-fc2` when `--service` names the FC 2.0 service a function belongs to.
 
 Only argument parsing happens at import; everything else is imported inside `run`.
 """
@@ -20,7 +20,6 @@ DEPLOYED_NAMES = {"on_upload": "segflow-on-upload", "collect_jobs": "segflow-col
 """The functionName each handler has in s.yaml."""
 TIMEOUTS = {"on_upload": 300, "collect_jobs": 120}
 """Seconds, as in s.yaml: the context's `function.timeout`, from which the handlers take their deadline."""
-DEFAULT_FC2_SERVICE = "default"
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
@@ -34,24 +33,62 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--functions-dir", help="where functions/<name>/index.py live (default: ./functions)")
     parser.add_argument("--timeout", type=int, help="function timeout in seconds for the local context")
-    remote = parser.add_argument_group("remote mode (the deployed function, through aliyun-fc2)")
+    remote = parser.add_argument_group(
+        "remote mode (the deployed function: FC 3.0 API, or FC 2.0 through aliyun-fc2 with --service)"
+    )
     remote.add_argument("--remote", action="store_true", help="invoke the deployed function instead")
-    remote.add_argument("--function-name", "--function", dest="function_name", help="deployed function name")
+    remote.add_argument(
+        "--function-name",
+        "--function",
+        dest="function_name",
+        help="deployed function name (default: segflow-on-upload / segflow-collect-jobs, as in s.yaml)",
+    )
     remote.add_argument("--region", help="FC region (default: SEGFLOW_REGION, cn-shanghai)")
-    remote.add_argument("--account-id", help="Alibaba Cloud account id (the FC endpoint is per account)")
+    remote.add_argument(
+        "--account-id",
+        help=(
+            "Alibaba Cloud account id, part of the FC endpoint <account_id>.<region>.fc.aliyuncs.com "
+            "(default: ALIBABA_CLOUD_ACCOUNT_ID, else asked from STS GetCallerIdentity with your AccessKey)"
+        ),
+    )
+    remote.add_argument(
+        "--endpoint",
+        help=(
+            "FC endpoint instead of https://{account_id}.{region}.fc.aliyuncs.com; {account_id} and "
+            "{region} are filled in (default: SEGFLOW_FC_ENDPOINT)"
+        ),
+    )
     remote.add_argument(
         "--service",
-        default=DEFAULT_FC2_SERVICE,
         help=(
-            "fc2 speaks the FC 2.0 API, which addresses services/<service>/functions/<name>; a function "
-            "deployed with the fc3 component has no service of its own, so give the one it is listed "
-            "under in the 2.0 API (default: %(default)s)"
+            "the function belongs to this FC 2.0 service: invoke it through the FC 2.0 API (aliyun-fc2). "
+            "Leave out for FC 3.0 functions, which have no service (what s.yaml deploys)"
         ),
     )
     remote.add_argument("--qualifier", help="version or alias (default: LATEST)")
     remote.add_argument(
-        "--log", action="store_true", help="print the last 4 KB of the function's log to stderr"
+        "--async",
+        dest="asynchronous",
+        action="store_true",
+        help="invoke asynchronously: FC queues the event and answers with its request id",
     )
+    remote.add_argument(
+        "--log",
+        action="store_true",
+        help="print the last 4 KB of the function's log to stderr (synchronous invocations only)",
+    )
+
+
+_REMOTE_ONLY = {
+    "function_name": "--function",
+    "region": "--region",
+    "account_id": "--account-id",
+    "endpoint": "--endpoint",
+    "service": "--service",
+    "qualifier": "--qualifier",
+    "asynchronous": "--async",
+}
+"""Options that only mean something with --remote (dest -> flag): given without it, they are a mistake."""
 
 
 def run(args: argparse.Namespace) -> int:
@@ -69,7 +106,14 @@ def run(args: argparse.Namespace) -> int:
         return 2
     try:
         if args.remote:
-            return _run_remote(args, event, dict(os.environ))
+            from segflow_cli.remote import run_remote
+
+            function_name = args.function_name or DEPLOYED_NAMES[args.function]
+            return run_remote(args, function_name, event, dict(os.environ))
+        given = [flag for dest, flag in _REMOTE_ONLY.items() if getattr(args, dest)]
+        if given:
+            print(f"segflow invoke: {', '.join(given)} only apply with --remote", file=sys.stderr)
+            return 2
         if not (args.bucket_dir or os.environ.get("SEGFLOW_LOCAL_BUCKET_DIR", "").strip()):
             print(
                 "segflow invoke: --bucket-dir (or SEGFLOW_LOCAL_BUCKET_DIR) is required without --remote",
@@ -117,7 +161,7 @@ def load_handler(path: Any, function: str) -> Any:
     return handler
 
 
-def _print_json(value: Any) -> None:
+def print_json(value: Any) -> None:
     import json
 
     print(json.dumps(value, ensure_ascii=False, indent=2, default=str))
@@ -150,16 +194,16 @@ def _run_local(args: argparse.Namespace, event: bytes, environ: dict[str, str]) 
     try:
         result = handler(event, context)
     except Exception as exc:  # the handler's failure is the invocation's result, as FC reports it
-        _print_json({"errorType": type(exc).__name__, "errorMessage": str(exc)})
+        print_json({"errorType": type(exc).__name__, "errorMessage": str(exc)})
         traceback.print_exc(file=sys.stderr)
         return 1
     finally:
         use_handler_deps(None)
-    _print_body(result)
+    print_body(result)
     return 0
 
 
-def _print_body(result: Any) -> None:
+def print_body(result: Any) -> None:
     """Print what FC would send back as the response body: a str or bytes as is (pretty when it is
     JSON), anything else as JSON."""
     import json
@@ -168,61 +212,8 @@ def _print_body(result: Any) -> None:
         result = bytes(result).decode("utf-8", "replace")
     if isinstance(result, str):
         try:
-            _print_json(json.loads(result))
+            print_json(json.loads(result))
         except ValueError:
             print(result)
         return
-    _print_json(result)
-
-
-def _run_remote(args: argparse.Namespace, event: bytes, environ: dict[str, str]) -> int:
-    import base64
-    import json
-    import sys
-
-    from segflow.credentials import credentials_from_context
-    from segflow.errors import ConfigError
-    from segflow.logs import install_redaction
-    from segflow.settings import Settings
-
-    settings = Settings.from_env(environ)
-    if not args.account_id:
-        raise ConfigError(
-            "--remote needs --account-id (the FC endpoint is <account>.<region>.fc.aliyuncs.com)"
-        )
-    credentials = credentials_from_context(None, settings.credential_env)
-    install_redaction([v for v in (credentials.access_key_secret, credentials.security_token) if v])
-    import fc2  # aliyun-fc2: a test/deploy dependency, not part of the layer
-
-    region = args.region or settings.region
-    client = fc2.Client(
-        endpoint=f"https://{args.account_id}.{region}.fc.aliyuncs.com",
-        accessKeyID=credentials.access_key_id,
-        accessKeySecret=credentials.access_key_secret,
-        securityToken=credentials.security_token or "",
-    )
-    headers = {"x-fc-invocation-type": "Sync"}
-    if args.log:
-        headers["x-fc-log-type"] = "Tail"
-    function_name = args.function_name or DEPLOYED_NAMES[args.function]
-    try:
-        response = client.invoke_function(
-            args.service, function_name, payload=event, headers=headers, qualifier=args.qualifier
-        )
-    except fc2.fc_exceptions.FcError as exc:
-        print(
-            f"segflow invoke --remote: {function_name} failed: HTTP {exc.status_code} "
-            f"{exc.err_code or ''} {exc.message} [RequestId {exc.request_id}]",
-            file=sys.stderr,
-        )
-        return 1
-    log_result = response.headers.get("x-fc-log-result") if response.headers else None
-    if args.log and log_result:
-        print(base64.b64decode(log_result).decode("utf-8", "replace"), file=sys.stderr)
-    body = response.data
-    text = body.decode("utf-8", "replace") if isinstance(body, bytes) else str(body)
-    try:
-        _print_json(json.loads(text))
-    except ValueError:
-        print(text)
-    return 0
+    print_json(result)

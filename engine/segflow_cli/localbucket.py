@@ -93,6 +93,13 @@ class LocalDirStorage(Storage):
             )
         return self.bucket_dir.joinpath(*parts)
 
+    def accepts_key(self, key: str) -> bool:
+        try:
+            self.path_for(key)
+        except StorageError:
+            return False
+        return True
+
     def _existing_file(self, key: str) -> Path:
         path = self.path_for(key)
         if not path.is_file():

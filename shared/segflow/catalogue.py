@@ -25,6 +25,10 @@ Which error code a violated limit maps to (the service's own codes; `ErrorCodes`
   table has no `TooLarge` code.
 * PicWish reports failures as `data.state`; we name them `PicWish.TooLarge` (state -5, over 15 MB, HTTP 413)
   and `PicWish.InvalidImage` (state -7, "invalid image file, e.g. wrong format or resolution too large").
+
+Before an action is chosen (the probe of an unreadable file), `codes_for_media` gives the code: imageseg's
+for a corrupt image, videoseg's `InvalidFile.*` (about files in general) for anything else, including a
+file of unknown format; `segflow.validation.media_error_for_action` replaces it with the action's own.
 """
 
 from __future__ import annotations
@@ -118,6 +122,10 @@ class ErrorCodes:
     frames: str
     http_status: int = 400
     too_large_http_status: int = 400
+
+    def for_problem(self, problem: str) -> str:
+        """The code for a file that cannot be read: `problem` "format", "empty", anything else corrupt."""
+        return {"format": self.format, "empty": self.empty}.get(problem, self.corrupt)
 
 
 IMAGESEG_CODES = ErrorCodes(
@@ -430,3 +438,8 @@ def is_async_call(action: Action, params: Mapping[str, str]) -> bool:
 def codes_for_product(product: str) -> ErrorCodes:
     """The error codes a product uses (defaults to imageseg's)."""
     return _CODES_BY_PRODUCT.get(product, IMAGESEG_CODES)
+
+
+def codes_for_media(media: str | None) -> ErrorCodes:
+    """The codes of a file problem found before the action is known (see the module docstring)."""
+    return IMAGESEG_CODES if media == "image" else VIDEOSEG_CODES

@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 
 # Small enough that a trickling download is checked against the deadline often; `put_stream` re-cuts the
 # chunks into parts anyway.
-DOWNLOAD_CHUNK = 256 * 1024
+DOWNLOAD_CHUNK = 64 * 1024
 EXPIRED_STATUSES = frozenset({403, 404, 410})
 
 _CONTENT_TYPES = {

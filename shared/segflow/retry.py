@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, NamedTuple, Protocol, TypeVar
 
-from segflow.errors import ApiConnectionError, ApiError
+from segflow.errors import ApiConnectionError, ApiError, SegflowError
 
 if TYPE_CHECKING:
     from segflow.deadline import Deadline
@@ -154,19 +154,28 @@ class RetryPolicy(_RetryPolicyFields):
         """A full-jitter delay in [0, backoff_ceiling(retry_number)]."""
         return self.rng.uniform(0.0, self.backoff_ceiling(retry_number))
 
-    def run(self, attempt: Callable[[], T], *, what: str = "call", deadline: Deadline | None = None) -> T:
-        """Call `attempt` until it succeeds, raises a non-retryable `ApiError`, or the bounds are hit.
+    def run(
+        self,
+        attempt: Callable[[], T],
+        *,
+        what: str = "call",
+        deadline: Deadline | None = None,
+        retry_if: Callable[[SegflowError], bool] | None = None,
+    ) -> T:
+        """Call `attempt` until it succeeds, raises an error `retry_if` refuses (default: a non-retryable
+        `ApiError`, by `RETRY_TABLE`), or the bounds are hit.
 
         The last error is raised as is. Time spent inside attempts counts toward `max_total`; a
         retry whose delay would cross `max_total` (or the invocation's `deadline`) is not started.
         """
+        retryable = retry_if or _retryable_api_error
         started = self.clock()
         number = 1
         while True:
             try:
                 return attempt()
-            except ApiError as error:
-                if not is_retryable_error(error) or number >= self.max_attempts:
+            except SegflowError as error:
+                if not retryable(error) or number >= self.max_attempts:
                     raise
                 delay = self.backoff(number)
                 elapsed = self.clock() - started
@@ -186,3 +195,7 @@ class RetryPolicy(_RetryPolicyFields):
                 )
                 self.sleep(delay)
                 number += 1
+
+
+def _retryable_api_error(error: SegflowError) -> bool:
+    return isinstance(error, ApiError) and is_retryable_error(error)

@@ -3,7 +3,8 @@
 Client side, `sign_v1` and `sign_v3` are pure functions: the clock and the nonce can be injected and
 they return the string-to-sign / canonical request with the signature, so a `SignatureDoesNotMatch`
 can be explained by comparing it with the server's. `sign_v3` produces the headers an RPC call of the
-official Tea SDK (alibabacloud-tea-openapi 0.4.x) sends, parameters in the query.
+official Tea SDK (alibabacloud-tea-openapi 0.4.x) sends, parameters in the query; with `pathname` and a
+body it signs ROA-style calls the same way (FC 3.0's `POST /2023-03-30/functions/{name}/invocations`).
 
 The server side (verification, as the service and the local engine do it) lives in
 `segflow_engine.verify`: a function never verifies a signature, so it stays out of the layer.
@@ -222,6 +223,7 @@ def sign_v3(
     `x-acs-content-sha256`, `accept: application/json`, `user-agent` (unless given), `content-type` for a
     non-empty body (form-urlencoded unless given) and, with STS, `x-acs-accesskey-id` and
     `x-acs-security-token`. Extra `headers` are sent and signed too; send the result unchanged.
+    `pathname` is the request path exactly as sent (already percent-encoded), `/` for RPC calls.
     """
     out: dict[str, str] = {
         "host": host,

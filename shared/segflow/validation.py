@@ -12,7 +12,6 @@ count; the service decides those.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from fractions import Fraction
 from math import isqrt
 
 from segflow.catalogue import PNG_ACCEPTED_BPP, Action, Limits
@@ -79,7 +78,7 @@ def media_error_for_action(action: Action, error: MediaError) -> LimitViolationE
     """
     codes = action.codes
     kind = error.problem if error.problem in (FORMAT, EMPTY) else CORRUPT
-    code = {FORMAT: codes.format, EMPTY: codes.empty}.get(kind, codes.corrupt)
+    code = codes.for_problem(kind)
     violation = Violation(kind, code, f"{action.name}: {error.message}")
     return LimitViolationError((violation,), http_status=codes.http_status)
 
@@ -162,18 +161,24 @@ def resolution_problems(name: str, limits: Limits, width: int, height: int, noun
             out.append(
                 f"{name} needs width × height {op} {limits.max_pixels:,} pixels; {dims} ({pixels:,} pixels)"
             )
-    if limits.max_long_to_short is not None and Fraction(long, short) > Fraction(*limits.max_long_to_short):
+    # Ratios are compared exactly, as integer cross products (no float rounding at the bounds).
+    if limits.max_long_to_short is not None and _above((long, short), limits.max_long_to_short):
         out.append(
-            f"{name} needs long side / short side ≤ {_num(Fraction(*limits.max_long_to_short))}; "
+            f"{name} needs long side / short side ≤ {_num(*limits.max_long_to_short)}; "
             f"{dims} (ratio {long / short:.2f})"
         )
-    aspect = Fraction(width, height)
-    low = Fraction(*limits.min_aspect) if limits.min_aspect is not None else None
-    high = Fraction(*limits.max_aspect) if limits.max_aspect is not None else None
-    if (low is not None and aspect < low) or (high is not None and aspect > high):
-        bounds = f"{_num(low) if low is not None else '0'} and {_num(high) if high is not None else '∞'}"
+    low, high = limits.min_aspect, limits.max_aspect
+    if (low is not None and _above(low, (width, height))) or (
+        high is not None and _above((width, height), high)
+    ):
+        bounds = f"{_num(*low) if low is not None else '0'} and {_num(*high) if high is not None else '∞'}"
         out.append(f"{name} needs width / height between {bounds}; {dims} (ratio {width / height:.2f})")
     return out
+
+
+def _above(ratio: tuple[int, int], other: tuple[int, int]) -> bool:
+    """ratio > other, for (numerator, positive denominator) pairs, exactly."""
+    return ratio[0] * other[1] > other[0] * ratio[1]
 
 
 def fit_size(action: Action, width: int, height: int) -> tuple[int, int] | None:
@@ -210,28 +215,27 @@ def _no_fit(action: Action, last: Violation) -> Violation:
 def _largest_long_side(limits: Limits, width: int, height: int) -> int | None:
     """The long side after the largest downscale the upper bounds allow (None: no upper bound)."""
     long, short = max(width, height), min(width, height)
-    scale: Fraction | None = None
-
-    def bound(value: Fraction) -> None:
-        nonlocal scale
-        scale = value if scale is None else min(scale, value)
-
     sub = 1 if limits.max_exclusive else 0
+    scales: list[tuple[int, int]] = []  # (numerator, denominator) of each bound's largest scale
     if limits.max_width is not None:
-        bound(Fraction(limits.max_width - sub, width))
+        scales.append((limits.max_width - sub, width))
     if limits.max_height is not None:
-        bound(Fraction(limits.max_height - sub, height))
+        scales.append((limits.max_height - sub, height))
     if limits.max_short_side is not None:
-        bound(Fraction(limits.max_short_side, short))
+        scales.append((limits.max_short_side, short))
     if limits.max_long_side is not None:
-        bound(Fraction(limits.max_long_side, long))
+        scales.append((limits.max_long_side, long))
     if limits.max_pixels is not None:
         allowed = limits.max_pixels - (1 if limits.max_pixels_exclusive else 0)
         # s = sqrt(allowed / (w*h)); floor the long side from it exactly enough, the search loop corrects
-        bound(Fraction(_isqrt_ratio(allowed * long * long, width * height), long))
-    if scale is None:
+        scales.append((_isqrt_ratio(allowed * long * long, width * height), long))
+    if not scales:
         return None
-    return max(1, int(long * scale))
+    numerator, denominator = scales[0]
+    for candidate in scales[1:]:
+        if _above((numerator, denominator), candidate):
+            numerator, denominator = candidate
+    return max(1, long * numerator // denominator)
 
 
 def _isqrt_ratio(numerator: int, denominator: int) -> int:
@@ -267,8 +271,11 @@ def _sides(op: str, w: int | None, h: int | None) -> str:
     return " and ".join(parts)
 
 
-def _num(value: Fraction) -> str:
-    return str(value.numerator) if value.denominator == 1 else f"{float(value):g}"
+def _num(numerator: int, denominator: int) -> str:
+    """A ratio as people write it: `16`, `0.5`."""
+    if numerator % denominator == 0:
+        return str(numerator // denominator)
+    return f"{numerator / denominator:g}"
 
 
 def _human(n: int) -> str:

@@ -310,3 +310,14 @@ def test_key_outside_the_input_prefix_is_skipped_even_if_the_trigger_sends_it(h:
     summary = h.on_upload(oss_event(key))
     assert summary["skipped"] == 1 and summary["outcomes"][0]["code"] == "OutsideInputPrefix"
     assert h.api.requests == [] and h.keys("segflow-") == []
+
+
+def test_server_side_copy_into_the_input_prefix_is_segmented_like_an_upload(h: Harness) -> None:
+    """s.yaml subscribes oss:ObjectCreated:CopyObject: a copied object carries the same record fields."""
+    event = load_event("oss-copy-object.json")
+    assert [r["eventName"] for r in event["events"]] == ["ObjectCreated:CopyObject"]
+    (key,) = h.stage(event)
+    summary = h.on_upload(event)
+    assert (summary["records"], summary["done"]) == (1, 1)
+    assert h.results_for(key) == [f"segmented/{key}/SegmentCommonImage/manifest.json"]
+    assert h.manifest(key, "SegmentCommonImage")["Source"]["Key"] == key

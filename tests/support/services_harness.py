@@ -15,6 +15,7 @@ import dataclasses
 import importlib.util
 import io
 import json
+import os
 import threading
 import time
 import uuid
@@ -49,13 +50,15 @@ VIDEO_SUFFIXES = (".mp4", ".mov", ".avi", ".flv")
 
 class ResultServer:
     """Serves result files by URL; `expire(url)` makes it answer 403 (as an expired OSS URL does),
-    `fail_next(n, status)` answers the next n downloads with `status`."""
+    `fail_next(n, status)` answers the next n downloads with `status`, `throttle_next(n, rate)` sends the
+    next n downloads at `rate` bytes per second (a slow link to a large result)."""
 
     def __init__(self) -> None:
         self.files: dict[str, bytes] = {}
         self.expired: set[str] = set()
         self.downloads: Counter[str] = Counter()
         self._failures: list[int] = []
+        self._throttles: list[float] = []
         self._lock = threading.Lock()
         outer = self
 
@@ -67,6 +70,7 @@ class ResultServer:
                 with outer._lock:
                     outer.downloads[name] += 1
                     status = outer._failures.pop(0) if outer._failures else None
+                    rate = outer._throttles.pop(0) if outer._throttles and status is None else None
                     data = outer.files.get(name)
                     if status is None and name in outer.expired:
                         status = 403
@@ -82,7 +86,17 @@ class ResultServer:
                 self.send_header("Content-Type", "application/octet-stream")
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
-                self.wfile.write(data)
+                if rate is None:
+                    self.wfile.write(data)
+                    return
+                piece = 64 * 1024
+                try:
+                    for start in range(0, len(data), piece):
+                        self.wfile.write(data[start : start + piece])
+                        self.wfile.flush()
+                        time.sleep(piece / rate)
+                except OSError:
+                    return  # the client gave up (as the collector does near its deadline)
 
             def log_message(self, format: str, *args: Any) -> None:
                 return
@@ -112,6 +126,10 @@ class ResultServer:
     def fail_next(self, count: int, status: int = 503) -> None:
         with self._lock:
             self._failures.extend([status] * count)
+
+    def throttle_next(self, count: int, bytes_per_second: float) -> None:
+        with self._lock:
+            self._throttles.extend([bytes_per_second] * count)
 
     def close(self) -> None:
         self._httpd.shutdown()
@@ -159,6 +177,7 @@ class FakeVision:
         self.poll_delay = 0.0
         self.segment_delay = 0.0  # seconds a synchronous segmentation takes (to make calls overlap)
         self.expire_results = 0  # how many PROCESS_SUCCESS result URLs to hand out already expired
+        self.video_result: bytes | None = None  # the "mask video" of video jobs (default: the input)
         self.fetched_sizes: list[tuple[int, int]] = []  # pixel sizes of the images the service fetched
         self._lock = threading.Lock()
         api.set_handler(self._handle)
@@ -261,7 +280,7 @@ class FakeVision:
                 document["Result"] = json.dumps({"ImageURL": job.result_url})
             else:
                 # The "mask video": the input's own bytes stand in for it (size and type are what matter).
-                job.result_url = self.results.add(job.input_bytes, ".mp4")
+                job.result_url = self.results.add(self.video_result or job.input_bytes, ".mp4")
                 key = "VideoURL" if job.action == "SegmentGreenScreenVideo" else "VideoUrl"
                 document["Result"] = json.dumps({key: job.result_url})
             with self._lock:
@@ -362,9 +381,16 @@ def event_keys(event: Mapping[str, Any]) -> list[tuple[str, str]]:
 # ---------------------------------------------------------------------------------------- handlers
 
 
+def functions_dir() -> Path:
+    """Where the handlers' code folders are: the checkout's functions/, or under `make test-fc` the copy
+    deployed beside the unzipped layer (SEGFLOW_TEST_CODE_DIR)."""
+    override = os.environ.get("SEGFLOW_TEST_CODE_DIR")
+    return Path(override) if override else REPO_ROOT / "functions"
+
+
 def load_handler(function: str) -> ModuleType:
     """`functions/<function>/index.py` as its own module (both files are called index.py)."""
-    path = REPO_ROOT / "functions" / function / "index.py"
+    path = functions_dir() / function / "index.py"
     spec = importlib.util.spec_from_file_location(f"segflow_function_{function}", path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)

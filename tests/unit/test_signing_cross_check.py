@@ -17,6 +17,7 @@ from alibabacloud_openapi_util.client import Client as OpenApiUtil
 from alibabacloud_tea_openapi.utils import Utils as TeaOpenApiUtils
 from aliyunsdkcore.auth.composer import rpc_signature_composer
 
+from segflow.errors import SigningError
 from segflow.signing import (
     Credentials,
     percent_encode,
@@ -178,3 +179,59 @@ def test_utc_timestamp_converts_aware_times_to_utc() -> None:
 
     assert utc_timestamp(datetime(2026, 11, 22, 11, 4, 5, tzinfo=shanghai)) == "2026-11-22T03:04:05Z"
     assert utc_timestamp(datetime(2026, 11, 22, 3, 4, 5)) == "2026-11-22T03:04:05Z"
+
+
+# ------------------------------------------------------------------ ROA-style calls (FC 3.0)
+
+ROA_PATH = "/2023-03-30/functions/segflow%24on-upload/invocations"
+ROA_BODY = b'{"events": [{"eventName": "ObjectCreated:PutObject"}]}\x00\xff'
+
+
+@pytest.mark.parametrize("creds", [PLAIN, STS], ids=["plain", "sts"])
+@pytest.mark.parametrize("util", V3_SIGNERS)
+def test_v3_roa_path_and_binary_body_match_openapi_get_authorization(creds: Credentials, util: Any) -> None:
+    """FC 3.0 InvokeFunction signs its own path and an octet-stream body (alibabacloud-fc20230330)."""
+    query = {"qualifier": "prod"}
+    signed = sign_v3(
+        "POST",
+        "1234567890123456.cn-shanghai.fc.aliyuncs.com",
+        "InvokeFunction",
+        "2023-03-30",
+        query,
+        ROA_BODY,
+        creds,
+        headers={"content-type": "application/octet-stream", "x-fc-invocation-type": "Async"},
+        now=FIXED_NOW,
+        nonce=FIXED_NONCE,
+        pathname=ROA_PATH,
+    )
+    sent = {k: v for k, v in signed.headers.items() if k != "Authorization"}
+    request = _TeaRequest(method="POST", pathname=ROA_PATH, query=query, headers=sent)
+
+    theirs = util.get_authorization(
+        request,
+        "ACS3-HMAC-SHA256",
+        hashlib.sha256(ROA_BODY).hexdigest(),
+        creds.access_key_id,
+        creds.access_key_secret,
+    )
+
+    assert signed.headers["Authorization"] == theirs
+    assert signed.canonical_request.split("\n")[1] == ROA_PATH
+
+
+def test_v3_roa_request_verifies_and_its_path_is_signed() -> None:
+    from segflow_engine.verify import NonceCache, verify_request
+
+    headers = {"content-type": "application/octet-stream"}
+    signed = sign_v3(
+        "POST", "h", "InvokeFunction", "2023-03-30", {}, ROA_BODY, PLAIN, headers=headers, pathname=ROA_PATH
+    )
+    lookup = {PLAIN.access_key_id: PLAIN.access_key_secret}.get
+
+    verified = verify_request("POST", ROA_PATH, {}, signed.headers, ROA_BODY, lookup, nonces=NonceCache())
+    assert verified.params == {"Action": "InvokeFunction", "Version": "2023-03-30"}
+    with pytest.raises(SigningError) as caught:
+        other = ROA_PATH.replace("segflow%24on-upload", "other")
+        verify_request("POST", other, {}, signed.headers, ROA_BODY, lookup, nonces=NonceCache())
+    assert caught.value.code == "SignatureDoesNotMatch"

@@ -26,7 +26,6 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
 
-from segflow import imagefit
 from segflow.catalogue import Action, get_action, is_async_call
 from segflow.deadline import Deadline
 from segflow.errors import (
@@ -512,6 +511,8 @@ def _fit_if_needed(
     except LimitViolationError as original_error:
         if deps.settings.oversize != "fit":
             raise
+        from segflow import imagefit  # only oversize images need it (and Pillow)
+
         reasons = imagefit.fit_reasons(action, original_error.kinds, media.width, media.height)
         if not reasons:
             raise

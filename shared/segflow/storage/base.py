@@ -49,6 +49,16 @@ class Storage(ABC):
 
     bucket: str
 
+    def accepts_key(self, key: str) -> bool:
+        """Whether this store can hold an object named `key` (OSS: 1 to 1023 UTF-8 bytes, no leading
+        `/` or `\\`); an adapter with stricter rules says so here, so derived keys are checked before
+        anything is paid for."""
+        try:
+            check_key(key)
+        except StorageError:
+            return False
+        return True
+
     @abstractmethod
     def head(self, key: str) -> ObjectInfo:
         """Size and ETag of `key`; `ObjectNotFoundError` if it does not exist."""

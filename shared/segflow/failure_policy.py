@@ -1,0 +1,165 @@
+"""One failure policy: what an error means for the object (or job) it happened to.
+
+`decide(error)` looks the error up in `RULES`, a table read top to bottom, first match wins:
+
+- `RETRY` — the same attempt may well succeed later (throttling and 5xx that outlived the client's own
+  retries, broken downloads, storage hiccups, another invocation holding the object, the deadline);
+  the record is handed back and FC's retry (or the next collector tick) tries again;
+- `FAULT` — the deployment is wrong (AccessKey, signature, expired STS token, RAM denial, PicWish
+  AppCode, a product not activated, configuration): every object would fail alike and all of them will be
+  fine once it is fixed, so none is recorded as failed for good; the fault is logged loudly and written
+  where an operator sees it, and the object stays retryable;
+- `SKIP` — nothing to do and nothing can be recorded (the object is gone, a key no store can hold);
+- `RECORD` — the object itself cannot be processed: one failure record with the service's code.
+
+Which API codes are transient is `segflow.retry.RETRY_TABLE` (the client's own retries read it too).
+Also here: the one retry loop's predicate for writes after a paid call (`transient_storage_error`) and the
+per-record isolation every service uses (`isolated`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from enum import Enum
+from typing import NamedTuple, TypeVar
+
+from segflow.errors import (
+    ApiError,
+    ConfigError,
+    DeadlineError,
+    EventError,
+    JobFailedError,
+    ObjectNotFoundError,
+    ResultDownloadError,
+    SegflowError,
+    StorageError,
+)
+from segflow.retry import is_retryable_error
+
+T = TypeVar("T")
+
+IN_PROGRESS_CODE = "RecordInProgress"
+
+
+class Decision(str, Enum):
+    RETRY = "retry"
+    FAULT = "fault"
+    SKIP = "skip"
+    RECORD = "record"
+
+
+class RecordInProgressError(SegflowError):
+    """Another invocation owns this object's record right now; the event is retried later by FC."""
+
+    default_code = IN_PROGRESS_CODE
+
+
+# Code families (the part before the first dot counts too) that say the deployment is wrong, whatever the
+# product: imageseg/videoseg error tables (InvalidAccessKeyId.NotFound, SignatureDoesNotMatch,
+# InvalidApi.NotPurchase, Unauthorized, InvalidTimeStamp.Expired), STS (InvalidSecurityToken.Expired),
+# RAM (Forbidden.RAM, NoPermission), PicWish's AppCode answers (HTTP 401/403).
+DEPLOYMENT_CODE_FAMILIES = frozenset(
+    {
+        "InvalidAccessKeyId",
+        "InvalidSecurityToken",
+        "SignatureDoesNotMatch",
+        "IncompleteSignature",
+        "Unauthorized",
+        "Forbidden",
+        "NoPermission",
+        "InvalidApi",
+        "InvalidTimeStamp",
+        "InvalidConfiguration",
+        "PicWish.Unauthorized",
+        "PicWish.Forbidden",
+    }
+)
+UNSTORABLE_CODES = frozenset({"InvalidObjectName", "KeyTooLong", "InvalidBucketName"})
+PERMANENT_DOWNLOAD_CODES = frozenset({"ResultTooLarge", "ResultExpired"})
+
+
+def _family_match(code: str, families: frozenset[str]) -> bool:
+    return code in families or any(code.startswith(f + ".") for f in families)
+
+
+def _deployment_api_error(error: SegflowError) -> bool:
+    if isinstance(error, JobFailedError):
+        return False  # how a job ended is about that job, whatever its code says
+    return isinstance(error, ApiError) and (
+        error.http_status in (401, 403) or _family_match(error.code, DEPLOYMENT_CODE_FAMILIES)
+    )
+
+
+def _transient_storage(error: SegflowError) -> bool:
+    if not isinstance(error, StorageError) or isinstance(error, ObjectNotFoundError):
+        return False
+    if error.code == "CorruptJobRecord" or error.code in UNSTORABLE_CODES:
+        return False
+    # A refused request (invalid key, denied) will be refused again; 5xx, timeouts and throttling pass.
+    status = error.http_status
+    return status is None or not (400 <= status < 500) or status in (408, 429)
+
+
+class Rule(NamedTuple):
+    """`decision` for the errors `matches` accepts."""
+
+    name: str
+    matches: Callable[[SegflowError], bool]
+    decision: Decision
+
+
+RULES: tuple[Rule, ...] = (
+    Rule("busy elsewhere", lambda e: isinstance(e, RecordInProgressError), Decision.RETRY),
+    Rule("deadline", lambda e: isinstance(e, DeadlineError), Decision.RETRY),
+    Rule("configuration", lambda e: isinstance(e, ConfigError), Decision.FAULT),
+    Rule("deployment", _deployment_api_error, Decision.FAULT),
+    Rule("job ended badly", lambda e: isinstance(e, JobFailedError), Decision.RECORD),
+    Rule("transient API error", lambda e: isinstance(e, ApiError) and is_retryable_error(e), Decision.RETRY),
+    Rule(
+        "broken download",
+        lambda e: isinstance(e, ResultDownloadError) and e.code not in PERMANENT_DOWNLOAD_CODES,
+        Decision.RETRY,
+    ),
+    Rule(
+        "unstorable key", lambda e: isinstance(e, StorageError) and e.code in UNSTORABLE_CODES, Decision.SKIP
+    ),
+    Rule("transient storage error", _transient_storage, Decision.RETRY),
+    Rule("unreadable event", lambda e: isinstance(e, EventError), Decision.SKIP),
+)
+
+
+def decide(error: SegflowError) -> Decision:
+    """The first rule of `RULES` that matches, else `RECORD`."""
+    for rule in RULES:
+        if rule.matches(error):
+            return rule.decision
+    return Decision.RECORD
+
+
+def is_retryable_failure(error: SegflowError) -> bool:
+    """Worth letting FC (or the next tick) try again as is."""
+    return decide(error) is Decision.RETRY
+
+
+def is_deployment_error(error: SegflowError) -> bool:
+    """About the deployment (credentials, permissions, configuration), not about an object."""
+    return decide(error) is Decision.FAULT
+
+
+def transient_storage_error(error: SegflowError) -> bool:
+    """The retry predicate of writes that follow a paid call: only storage hiccups are retried in place
+    (handing the record back to FC over one would pay for the call again)."""
+    return _transient_storage(error)
+
+
+def isolated(
+    work: Callable[[], T], on_unexpected: Callable[[Exception], T], *, logger: logging.Logger, what: str
+) -> T:
+    """`work()`, with any unexpected exception (a bug, a library error) logged and turned into
+    `on_unexpected(exc)`: one record or job never stops the others."""
+    try:
+        return work()
+    except Exception as exc:
+        logger.exception("%s failed unexpectedly", what)
+        return on_unexpected(exc)

@@ -1,0 +1,138 @@
+"""The queue of asynchronous jobs still to collect, and the collectors' leases on them.
+
+<jobs>/pending/<id>.json        a copy of the job's record while it is unfinished; deleted when the job
+                                is finished, so a collector tick lists only what is still pending
+<jobs>/leases/<id>.<generation> a collector's lease: generation n+1 may only be created (put-if-absent)
+                                once generation n has expired or been released by its owner
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterator
+from typing import NamedTuple
+
+from segflow.errors import ObjectExistsError, ObjectNotFoundError
+from segflow.layout import BucketLayout, ids_under
+from segflow.records import JobRecord, RecordStore
+from segflow.states import RecordState
+from segflow.storage.base import Storage
+
+Clock = Callable[[], float]
+
+
+class Lease(NamedTuple):
+    """A collector's hold on one pending job until `expires_at`."""
+
+    record_id: str
+    generation: int
+    owner: str
+    expires_at: float
+    key: str
+
+
+class JobQueue:
+    """The pending jobs and their leases in one bucket."""
+
+    def __init__(
+        self,
+        storage: Storage,
+        layout: BucketLayout,
+        *,
+        clock: Clock = time.time,
+        lease_seconds: float = 300.0,
+    ) -> None:
+        self.storage = storage
+        self.layout = layout
+        self.clock = clock
+        self.lease_seconds = lease_seconds
+
+    # -- pending jobs ---------------------------------------------------------------------------------
+    def put(self, record: JobRecord) -> None:
+        key = self.layout.pending_key(record.record_id)
+        self.storage.put_bytes(key, record.to_json(), content_type="application/json")
+
+    def load(self, record_id: str) -> JobRecord | None:
+        try:
+            return JobRecord.from_json(self.storage.get_bytes(self.layout.pending_key(record_id)))
+        except ObjectNotFoundError:
+            return None
+
+    def ids(self, *, page_size: int = 1000) -> Iterator[str]:
+        """Record ids of the pending jobs, a page at a time."""
+        return ids_under(self.storage, self.layout.pending_prefix, page_size=page_size)
+
+    def finish(self, record_id: str) -> None:
+        """Take a finished job out of the pending listing, then drop its leases."""
+        self.storage.delete(self.layout.pending_key(record_id))
+        self.clear_leases(record_id)
+
+    # -- leases ---------------------------------------------------------------------------------------
+    def _generations(self, record_id: str) -> list[tuple[int, str]]:
+        prefix = self.layout.lease_prefix(record_id)
+        found = [(info.key[len(prefix) :], info.key) for info in self.storage.list(prefix)]
+        return sorted((int(suffix), key) for suffix, key in found if suffix.isdigit())
+
+    def _expiry(self, lease_key: str) -> float | None:
+        """When the lease in `lease_key` runs out; None when it vanished (its holder is cleaning up)."""
+        try:
+            body = json.loads(self.storage.get_bytes(lease_key))
+            return float(body.get("expires_at", 0.0))
+        except ObjectNotFoundError:
+            return None
+        except (ValueError, TypeError, AttributeError):
+            return 0.0  # unreadable lease: treat as expired rather than block the job forever
+
+    def try_lease(self, record_id: str, owner: str, *, seconds: float | None = None) -> Lease | None:
+        """Claim a pending job, or None when another collector holds it (or won the race just now)."""
+        now = self.clock()
+        generations = self._generations(record_id)
+        generation = 0
+        if generations:
+            latest, latest_key = generations[-1]
+            expires_at = self._expiry(latest_key)
+            if expires_at is None or expires_at > now:
+                return None
+            generation = latest + 1
+        lease = Lease(
+            record_id=record_id,
+            generation=generation,
+            owner=owner,
+            expires_at=now + (self.lease_seconds if seconds is None else seconds),
+            key=self.layout.lease_key(record_id, generation),
+        )
+        try:
+            self.storage.put_bytes(lease.key, _lease_body(lease, now), if_absent=True)
+        except ObjectExistsError:
+            return None
+        # Older generations are expired or released and can never be claimed again (the next claim is
+        # generation + 1, which exists now): drop them so a long-running job keeps one lease file.
+        for _, old_key in generations:
+            self.storage.delete(old_key)
+        return lease
+
+    def release_lease(self, lease: Lease) -> None:
+        """Let the next tick claim the job at once (overwrites our own generation only)."""
+        self.storage.put_bytes(lease.key, _lease_body(lease._replace(expires_at=0.0), self.clock()))
+
+    def clear_leases(self, record_id: str) -> None:
+        for _, key in self._generations(record_id):
+            self.storage.delete(key)
+
+
+def _lease_body(lease: Lease, now: float) -> bytes:
+    body = {"owner": lease.owner, "generation": lease.generation, "expires_at": lease.expires_at, "at": now}
+    return json.dumps(body).encode("utf-8")
+
+
+def queue_job(
+    records: RecordStore, queue: JobQueue, record: JobRecord, *, job_id: str, request_id: str | None
+) -> JobRecord:
+    """Queue an asynchronous job: the pending entry first, then the record, so a crash in between never
+    leaves a submitted job that no collector will see (`RecordStore.begin` reads the pending entry)."""
+    submitted = record.evolve(
+        state=RecordState.SUBMITTED, job_id=job_id, request_id=request_id, submitted_at=records.clock()
+    )
+    queue.put(submitted)
+    return records.mark_submitted(submitted, job_id=job_id, request_id=request_id)

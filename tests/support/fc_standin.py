@@ -1,0 +1,395 @@
+"""A loopback stand-in for Function Compute (3.0 and 2.0 InvokeFunction) and STS GetCallerIdentity.
+
+    with FcStandIn() as fc:
+        fc.deploy("segflow-on-upload", returns=b'{"done": 1}', log="FC Invoke Start ...")
+        ...  # point the client at fc.url (or HTTP_PROXY=fc.url: it also serves absolute-form targets)
+        assert fc.invocations[0].event == event_bytes
+
+What it checks and answers, and where each fact is documented:
+
+- FC 3.0, "API reference (2023-03-30): InvokeFunction": `POST /2023-03-30/functions/{functionName}/
+  invocations`, `qualifier` the only query parameter, `x-fc-invocation-type` Sync|Async,
+  `x-fc-log-type` None|Tail, the body is the event. Signed ACS3-HMAC-SHA256 (checked with
+  `segflow_engine.verify`), the x-fc-* headers among the signed ones, `x-acs-action: InvokeFunction`,
+  `x-acs-version: 2023-03-30` (as the official SDK alibabacloud-fc20230330 sends them).
+  Answers: sync 200 with the function's result as body; async 202 with an empty body; every answer has
+  `x-fc-request-id` ("Common parameters": X-Fc-Request-Id); with Tail, `x-fc-log-result` is the last
+  4 KB of the log in base64 ("InvokeFunction": X-Fc-Log-Result). A function that raises answers with
+  `x-fc-error-type: UnhandledInvocationError` and `{"errorMessage", "errorType", "stackTrace"}` as body
+  on HTTP 200 ("Python runtime: error handling"; "a 2xx response does not guarantee the function
+  succeeded", Node.js error handling). API errors are `{"Code", "Message", "RequestId"}` (2023-03-30
+  data type "Error", e.g. 404 FunctionNotFound "function not found"), signature errors 403
+  SignatureNotMatch / InvalidAccessKeyID ("Error codes").
+- FC 2.0, "API reference (2016-08-15)" and "Signature authentication": `POST /2016-08-15/services/
+  {service}[.{qualifier}]/functions/{function}/invocations`, `Authorization: FC <AccessKeyId>:<signature>`
+  with signature = Base64(HMAC-SHA256(secret, VERB \\n Content-MD5 \\n Content-Type \\n Date \\n
+  CanonicalizedFCHeaders + CanonicalizedResource)), the x-fc-* headers lower-cased and sorted, the
+  resource the unescaped path; `Date` at most 15 minutes off; an STS key sends `x-fc-security-token`.
+  Errors are `{"errorCode", "errorMessage"}` ("Error codes", FC 2.0 format).
+- STS, "GetCallerIdentity" (RPC 2015-04-01, no parameters, callable by any key): `POST /` with
+  `x-acs-action: GetCallerIdentity`, answered `{"IdentityType", "AccountId", "RequestId", "PrincipalId",
+  "UserId", "Arn"}`; errors in the RPC shape `{"RequestId", "HostId", "Code", "Message"}`.
+"""
+
+from __future__ import annotations
+
+import base64
+import email.utils
+import hashlib
+import hmac
+import json
+import re
+import threading
+import traceback
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import TracebackType
+from typing import Any
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+from segflow.errors import SigningError
+from tests.support.fake_api import DEFAULT_SECRETS, new_request_id
+
+ACCOUNT_ID = "1234567890123456"
+FC3_PATH = re.compile(r"^/2023-03-30/functions/([^/]+)/invocations$")
+FC2_PATH = re.compile(r"^/2016-08-15/services/([^/]+)/functions/([^/]+)/invocations$")
+LOG_TAIL_LIMIT = 4096
+FC2_MAX_DATE_SKEW = 15 * 60
+
+
+@dataclass
+class Deployed:
+    """A function the stand-in runs: it returns `returns`, or fails with `raises=(errorType, message)`."""
+
+    returns: bytes = b'{"ok": true}'
+    raises: tuple[str, str] | None = None
+    log: str = "FC Invoke Start\nFC Invoke End\n"
+    qualifiers: frozenset[str] = frozenset({"LATEST"})
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """One request as it arrived: `path` raw (percent-encoded), `query` decoded, header names lower-case."""
+
+    api: str  # "fc3", "fc2", "sts" or "unknown"
+    method: str
+    path: str
+    query: dict[str, str]
+    headers: dict[str, str]
+    body: bytes
+    signature_error: str | None = None
+    via_proxy: bool = False
+    peer_port: int = 0  # the client's port: the same for requests sent over one kept-alive connection
+
+    @property
+    def signed_headers(self) -> set[str]:
+        authorization = self.headers.get("authorization", "")
+        if "SignedHeaders=" not in authorization:
+            return set()
+        return set(authorization.split("SignedHeaders=", 1)[1].split(",", 1)[0].split(";"))
+
+
+@dataclass(frozen=True)
+class Invocation:
+    """An invocation the API accepted (the function ran, or was queued when asynchronous)."""
+
+    api: str
+    function: str
+    service: str | None
+    qualifier: str | None
+    invocation_type: str
+    log_type: str
+    event: bytes
+    request_id: str
+
+
+@dataclass
+class _Answer:
+    status: int
+    body: bytes = b""
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+class FcStandIn:
+    """The stand-in server on 127.0.0.1; a context manager."""
+
+    def __init__(self, *, secrets: Mapping[str, str] | None = None, account_id: str = ACCOUNT_ID) -> None:
+        from segflow_engine.verify import NonceCache
+
+        self.secrets = dict(DEFAULT_SECRETS if secrets is None else secrets)
+        self.account_id = account_id
+        self.requests: list[Recorded] = []
+        self.invocations: list[Invocation] = []
+        self.errors: list[str] = []  # tracebacks of the stand-in's own failures: a test asserts it is empty
+        self._functions: dict[tuple[str | None, str], Deployed] = {}
+        self._nonces = NonceCache()
+        self._lock = threading.Lock()
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_class(self))
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
+
+    def __enter__(self) -> FcStandIn:
+        self._thread.start()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=10)
+
+    @property
+    def url(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host!s}:{port}"
+
+    def deploy(self, name: str, *, service: str | None = None, **behaviour: Any) -> Deployed:
+        """An FC 3.0 function, or with `service` a function of that FC 2.0 service."""
+        deployed = Deployed(**behaviour)
+        self._functions[(service, name)] = deployed
+        return deployed
+
+    # --- dispatch ---------------------------------------------------------------------------------
+
+    def answer(
+        self, method: str, target: str, headers: dict[str, str], body: bytes, peer_port: int = 0
+    ) -> _Answer:
+        via_proxy = target.startswith(("http://", "https://"))
+        parts = urlsplit(target)
+        path, query = parts.path, dict(parse_qsl(parts.query, keep_blank_values=True))
+        api = _api_of(path, headers)
+        try:
+            error = self._check_signature(api, method, path, query, headers, body)
+        except SigningError as exc:
+            error = exc
+        record = Recorded(
+            api, method, path, query, headers, body, error.code if error else None, via_proxy, peer_port
+        )
+        with self._lock:
+            self.requests.append(record)
+        if api == "fc3":
+            return self._fc3(record, error)
+        if api == "fc2":
+            return self._fc2(record, error)
+        if api == "sts":
+            return self._sts(record, error)
+        return _fc3_error(404, "PathNotSupported", f"'{method} {path}' is not supported")
+
+    def _check_signature(
+        self, api: str, method: str, path: str, query: dict[str, str], headers: dict[str, str], body: bytes
+    ) -> SigningError | None:
+        from segflow_engine.verify import verify_request
+
+        if api == "fc2":
+            return self._check_fc2_signature(method, unquote(path), headers)
+        if api in ("fc3", "sts"):
+            verify_request(method, path, query, headers, body, self.secrets.get, nonces=self._nonces)
+        return None
+
+    # --- FC 3.0 -----------------------------------------------------------------------------------
+
+    def _fc3(self, record: Recorded, error: SigningError | None) -> _Answer:
+        if error is not None:
+            return _fc3_signing_error(error)
+        refusal = _fc3_refusal(record)
+        if refusal is not None:
+            return refusal
+        match = FC3_PATH.match(record.path)
+        assert match is not None
+        name = unquote(match.group(1))
+        return self._invoke("fc3", None, name, record.query.get("qualifier"), record)
+
+    def _invoke(
+        self, api: str, service: str | None, name: str, qualifier: str | None, record: Recorded
+    ) -> _Answer:
+        deployed = self._functions.get((service, name))
+        if deployed is None:
+            if api == "fc2":
+                return _fc2_error(404, "FunctionNotFound", f"function '{name}' does not exist")
+            return _fc3_error(404, "FunctionNotFound", "function not found")
+        if qualifier and qualifier not in deployed.qualifiers:
+            code = "VersionNotFound" if qualifier.isdigit() else "AliasNotFound"
+            message = f"{'version' if qualifier.isdigit() else 'alias'} '{qualifier}' does not exist"
+            return _fc2_error(404, code, message) if api == "fc2" else _fc3_error(404, code, message)
+        request_id = new_request_id()
+        invocation_type = record.headers.get("x-fc-invocation-type", "Sync")
+        log_type = record.headers.get("x-fc-log-type", "None")
+        with self._lock:
+            self.invocations.append(
+                Invocation(api, name, service, qualifier, invocation_type, log_type, record.body, request_id)
+            )
+        headers = {"x-fc-request-id": request_id}
+        if invocation_type == "Async":
+            return _Answer(202, b"", headers)
+        if log_type == "Tail":
+            tail = deployed.log.encode()[-LOG_TAIL_LIMIT:]
+            headers["x-fc-log-result"] = base64.b64encode(tail).decode()
+        if deployed.raises is not None:
+            error_type, message = deployed.raises
+            headers["x-fc-error-type"] = "UnhandledInvocationError"
+            document = {"errorMessage": message, "errorType": error_type, "stackTrace": []}
+            return _Answer(200, json.dumps(document).encode(), headers)
+        return _Answer(200, deployed.returns, headers)
+
+    # --- FC 2.0 -----------------------------------------------------------------------------------
+
+    def _fc2(self, record: Recorded, error: SigningError | None) -> _Answer:
+        if error is not None:
+            status = 403 if error.code in ("SignatureNotMatch", "InvalidAccessKeyID") else 400
+            return _fc2_error(status, error.code, error.message)
+        match = FC2_PATH.match(unquote(record.path))
+        assert match is not None
+        service, _, qualifier = match.group(1).partition(".")
+        invocation_type = record.headers.get("x-fc-invocation-type", "Sync")
+        if record.method != "POST" or invocation_type not in ("Sync", "Async"):
+            return _fc2_error(400, "InvalidArgument", "POST with x-fc-invocation-type Sync or Async")
+        return self._invoke("fc2", service, match.group(2), qualifier or None, record)
+
+    def _check_fc2_signature(
+        self, method: str, unescaped_path: str, headers: dict[str, str]
+    ) -> SigningError | None:
+        authorization = headers.get("authorization", "")
+        scheme, _, credential = authorization.partition(" ")
+        access_key_id, _, signature = credential.partition(":")
+        if scheme != "FC" or not access_key_id or not signature:
+            return SigningError(
+                "Authorization must be FC <AccessKeyId>:<Signature>", code="MissingRequiredHeader"
+            )
+        date = headers.get("date", "")
+        try:
+            sent = email.utils.parsedate_to_datetime(date)
+        except (TypeError, ValueError):
+            return SigningError(f"Date {date!r} is not an HTTP date", code="MissingRequiredHeader")
+        if abs((datetime.now(timezone.utc) - sent).total_seconds()) > FC2_MAX_DATE_SKEW:
+            return SigningError("the request is more than 15 minutes old", code="SignatureNotMatch")
+        secret = self.secrets.get(access_key_id)
+        if not secret:
+            return SigningError(f"invalid access key ID '{access_key_id}'", code="InvalidAccessKeyID")
+        fc_headers = sorted((k, v) for k, v in headers.items() if k.startswith("x-fc-"))
+        canonical = "".join(f"{k}:{v}\n" for k, v in fc_headers)
+        string_to_sign = "\n".join(
+            [
+                method,
+                headers.get("content-md5", ""),
+                headers.get("content-type", ""),
+                date,
+                canonical + unescaped_path,
+            ]
+        )
+        expected = base64.b64encode(
+            hmac.new(secret.encode(), string_to_sign.encode(), hashlib.sha256).digest()
+        ).decode()
+        if not hmac.compare_digest(expected, signature):
+            return SigningError(
+                "The request signature we calculated does not match", code="SignatureNotMatch"
+            )
+        return None
+
+    # --- STS --------------------------------------------------------------------------------------
+
+    def _sts(self, record: Recorded, error: SigningError | None) -> _Answer:
+        if error is not None:
+            return _rpc_error(error.http_status or 400, error.code, error.message)
+        if record.headers.get("x-acs-version") != "2015-04-01" or record.method != "POST":
+            return _rpc_error(400, "InvalidVersion", "GetCallerIdentity is POST, version 2015-04-01")
+        document = {
+            "IdentityType": "RAMUser",
+            "AccountId": self.account_id,
+            "RequestId": new_request_id(),
+            "PrincipalId": "2887742443752100",
+            "UserId": "2887742443752100",
+            "Arn": f"acs:ram::{self.account_id}:user/segflow",
+        }
+        return _Answer(200, json.dumps(document).encode(), {"Content-Type": "application/json;charset=utf-8"})
+
+
+def _api_of(path: str, headers: Mapping[str, str]) -> str:
+    if FC3_PATH.match(path):
+        return "fc3"
+    if FC2_PATH.match(unquote(path)):
+        return "fc2"
+    if path == "/" and headers.get("x-acs-action") == "GetCallerIdentity":
+        return "sts"
+    return "unknown"
+
+
+def _fc3_refusal(record: Recorded) -> _Answer | None:
+    """What FC 3.0 refuses in an otherwise well-signed InvokeFunction request."""
+    headers = record.headers
+    if record.method != "POST":
+        return _fc3_error(405, "MethodNotAllowed", f"{record.method} is not allowed")
+    if set(record.query) - {"qualifier"}:
+        return _fc3_error(400, "InvalidArgument", f"unknown query parameters {sorted(record.query)}")
+    if headers.get("x-acs-action") != "InvokeFunction" or headers.get("x-acs-version") != "2023-03-30":
+        return _fc3_error(
+            400, "InvalidArgument", "x-acs-action/x-acs-version must be InvokeFunction/2023-03-30"
+        )
+    if headers.get("x-fc-invocation-type", "Sync") not in ("Sync", "Async"):
+        return _fc3_error(400, "InvalidArgument", "x-fc-invocation-type must be Sync or Async")
+    if headers.get("x-fc-log-type", "None") not in ("None", "Tail"):
+        return _fc3_error(400, "InvalidArgument", "x-fc-log-type must be None or Tail")
+    unsigned = {h for h in headers if h.startswith("x-fc-")} - record.signed_headers
+    if unsigned:
+        return _fc3_error(403, "SignatureNotMatch", f"headers sent but not signed: {sorted(unsigned)}")
+    return None
+
+
+def _fc3_signing_error(error: SigningError) -> _Answer:
+    if error.code == "InvalidAccessKeyId.NotFound":
+        return _fc3_error(403, "InvalidAccessKeyID", error.message)
+    if error.code in ("MissingParameter", "IncompleteSignature"):
+        return _fc3_error(400, "MissingRequiredHeader", error.message)
+    return _fc3_error(403, "SignatureNotMatch", error.message)
+
+
+def _fc3_error(status: int, code: str, message: str) -> _Answer:
+    request_id = new_request_id()
+    document = {"Code": code, "Message": message, "RequestId": request_id}
+    return _Answer(status, json.dumps(document).encode(), {"x-fc-request-id": request_id})
+
+
+def _fc2_error(status: int, code: str, message: str) -> _Answer:
+    document = {"errorCode": code, "errorMessage": message}
+    return _Answer(status, json.dumps(document).encode(), {"x-fc-request-id": new_request_id()})
+
+
+def _rpc_error(status: int, code: str, message: str) -> _Answer:
+    document = {"RequestId": new_request_id(), "HostId": "sts.aliyuncs.com", "Code": code, "Message": message}
+    return _Answer(status, json.dumps(document).encode(), {"Content-Type": "application/json;charset=utf-8"})
+
+
+def _handler_class(standin: FcStandIn) -> type[BaseHTTPRequestHandler]:
+    class _Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_POST(self) -> None:
+            self._serve()
+
+        def do_GET(self) -> None:
+            self._serve()
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+        def _serve(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            body = self.rfile.read(length) if length else b""
+            headers = {name.lower(): value for name, value in self.headers.items()}
+            try:
+                answer = standin.answer(self.command, self.path, headers, body, self.client_address[1])
+            except Exception:  # the stand-in's own bug: answer 500 and keep it for the test to see
+                standin.errors.append(traceback.format_exc())
+                answer = _fc3_error(500, "StandInError", "the stand-in failed")
+            self.send_response(answer.status)
+            for name, value in answer.headers.items():
+                self.send_header(name, value)
+            self.send_header("Content-Length", str(len(answer.body)))
+            self.end_headers()
+            self.wfile.write(answer.body)
+
+    return _Handler
