@@ -90,12 +90,14 @@ class Settings:
     """`SEGFLOW_PRESIGN_SECONDS` (default 1800, 60…604800): lifetime of the presigned GET URL of the input
     handed to the API (async video jobs may fetch it minutes later)."""
     region: str = DEFAULT_REGION
-    """`SEGFLOW_REGION` (default `cn-shanghai`): the region inputs must be in when `require_region` holds,
-    and the OSS region used outside FC."""
+    """`SEGFLOW_REGION` (default `cn-shanghai`): the vision service's region: the region inputs must be in
+    when `require_region` holds, the `RegionId` of `AuthorizeFileUpload`, and the OSS region used outside
+    FC."""
     require_region: bool = True
     """`SEGFLOW_REQUIRE_REGION` (default: true when the imageseg and videoseg endpoints are Alibaba's
     `*.aliyuncs.com`, false otherwise): refuse objects whose bucket is not in `region` without calling the
-    API (`InvalidImage.Region` / `InvalidFile.Region`, as the service would)."""
+    API (`InvalidImage.Region` / `InvalidFile.Region`, as the service would). Only with
+    `SEGFLOW_INPUT_URL=presign`: an uploaded input is read from the service's own temporary bucket."""
     qps: float = 2.0
     """`SEGFLOW_QPS` (default 2): calls per second to the vision API per process (the account's default
     limit on pay-as-you-go is 2 QPS; over-limit calls fail with `Throttling.User`)."""

@@ -187,3 +187,19 @@ def test_an_upload_that_keeps_failing_is_left_to_fcs_retry_without_paying(
 
     assert up.on_upload(oss_event(key))["done"] == 1  # FC's retry of the event, once OSS answers again
     assert up.api.count("SegmentCommonImage") == 1
+
+
+def test_an_uploaded_input_may_come_from_a_bucket_in_any_region(make: Any) -> None:
+    """The service reads the uploaded copy from its own bucket: the source bucket's region is no longer
+    its concern (with presign it is: see test_on_upload_events, InvalidImage.Region)."""
+    up: Harness = make(input_url="upload")
+    key = "incoming/photos/beijing.jpg"
+    up.put(key, jpeg())
+    assert up.on_upload(oss_event(key, region="cn-beijing"))["done"] == 1
+
+    presign: Harness = make(input_url="presign")
+    other = "incoming/photos/beijing-presigned.jpg"
+    presign.put(other, jpeg())
+    assert presign.on_upload(oss_event(other, region="cn-beijing"))["failed"] == 1
+    failure = presign.failure(other)
+    assert failure is not None and failure["Code"] == "InvalidImage.Region"

@@ -54,7 +54,7 @@ from segflow.services.common import (
     write_failure,
 )
 from segflow.services.deps import Deps
-from segflow.services.inputs import input_url
+from segflow.services.inputs import input_url, service_reads_bucket
 from segflow.storage.base import ObjectInfo, Storage
 from segflow.validation import (
     LimitViolationError,
@@ -371,7 +371,8 @@ def _submit(
 ) -> _Outcome:
     settings = deps.settings
     bucket, key = job.bucket, job.key
-    if settings.require_region and action.product in ALIBABA_PRODUCTS and record.region != settings.region:
+    reads_bucket = action.product in ALIBABA_PRODUCTS and service_reads_bucket(settings, action)
+    if settings.require_region and reads_bucket and record.region != settings.region:
         raise InputValidationError(
             f"the service only reads OSS objects in {settings.region}; bucket {bucket} is in {record.region}",
             code=f"{action.error_prefix}.Region",
