@@ -263,6 +263,9 @@ def _run(args: argparse.Namespace) -> int:
             "SEGFLOW_IMAGESEG_ENDPOINT": base_url,
             "SEGFLOW_VIDEOSEG_ENDPOINT": base_url,
             "SEGFLOW_PICWISH_ENDPOINT": base_url,
+            # The engine also serves AuthorizeFileUpload and its temporary bucket, so inputs reach it the
+            # way they reach the cloud service by default (SEGFLOW_INPUT_URL=upload).
+            "SEGFLOW_OPENPLATFORM_ENDPOINT": base_url,
             "SEGFLOW_PICWISH_APPCODE": appcode,
             "ALIBABA_CLOUD_ACCESS_KEY_ID": access_key[0],
             "ALIBABA_CLOUD_ACCESS_KEY_SECRET": access_key[1],

@@ -6,6 +6,8 @@ Routes:
   signed with v1 or v3 (`segflow_engine.verify.verify_request`).
 - `POST /tasks/visual/segmentation` and `GET /tasks/visual/segmentation/<task_id>` — PicWish, AppCode auth.
 - `GET|HEAD /results/<id>/<name>?Expires=…&Signature=…` — the result files the answers link to.
+- `AuthorizeFileUpload` (RPC, version 2019-12-19), `POST /viapi-customer-temp/` (the form upload it
+  grants) and `GET /viapi-customer-temp/<key>` — the temporary bucket (`segflow_engine.tempstore`).
 
 `Engine` is the application (a request in, an answer out, no sockets) so the routing is testable on its
 own; `EngineServer` puts it behind a `ThreadingHTTPServer`. Model work runs on a `WorkerPool` of
@@ -52,6 +54,7 @@ from segflow_engine.results import (
     ResultAccessError,
     ResultStore,
 )
+from segflow_engine.tempstore import TempBucket
 from segflow_engine.verify import SignatureMismatchError
 
 LOG = logging.getLogger("segflow_engine.server")
@@ -142,12 +145,15 @@ class Engine:
         self.quota = CallQuota(self.config.qps) if self.config.qps else None
         self._picwish_tasks: dict[str, tuple[float, dict[str, Any]]] = {}
         self._picwish_lock = threading.Lock()
+        self.temp_bucket = TempBucket(self.state_dir / "temp", urlsplit(self.base_url).netloc)
 
     # -- entry ---------------------------------------------------------------------------------------
     def handle(self, request: Request) -> Answer:
         try:
             if request.path.startswith(RESULTS_PREFIX):
                 return self._handle_result(request)
+            if self.temp_bucket.is_object_path(request.path):
+                return self._handle_temp_object(request)
             if request.path == picwish.PATH or request.path.startswith(picwish.PATH + "/"):
                 return self._handle_picwish(request)
             return self._handle_rpc(request)
@@ -158,6 +164,7 @@ class Engine:
     def cleanup(self) -> None:
         self.store.cleanup()
         self.pool.cleanup()
+        self.temp_bucket.cleanup()
         cutoff = self.store.clock() - self.config.picwish_result_ttl_seconds
         with self._picwish_lock:
             for task_id in [t for t, (made, _) in self._picwish_tasks.items() if made < cutoff]:
@@ -188,6 +195,8 @@ class Engine:
                 raise ApiError(
                     "Request was denied due to user flow control.", code="Throttling.User", http_status=400
                 )
+            if self.temp_bucket.is_authorize_call(params):  # answered at the top level, not in Data
+                return render_json(200, {"RequestId": request_id, **self.temp_bucket.authorize(params)})
             action, data = self._dispatch(params, request_id)
             return render_success(action, request_id, data, xml=xml)
         except concurrent.futures.TimeoutError:
@@ -327,6 +336,14 @@ class Engine:
             return _oss_error(exc.status, code, exc.reason)
         return FileAnswer(path, self.store.content_type(name))
 
+    def _handle_temp_object(self, request: Request) -> Answer:
+        if request.method not in ("GET", "HEAD"):
+            return _oss_error(405, "MethodNotAllowed", "temporary objects are read-only here")
+        path = self.temp_bucket.object_path(request.path)
+        if path is None:
+            return _oss_error(404, "NoSuchKey", "The specified key does not exist.")
+        return FileAnswer(path, "application/octet-stream")
+
 
 def route(params: Mapping[str, str]) -> Action:
     """The catalogue action an RPC call names; `UnsupportedOperation` if unknown or of another Version."""
@@ -411,6 +428,12 @@ class _Handler(BaseHTTPRequestHandler):
             length = int(length_text)
         except ValueError:
             length = -1
+        if length >= 0 and TempBucket.is_upload(self.command, urlsplit(self.path).path):
+            # A form upload is streamed to disk: a 1 GB video must not be read into memory.
+            headers = {name.lower(): value for name, value in self.headers.items()}
+            answer, close = self.server.engine.temp_bucket.receive(headers, self.rfile, length)
+            self._write(answer, close=close)
+            return
         if length < 0 or length > MAX_BODY_BYTES:
             self._write(HttpAnswer(413, "text/plain", b"request body too large"), head=head, close=True)
             return

@@ -1,25 +1,20 @@
 """The vision API clients: imageseg/videoseg RPC calls (`VisionClient`) and PicWish (`PicWishClient`).
 
-Every HTTP attempt is signed afresh (new nonce and timestamp, so a retry is never `SignatureNonceUsed`),
-takes a token from the process-wide rate limiter, and is retried only when `segflow.retry` says so.
-Nothing here logs a URL, a header or a body: v1 puts `Signature` and `SecurityToken` in the query, v3 and
-PicWish put secrets in headers. Exception text holds the code, message, HTTP status and RequestId only.
+Every HTTP attempt (`segflow.transport`) is signed afresh (new nonce and timestamp, so a retry is never
+`SignatureNonceUsed`), takes a token from the process-wide rate limiter, and is retried only when
+`segflow.retry` says so. Nothing here logs a URL, a header or a body: v1 puts `Signature` and
+`SecurityToken` in the query, v3 and PicWish put secrets in headers. Exception text holds the code,
+message, HTTP status and RequestId only.
 """
 
 from __future__ import annotations
 
 import json
-import logging
-import re
-import threading
-import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, NamedTuple
 from urllib.parse import urlsplit
 
-import requests
-
-from segflow.errors import ApiConnectionError, ApiError, ConfigError, DeadlineError, InputValidationError
+from segflow.errors import ApiError, ConfigError, InputValidationError
 from segflow.ratelimit import DEFAULT_QPS, RateLimiter
 from segflow.results import (
     AsyncJobResult,
@@ -32,30 +27,34 @@ from segflow.results import (
 )
 from segflow.retry import RetryPolicy
 from segflow.signing import Credentials, percent_encode, sign_v1, sign_v3
+from segflow.transport import USER_AGENT, Answer, HttpTransport
 
 if TYPE_CHECKING:
+    import requests
+
     from segflow.deadline import Deadline
 
-logger = logging.getLogger("segflow.client")
-
-USER_AGENT = "segflow/0.1 (+requests)"
-DEADLINE_SAFETY_SECONDS = 1.0
 SIGNATURE_VERSIONS = ("v3", "v1")
 PICWISH_PATH = "/tasks/visual/segmentation"
 _ALIBABA_SUFFIX = ".aliyuncs.com"
 _DEFAULT_IMAGESEG = "https://imageseg.cn-shanghai.aliyuncs.com"
 _DEFAULT_VIDEOSEG = "https://videoseg.cn-shanghai.aliyuncs.com"
 _DEFAULT_PICWISH = "https://picwish.market.alicloudapi.com"
+_DEFAULT_OPENPLATFORM = "https://openplatform.aliyuncs.com"
+OPENPLATFORM_VERSION = "2019-12-19"
+_PRODUCTS = ("imageseg", "videoseg", "picwish", "openplatform")
 
 
 class _EndpointFields(NamedTuple):
     imageseg: str
     videoseg: str
     picwish: str
+    openplatform: str
 
 
 class Endpoints(_EndpointFields):
-    """Full endpoint URLs (scheme included) of the three services; a local engine can stand in for all.
+    """Full endpoint URLs (scheme included) of the services (openplatform: `AuthorizeFileUpload`); a local
+    engine can stand in for all.
 
     An immutable NamedTuple, checked when built, rather than a dataclass: `dataclasses` would cost the
     client's cold start about 6 ms (it imports `inspect`).
@@ -68,12 +67,13 @@ class Endpoints(_EndpointFields):
         imageseg: str = _DEFAULT_IMAGESEG,
         videoseg: str = _DEFAULT_VIDEOSEG,
         picwish: str = _DEFAULT_PICWISH,
+        openplatform: str = _DEFAULT_OPENPLATFORM,
     ) -> Endpoints:
-        for name, url in (("imageseg", imageseg), ("videoseg", videoseg), ("picwish", picwish)):
+        for name, url in zip(_PRODUCTS, (imageseg, videoseg, picwish, openplatform), strict=True):
             parts = urlsplit(url)
             if parts.scheme not in ("http", "https") or not parts.netloc:
                 raise ConfigError(f"the {name} endpoint must be a full http(s) URL, got {url!r}")
-        return super().__new__(cls, imageseg, videoseg, picwish)
+        return super().__new__(cls, imageseg, videoseg, picwish, openplatform)
 
     def is_alibaba(self) -> bool:
         """True when imageseg and videoseg are the real Alibaba Cloud services (hosts under .aliyuncs.com)."""
@@ -82,87 +82,13 @@ class Endpoints(_EndpointFields):
         )
 
     def for_product(self, product: str) -> str:
-        if product not in ("imageseg", "videoseg", "picwish"):
+        if product not in _PRODUCTS:
             raise ConfigError(f"no endpoint for product {product!r}")
         url: str = getattr(self, product)
         return url.rstrip("/")
 
 
 CredentialsSource = Callable[[], Credentials] | Credentials
-
-
-class _Answer(NamedTuple):
-    """One HTTP answer, read fully (a NamedTuple: private and cheaper to define than a dataclass)."""
-
-    status: int
-    headers: Mapping[str, str]
-    body: bytes
-
-
-class _Transport:
-    """One HTTP attempt: a rate-limit token, the request, connection failures as `ApiConnectionError`."""
-
-    def __init__(self, session: requests.Session | None, timeout: float) -> None:
-        self._session = session
-        self._session_lock = threading.Lock()
-        self.timeout = timeout
-        _hide_secrets_in_urllib3_logs()
-
-    @property
-    def session(self) -> requests.Session:
-        with self._session_lock:
-            if self._session is None:
-                self._session = requests.Session()
-            return self._session
-
-    def send(
-        self,
-        method: str,
-        url: str,
-        headers: Mapping[str, str],
-        body: bytes,
-        *,
-        limiter: RateLimiter,
-        what: str,
-        deadline: Deadline | None = None,
-    ) -> _Answer:
-        host = urlsplit(url).netloc
-        timeout = self.timeout
-        if deadline is not None:
-            # An answer that would come after the function's timeout is worth nothing: never wait past it.
-            left = deadline.remaining() - DEADLINE_SAFETY_SECONDS
-            if left <= 0:
-                raise DeadlineError(f"{what}: not sent, the invocation is about to time out")
-            timeout = min(timeout, left)
-        limiter.acquire()
-        started = time.monotonic()
-        try:
-            response = self.session.request(
-                method,
-                url,
-                headers=dict(headers),
-                data=body or None,
-                timeout=timeout,
-                allow_redirects=False,
-            )
-            content = response.content
-        except requests.Timeout:
-            # `from None`: the requests exception's text holds the URL, and a v1 URL holds the signature.
-            raise ApiConnectionError(
-                f"{what}: no answer from {host} within {timeout:g}s", code="ConnectionTimeout"
-            ) from None
-        except requests.RequestException as error:
-            raise ApiConnectionError(
-                f"{what}: connection to {host} failed ({type(error).__name__})", code="ConnectionError"
-            ) from None
-        logger.debug(
-            "%s: HTTP %d from %s in %.0f ms",
-            what,
-            response.status_code,
-            host,
-            (time.monotonic() - started) * 1e3,
-        )
-        return _Answer(response.status_code, response.headers, content)
 
 
 class VisionClient:
@@ -179,6 +105,7 @@ class VisionClient:
         session: requests.Session | None = None,
         timeout: float = 30.0,
         v1_method: str = "POST",
+        upload_rate_limiter: RateLimiter | None = None,
     ) -> None:
         if signature_version not in SIGNATURE_VERSIONS:
             raise ConfigError(
@@ -194,10 +121,19 @@ class VisionClient:
         self.v1_method = v1_method
         self.retry = retry or RetryPolicy()
         self._rate_limiter = rate_limiter
-        self._transport = _Transport(session, timeout)
+        self._upload_rate_limiter = upload_rate_limiter
+        self._transport = HttpTransport(session, timeout)
+
+    @property
+    def transport(self) -> HttpTransport:
+        """The HTTP sender; the form POST of an input to the temporary bucket uses it too."""
+        return self._transport
 
     def rate_limiter_for(self, product: str) -> RateLimiter:
-        """The given limiter, else the process-wide one of the product (each product has its own quota)."""
+        """The given limiter, else the process-wide one of the product (each product has its own quota).
+        `AuthorizeFileUpload` (openplatform) never takes a token of the vision APIs' quota."""
+        if product == "openplatform":
+            return self._upload_rate_limiter or RateLimiter.shared(DEFAULT_QPS, key=product)
         return self._rate_limiter or RateLimiter.shared(DEFAULT_QPS, key=product)
 
     def call(self, action: str, params: Mapping[str, str]) -> tuple[str, dict[str, Any]]:
@@ -242,6 +178,16 @@ class VisionClient:
         )
         return async_job_result(request_id, data, job_id=job_id)
 
+    def authorize_file_upload(self, product: str, region_id: str) -> dict[str, Any]:
+        """`AuthorizeFileUpload` (openplatform 2019-12-19) for `product`: the answer document, whose Bucket,
+        Endpoint, ObjectKey, AccessKeyId, EncodedPolicy and Signature allow one form POST of a file to the
+        service's temporary bucket (`segflow.tempupload`). A GET with `Product` and `RegionId` in the query,
+        as the official SDK's `*_advance` methods send it."""
+        query = {"Product": product, "RegionId": region_id}
+        return self._rpc_call(
+            "openplatform", OPENPLATFORM_VERSION, "AuthorizeFileUpload", query, http_method="GET"
+        )
+
     # --- one RPC ---------------------------------------------------------------------------------------
 
     def _rpc(
@@ -253,21 +199,40 @@ class VisionClient:
         *,
         deadline: Deadline | None = None,
     ) -> tuple[str, dict[str, Any]]:
+        document = self._rpc_call(product, version, action, params, deadline=deadline)
+        return str(document["RequestId"]), data_of(document)
+
+    def _rpc_call(
+        self,
+        product: str,
+        version: str,
+        action: str,
+        params: Mapping[str, str],
+        *,
+        deadline: Deadline | None = None,
+        http_method: str | None = None,
+    ) -> dict[str, Any]:
+        """One RPC call, retried: the whole document of a success answer (it has a RequestId)."""
         endpoint = self.endpoints.for_product(product)
         query = {name: _param_text(value) for name, value in params.items()}
         limiter = self.rate_limiter_for(product)
 
-        def attempt() -> tuple[str, dict[str, Any]]:
-            method, url, headers = self._signed_request(endpoint, action, version, query)
+        def attempt() -> dict[str, Any]:
+            method, url, headers = self._signed_request(endpoint, action, version, query, http_method)
             answer = self._transport.send(
                 method, url, headers, b"", limiter=limiter, what=action, deadline=deadline
             )
-            return _rpc_result(answer)
+            return _rpc_document(answer)
 
         return self.retry.run(attempt, what=f"{product} {action}", deadline=deadline)
 
     def _signed_request(
-        self, endpoint: str, action: str, version: str, query: Mapping[str, str]
+        self,
+        endpoint: str,
+        action: str,
+        version: str,
+        query: Mapping[str, str],
+        http_method: str | None = None,
     ) -> tuple[str, str, dict[str, str]]:
         credentials = self._credentials()
         parts = urlsplit(endpoint)
@@ -276,10 +241,11 @@ class VisionClient:
         if self.signature_version == "v3":
             # As alibabacloud-tea-openapi's do_request for style RPC: POST, parameters in the query,
             # Action/Version in x-acs-* headers, empty body. Format=JSON is explicit: the docs disagree on
-            # the default.
-            v3_query = {**query, "Format": "JSON"}
+            # the default. A GET (AuthorizeFileUpload) carries exactly the SDK's query; it answers JSON.
+            method = http_method or "POST"
+            v3_query = {**query, "Format": "JSON"} if method == "POST" else dict(query)
             signed3 = sign_v3(
-                "POST",
+                method,
                 parts.netloc,
                 action,
                 version,
@@ -289,12 +255,13 @@ class VisionClient:
                 headers={"user-agent": USER_AGENT},
                 pathname=pathname,
             )
-            return "POST", f"{base}?{_encode_query(v3_query)}", signed3.headers
+            return method, f"{base}?{_encode_query(v3_query)}", signed3.headers
+        method = http_method or self.v1_method
         signed1 = sign_v1(
-            self.v1_method, {"Action": action, "Version": version, "Format": "JSON", **query}, credentials
+            method, {"Action": action, "Version": version, "Format": "JSON", **query}, credentials
         )
         headers = {"accept": "application/json", "user-agent": USER_AGENT}
-        return self.v1_method, f"{base}?{_encode_query(signed1.params)}", headers
+        return method, f"{base}?{_encode_query(signed1.params)}", headers
 
 
 def _param_text(value: object) -> str:
@@ -317,8 +284,8 @@ def _encode_query(params: Mapping[str, str]) -> str:
     return "&".join(f"{percent_encode(k)}={percent_encode(params[k])}" for k in sorted(params))
 
 
-def _rpc_result(answer: _Answer) -> tuple[str, dict[str, Any]]:
-    """(RequestId, Data) of a success answer; `ApiError` with the answer's Code/RequestId/HostId otherwise."""
+def _rpc_document(answer: Answer) -> dict[str, Any]:
+    """The document of a 2xx answer; `ApiError` with the answer's Code/RequestId/HostId otherwise."""
     try:
         document = parse_document(answer.body, answer.headers.get("content-type", ""))
     except (ValueError, SyntaxError):  # ElementTree.ParseError is a SyntaxError
@@ -338,10 +305,10 @@ def _rpc_result(answer: _Answer) -> tuple[str, dict[str, Any]]:
     request_id = document.get("RequestId")
     if not isinstance(request_id, str) or not request_id:
         raise ApiError("the answer has no RequestId", code="InvalidResponse", http_status=answer.status)
-    return request_id, data_of(document)
+    return document
 
 
-def _raise(error: ApiError) -> tuple[str, dict[str, Any]]:
+def _raise(error: ApiError) -> dict[str, Any]:
     raise error
 
 
@@ -392,7 +359,7 @@ class PicWishClient:
         self.body_format = body_format
         self.retry = retry or RetryPolicy()
         self.rate_limiter = rate_limiter or RateLimiter.shared(DEFAULT_QPS, key="picwish")
-        self._transport = _Transport(session, timeout)
+        self._transport = HttpTransport(session, timeout)
 
     def __repr__(self) -> str:
         return f"PicWishClient(endpoint={self.endpoint!r}, appcode=<hidden>)"
@@ -440,7 +407,7 @@ class PicWishClient:
         return self.retry.run(attempt, what="PicWish segmentation")
 
 
-def _picwish_result(answer: _Answer) -> SegmentResult:
+def _picwish_result(answer: Answer) -> SegmentResult:
     request_id = answer.headers.get("x-ca-request-id", "")
     try:
         document = parse_document(answer.body, "application/json")
@@ -481,30 +448,3 @@ def _picwish_result(answer: _Answer) -> SegmentResult:
         mask_url=str(data["mask"]) if data.get("mask") else None,
         raw=dict(data),
     )
-
-
-# --- keep secrets out of third-party logs ----------------------------------------------------------------
-
-_SECRET_QUERY = re.compile(r"(Signature|SecurityToken|AccessKeySecret)=[^&\s\"']*")
-_filter_lock = threading.Lock()
-_filter_installed = False
-
-
-class _RedactQuerySecrets(logging.Filter):
-    """urllib3 logs `"POST /?…&Signature=… HTTP/1.1" 200` at DEBUG: blank the secret values out."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        redacted = _SECRET_QUERY.sub(r"\1=<redacted>", message)
-        if redacted != message:
-            record.msg = redacted
-            record.args = None
-        return True
-
-
-def _hide_secrets_in_urllib3_logs() -> None:
-    global _filter_installed
-    with _filter_lock:
-        if not _filter_installed:
-            logging.getLogger("urllib3.connectionpool").addFilter(_RedactQuerySecrets())
-            _filter_installed = True

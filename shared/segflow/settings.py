@@ -19,7 +19,9 @@ from segflow.errors import ConfigError
 DEFAULT_IMAGESEG_ENDPOINT = "https://imageseg.cn-shanghai.aliyuncs.com"
 DEFAULT_VIDEOSEG_ENDPOINT = "https://videoseg.cn-shanghai.aliyuncs.com"
 DEFAULT_PICWISH_ENDPOINT = "https://picwish.market.alicloudapi.com"
+DEFAULT_OPENPLATFORM_ENDPOINT = "https://openplatform.aliyuncs.com"
 DEFAULT_REGION = "cn-shanghai"
+INPUT_URL_MODES = ("upload", "presign")
 
 CREDENTIAL_VARIABLES = (
     "ALIBABA_CLOUD_ACCESS_KEY_ID",
@@ -70,16 +72,33 @@ class Settings:
     """`SEGFLOW_OVERSIZE` (`fit` default, or `reject`): an image beyond the action's resolution limits is
     segmented on a downsized copy and the mask applied at full size (`fit`), or recorded as a failure with
     the service's own error code (`reject`)."""
+    input_url: str = "upload"
+    """`SEGFLOW_INPUT_URL` (`upload` default, or `presign`): how an input reaches imageseg/videoseg.
+    `upload` does what the official SDK's `*_advance` methods do (`AuthorizeFileUpload`, then a form POST of
+    the object to the service's own temporary bucket): it works on every account. `presign` hands the
+    service a presigned GET URL of the object on `SEGFLOW_PRESIGN_ENDPOINT`. PicWish (a Marketplace API)
+    always gets a presigned URL."""
+    presign_endpoint: str | None = None
+    """`SEGFLOW_PRESIGN_ENDPOINT` (default: the bucket region's public default domain
+    `https://oss-<region>.aliyuncs.com`): the host of presigned input URLs. A custom domain bound to the
+    bucket (`https://img.example.com`) is used as a CNAME, an OSS endpoint (even `-internal`) as is. Only
+    the URL handed to the service uses it; reads and writes keep `SEGFLOW_OSS_ENDPOINT`."""
+    openplatform_endpoint: str = DEFAULT_OPENPLATFORM_ENDPOINT
+    """`SEGFLOW_OPENPLATFORM_ENDPOINT` (default `https://openplatform.aliyuncs.com`, or the imageseg
+    endpoint when that is not an Alibaba Cloud host, i.e. a local engine): where `AuthorizeFileUpload` is
+    called for the `upload` input path."""
     presign_seconds: int = 1800
     """`SEGFLOW_PRESIGN_SECONDS` (default 1800, 60…604800): lifetime of the presigned GET URL of the input
     handed to the API (async video jobs may fetch it minutes later)."""
     region: str = DEFAULT_REGION
-    """`SEGFLOW_REGION` (default `cn-shanghai`): the region inputs must be in when `require_region` holds,
-    and the OSS region used outside FC."""
+    """`SEGFLOW_REGION` (default `cn-shanghai`): the vision service's region: the region inputs must be in
+    when `require_region` holds, the `RegionId` of `AuthorizeFileUpload`, and the OSS region used outside
+    FC."""
     require_region: bool = True
     """`SEGFLOW_REQUIRE_REGION` (default: true when the imageseg and videoseg endpoints are Alibaba's
     `*.aliyuncs.com`, false otherwise): refuse objects whose bucket is not in `region` without calling the
-    API (`InvalidImage.Region` / `InvalidFile.Region`, as the service would)."""
+    API (`InvalidImage.Region` / `InvalidFile.Region`, as the service would). Only with
+    `SEGFLOW_INPUT_URL=presign`: an uploaded input is read from the service's own temporary bucket."""
     qps: float = 2.0
     """`SEGFLOW_QPS` (default 2): calls per second to the vision API per process (the account's default
     limit on pay-as-you-go is 2 QPS; over-limit calls fail with `Throttling.User`)."""
@@ -132,6 +151,14 @@ class Settings:
             return f"https://oss-{bucket_region}-internal.aliyuncs.com"
         return f"https://oss-{bucket_region}.aliyuncs.com"
 
+    def presign_endpoint_for(self, region: str | None = None) -> str:
+        """The host (with scheme) of presigned URLs handed to a service, for a bucket in `region`: the
+        configured one, else the public default domain of the bucket's region, never `-internal` on its
+        own (the vision service fetches from outside the function's network)."""
+        if self.presign_endpoint:
+            return self.presign_endpoint
+        return f"https://oss-{region or self.fc_region or self.region}.aliyuncs.com"
+
     # -- construction --------------------------------------------------------------------------------
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
@@ -163,6 +190,14 @@ class Settings:
         videoseg = endpoint("SEGFLOW_VIDEOSEG_ENDPOINT", DEFAULT_VIDEOSEG_ENDPOINT)
         picwish = endpoint("SEGFLOW_PICWISH_ENDPOINT", DEFAULT_PICWISH_ENDPOINT)
         oss_endpoint = endpoint("SEGFLOW_OSS_ENDPOINT", "") if get("SEGFLOW_OSS_ENDPOINT") else None
+        presign_endpoint = (
+            endpoint("SEGFLOW_PRESIGN_ENDPOINT", "") if get("SEGFLOW_PRESIGN_ENDPOINT") else None
+        )
+        # A local engine serves AuthorizeFileUpload beside the vision APIs.
+        openplatform = endpoint(
+            "SEGFLOW_OPENPLATFORM_ENDPOINT",
+            DEFAULT_OPENPLATFORM_ENDPOINT if _is_alibaba(imageseg) else imageseg,
+        )
 
         require_raw = get("SEGFLOW_REQUIRE_REGION")
         require_region = (
@@ -183,6 +218,9 @@ class Settings:
             picwish_appcode=get("SEGFLOW_PICWISH_APPCODE"),
             rules=_rules(get("SEGFLOW_RULES")),
             oversize=choice("SEGFLOW_OVERSIZE", "fit", ("fit", "reject")),
+            input_url=choice("SEGFLOW_INPUT_URL", "upload", INPUT_URL_MODES),
+            presign_endpoint=presign_endpoint,
+            openplatform_endpoint=openplatform,
             presign_seconds=integer("SEGFLOW_PRESIGN_SECONDS", 1800, 60, 604800),
             region=_region(get("SEGFLOW_REGION"), "SEGFLOW_REGION") or DEFAULT_REGION,
             require_region=require_region,

@@ -94,6 +94,7 @@ def test_no_secret_token_or_signature_in_any_log_line_record_or_file(
         "SEGFLOW_VIDEOSEG_ENDPOINT": api.url,
         "SEGFLOW_PICWISH_APPCODE": APPCODE,
         "SEGFLOW_QPS": "500",
+        "SEGFLOW_INPUT_URL": "presign",  # presigned URLs carry the STS token this test hunts for
         "ALIBABA_CLOUD_ACCESS_KEY_ID": creds.access_key_id,
         "ALIBABA_CLOUD_ACCESS_KEY_SECRET": creds.access_key_secret,
         "ALIBABA_CLOUD_SECURITY_TOKEN": creds.security_token or "",

@@ -28,6 +28,7 @@ def vision(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeVision]:
         monkeypatch.setenv("ALIBABA_CLOUD_ACCESS_KEY_SECRET", TEST_CREDENTIALS.access_key_secret)
         monkeypatch.delenv("ALIBABA_CLOUD_SECURITY_TOKEN", raising=False)
         monkeypatch.delenv("SEGFLOW_LOCAL_BUCKET_DIR", raising=False)
+        monkeypatch.setenv("SEGFLOW_INPUT_URL", "presign")  # these tests watch presigned loopback URLs
         yield FakeVision(api, results)
     results.close()
 

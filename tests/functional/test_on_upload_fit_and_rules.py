@@ -233,6 +233,7 @@ def test_handler_builds_its_deps_from_the_environment_once(
     for name, value in {
         "SEGFLOW_IMAGESEG_ENDPOINT": api.url,
         "SEGFLOW_VIDEOSEG_ENDPOINT": api.url,
+        "SEGFLOW_INPUT_URL": "presign",
         "ALIBABA_CLOUD_ACCESS_KEY_ID": TEST_CREDENTIALS.access_key_id,
         "ALIBABA_CLOUD_ACCESS_KEY_SECRET": TEST_CREDENTIALS.access_key_secret,
     }.items():

@@ -229,10 +229,10 @@ class FakeApi:
         return f"http://127.0.0.1:{self.port}"
 
     def endpoints(self) -> Any:
-        """`segflow.client.Endpoints` with all three services pointing here."""
+        """`segflow.client.Endpoints` with every service (openplatform too) pointing here."""
         from segflow.client import Endpoints
 
-        return Endpoints(imageseg=self.url, videoseg=self.url, picwish=self.url)
+        return Endpoints(imageseg=self.url, videoseg=self.url, picwish=self.url, openplatform=self.url)
 
     # --- scripting -------------------------------------------------------------------------------------
 

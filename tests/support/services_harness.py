@@ -1,7 +1,9 @@
 """Functional-test harness for the two functions: local buckets, a fake vision service, result files.
 
 Everything runs on 127.0.0.1: objects live in a `LocalDirStorage` under a temporary directory and are
-handed to the API as presigned loopback URLs; `FakeVision` answers imageseg/videoseg through `FakeApi`
+handed to the API as presigned loopback URLs (the harness pins `SEGFLOW_INPUT_URL=presign`; pass
+`input_url="upload"` for the upload path, whose `AuthorizeFileUpload` the fake service answers with the
+engine's temporary bucket on its own port); `FakeVision` answers imageseg/videoseg through `FakeApi`
 (which checks every request's signature), *fetches* each input URL as the real service would, and
 publishes its results on a `ResultServer` whose URLs can be made to expire or fail. The handlers
 themselves (`functions/*/index.py`) are loaded from their files and driven with FC-shaped events.
@@ -194,6 +196,8 @@ class FakeVision:
     def _handle(self, request: RecordedRequest) -> Reply | None:
         action = request.action
         params = request.params
+        if action == "AuthorizeFileUpload":
+            return self._authorize(params)
         if action == "PicWish":
             data = self._fetch(params["image_url"])
             return Reply.picwish(image=self.results.add(half_mask_cutout(data), ".png"))
@@ -221,6 +225,17 @@ class FakeVision:
                 }
             )
         return None
+
+    def _authorize(self, params: Mapping[str, str]) -> Reply:
+        """openplatform's AuthorizeFileUpload, answered by the engine's temporary bucket on loopback."""
+        from segflow.errors import SegflowError
+        from tests.support.temp_bucket import TempBucketServer
+
+        try:
+            grant = TempBucketServer.shared().bucket.authorize(params)
+        except SegflowError as error:
+            return Reply.error(error.http_status or 400, error.code, error.message)
+        return Reply.json({"RequestId": new_request_id(), **grant})
 
     def _elements(self, data: bytes, *, named: bool) -> list[dict[str, Any]]:
         from PIL import Image
@@ -502,6 +517,9 @@ def build_deps(root: Path, api: FakeApi, clock: Callable[[], float], **overrides
         "imageseg_endpoint": api.url,
         "videoseg_endpoint": api.url,
         "picwish_endpoint": api.url,
+        "openplatform_endpoint": api.url,
+        # The existing tests watch the service fetch presigned loopback URLs; the upload path has its own.
+        "input_url": "presign",
         "require_region": True,
         "collect_concurrency": 4,
         "lease_seconds": 120,
@@ -526,7 +544,11 @@ def build_deps(root: Path, api: FakeApi, clock: Callable[[], float], **overrides
         settings=settings,
         storage_for=storage_for,
         vision=VisionClient(
-            TEST_CREDENTIALS, endpoints=api.endpoints(), rate_limiter=limiter, retry=FAST_RETRY
+            TEST_CREDENTIALS,
+            endpoints=api.endpoints(),
+            rate_limiter=limiter,
+            upload_rate_limiter=limiter,
+            retry=FAST_RETRY,
         ),
         http=requests.Session(),
         picwish=PicWishClient("test-appcode", endpoint=api.url, rate_limiter=limiter, retry=FAST_RETRY),

@@ -39,7 +39,7 @@ from segflow.results import Element, SegmentResult
 from segflow.routing import Route, route
 from segflow.services.common import call_action, clear_stale_failure, error_record, write_failure
 from segflow.services.deps import Deps
-from segflow.services.inputs import input_url
+from segflow.services.inputs import input_url, service_reads_bucket
 from segflow.states import ClaimOutcome, Outcome, RecordState
 from segflow.storage.base import ObjectInfo, Storage
 from segflow.validation import (
@@ -267,7 +267,10 @@ def validate(attempt: UploadAttempt) -> None:
     assert action is not None and job is not None
     settings = deps.settings
     region = attempt.event.region
-    if settings.require_region and action.product in ALIBABA_PRODUCTS and region != settings.region:
+    # Only a service that reads the user's bucket (a presigned URL) cares where it is; an uploaded input
+    # is read from the service's own temporary bucket.
+    reads_bucket = action.product in ALIBABA_PRODUCTS and service_reads_bucket(settings, action)
+    if settings.require_region and reads_bucket and region != settings.region:
         raise InputValidationError(
             f"the service only reads OSS objects in {settings.region}; "
             f"bucket {attempt.bucket} is in {region}",

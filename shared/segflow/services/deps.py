@@ -133,9 +133,12 @@ class Deps:
                 imageseg=settings.imageseg_endpoint,
                 videoseg=settings.videoseg_endpoint,
                 picwish=settings.picwish_endpoint,
+                openplatform=settings.openplatform_endpoint,
             ),
             signature_version=settings.signature_version,
             rate_limiter=RateLimiter.shared(settings.qps),
+            # AuthorizeFileUpload's own quota is not documented: as cautious as the vision APIs'.
+            upload_rate_limiter=RateLimiter.shared(settings.qps, key="openplatform"),
         )
         picwish = (
             PicWishClient(

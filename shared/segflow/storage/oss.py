@@ -7,7 +7,11 @@ What real OSS needs, and the contract suite checks against a stubbed `oss2.Bucke
 - put-if-absent sends `x-oss-forbid-overwrite: true`; OSS answers 409 `FileAlreadyExists`;
 - streams larger than one part go up as a multipart upload (parts numbered from 1, at least 100 KiB except
   the last, aborted on failure), holding one part in memory at a time;
-- listings page with `list_objects_v2` (continuation token, `start_after`, at most 1000 keys a page).
+- listings page with `list_objects_v2` (continuation token, `start_after`, at most 1000 keys a page);
+- presigned URLs are signed for their own host (`presign_endpoint`), which may differ from the endpoint the
+  function reads through: inside FC reads go to `-internal`, while the URL handed to a service must be
+  reachable from outside. An OSS endpoint gives `<bucket>.<endpoint>` URLs; any other host is a custom
+  domain bound to the bucket (a CNAME: `oss2.Bucket(..., is_cname=True)`, URLs `<domain>/<key>`).
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import contextlib
 import itertools
 from collections.abc import Iterable, Iterator
 from typing import Any, NoReturn
+from urllib.parse import urlsplit
 
 import oss2
 
@@ -37,6 +42,15 @@ MIN_PART_SIZE = 100 * 1024
 MAX_PARTS = 10_000
 MAX_PAGE_SIZE = 1000
 CONNECT_TIMEOUT_SECONDS = 10
+_ALIBABA_SUFFIX = ".aliyuncs.com"
+
+
+def is_custom_domain(endpoint: str) -> bool:
+    """True unless `endpoint` is one of OSS's own endpoints (`oss-<region>[-internal].aliyuncs.com`,
+    `oss-accelerate.aliyuncs.com`, …; nobody else's domain ends in `.aliyuncs.com`): a custom domain names
+    one bucket, so oss2 must treat it as a CNAME."""
+    host = urlsplit(endpoint if "://" in endpoint else f"https://{endpoint}").hostname or ""
+    return not host.lower().endswith(_ALIBABA_SUFFIX)
 
 
 def _raise_storage_error(exc: oss2.exceptions.OssError, key: str, bucket: str) -> NoReturn:
@@ -70,12 +84,22 @@ def _etag(value: Any) -> str:
 
 class OssStorage(Storage):
     """One OSS bucket. `auth` is an `oss2.Auth` / `oss2.StsAuth`; `endpoint` like
-    `https://oss-cn-shanghai-internal.aliyuncs.com`."""
+    `https://oss-cn-shanghai-internal.aliyuncs.com`; `presign_endpoint` (default: `endpoint`) the host of
+    presigned URLs, an OSS endpoint or a custom domain bound to the bucket."""
 
-    def __init__(self, bucket: str, endpoint: str, auth: Any) -> None:
+    def __init__(self, bucket: str, endpoint: str, auth: Any, *, presign_endpoint: str | None = None) -> None:
         self.bucket = bucket
         self.endpoint = endpoint
+        self.presign_endpoint = presign_endpoint or endpoint
         self._bucket = oss2.Bucket(auth, endpoint, bucket, connect_timeout=CONNECT_TIMEOUT_SECONDS)
+        # Signing is pure computation: a second client for the presign host costs no connection.
+        self._signer = (
+            self._bucket
+            if self.presign_endpoint == endpoint
+            else oss2.Bucket(
+                auth, self.presign_endpoint, bucket, is_cname=is_custom_domain(self.presign_endpoint)
+            )
+        )
 
     @contextlib.contextmanager
     def _errors(self, key: str) -> Iterator[None]:
@@ -225,7 +249,7 @@ class OssStorage(Storage):
         if expires_seconds <= 0:
             raise ValueError("expires_seconds must be > 0")
         with self._errors(key):
-            url: str = self._bucket.sign_url("GET", key, int(expires_seconds), slash_safe=True)
+            url: str = self._signer.sign_url("GET", key, int(expires_seconds), slash_safe=True)
         return url
 
 
@@ -257,5 +281,11 @@ def oss_storage_from_settings(
     settings: Settings, bucket: str, context: object | None = None, *, region: str | None = None
 ) -> OssStorage:
     """`OssStorage` for `bucket`, on the internal endpoint inside FC (same region) and the public one
-    elsewhere, unless `SEGFLOW_OSS_ENDPOINT` says otherwise."""
-    return OssStorage(bucket, settings.oss_endpoint_for(region), make_auth(context, settings))
+    elsewhere, unless `SEGFLOW_OSS_ENDPOINT` says otherwise; presigned URLs on the public default domain
+    unless `SEGFLOW_PRESIGN_ENDPOINT` says otherwise."""
+    return OssStorage(
+        bucket,
+        settings.oss_endpoint_for(region),
+        make_auth(context, settings),
+        presign_endpoint=settings.presign_endpoint_for(region),
+    )
