@@ -94,6 +94,13 @@ class ApiConnectionError(ApiError):
     default_code = "ConnectionError"
 
 
+class TempUploadError(ApiError):
+    """The vision platform's temporary bucket refused an input upload (OSS PostObject: an expired policy,
+    a refused signature, a file too large): about this upload, never about the deployment."""
+
+    default_code = "AccessDenied"
+
+
 class JobFailedError(ApiError):
     """An asynchronous job ended in PROCESS_FAILED, TIMEOUT_FAILED or LIMIT_RETRY_FAILED."""
 

@@ -34,6 +34,7 @@ from segflow.errors import (
     ResultDownloadError,
     SegflowError,
     StorageError,
+    TempUploadError,
     UnknownActionError,
 )
 from segflow.retry import is_retryable_error
@@ -85,8 +86,8 @@ def _family_match(code: str, families: frozenset[str]) -> bool:
 
 
 def _deployment_api_error(error: SegflowError) -> bool:
-    if isinstance(error, JobFailedError):
-        return False  # how a job ended is about that job, whatever its code says
+    if isinstance(error, (JobFailedError, TempUploadError)):
+        return False  # how a job ended, or a refused input upload, is about that job or that upload
     return isinstance(error, ApiError) and (
         error.http_status in (401, 403) or _family_match(error.code, DEPLOYMENT_CODE_FAMILIES)
     )

@@ -23,7 +23,7 @@ from email.utils import formatdate
 from typing import TYPE_CHECKING, Any, NamedTuple
 from urllib.parse import quote, urlsplit
 
-from segflow.errors import ApiError, StorageError
+from segflow.errors import ApiError, StorageError, TempUploadError
 from segflow.results import error_from_document, parse_document
 from segflow.transport import USER_AGENT, HttpTransport
 
@@ -194,7 +194,7 @@ def post_form(transport: HttpTransport, address: TempAddress, body: MultipartBod
     except (ValueError, SyntaxError):
         document = {}
     refused = error_from_document(document, answer.status)
-    raise ApiError(
+    raise TempUploadError(
         f"the service's temporary bucket refused the upload: {refused.message}",
         code=refused.code,
         http_status=answer.status,

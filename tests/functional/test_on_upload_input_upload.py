@@ -116,25 +116,33 @@ def test_picwish_always_gets_a_presigned_url(make: Any) -> None:
     assert "Signature=" in call.params["image_url"] and TEMP_PREFIX not in call.params["image_url"]
 
 
-def test_a_refused_authorization_is_one_failure_record_and_nothing_is_paid(
+def test_a_refused_authorization_is_a_deployment_fault_and_nothing_is_paid(
     up: Harness, temp: TempBucketServer
 ) -> None:
+    """A RAM denial of AuthorizeFileUpload is the deployment's fault: one failure record with the code that
+    says so, nothing uploaded or paid, and the object is processed once the role is fixed."""
     key = "incoming/photos/denied.jpg"
     up.put(key, jpeg())
     denied = Reply.error(403, "Forbidden.RAM", "User not authorized to operate on the specified resource.")
     up.api.queue("AuthorizeFileUpload", denied)
     posts = len(temp.posts)
 
-    assert up.on_upload(oss_event(key))["failed"] == 1
-    assert up.on_upload(oss_event(key))["duplicate"] == 1  # a redelivered event does not try again
+    with pytest.raises(ApiError) as raised:  # raised, so FC delivers the event again
+        up.on_upload(oss_event(key))
+    assert raised.value.code == "Forbidden.RAM"
 
     failure = up.failure(key)
     assert failure is not None and (failure["Code"], failure["Action"]) == (
         "Forbidden.RAM",
         "SegmentCommonImage",
     )
+    assert failure["Fault"] is True
     assert up.api.count("AuthorizeFileUpload") == 1 and up.api.count("SegmentCommonImage") == 0
     assert len(temp.posts) == posts and up.results_for(key) == []
+
+    assert up.on_upload(oss_event(key))["done"] == 1  # the role was fixed: the redelivery goes through
+    assert up.failure(key) is None and len(up.results_for(key)) == 1
+    assert up.api.count("SegmentCommonImage") == 1
 
 
 @pytest.mark.parametrize(
