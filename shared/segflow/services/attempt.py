@@ -160,11 +160,16 @@ def locate(event: OssRecord, deps: Deps) -> UploadAttempt | RecordOutcome:
             code=error.code,
             detail=error.message,
         )
-    candidates = event.candidate_keys()
-    allowed = [key for key in candidates if deps.layout.refusal(key) is None]
+    allowed: list[str] = []
+    refused: list[RecordOutcome] = []
+    for key in event.candidate_keys():
+        refusal = deps.layout.refusal(key)
+        if refusal is None:
+            allowed.append(key)
+        else:
+            refused.append(RecordOutcome(Outcome.SKIPPED, bucket, key, code=refusal[0], detail=refusal[1]))
     if not allowed:
-        code, detail = deps.layout.refusal(candidates[0]) or ("", "")
-        return RecordOutcome(Outcome.SKIPPED, bucket, candidates[0], code=code, detail=detail)
+        return refused[0]
     try:
         storage = deps.storage_for(bucket, region)
         for key in allowed:
@@ -179,6 +184,8 @@ def locate(event: OssRecord, deps: Deps) -> UploadAttempt | RecordOutcome:
             decision, Outcome.SKIPPED
         )
         return RecordOutcome(outcome, bucket, allowed[0], code=error.code, detail=error.message, error=error)
+    if refused:
+        return refused[0]  # the key that exists is the refused form (one of our own objects): never read
     return RecordOutcome(Outcome.SKIPPED, bucket, allowed[0], code="NoSuchKey", detail="object is gone")
 
 

@@ -249,17 +249,17 @@ def _process_deferred(tick: _Tick, storage: Storage) -> int:
     from segflow.services.upload import process_deferred
 
     deps, count = tick.deps, 0
-    prefix, now = deps.layout.deferred_prefix, deps.clock()
+    prefix = deps.layout.deferred_prefix
     for index, info in enumerate(storage.list(prefix)):
         if index >= _BUCKET_DUTY_LIMIT or not tick.time_left():
             break
         name = info.key[len(prefix) :]
         if not name.endswith(".json") or "/" in name:
             continue
-        if info.last_modified is not None and info.last_modified + deps.stall_seconds > now:
-            continue
         try:
-            if process_deferred(deps, storage.bucket, name[: -len(".json")]) is not None:
+            if process_deferred(
+                deps, storage.bucket, name[: -len(".json")], quiet_seconds=deps.stall_seconds
+            ):
                 count += 1
         except Exception:
             deps.logger.exception("processing deferred record %s failed", name)

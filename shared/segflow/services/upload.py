@@ -243,14 +243,19 @@ def defer(record: OssRecord, deps: Deps) -> RecordOutcome:
     return outcome
 
 
-def process_deferred(deps: Deps, bucket: str, marker_id: str) -> Outcome | None:
-    """Process one deferred record (the collector's call, once FC's redelivery had its chance); the marker
-    is dropped once the record's outcome is final. None when the marker is gone or unreadable."""
+def process_deferred(
+    deps: Deps, bucket: str, marker_id: str, *, quiet_seconds: float = 0.0
+) -> Outcome | None:
+    """Process one deferred record once it has waited `quiet_seconds` (FC's redelivery gets them to come
+    first); the marker is dropped once the record's outcome is final. None when the marker is too young,
+    gone or unreadable."""
     storage = deps.storage_for(bucket)
     key = deps.layout.deferred_key(marker_id)
     try:
         marker = json.loads(storage.get_bytes(key))
         raw = marker["record"]
+        if float(marker.get("deferred_at", 0.0)) + quiet_seconds > deps.clock():
+            return None
     except (SegflowError, ValueError, KeyError, TypeError):
         return None
     outcome = process_record(OssRecord(raw, 0), deps)
