@@ -15,14 +15,15 @@ import contextlib
 import json
 import os
 import secrets
-import socket
-import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from segflow_cli.console import Progress, print_table
+from segflow_cli.localengine import free_port, local_engine
 
 DEFAULT_BUCKET = "segflow-local"
 FC_ASYNC_ATTEMPTS = 4  # FC's default for async invocations: the first one plus 3 retries
@@ -130,91 +131,21 @@ def collect_inputs(paths: Sequence[Path]) -> list[tuple[Path, str]]:
     return found
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-@contextlib.contextmanager
-def local_engine(port: int, state_dir: Path, access_key: tuple[str, str], appcode: str) -> Iterator[str]:
-    """`segflow engine` in a child process on 127.0.0.1:<port>; yields its base URL, stops it after."""
-    state_dir.mkdir(parents=True, exist_ok=True)
-    log_path = state_dir / "engine.log"
-    env = dict(os.environ)
-    env["SEGFLOW_ENGINE_ACCESS_KEYS"] = f"{access_key[0]}:{access_key[1]}"
-    env["SEGFLOW_ENGINE_APPCODES"] = appcode
-    command = [
-        sys.executable, "-m", "segflow_cli", "engine",
-        "--host", "127.0.0.1", "--port", str(port), "--state-dir", str(state_dir / "results"),
-    ]  # fmt: skip
-    with log_path.open("ab") as log:
-        process = subprocess.Popen(
-            command, stdout=log, stderr=subprocess.STDOUT, env=env, preexec_fn=_die_with_parent
-        )
-    base_url = f"http://127.0.0.1:{port}"
-    try:
-        _wait_until_listening(process, port, log_path, timeout=180.0)
-        yield base_url
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=5)
-
-
-def _die_with_parent() -> None:
-    """In the child: ask Linux to SIGTERM the engine when `segflow run` dies, however it dies."""
-    if sys.platform.startswith("linux"):
-        import ctypes
-        import signal
-
-        with contextlib.suppress(OSError, AttributeError):
-            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-
-
-def _wait_until_listening(
-    process: subprocess.Popen[bytes], port: int, log_path: Path, timeout: float
-) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            tail = log_path.read_text(encoding="utf-8", errors="replace")[-2000:]
-            raise RuntimeError(f"the local engine exited with status {process.returncode}:\n{tail}")
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.5):
-            return
-        time.sleep(0.2)
-    raise RuntimeError(f"the local engine did not listen on port {port} within {timeout:.0f} s ({log_path})")
-
-
 def put_event(bucket: str, key: str, etag: str, size: int, region: str) -> bytes:
     """The OSS trigger's event for one PutObject, in the format FC delivers (see events/)."""
-    now = time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime())
-    record = {
-        "eventName": "ObjectCreated:PutObject",
-        "eventSource": "acs:oss",
-        "eventTime": now,
-        "eventVersion": "1.0",
-        "oss": {
-            "bucket": {
-                "arn": f"acs:oss:{region}:000000000000:{bucket}",
-                "name": bucket,
-                "ownerIdentity": "000000000000",
-                "virtualBucket": "",
-            },
-            "object": {"deltaSize": size, "eTag": etag, "key": key, "size": size},
-            "ossSchemaVersion": "1.0",
-            "ruleId": "segflow-run",
-        },
-        "region": region,
-        "requestParameters": {"sourceIPAddress": "127.0.0.1"},
-        "responseElements": {"requestId": secrets.token_hex(12).upper()},
-        "userIdentity": {"principalId": "000000000000"},
-    }
-    return json.dumps({"events": [record]}).encode("utf-8")
+    from segflow.events import object_created_event
+
+    event = object_created_event(
+        bucket,
+        key,
+        etag=etag,
+        size=size,
+        region=region,
+        event_time=time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime()),
+        request_id=secrets.token_hex(12).upper(),
+        rule_id="segflow-run",
+    )
+    return json.dumps(event).encode("utf-8")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -284,43 +215,71 @@ def _pipeline(
     env_overrides: Mapping[str, str],
     bucket_dir: Path | None,
 ) -> int:
-    from segflow.logs import install_redaction
-    from segflow.services.deps import Deps, use_handler_deps
-    from segflow.settings import Settings
-    from segflow_cli.fccontext import local_context
-    from segflow_cli.invoke import find_handler_file, load_handler
-    from segflow_cli.localbucket import LocalBuckets
-
-    # The handlers get their configuration the way FC gives it: the environment, plus our overrides.
-    environ = {**os.environ, **env_overrides}
-    input_prefix = environ.setdefault("SEGFLOW_INPUT_PREFIX", "incoming/")
-    for rule in rules:  # rule prefixes given relative to the input prefix are made absolute
-        if rule.get("prefix") and not str(rule["prefix"]).startswith(input_prefix):
-            rule["prefix"] = input_prefix + str(rule["prefix"])
-    environ["SEGFLOW_RULES"] = json.dumps(rules)
-    settings = Settings.from_env(environ)
-    install_redaction(settings.secret_values)
-    bucket = args.bucket or DEFAULT_BUCKET
-    on_upload = load_handler(find_handler_file("on_upload", None), "on_upload")
-    collect_jobs = load_handler(find_handler_file("collect_jobs", None), "collect_jobs")
-    local = LocalBuckets(bucket_dir) if bucket_dir is not None else None
-    deps = Deps.from_settings(
-        settings, local_context(settings, "collect-jobs"), storage_factory=local, buckets=(bucket,)
-    )
-    use_handler_deps(deps)
-    storage = deps.storage_for(bucket)
-    files = [InputFile(path, settings.input_prefix + key) for path, key in inputs]
-    progress = _Progress(len(files))
-    region = settings.region
+    pipeline = _Pipeline(args.bucket or DEFAULT_BUCKET, rules, env_overrides, bucket_dir)
+    files = [InputFile(path, pipeline.settings.input_prefix + key) for path, key in inputs]
+    progress = Progress(len(files))
     for item in files:
+        pipeline.submit(item, progress)
+    pipeline.collect(files, progress, timeout=args.timeout)
+    progress.close()
+    if not args.no_preview:
+        for item in files:
+            if item.outcome == "done":
+                _make_preview(pipeline.storage, pipeline.settings, item, out / "previews")
+    print_table(files, out)
+    return 1 if any(item.outcome != "done" for item in files) else 0
+
+
+class _Pipeline:
+    """The two handlers over one bucket, wired as FC would: configuration from the environment (plus our
+    overrides), an FC-shaped context per invocation, redelivery of an event while the handler raises."""
+
+    def __init__(
+        self,
+        bucket: str,
+        rules: list[dict[str, Any]],
+        env_overrides: Mapping[str, str],
+        bucket_dir: Path | None,
+    ) -> None:
+        from segflow.logs import install_redaction
+        from segflow.services.deps import Deps, use_handler_deps
+        from segflow.settings import Settings
+        from segflow_cli.fccontext import local_context
+        from segflow_cli.invoke import find_handler_file, load_handler
+        from segflow_cli.localbucket import LocalBuckets
+
+        environ = {**os.environ, **env_overrides}
+        input_prefix = environ.setdefault("SEGFLOW_INPUT_PREFIX", "incoming/")
+        for rule in rules:  # rule prefixes given relative to the input prefix are made absolute
+            if rule.get("prefix") and not str(rule["prefix"]).startswith(input_prefix):
+                rule["prefix"] = input_prefix + str(rule["prefix"])
+        environ["SEGFLOW_RULES"] = json.dumps(rules)
+        self.settings = Settings.from_env(environ)
+        install_redaction(self.settings.secret_values)
+        self.bucket = bucket
+        self.on_upload = load_handler(find_handler_file("on_upload", None), "on_upload")
+        self.collect_jobs = load_handler(find_handler_file("collect_jobs", None), "collect_jobs")
+        self.context = local_context
+        local = LocalBuckets(bucket_dir) if bucket_dir is not None else None
+        self.deps = Deps.from_settings(
+            self.settings,
+            local_context(self.settings, "collect-jobs"),
+            storage_factory=local,
+            buckets=(bucket,),
+        )
+        use_handler_deps(self.deps)
+        self.storage = self.deps.storage_for(bucket)
+
+    def submit(self, item: InputFile, progress: Progress) -> None:
+        """Upload one file and invoke on_upload with its event, redelivered as FC would while it raises."""
         item.started = time.monotonic()
         progress.update(f"uploading and submitting {item.key}")
         data = item.path.read_bytes()
-        etag = storage.put_bytes(item.key, data)
-        event = put_event(bucket, item.key, etag, len(data), region)
+        etag = self.storage.put_bytes(item.key, data)
+        event = put_event(self.bucket, item.key, etag, len(data), self.settings.region)
         for attempt in range(1, FC_ASYNC_ATTEMPTS + 1):
             try:
-                on_upload(event, local_context(settings, "on-upload", timeout=600))
+                self.on_upload(event, self.context(self.settings, "on-upload", timeout=600))
                 break
             except Exception as exc:  # the handler raises only for what a retry can fix, as FC retries
                 code = getattr(exc, "code", type(exc).__name__)
@@ -329,48 +288,41 @@ def _pipeline(
                     break
                 progress.update(f"{item.key}: {code}, retrying as FC would (attempt {attempt + 1})")
                 time.sleep(2.0**attempt)
-        _read_outcome(storage, settings, item)
+        self.read_outcome(item, progress)
+
+    def collect(self, files: list[InputFile], progress: Progress, *, timeout: float) -> None:
+        """Run collect_jobs until every video job has finished (or `timeout` seconds have passed)."""
+        deadline = time.monotonic() + timeout
+        payload = json.dumps({"buckets": [self.bucket]})
+        event = json.dumps({"triggerTime": "", "triggerName": "segflow-run", "payload": payload}).encode()
+        while any(item.outcome == "pending" for item in files) and time.monotonic() < deadline:
+            waiting = [item for item in files if item.outcome == "pending"]
+            progress.update(f"collecting {len(waiting)} video job(s)")
+            self.collect_jobs(event, self.context(self.settings, "collect-jobs", timeout=300))
+            for item in waiting:
+                self.read_outcome(item, progress)
+            if any(item.outcome == "pending" for item in files):
+                time.sleep(1.0)
+        for item in files:
+            if item.outcome == "pending":
+                item.outcome, item.code = "failed", "Timeout"
+                item.reason = f"the job did not finish within {timeout:.0f} s"
+
+    def read_outcome(self, item: InputFile, progress: Progress) -> None:
+        _read_outcome(self.storage, self.deps.layout, item)
         if item.outcome != "pending":
             item.seconds = time.monotonic() - item.started
             progress.advance()
 
-    deadline = time.monotonic() + args.timeout
-    collect_event = json.dumps(
-        {"triggerTime": "", "triggerName": "segflow-run", "payload": json.dumps({"buckets": [bucket]})}
-    ).encode("utf-8")
-    while any(item.outcome == "pending" for item in files) and time.monotonic() < deadline:
-        waiting = [item for item in files if item.outcome == "pending"]
-        progress.update(f"collecting {len(waiting)} video job(s)")
-        collect_jobs(collect_event, local_context(settings, "collect-jobs", timeout=300))
-        for item in waiting:
-            _read_outcome(storage, settings, item)
-            if item.outcome != "pending":
-                item.seconds = time.monotonic() - item.started
-                progress.advance()
-        if any(item.outcome == "pending" for item in files):
-            time.sleep(1.0)
-    progress.close()
 
-    for item in files:
-        if item.outcome == "pending":
-            item.outcome, item.code = "failed", "Timeout"
-            item.reason = f"the job did not finish within {args.timeout:.0f} s"
-    if not args.no_preview:
-        for item in files:
-            if item.outcome == "done":
-                _make_preview(storage, settings, item, out / "previews")
-    _print_table(files, out)
-    return 1 if any(item.outcome != "done" for item in files) else 0
-
-
-def _read_outcome(storage: Any, settings: Any, item: InputFile) -> None:
+def _read_outcome(storage: Any, layout: Any, item: InputFile) -> None:
     """done when a manifest exists under the output prefix, failed when a failure record does."""
     from segflow.errors import ObjectNotFoundError
 
     if item.outcome == "failed":
         return
     with contextlib.suppress(ObjectNotFoundError):
-        record = json.loads(storage.get_bytes(f"{settings.failed_prefix}{item.key}.json"))
+        record = json.loads(storage.get_bytes(layout.failure_key(item.key, storage)))
         item.outcome = "failed"
         item.action = str(record.get("Action") or "")
         item.code = str(record.get("Code") or "")
@@ -378,7 +330,7 @@ def _read_outcome(storage: Any, settings: Any, item: InputFile) -> None:
         return
     manifests = [
         info.key
-        for info in storage.list(f"{settings.output_prefix}{item.key}/")
+        for info in storage.list(f"{layout.output_prefix}{item.key}/")
         if info.key.endswith("/manifest.json")
     ]
     if manifests:
@@ -425,73 +377,3 @@ def _make_preview(storage: Any, settings: Any, item: InputFile, directory: Path)
             item.preview = str(contact_sheet(storage.get_bytes(item.key), pieces, directory / f"{name}.png"))
     except Exception as exc:  # a preview is a convenience: say why it is missing, keep the result
         item.reason = f"no preview: {exc}"
-
-
-class _Progress:
-    """A rich progress bar over files and jobs; plain lines when rich is missing or not a terminal."""
-
-    def __init__(self, total: int) -> None:
-        self._bar: Any = None
-        try:
-            from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
-            self._bar = Progress(
-                TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                TimeElapsedColumn(),
-            )  # fmt: skip
-            self._bar.start()
-            self._task = self._bar.add_task("segflow run", total=total)
-        except ImportError:
-            self._bar = None
-
-    def update(self, description: str) -> None:
-        if self._bar is not None:
-            self._bar.update(self._task, description=description)
-        else:
-            print(description, flush=True)
-
-    def advance(self) -> None:
-        if self._bar is not None:
-            self._bar.advance(self._task)
-
-    def close(self) -> None:
-        if self._bar is not None:
-            self._bar.stop()
-
-
-def _print_table(files: Sequence[InputFile], out: Path) -> None:
-    rows = [
-        (
-            item.key,
-            item.action or "-",
-            item.outcome if item.outcome == "done" else f"{item.outcome} {item.code}".strip(),
-            f"{item.seconds:.1f}s",
-            _output_dir(item) if item.outcome == "done" else item.reason,
-        )
-        for item in files
-    ]
-    try:
-        from rich.console import Console
-        from rich.table import Table
-
-        table = Table(title=f"segflow run — bucket folder {out / 'buckets'}")
-        for column in ("file", "action", "outcome", "time", "output / reason"):
-            table.add_column(column, overflow="fold")
-        for row in rows:
-            table.add_row(*row)
-        console = Console()
-        if not console.is_terminal:  # logs and CI: wide enough that keys are not folded
-            console = Console(width=200)
-        console.print(table)
-    except ImportError:
-        for row in rows:
-            print("  ".join(row))
-    previews = [item.preview for item in files if item.preview and item.outcome == "done"]
-    if previews:
-        print(f"previews: {Path(previews[0]).parent}")
-    failed = sum(1 for item in files if item.outcome != "done")
-    print(f"{len(files) - failed} done, {failed} failed")
-
-
-def _output_dir(item: InputFile) -> str:
-    return item.manifest_key.rsplit("/", 1)[0] + "/" if item.manifest_key else ""

@@ -163,78 +163,91 @@ class Settings:
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
         """Build from a mapping such as `os.environ`; unset or empty variables take their defaults."""
-        env = {name: value.strip() for name, value in environ.items() if value and value.strip()}
-
-        def get(name: str) -> str | None:
-            return env.get(name)
-
-        def prefix(name: str, default: str, *, allow_empty: bool = False) -> str:
-            return _prefix(get(name), default, name, allow_empty=allow_empty)
-
-        def endpoint(name: str, default: str) -> str:
-            return _endpoint(get(name), default, name)
-
-        def integer(name: str, default: int, low: int, high: int) -> int:
-            return _int(get(name), default, low, high, name)
-
-        def choice(name: str, default: str, choices: tuple[str, ...]) -> str:
-            return _choice(get(name), default, choices, name)
-
-        input_prefix = prefix("SEGFLOW_INPUT_PREFIX", "incoming/")
-        output_prefix = prefix("SEGFLOW_OUTPUT_PREFIX", "segmented/")
-        jobs_prefix = prefix("SEGFLOW_JOBS_PREFIX", "segflow-jobs/")
-        failed_prefix = prefix("SEGFLOW_FAILED_PREFIX", "segflow-failed/")
-        _check_prefixes(input_prefix, output_prefix, jobs_prefix, failed_prefix)
-
-        imageseg = endpoint("SEGFLOW_IMAGESEG_ENDPOINT", DEFAULT_IMAGESEG_ENDPOINT)
-        videoseg = endpoint("SEGFLOW_VIDEOSEG_ENDPOINT", DEFAULT_VIDEOSEG_ENDPOINT)
-        picwish = endpoint("SEGFLOW_PICWISH_ENDPOINT", DEFAULT_PICWISH_ENDPOINT)
-        oss_endpoint = endpoint("SEGFLOW_OSS_ENDPOINT", "") if get("SEGFLOW_OSS_ENDPOINT") else None
-        presign_endpoint = (
-            endpoint("SEGFLOW_PRESIGN_ENDPOINT", "") if get("SEGFLOW_PRESIGN_ENDPOINT") else None
-        )
-        # A local engine serves AuthorizeFileUpload beside the vision APIs.
-        openplatform = endpoint(
-            "SEGFLOW_OPENPLATFORM_ENDPOINT",
-            DEFAULT_OPENPLATFORM_ENDPOINT if _is_alibaba(imageseg) else imageseg,
-        )
-
-        require_raw = get("SEGFLOW_REQUIRE_REGION")
-        require_region = (
-            _bool(require_raw, "SEGFLOW_REQUIRE_REGION")
-            if require_raw is not None
-            else _is_alibaba(imageseg) and _is_alibaba(videoseg)
-        )
-
+        env = _Env(environ)
+        endpoints = _endpoint_fields(env)
         return cls(
-            input_prefix=input_prefix,
-            output_prefix=output_prefix,
-            jobs_prefix=jobs_prefix,
-            failed_prefix=failed_prefix,
-            imageseg_endpoint=imageseg,
-            videoseg_endpoint=videoseg,
-            picwish_endpoint=picwish,
-            signature_version=choice("SEGFLOW_SIGNATURE_VERSION", "v3", ("v3", "v1")),
-            picwish_appcode=get("SEGFLOW_PICWISH_APPCODE"),
-            rules=_rules(get("SEGFLOW_RULES")),
-            oversize=choice("SEGFLOW_OVERSIZE", "fit", ("fit", "reject")),
-            input_url=choice("SEGFLOW_INPUT_URL", "upload", INPUT_URL_MODES),
-            presign_endpoint=presign_endpoint,
-            openplatform_endpoint=openplatform,
-            presign_seconds=integer("SEGFLOW_PRESIGN_SECONDS", 1800, 60, 604800),
-            region=_region(get("SEGFLOW_REGION"), "SEGFLOW_REGION") or DEFAULT_REGION,
-            require_region=require_region,
-            qps=_float(get("SEGFLOW_QPS"), 2.0, "SEGFLOW_QPS"),
-            collect_concurrency=integer("SEGFLOW_COLLECT_CONCURRENCY", 4, 1, 64),
-            lease_seconds=integer("SEGFLOW_LEASE_SECONDS", 300, 10, 86400),
-            max_resubmits=integer("SEGFLOW_MAX_RESUBMITS", 3, 0, 20),
-            oss_endpoint=oss_endpoint,
-            fc_region=_region(get("FC_REGION"), "FC_REGION"),
-            fc_function_name=get("FC_FUNCTION_NAME"),
+            **_prefix_fields(env),
+            **endpoints,
+            signature_version=env.choice("SEGFLOW_SIGNATURE_VERSION", "v3", ("v3", "v1")),
+            picwish_appcode=env.get("SEGFLOW_PICWISH_APPCODE"),
+            rules=_rules(env.get("SEGFLOW_RULES")),
+            oversize=env.choice("SEGFLOW_OVERSIZE", "fit", ("fit", "reject")),
+            input_url=env.choice("SEGFLOW_INPUT_URL", "upload", INPUT_URL_MODES),
+            presign_seconds=env.integer("SEGFLOW_PRESIGN_SECONDS", 1800, 60, 604800),
+            region=_region(env.get("SEGFLOW_REGION"), "SEGFLOW_REGION") or DEFAULT_REGION,
+            require_region=_require_region(
+                env, endpoints["imageseg_endpoint"], endpoints["videoseg_endpoint"]
+            ),
+            qps=_float(env.get("SEGFLOW_QPS"), 2.0, "SEGFLOW_QPS"),
+            collect_concurrency=env.integer("SEGFLOW_COLLECT_CONCURRENCY", 4, 1, 64),
+            lease_seconds=env.integer("SEGFLOW_LEASE_SECONDS", 300, 10, 86400),
+            max_resubmits=env.integer("SEGFLOW_MAX_RESUBMITS", 3, 0, 20),
+            fc_region=_region(env.get("FC_REGION"), "FC_REGION"),
+            fc_function_name=env.get("FC_FUNCTION_NAME"),
             credential_env=MappingProxyType(
-                {name: env[name] for name in CREDENTIAL_VARIABLES if name in env}
+                {name: value for name in CREDENTIAL_VARIABLES if (value := env.get(name)) is not None}
             ),
         )
+
+
+class _Env:
+    """The environment with unset and empty variables alike (stripped), and typed readers that name the
+    variable in their error."""
+
+    def __init__(self, environ: Mapping[str, str]) -> None:
+        self._values = {name: value.strip() for name, value in environ.items() if value and value.strip()}
+
+    def get(self, name: str) -> str | None:
+        return self._values.get(name)
+
+    def prefix(self, name: str, default: str) -> str:
+        return _prefix(self.get(name), default, name)
+
+    def endpoint(self, name: str, default: str) -> str:
+        return _endpoint(self.get(name), default, name)
+
+    def optional_endpoint(self, name: str) -> str | None:
+        return _endpoint(self.get(name), "", name) if self.get(name) else None
+
+    def integer(self, name: str, default: int, low: int, high: int) -> int:
+        return _int(self.get(name), default, low, high, name)
+
+    def choice(self, name: str, default: str, choices: tuple[str, ...]) -> str:
+        return _choice(self.get(name), default, choices, name)
+
+
+def _prefix_fields(env: _Env) -> dict[str, str]:
+    fields = {
+        "input_prefix": env.prefix("SEGFLOW_INPUT_PREFIX", "incoming/"),
+        "output_prefix": env.prefix("SEGFLOW_OUTPUT_PREFIX", "segmented/"),
+        "jobs_prefix": env.prefix("SEGFLOW_JOBS_PREFIX", "segflow-jobs/"),
+        "failed_prefix": env.prefix("SEGFLOW_FAILED_PREFIX", "segflow-failed/"),
+    }
+    _check_prefixes(*fields.values())
+    return fields
+
+
+def _endpoint_fields(env: _Env) -> dict[str, Any]:
+    imageseg = env.endpoint("SEGFLOW_IMAGESEG_ENDPOINT", DEFAULT_IMAGESEG_ENDPOINT)
+    return {
+        "imageseg_endpoint": imageseg,
+        "videoseg_endpoint": env.endpoint("SEGFLOW_VIDEOSEG_ENDPOINT", DEFAULT_VIDEOSEG_ENDPOINT),
+        "picwish_endpoint": env.endpoint("SEGFLOW_PICWISH_ENDPOINT", DEFAULT_PICWISH_ENDPOINT),
+        "oss_endpoint": env.optional_endpoint("SEGFLOW_OSS_ENDPOINT"),
+        "presign_endpoint": env.optional_endpoint("SEGFLOW_PRESIGN_ENDPOINT"),
+        # A local engine serves AuthorizeFileUpload beside the vision APIs.
+        "openplatform_endpoint": env.endpoint(
+            "SEGFLOW_OPENPLATFORM_ENDPOINT",
+            DEFAULT_OPENPLATFORM_ENDPOINT if _is_alibaba(imageseg) else imageseg,
+        ),
+    }
+
+
+def _require_region(env: _Env, imageseg: str, videoseg: str) -> bool:
+    raw = env.get("SEGFLOW_REQUIRE_REGION")
+    if raw is not None:
+        return _bool(raw, "SEGFLOW_REQUIRE_REGION")
+    return _is_alibaba(imageseg) and _is_alibaba(videoseg)
 
 
 # -- parsing helpers ---------------------------------------------------------------------------------
@@ -245,13 +258,13 @@ def _is_alibaba(endpoint: str) -> bool:
     return host.endswith(".aliyuncs.com")
 
 
-def _prefix(value: str | None, default: str, name: str, *, allow_empty: bool = False) -> str:
+def _prefix(value: str | None, default: str, name: str) -> str:
     if value is None:
         return default
     prefix = value.lstrip("/")
     if prefix and not prefix.endswith("/"):
         prefix += "/"
-    if not prefix and not allow_empty:
+    if not prefix:
         raise ConfigError(f"{name} must not be empty or '/'")
     if any(part in (".", "..") for part in prefix.split("/")) or "//" in prefix:
         raise ConfigError(f"{name}={value!r} is not a usable key prefix")

@@ -21,8 +21,8 @@ from typing import Any, NamedTuple
 import pytest
 
 from segflow.errors import SegflowError, StorageError
-from segflow.services.attempt import MAX_PAID_CALLS
 from segflow.services.deps import use_handler_deps
+from segflow.services.paid import MAX_PAID_CALLS
 from segflow.storage.base import Storage
 from tests.support.fake_api import FakeApi
 from tests.support.services_harness import Harness, ResultServer, harness, jpeg, mp4, oss_event

@@ -343,28 +343,24 @@ def media_for_key(key: str) -> bytes:
 def oss_record(
     key: str, *, bucket: str = BUCKET, region: str = "cn-shanghai", size: int = 1, etag: str = "0" * 32
 ) -> dict[str, Any]:
-    """One OSS trigger record shaped as FC delivers it (see shared/research/fc3-oss-event-template.json)."""
-    return {
-        "eventName": "ObjectCreated:PutObject",
-        "eventSource": "acs:oss",
-        "eventTime": "2026-11-22T01:00:00.000Z",
-        "eventVersion": "1.0",
-        "oss": {
-            "bucket": {
-                "arn": f"acs:oss:{region}:1234567890:{bucket}",
-                "name": bucket,
-                "ownerIdentity": "1234567890",
-                "virtualBucket": "",
-            },
-            "object": {"deltaSize": size, "eTag": etag, "key": key, "size": size},
-            "ossSchemaVersion": "1.0",
-            "ruleId": "segflow-test",
-        },
-        "region": region,
-        "requestParameters": {"sourceIPAddress": "127.0.0.1"},
-        "responseElements": {"requestId": new_request_id()},
-        "userIdentity": {"principalId": "1234567890"},
-    }
+    """One OSS trigger record shaped as FC delivers it (the FC docs' OSS event template), the key exactly
+    as given (tests of how raw and encoded keys are read)."""
+    from segflow.events import object_created_event
+
+    event = object_created_event(
+        bucket,
+        key,
+        etag=etag,
+        size=size,
+        region=region,
+        event_time="2026-11-22T01:00:00.000Z",
+        account="1234567890",
+        request_id=new_request_id(),
+        rule_id="segflow-test",
+        encode_key=False,
+    )
+    record: dict[str, Any] = event["events"][0]
+    return record
 
 
 def oss_event(*keys: str, region: str = "cn-shanghai") -> dict[str, Any]:

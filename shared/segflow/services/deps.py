@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     import requests
 
     from segflow.client import PicWishClient, VisionClient
+    from segflow.signing import Credentials
 
 LOGGER_NAME = "segflow.services"
 
@@ -117,70 +118,83 @@ class Deps:
         scans when the timer names none."""
         import requests
 
-        from segflow.client import Endpoints, PicWishClient, VisionClient
         from segflow.credentials import credentials_from_context
-        from segflow.ratelimit import RateLimiter
-        from segflow.signing import Credentials
-        from segflow.storage import storage_for
 
         def credentials() -> Credentials:
             # Re-read per call: FC rotates the STS token in the context of a warm instance.
             return credentials_from_context(context, settings.credential_env)
 
-        vision = VisionClient(
-            credentials,
-            endpoints=Endpoints(
-                imageseg=settings.imageseg_endpoint,
-                videoseg=settings.videoseg_endpoint,
-                picwish=settings.picwish_endpoint,
-                openplatform=settings.openplatform_endpoint,
-            ),
-            signature_version=settings.signature_version,
-            rate_limiter=RateLimiter.shared(settings.qps),
-            # AuthorizeFileUpload's own quota is not documented: as cautious as the vision APIs'.
-            upload_rate_limiter=RateLimiter.shared(settings.qps, key="openplatform"),
-        )
-        picwish = (
-            PicWishClient(
-                settings.picwish_appcode,
-                endpoint=settings.picwish_endpoint,
-                rate_limiter=RateLimiter.shared(settings.qps, key="picwish"),
-            )
-            if settings.picwish_appcode
-            else None
-        )
-        storages: dict[tuple[str, str | None], Storage] = {}
-        lock = threading.Lock()
-
-        def storage(bucket: str, region: str | None = None) -> Storage:
-            with lock:
-                if (bucket, region) not in storages:
-                    storages[bucket, region] = (
-                        storage_factory(bucket, region)
-                        if storage_factory is not None
-                        else storage_for(settings, bucket, context, region=region)
-                    )
-                return storages[bucket, region]
-
         def secrets() -> tuple[str, ...]:
             values = list(settings.secret_values)
             try:
-                current = credentials()
+                current: Credentials | None = credentials()
             except SegflowError:
                 current = None
             if current is not None:
                 values += [current.access_key_secret, current.security_token or ""]
             return tuple(v for v in values if v)
 
+        vision, picwish = _clients(settings, credentials)
         return cls(
             settings=settings,
-            storage_for=storage,
+            storage_for=_cached_storage(settings, context, storage_factory),
             secrets=secrets,
             vision=vision,
             http=requests.Session(),
             picwish=picwish,
             buckets=buckets,
         )
+
+
+def _clients(
+    settings: Settings, credentials: Callable[[], Credentials]
+) -> tuple[VisionClient, PicWishClient | None]:
+    """The signed vision client and, when an AppCode is configured, PicWish's; each product keeps its own
+    process-wide limiter at `SEGFLOW_QPS`."""
+    from segflow.client import Endpoints, PicWishClient, VisionClient
+    from segflow.ratelimit import RateLimiter
+
+    vision = VisionClient(
+        credentials,
+        endpoints=Endpoints(
+            imageseg=settings.imageseg_endpoint,
+            videoseg=settings.videoseg_endpoint,
+            picwish=settings.picwish_endpoint,
+            openplatform=settings.openplatform_endpoint,
+        ),
+        signature_version=settings.signature_version,
+        rate_limiter=RateLimiter.shared(settings.qps),
+        # AuthorizeFileUpload's own quota is not documented: as cautious as the vision APIs'.
+        upload_rate_limiter=RateLimiter.shared(settings.qps, key="openplatform"),
+    )
+    if not settings.picwish_appcode:
+        return vision, None
+    limiter = RateLimiter.shared(settings.qps, key="picwish")
+    return vision, PicWishClient(
+        settings.picwish_appcode, endpoint=settings.picwish_endpoint, rate_limiter=limiter
+    )
+
+
+def _cached_storage(
+    settings: Settings, context: object | None, factory: StorageFactory | None
+) -> StorageFactory:
+    """One storage object per (bucket, region), made by `factory` or, by default, on OSS."""
+    from segflow.storage import storage_for
+
+    storages: dict[tuple[str, str | None], Storage] = {}
+    lock = threading.Lock()
+
+    def storage(bucket: str, region: str | None = None) -> Storage:
+        with lock:
+            if (bucket, region) not in storages:
+                storages[bucket, region] = (
+                    factory(bucket, region)
+                    if factory is not None
+                    else storage_for(settings, bucket, context, region=region)
+                )
+            return storages[bucket, region]
+
+    return storage
 
 
 class LatestContext:

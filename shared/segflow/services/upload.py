@@ -1,11 +1,12 @@
 """on_upload: every record of an OSS event ends as a result, a queued job, a failure record or a skip.
 
-Each record goes through the steps of `services.attempt` (locate → identify → claim → validate → fit →
-submit → store or queue, and settle when one fails). One record never hides the others: each runs on its
-own (`failure_policy.isolated`). What a retry can fix (throttling and 5xx that outlived the client's
-retries, storage hiccups, an object another invocation is working on, a deployment fault) leaves the record
-handed back and is raised after all records had their go, so FC delivers the event again and the records
-already finished are skipped as duplicates. What it cannot fix writes `<failed>/<source key>.json`.
+Each record goes through the steps of `services.attempt` and `services.paid` (locate → identify →
+claim → validate → fit → submit → store or queue, and settle when one fails). One record never hides the
+others: each runs on its own (`failure_policy.isolated`). What a retry can fix (throttling and 5xx that
+outlived the client's retries, storage hiccups, an object another invocation is working on, a deployment
+fault) leaves the record handed back and is raised after all records had their go, so FC delivers the
+event again and the records already finished are skipped as duplicates. What it cannot fix writes
+`<failed>/<source key>.json`.
 
 An event with many records has a time budget: a record is only started while `Deps.record_seconds` of the
 invocation remain. The records left over are written down as deferred (the collector picks them up if no
@@ -27,19 +28,10 @@ from segflow.errors import DeadlineError, EventError, SegflowError
 from segflow.events import OssEvent, OssRecord
 from segflow.failure_policy import Decision, decide, isolated
 from segflow.logs import log_outcome
-from segflow.services.attempt import (
-    RecordOutcome,
-    UploadAttempt,
-    claim,
-    identify,
-    locate,
-    settle,
-    store_or_queue,
-    submit,
-    validate,
-)
+from segflow.services.attempt import RecordOutcome, UploadAttempt, claim, identify, locate, validate
 from segflow.services.common import safe_message
 from segflow.services.deps import Deps
+from segflow.services.paid import settle, store_or_queue, submit
 from segflow.states import Outcome
 
 _COUNTED = (

@@ -1,0 +1,72 @@
+"""The local engine as a child process of the `segflow` command (`segflow run` starts and stops it)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@contextlib.contextmanager
+def local_engine(port: int, state_dir: Path, access_key: tuple[str, str], appcode: str) -> Iterator[str]:
+    """`segflow engine` in a child process on 127.0.0.1:<port>; yields its base URL, stops it after."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    log_path = state_dir / "engine.log"
+    env = dict(os.environ)
+    env["SEGFLOW_ENGINE_ACCESS_KEYS"] = f"{access_key[0]}:{access_key[1]}"
+    env["SEGFLOW_ENGINE_APPCODES"] = appcode
+    command = [
+        sys.executable, "-m", "segflow_cli", "engine",
+        "--host", "127.0.0.1", "--port", str(port), "--state-dir", str(state_dir / "results"),
+    ]  # fmt: skip
+    with log_path.open("ab") as log:
+        process = subprocess.Popen(
+            command, stdout=log, stderr=subprocess.STDOUT, env=env, preexec_fn=_die_with_parent
+        )
+    base_url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_until_listening(process, port, log_path, timeout=180.0)
+        yield base_url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=5)
+
+
+def _die_with_parent() -> None:
+    """In the child: ask Linux to SIGTERM the engine when `segflow run` dies, however it dies."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+        import signal
+
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def _wait_until_listening(
+    process: subprocess.Popen[bytes], port: int, log_path: Path, timeout: float
+) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            tail = log_path.read_text(encoding="utf-8", errors="replace")[-2000:]
+            raise RuntimeError(f"the local engine exited with status {process.returncode}:\n{tail}")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return
+        time.sleep(0.2)
+    raise RuntimeError(f"the local engine did not listen on port {port} within {timeout:.0f} s ({log_path})")
