@@ -11,6 +11,10 @@
     <jobs>/leases/<id>.<generation>           a collector's lease on one pending job
     <jobs>/work/<id><ext>                     fitted or converted copies handed to the service
     <jobs>/deferred/<id>.json                 event records an invocation had no time left for
+    <jobs>/state/done/<id>                    one marker per record that is done (status counts them)
+    <jobs>/state/failed/<kind>/<code>/<action>/<hash>   the failure records' index (failure_records)
+    <jobs>/state/collector.json               when the collector last ran, and what it did
+    <jobs>/redrives/<hash>.<time>             put-if-absent: one redrive of one failure, whoever asks
 
 Keys are OSS keys (up to 1023 UTF-8 bytes). A result key is the source key plus a prefix and a suffix, so
 a long source key can make it too long: `derived_keys_fit` says so before anything is paid for, and the
@@ -138,6 +142,25 @@ class BucketLayout:
 
     def work_key(self, record_id: str, extension: str) -> str:
         return f"{self.jobs_prefix}work/{record_id}{extension}"
+
+    @property
+    def done_prefix(self) -> str:
+        return f"{self.jobs_prefix}state/done/"
+
+    def done_key(self, record_id: str) -> str:
+        return f"{self.done_prefix}{record_id}"
+
+    @property
+    def failure_index_prefix(self) -> str:
+        return f"{self.jobs_prefix}state/failed/"
+
+    @property
+    def heartbeat_key(self) -> str:
+        return f"{self.jobs_prefix}state/collector.json"
+
+    def redrive_key(self, key_hash: str, failure_time: str) -> str:
+        stamp = "".join(c for c in failure_time if c.isalnum())
+        return f"{self.jobs_prefix}redrives/{key_hash}.{stamp}"
 
     @property
     def deferred_prefix(self) -> str:

@@ -251,7 +251,35 @@ class RecordStore:
         )
         saved = self.save(done)
         self._clear_inflight(record.record_id)
+        # The marker `segflow status` counts: best effort, the record itself is what counts.
+        with contextlib.suppress(StorageError):
+            self.storage.put_bytes(self.layout.done_key(record.record_id), b"")
         return saved
+
+    def reopen(self, record_id: str) -> JobRecord | None:
+        """Hand a `failed` record back for one more try (a redrive after the cause was fixed): it becomes
+        `submitting` and unclaimed, its paid-call count starts over (an operator asked). None when it is
+        done, missing, or another redrive reopened it first (the claim is put-if-absent)."""
+        record = self.load(record_id)
+        if record is None or record.state == RecordState.DONE:
+            return None
+        if record.state != RecordState.FAILED:
+            return record  # submitting (a deployment fault left it retryable) or submitted: nothing to undo
+        generation = record.generation + 1
+        try:
+            self.storage.put_bytes(
+                self.layout.claim_key(record_id, generation),
+                json.dumps({"reopened_at": self.clock()}).encode(),
+                content_type="application/json",
+                if_absent=True,
+            )
+        except ObjectExistsError:
+            return None
+        reopened = record.evolve(
+            state=RecordState.SUBMITTING, generation=generation, claimed_until=0.0, attempts=0, calls=0
+        )
+        self._mark_inflight(reopened)
+        return self.save(reopened)
 
     def mark_failed(self, record: JobRecord, error: Mapping[str, Any]) -> JobRecord:
         saved = self.save(record.evolve(state=RecordState.FAILED, error=dict(error)))

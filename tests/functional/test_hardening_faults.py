@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 
 from segflow.errors import SegflowError, StorageError
+from segflow.failure_records import FailureRecords
 from segflow.services.deps import use_handler_deps
 from segflow.storage.base import DEFAULT_CHUNK_SIZE, Storage
 from tests.support import media_files as mf
@@ -364,8 +365,7 @@ def test_one_failing_lease_write_does_not_stop_the_tick_for_the_other_jobs(
     h.vision.job_statuses = []
     keys = upload(h, images=0, videos=3)
     assert h.on_upload(oss_event(*keys))["submitted"] == 3
-    faulty = with_faulty_storage(h, None, _storage_error)
-    faulty.fail_at = faulty.writes + 1  # the tick's first write: the first job's lease
+    faulty = with_faulty_storage(h, None, _storage_error, fail_on="put_bytes segflow-jobs/leases/")
 
     summary = h.collect()
 
@@ -389,6 +389,14 @@ def test_a_failed_cleanup_after_the_result_is_stored_never_pays_for_it_again(
     the API again and rewrite the result)."""
     h = harness(tmp_path / "buckets", api, results)
     (key,) = upload(h, images=1, videos=0)
+    # A failure record of an earlier version of the object: the result must replace it.
+    stale = {
+        "Bucket": h.storage.bucket,
+        "Key": key,
+        "Code": "InvalidImage.Content",
+        "Action": "SegmentCommonImage",
+    }
+    FailureRecords(h.storage, h.deps.layout).write(stale)
     faulty = with_faulty_storage(h, None, _storage_error, fail_on=cleanup)
 
     run_to_completion(h, [key])

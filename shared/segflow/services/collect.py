@@ -188,6 +188,7 @@ def _collect_bucket(tick: _Tick, bucket: str) -> None:
         tick.summary.errors += 1
         return
     records, queue = deps.records(storage), deps.queue(storage)
+    _heartbeat(tick, storage)
     tick.summary.redriven += _redrive_stalled_uploads(tick, records) + _process_deferred(tick, storage)
     for record_id in queue.ids():
         tick.slots.acquire()  # claim only what a free worker can start on now
@@ -195,6 +196,18 @@ def _collect_bucket(tick: _Tick, bucket: str) -> None:
             tick.slots.release()
             return
         _claim_and_start(tick, storage, records, queue, record_id)
+
+
+def _heartbeat(tick: _Tick, storage: Storage) -> None:
+    """When a collector last ran over this bucket (what `segflow status` checks); best effort."""
+    from segflow.outputs import iso_time
+
+    now = tick.deps.clock()
+    body = json.dumps({"At": iso_time(now), "Epoch": now, "Owner": tick.owner}).encode("utf-8")
+    try:
+        storage.put_bytes(tick.deps.layout.heartbeat_key, body, content_type="application/json")
+    except SegflowError as error:
+        tick.deps.logger.warning("the collector's heartbeat could not be written: %s", error.code)
 
 
 def _claim_and_start(

@@ -6,7 +6,8 @@ from collections.abc import Mapping
 
 from segflow.catalogue import Action
 from segflow.errors import InputValidationError, SegflowError
-from segflow.outputs import failure_document, write_json
+from segflow.failure_records import FailureRecords
+from segflow.outputs import failure_document
 from segflow.records import JobRecord, RecordStore
 from segflow.results import SegmentResult
 from segflow.services.deps import Deps
@@ -84,9 +85,8 @@ def write_failure(
     fault: bool = False,
 ) -> str:
     """The one failure record `<failed>/<source key>.json` (the `_long/` form for a key too long to carry
-    the suffix), and the job record marked failed. `fault`: a deployment fault, the object stays
-    retryable and the record says so."""
-    failure_key = deps.layout.failure_key(key, storage)
+    the suffix) with its index entry, and the job record marked failed. `fault`: a deployment fault, the
+    object stays retryable and the record says so."""
     document = failure_document(
         bucket=storage.bucket,
         key=key,
@@ -102,7 +102,7 @@ def write_failure(
     if record is not None:
         document["RecordId"] = record.record_id
         document["JobId"] = record.job_id
-    write_json(storage, failure_key, document)
+    failure_key = FailureRecords(storage, deps.layout).write(document)
     if store is not None and record is not None:
         store.mark_failed(record, error_record(deps, error))
     return failure_key
@@ -110,4 +110,4 @@ def write_failure(
 
 def clear_stale_failure(deps: Deps, storage: Storage, key: str) -> None:
     """A new version (or a later attempt) succeeded: an old failure record would contradict the result."""
-    storage.delete(deps.layout.failure_key(key, storage))
+    FailureRecords(storage, deps.layout).clear(key)
