@@ -19,6 +19,14 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
         "segflow_cli.invoke",
         "invoke a function's handler locally, or the deployed one with --remote",
     ),
+    "backfill": (
+        "segflow_cli.backfill",
+        "send the objects already in the bucket through on_upload, as if just uploaded (resumable)",
+    ),
+    "redrive": (
+        "segflow_cli.redrive",
+        "send the objects with a failure record through on_upload again, once the cause is fixed",
+    ),
     "engine": ("segflow_engine.cli", "serve the local engine (imageseg, videoseg and PicWish HTTP APIs)"),
     "models": ("segflow_engine.models_cli", "install or check the local engine's model weights"),
 }

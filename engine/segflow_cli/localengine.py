@@ -48,6 +48,29 @@ def local_engine(port: int, state_dir: Path, access_key: tuple[str, str], appcod
             process.wait(timeout=5)
 
 
+def engine_environment(base_url: str, access_key: tuple[str, str], appcode: str) -> dict[str, str]:
+    """The variables that point the handlers at a local engine started with these keys."""
+    return {
+        "SEGFLOW_IMAGESEG_ENDPOINT": base_url,
+        "SEGFLOW_VIDEOSEG_ENDPOINT": base_url,
+        "SEGFLOW_PICWISH_ENDPOINT": base_url,
+        # The engine also serves AuthorizeFileUpload and its temporary bucket, so inputs reach it the
+        # way they reach the cloud service by default (SEGFLOW_INPUT_URL=upload).
+        "SEGFLOW_OPENPLATFORM_ENDPOINT": base_url,
+        "SEGFLOW_PICWISH_APPCODE": appcode,
+        "ALIBABA_CLOUD_ACCESS_KEY_ID": access_key[0],
+        "ALIBABA_CLOUD_ACCESS_KEY_SECRET": access_key[1],
+        "SEGFLOW_REQUIRE_REGION": "false",
+    }
+
+
+def engine_keys() -> tuple[tuple[str, str], str]:
+    """A fresh development AccessKey pair and AppCode for one local engine."""
+    import secrets
+
+    return (f"LTAIlocal{secrets.token_hex(6)}", secrets.token_urlsafe(24)), secrets.token_hex(16)
+
+
 def _die_with_parent() -> None:
     """In the child: ask Linux to SIGTERM the engine when `segflow run` dies, however it dies."""
     if sys.platform.startswith("linux"):

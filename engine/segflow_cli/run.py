@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from segflow_cli.console import Progress, print_table
-from segflow_cli.localengine import free_port, local_engine
+from segflow_cli.localengine import engine_environment, engine_keys, free_port, local_engine
 
 DEFAULT_BUCKET = "segflow-local"
 FC_ASYNC_ATTEMPTS = 4  # FC's default for async invocations: the first one plus 3 retries
@@ -183,25 +183,13 @@ def _run(args: argparse.Namespace) -> int:
             raise ValueError("--engine cloud needs --bucket (a bucket in cn-shanghai)")
         return _pipeline(args, out, inputs, rules, env_overrides={}, bucket_dir=None)
 
-    access_key = (f"LTAIlocal{secrets.token_hex(6)}", secrets.token_urlsafe(24))
-    appcode = secrets.token_hex(16)
+    access_key, appcode = engine_keys()
     port = args.port or free_port()
     print(
         f"starting the local engine on 127.0.0.1:{port} (models load once; log in {out}/.engine/engine.log)"
     )
     with local_engine(port, out / ".engine", access_key, appcode) as base_url:
-        env = {
-            "SEGFLOW_IMAGESEG_ENDPOINT": base_url,
-            "SEGFLOW_VIDEOSEG_ENDPOINT": base_url,
-            "SEGFLOW_PICWISH_ENDPOINT": base_url,
-            # The engine also serves AuthorizeFileUpload and its temporary bucket, so inputs reach it the
-            # way they reach the cloud service by default (SEGFLOW_INPUT_URL=upload).
-            "SEGFLOW_OPENPLATFORM_ENDPOINT": base_url,
-            "SEGFLOW_PICWISH_APPCODE": appcode,
-            "ALIBABA_CLOUD_ACCESS_KEY_ID": access_key[0],
-            "ALIBABA_CLOUD_ACCESS_KEY_SECRET": access_key[1],
-            "SEGFLOW_REQUIRE_REGION": "false",
-        }
+        env = engine_environment(base_url, access_key, appcode)
         os.environ.pop("ALIBABA_CLOUD_SECURITY_TOKEN", None)
         return _pipeline(args, out, inputs, rules, env_overrides=env, bucket_dir=out / "buckets")
 

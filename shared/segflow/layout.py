@@ -15,6 +15,7 @@
     <jobs>/state/failed/<kind>/<code>/<action>/<hash>   the failure records' index (failure_records)
     <jobs>/state/collector.json               when the collector last ran, and what it did
     <jobs>/redrives/<hash>.<time>             put-if-absent: one redrive of one failure, whoever asks
+    <jobs>/backfill/checkpoint.json           where `segflow backfill` stopped (resumable)
 
 Keys are OSS keys (up to 1023 UTF-8 bytes). A result key is the source key plus a prefix and a suffix, so
 a long source key can make it too long: `derived_keys_fit` says so before anything is paid for, and the
@@ -161,6 +162,10 @@ class BucketLayout:
     def redrive_key(self, key_hash: str, failure_time: str) -> str:
         stamp = "".join(c for c in failure_time if c.isalnum())
         return f"{self.jobs_prefix}redrives/{key_hash}.{stamp}"
+
+    @property
+    def backfill_checkpoint_key(self) -> str:
+        return f"{self.jobs_prefix}backfill/checkpoint.json"
 
     @property
     def deferred_prefix(self) -> str:

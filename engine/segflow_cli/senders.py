@@ -1,0 +1,307 @@
+"""The two ways `segflow backfill` and `segflow redrive` hand objects to on_upload.
+
+Both build the event OSS would have delivered for each object — its real key, size, ETag and
+LastModified, in the format of `events/` — several records per event, and go through the same handler
+code the trigger runs, so an object ends exactly as if it had just been uploaded, and an object already
+done is a duplicate that costs no vision call.
+
+- `FcSender` (`--via fc`): each event is an asynchronous FC 3.0 `InvokeFunction` of the deployed
+  on_upload function, so the work runs in FC under the function's role. Records are paced at `qps` per
+  second (an event of N records waits for N slots), so the backfill never queues work faster than the
+  account can process it and FC's async queue does not grow old (events older than the function's
+  `maxAsyncEventAgeInSeconds` are dropped). An event stays under `MAX_EVENT_BYTES`, half of FC's 128 KB
+  limit for an asynchronous payload (FC docs, "EntityTooLarge: payload size exceeds maximum allowed size").
+  Throttled and 5xx answers (429 ResourceExhausted, 503 ResourceThrottled, 500) are retried with backoff;
+  any other refusal stops the run (`SendRefused`): it is about the deployment or the keys, and every later
+  send would be refused alike. It cannot know how the objects end: `segflow status` tells.
+- `LocalSender` (`--local`): the on_upload handler runs in this process (`localrun.LocalRuntime`), with
+  FC's redelivery imitated while it raises; each object's outcome is read from the JSON line the services
+  log per record, as FC's log service would show it.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
+
+from segflow.errors import SegflowError
+from segflow.events import object_created_event
+from segflow.ratelimit import RateLimiter
+from segflow.retry import RetryPolicy
+from segflow.storage.base import ObjectInfo
+
+if TYPE_CHECKING:
+    from segflow_cli.fcapi import FcClient
+    from segflow_cli.localrun import LocalRuntime
+
+DEFAULT_RECORDS_PER_EVENT = 10
+"""Records per event. on_upload handles an event's records one after the other and starts one only while
+45 s of the invocation remain (s.yaml: timeout 300 s), so ten keep one invocation to seconds and leave
+FC free to spread events over instances; ten records of the longest keys stay far below 64 KB."""
+MAX_EVENT_BYTES = 64 * 1024
+"""Half of FC's 128 KB limit on an asynchronous invocation's payload."""
+SEND_RETRY = RetryPolicy(max_attempts=6, base_delay=0.5, max_delay=10.0, max_total=60.0)
+FC_ASYNC_ATTEMPTS = 4
+"""FC's default for an asynchronous invocation: the first delivery plus 3 retries (s.yaml keeps it)."""
+REDELIVERY_BASE_DELAY = 2.0
+"""Seconds before the first imitated redelivery; doubled for each next one."""
+
+
+class ObjectResult(NamedTuple):
+    """How one object of a backfill or redrive ended (as far as this run can tell)."""
+
+    key: str
+    outcome: str
+    """done | submitted | failed | fault | skipped | unfinished | sent | pending, and for a redrive also
+    already-done | held | gone | not-failed."""
+    action: str | None = None
+    code: str | None = None
+    detail: str | None = None
+    etag: str | None = None
+
+
+class SendRefused(SegflowError):
+    """The platform refused a batch (or the deployment is at fault): the run stops here, and what was not
+    sent is left for the next run."""
+
+    default_code = "SendRefused"
+
+
+class Sender(Protocol):
+    """Hands a batch of objects to on_upload and says how each ended."""
+
+    via: str
+
+    def send(self, targets: Sequence[ObjectInfo]) -> list[ObjectResult]: ...
+
+    def close(self) -> None: ...
+
+
+# -- events ---------------------------------------------------------------------------------------------
+
+
+class EventShape(NamedTuple):
+    """What every record of the events of one run shares."""
+
+    bucket: str
+    region: str
+    event_name: str = "ObjectCreated:Backfill"
+    rule_id: str = "segflow-backfill"
+    account: str = "000000000000"
+
+
+def event_time(seconds: float | None) -> str:
+    """OSS's `eventTime` format (`2022-08-13T06:45:43.000Z`); the object's LastModified when known."""
+    stamp = time.time() if seconds is None else seconds
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(stamp)) + f".{int(stamp * 1000) % 1000:03d}Z"
+
+
+def event_record(shape: EventShape, target: ObjectInfo) -> dict[str, Any]:
+    event = object_created_event(
+        shape.bucket,
+        target.key,
+        etag=target.etag,
+        size=target.size,
+        region=shape.region,
+        event_name=shape.event_name,
+        event_time=event_time(target.last_modified),
+        account=shape.account,
+        rule_id=shape.rule_id,
+    )
+    record: dict[str, Any] = event["events"][0]
+    return record
+
+
+def event_payloads(
+    shape: EventShape, targets: Sequence[ObjectInfo], *, max_bytes: int = MAX_EVENT_BYTES
+) -> Iterator[tuple[list[ObjectInfo], bytes]]:
+    """The targets as events (`{"events": [...]}`), as many records per event as fit in `max_bytes`."""
+    group: list[ObjectInfo] = []
+    records: list[str] = []
+    size = len(b'{"events":[]}')
+    for target in targets:
+        record = json.dumps(event_record(shape, target), ensure_ascii=False, separators=(",", ":"))
+        length = len(record.encode("utf-8")) + 1
+        if group and size + length > max_bytes:
+            yield group, _join(records)
+            group, records, size = [], [], len(b'{"events":[]}')
+        group.append(target)
+        records.append(record)
+        size += length
+    if group:
+        yield group, _join(records)
+
+
+def _join(records: list[str]) -> bytes:
+    return ('{"events":[' + ",".join(records) + "]}").encode("utf-8")
+
+
+# -- via FC ---------------------------------------------------------------------------------------------
+
+
+class FcSender:
+    """Asynchronous FC 3.0 invocations of the deployed on_upload function, paced at `qps` records/s."""
+
+    via = "fc"
+
+    def __init__(
+        self,
+        client_factory: Callable[[], FcClient],
+        function: str,
+        shape: EventShape,
+        *,
+        qps: float,
+        qualifier: str | None = None,
+        retry: RetryPolicy = SEND_RETRY,
+        max_bytes: int = MAX_EVENT_BYTES,
+    ) -> None:
+        self.function = function
+        self.shape = shape
+        self.qualifier = qualifier
+        self.retry = retry
+        self.max_bytes = max_bytes
+        self.limiter = RateLimiter(qps)
+        self._factory = client_factory
+        self._local = threading.local()
+        self._clients: list[FcClient] = []
+        self._lock = threading.Lock()
+        self.invocations = 0
+
+    def _client(self) -> FcClient:
+        """One client (one connection pool) per thread: a requests session is not documented as
+        thread-safe."""
+        client: FcClient | None = getattr(self._local, "client", None)
+        if client is None:
+            client = self._factory()
+            self._local.client = client
+            with self._lock:
+                self._clients.append(client)
+        return client
+
+    def send(self, targets: Sequence[ObjectInfo]) -> list[ObjectResult]:
+        results: list[ObjectResult] = []
+        for group, payload in event_payloads(self.shape, targets, max_bytes=self.max_bytes):
+            wait = max(self.limiter.reserve() for _ in group)
+            if wait > 0:
+                time.sleep(wait)
+            request_id = self._invoke(payload)
+            results += [
+                ObjectResult(t.key, "sent", detail=f"FC request {request_id}", etag=t.etag) for t in group
+            ]
+        return results
+
+    def _invoke(self, payload: bytes) -> str | None:
+        from segflow_cli.fcapi import CloudApiError
+
+        client = self._client()
+        try:
+            result = self.retry.run(
+                lambda: client.invoke(self.function, payload, qualifier=self.qualifier, asynchronous=True),
+                what=f"InvokeFunction {self.function}",
+                retry_if=lambda error: isinstance(error, CloudApiError) and error.retryable,
+            )
+        except SegflowError as error:
+            raise SendRefused(
+                f"FC refused the invocation of {self.function}: {error}",
+                code=error.code,
+                http_status=error.http_status,
+                request_id=error.request_id,
+            ) from error
+        with self._lock:
+            self.invocations += 1
+        return result.request_id
+
+    def close(self) -> None:
+        with self._lock:
+            clients, self._clients = self._clients, []
+        for client in clients:
+            client.close()
+
+
+# -- in this process ------------------------------------------------------------------------------------
+
+
+class LocalSender:
+    """The on_upload handler in this process, redelivered as FC would while it raises.
+
+    A deployment fault (keys, permissions, AppCode: `failure_policy`) is not redelivered — it does not
+    clear in seconds — and stops the run (`SendRefused`) unless `keep_going`, in which case the object
+    keeps its fault record for `segflow redrive` once the cause is fixed."""
+
+    via = "local"
+
+    def __init__(
+        self,
+        runtime: LocalRuntime,
+        shape: EventShape,
+        *,
+        keep_going: bool = False,
+        attempts: int = FC_ASYNC_ATTEMPTS,
+    ) -> None:
+        self.runtime = runtime
+        self.shape = shape
+        self.keep_going = keep_going
+        self.attempts = attempts
+
+    def send(self, targets: Sequence[ObjectInfo]) -> list[ObjectResult]:
+        results: list[ObjectResult] = []
+        for group, payload in event_payloads(self.shape, targets):
+            results += self._deliver(group, payload)
+        return results
+
+    def _deliver(self, group: list[ObjectInfo], payload: bytes) -> list[ObjectResult]:
+        from segflow.failure_policy import is_deployment_error
+
+        for attempt in range(1, self.attempts + 1):
+            lines, raised = self.runtime.upload(payload)
+            if raised is None or attempt == self.attempts:
+                break
+            if isinstance(raised, SegflowError) and is_deployment_error(raised):
+                break
+            time.sleep(REDELIVERY_BASE_DELAY * 2 ** (attempt - 1))
+        results = outcomes_of(group, lines, raised)
+        fault = next((r for r in results if r.outcome == "fault"), None)
+        if fault is not None and not self.keep_going:
+            raise SendRefused(
+                f"deployment fault {fault.code} on {fault.key} ({fault.detail or 'see the failure record'}); "
+                "fix the deployment and run the same command again (it continues where it stopped), "
+                "or pass --keep-going to record faults and go on",
+                code=fault.code,
+            )
+        return results
+
+    def close(self) -> None:
+        self.runtime.close()
+
+
+_FINAL_OF_DUPLICATE = {"done": "done", "failed": "failed", "submitted": "submitted"}
+
+
+def outcomes_of(
+    group: Sequence[ObjectInfo], lines: Sequence[dict[str, Any]], raised: BaseException | None
+) -> list[ObjectResult]:
+    """Each object's outcome from the services' outcome lines of the last delivery; an object with no
+    line (the handler failed before reaching it) is `unfinished` with the error's code."""
+    by_key: dict[str, dict[str, Any]] = {}
+    for line in lines:
+        if isinstance(line.get("key"), str):
+            by_key[line["key"]] = line
+    results = []
+    for target in group:
+        found = by_key.get(target.key)
+        if found is None:
+            code = getattr(raised, "code", type(raised).__name__ if raised else None)
+            results.append(ObjectResult(target.key, "unfinished", code=code, etag=target.etag))
+            continue
+        outcome, detail = str(found.get("outcome")), found.get("detail")
+        if outcome == "duplicate":
+            outcome = _FINAL_OF_DUPLICATE.get(str(detail), "unfinished")
+        elif outcome in ("retry", "deferred"):
+            outcome = "unfinished"
+        results.append(
+            ObjectResult(target.key, outcome, found.get("action"), found.get("code"), detail, target.etag)
+        )
+    return results
