@@ -135,11 +135,14 @@ def run_batches(
 def _settle_head(
     in_flight: deque[tuple[list[T], Future[list[ObjectResult]]]], on_settled: Settle[T], end: RunEnd
 ) -> None:
-    """Wait for the oldest batch and settle it (a refused one is remembered, not settled)."""
-    batch, future = in_flight.popleft()
+    """Wait for the oldest batch and settle it (a refused one is remembered, not settled). It leaves the
+    queue only once its result is in: a Ctrl-C while waiting must not let a later batch settle first."""
+    batch, future = in_flight[0]
     try:
         results = future.result()
     except SendRefused as refused:
+        in_flight.popleft()
         end.refused = end.refused or refused
         return
+    in_flight.popleft()
     on_settled(batch, results, end.refused is None)

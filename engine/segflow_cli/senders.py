@@ -7,8 +7,8 @@ done is a duplicate that costs no vision call.
 
 - `FcSender` (`--via fc`): each event is an asynchronous FC 3.0 `InvokeFunction` of the deployed
   on_upload function, so the work runs in FC under the function's role. Records are paced at `qps` per
-  second (an event of N records waits for N slots), so the backfill never queues work faster than the
-  account can process it and FC's async queue does not grow old (events older than the function's
+  second (`RecordPacer`: an event of N records counts N), so the backfill never queues work faster than
+  the account can process it and FC's async queue does not grow old (events older than the function's
   `maxAsyncEventAgeInSeconds` are dropped). An event stays under `MAX_EVENT_BYTES`, half of FC's 128 KB
   limit for an asynchronous payload (FC docs, "EntityTooLarge: payload size exceeds maximum allowed size").
   Throttled and 5xx answers (429 ResourceExhausted, 503 ResourceThrottled, 500) are retried with backoff;
@@ -22,14 +22,16 @@ done is a duplicate that costs no vision call.
 from __future__ import annotations
 
 import json
+import math
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from segflow.errors import SegflowError
 from segflow.events import object_created_event
-from segflow.ratelimit import RateLimiter
+from segflow.ratelimit import DEFAULT_JITTER_MARGIN
 from segflow.retry import RetryPolicy
 from segflow.storage.base import ObjectInfo
 
@@ -142,6 +144,53 @@ def _join(records: list[str]) -> bytes:
 # -- via FC ---------------------------------------------------------------------------------------------
 
 
+class RecordPacer:
+    """Paces events by the records they carry: at most ⌊qps⌋ records in any window of one second (plus
+    the same margin for network jitter as `segflow.ratelimit`), counted when their event is sent, and an
+    event of n records at least n/qps seconds after the one before it (so a backfill is a steady flow,
+    not a burst a second). An event of more than ⌊qps⌋ records is spaced by its size alone. Thread-safe:
+    `reserve(n)` books the next slot and returns how long to wait for it."""
+
+    def __init__(
+        self,
+        qps: float,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        margin: float = DEFAULT_JITTER_MARGIN,
+    ) -> None:
+        if qps <= 0:
+            raise ValueError("qps must be positive")
+        self.qps = qps
+        self.cap = max(1, math.floor(qps))
+        self.window = 1.0 + margin
+        self._clock = clock
+        self._sent: deque[tuple[float, int]] = deque()
+        self._next = 0.0
+        self._lock = threading.Lock()
+
+    def reserve(self, records: int) -> float:
+        with self._lock:
+            now = self._clock()
+            start = max(now, self._next)
+            if records <= self.cap:
+                start = self._room_at(start, records)
+            self._sent.append((start, records))
+            self._next = start + records / self.qps
+            while self._sent and self._sent[0][0] + self.window <= start:
+                self._sent.popleft()  # later reservations start later still: never counted again
+            return start - now
+
+    def _room_at(self, start: float, records: int) -> float:
+        """The earliest time from `start` when the window before it leaves room for `records`."""
+        while True:
+            # `at + window`, the moment an event leaves the window, is computed the same way here and
+            # below, so moving `start` there always lets that event out (no float rounding loop).
+            inside = [(at, n) for at, n in self._sent if at + self.window > start]
+            if sum(n for _, n in inside) + records <= self.cap:
+                return start
+            start = inside[0][0] + self.window
+
+
 class FcSender:
     """Asynchronous FC 3.0 invocations of the deployed on_upload function, paced at `qps` records/s."""
 
@@ -155,15 +204,15 @@ class FcSender:
         *,
         qps: float,
         qualifier: str | None = None,
-        retry: RetryPolicy = SEND_RETRY,
+        retry: RetryPolicy | None = None,
         max_bytes: int = MAX_EVENT_BYTES,
     ) -> None:
         self.function = function
         self.shape = shape
         self.qualifier = qualifier
-        self.retry = retry
+        self.retry = retry or SEND_RETRY
         self.max_bytes = max_bytes
-        self.limiter = RateLimiter(qps)
+        self.pacer = RecordPacer(qps)
         self._factory = client_factory
         self._local = threading.local()
         self._clients: list[FcClient] = []
@@ -184,7 +233,7 @@ class FcSender:
     def send(self, targets: Sequence[ObjectInfo]) -> list[ObjectResult]:
         results: list[ObjectResult] = []
         for group, payload in event_payloads(self.shape, targets, max_bytes=self.max_bytes):
-            wait = max(self.limiter.reserve() for _ in group)
+            wait = self.pacer.reserve(len(group))
             if wait > 0:
                 time.sleep(wait)
             request_id = self._invoke(payload)

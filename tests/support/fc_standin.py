@@ -19,7 +19,13 @@ What it checks and answers, and where each fact is documented:
   on HTTP 200 ("Python runtime: error handling"; "a 2xx response does not guarantee the function
   succeeded", Node.js error handling). API errors are `{"Code", "Message", "RequestId"}` (2023-03-30
   data type "Error", e.g. 404 FunctionNotFound "function not found"), signature errors 403
-  SignatureNotMatch / InvalidAccessKeyID ("Error codes").
+  SignatureNotMatch / InvalidAccessKeyID ("Error codes"). A payload over 128 KB (asynchronous) or
+  32 MB (synchronous) is refused with 400 EntityTooLarge ("What do I do if the EntityTooLarge: payload
+  size exceeds maximum allowed size error message is reported?"; "Error codes"). `refuse()` scripts the
+  next answers, e.g. 429 ResourceExhausted or 503 ResourceThrottled ("Error codes").
+  A function deployed with `runs=` really runs: an accepted asynchronous event is handed to it on a
+  background thread (FC's async queue) and, while it raises, delivered again up to 3 more times (the
+  default `maxAsyncRetryAttempts`, "Asynchronous invocations"); `drain()` waits for the queue.
 - FC 2.0, "API reference (2016-08-15)" and "Signature authentication": `POST /2016-08-15/services/
   {service}[.{qualifier}]/functions/{function}/invocations`, `Authorization: FC <AccessKeyId>:<signature>`
   with signature = Base64(HMAC-SHA256(secret, VERB \\n Content-MD5 \\n Content-Type \\n Date \\n
@@ -40,8 +46,10 @@ import hmac
 import json
 import re
 import threading
+import time
 import traceback
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -56,6 +64,9 @@ ACCOUNT_ID = "1234567890123456"
 FC3_PATH = re.compile(r"^/2023-03-30/functions/([^/]+)/invocations$")
 FC2_PATH = re.compile(r"^/2016-08-15/services/([^/]+)/functions/([^/]+)/invocations$")
 LOG_TAIL_LIMIT = 4096
+MAX_ASYNC_PAYLOAD = 128 * 1024
+MAX_SYNC_PAYLOAD = 32 * 1024 * 1024
+ASYNC_RETRIES = 3
 FC2_MAX_DATE_SKEW = 15 * 60
 
 
@@ -67,6 +78,8 @@ class Deployed:
     raises: tuple[str, str] | None = None
     log: str = "FC Invoke Start\nFC Invoke End\n"
     qualifiers: frozenset[str] = frozenset({"LATEST"})
+    runs: Callable[[bytes], object] | None = None
+    """The function's code for asynchronous events (run in the background, retried while it raises)."""
 
 
 @dataclass(frozen=True)
@@ -103,6 +116,7 @@ class Invocation:
     log_type: str
     event: bytes
     request_id: str
+    arrived: float = 0.0  # time.monotonic() when the API accepted it
 
 
 @dataclass
@@ -124,6 +138,10 @@ class FcStandIn:
         self.invocations: list[Invocation] = []
         self.errors: list[str] = []  # tracebacks of the stand-in's own failures: a test asserts it is empty
         self._functions: dict[tuple[str | None, str], Deployed] = {}
+        self._refusals: list[_Answer] = []
+        self._queue = ThreadPoolExecutor(max_workers=4, thread_name_prefix="fc-async")
+        self._queued: list[Future[None]] = []
+        self.async_failures: list[str] = []  # events whose function still raised after FC's retries
         self._nonces = NonceCache()
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_class(self))
@@ -139,6 +157,8 @@ class FcStandIn:
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
+        self.drain()
+        self._queue.shutdown(wait=True)
         self._server.shutdown()
         self._server.server_close()
         self._thread.join(timeout=10)
@@ -147,6 +167,18 @@ class FcStandIn:
     def url(self) -> str:
         host, port = self._server.server_address[:2]
         return f"http://{host!s}:{port}"
+
+    def refuse(self, count: int, status: int, code: str, message: str = "scripted refusal") -> None:
+        """Answer the next `count` well-signed FC 3.0 invocations with this error instead of running them."""
+        with self._lock:
+            self._refusals += [_fc3_error(status, code, message) for _ in range(count)]
+
+    def drain(self, timeout: float = 60.0) -> None:
+        """Wait until every accepted asynchronous event has been run (functions deployed with `runs=`)."""
+        with self._lock:
+            queued = list(self._queued)
+        for future in queued:
+            future.result(timeout=timeout)
 
     def deploy(self, name: str, *, service: str | None = None, **behaviour: Any) -> Deployed:
         """An FC 3.0 function, or with `service` a function of that FC 2.0 service."""
@@ -199,6 +231,10 @@ class FcStandIn:
         refusal = _fc3_refusal(record)
         if refusal is not None:
             return refusal
+        with self._lock:
+            scripted = self._refusals.pop(0) if self._refusals else None
+        if scripted is not None:
+            return scripted
         match = FC3_PATH.match(record.path)
         assert match is not None
         name = unquote(match.group(1))
@@ -219,12 +255,33 @@ class FcStandIn:
         request_id = new_request_id()
         invocation_type = record.headers.get("x-fc-invocation-type", "Sync")
         log_type = record.headers.get("x-fc-log-type", "None")
-        with self._lock:
-            self.invocations.append(
-                Invocation(api, name, service, qualifier, invocation_type, log_type, record.body, request_id)
+        limit = MAX_ASYNC_PAYLOAD if invocation_type == "Async" else MAX_SYNC_PAYLOAD
+        if len(record.body) > limit:
+            message = f"payload size exceeds maximum allowed size ({limit} bytes)"
+            return (
+                _fc2_error(400, "EntityTooLarge", message)
+                if api == "fc2"
+                else _fc3_error(400, "EntityTooLarge", message)
             )
+        invocation = Invocation(
+            api,
+            name,
+            service,
+            qualifier,
+            invocation_type,
+            log_type,
+            record.body,
+            request_id,
+            time.monotonic(),
+        )
+        with self._lock:
+            self.invocations.append(invocation)
         headers = {"x-fc-request-id": request_id}
         if invocation_type == "Async":
+            if deployed.runs is not None:
+                future = self._queue.submit(self._run_async, deployed.runs, record.body)
+                with self._lock:
+                    self._queued.append(future)
             return _Answer(202, b"", headers)
         if log_type == "Tail":
             tail = deployed.log.encode()[-LOG_TAIL_LIMIT:]
@@ -235,6 +292,16 @@ class FcStandIn:
             document = {"errorMessage": message, "errorType": error_type, "stackTrace": []}
             return _Answer(200, json.dumps(document).encode(), headers)
         return _Answer(200, deployed.returns, headers)
+
+    def _run_async(self, runs: Callable[[bytes], object], event: bytes) -> None:
+        for _attempt in range(1 + ASYNC_RETRIES):
+            try:
+                runs(event)
+                return
+            except Exception:
+                failure = traceback.format_exc()
+        with self._lock:
+            self.async_failures.append(failure)
 
     # --- FC 2.0 -----------------------------------------------------------------------------------
 
