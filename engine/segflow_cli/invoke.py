@@ -169,6 +169,7 @@ def print_json(value: Any) -> None:
 
 def _run_local(args: argparse.Namespace, event: bytes, environ: dict[str, str]) -> int:
     import logging
+    import os
     import sys
     import traceback
     from pathlib import Path
@@ -178,8 +179,13 @@ def _run_local(args: argparse.Namespace, event: bytes, environ: dict[str, str]) 
     from segflow.settings import Settings
     from segflow_cli.fccontext import local_context
     from segflow_cli.localbucket import LocalBuckets
+    from segflow_cli.urlserver import BackgroundUrls
 
-    buckets = LocalBuckets(Path(args.bucket_dir or environ["SEGFLOW_LOCAL_BUCKET_DIR"].strip()))
+    root = Path(args.bucket_dir or environ["SEGFLOW_LOCAL_BUCKET_DIR"].strip())
+    # The engine fetches a queued video's input long after this process exits: its URLs are served by
+    # the bucket directory's background server (started on the first URL, stops once they all expired).
+    # (POSIX only: elsewhere they are served by this process, as long as it runs.)
+    buckets = LocalBuckets(root, presign_server=BackgroundUrls(root) if hasattr(os, "fork") else None)
     settings = Settings.from_env(environ)
     install_redaction([v for v in (settings.picwish_appcode, *settings.credential_env.values()) if v])
     if not logging.getLogger().handlers:

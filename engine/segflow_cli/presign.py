@@ -12,6 +12,7 @@ signs through the background server of `segflow_cli.urlserver`, which is this cl
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import io
@@ -21,7 +22,7 @@ import re
 import secrets
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import BinaryIO, ClassVar, Protocol
@@ -63,6 +64,7 @@ class LocalPresignServer:
         self._root_ids: dict[Path, str] = {}
         self._lock = threading.Lock()
         self.last_activity = time.monotonic()
+        self.in_flight = 0
         self._httpd = ThreadingHTTPServer((host, port), _make_handler(self))
         self._httpd.daemon_threads = True
         self._thread = threading.Thread(target=self._httpd.serve_forever, name="segflow-presign", daemon=True)
@@ -104,15 +106,27 @@ class LocalPresignServer:
         return hmac.new(self._key, message, hashlib.sha256).hexdigest()
 
     def presign(self, root: Path, bucket: str, key: str, expires_seconds: int) -> str:
+        return self.signed_url(root, bucket, key, int(self._clock()) + int(expires_seconds))
+
+    def signed_url(self, root: Path, bucket: str, key: str, expires: int) -> str:
+        """The URL of `key` valid through the epoch second `expires`."""
         root_id = self._root_id(root)
-        expires = int(self._clock()) + int(expires_seconds)
         signature = self._sign(root_id, bucket, key, expires)
         path = quote(f"{root_id}/{bucket}/{key}", safe="/")
         return f"{self.base_url}/{path}?Expires={expires}&Signature={signature}"
 
-    def note_activity(self) -> None:
-        """Called on every request (the background server stops only after a quiet spell)."""
-        self.last_activity = time.monotonic()
+    @contextlib.contextmanager
+    def serving(self) -> Iterator[None]:
+        """Around every request: the background server stops only with none in flight, after a quiet spell."""
+        with self._lock:
+            self.in_flight += 1
+            self.last_activity = time.monotonic()
+        try:
+            yield
+        finally:
+            with self._lock:
+                self.in_flight -= 1
+                self.last_activity = time.monotonic()
 
     def control(self, request: BaseHTTPRequestHandler) -> bool:
         """Answer a request under `CONTROL_PREFIX` (True when answered); this server has none."""
@@ -184,17 +198,19 @@ def _make_handler(server: LocalPresignServer) -> type[BaseHTTPRequestHandler]:
                 self.wfile.write(body)
 
         def do_POST(self) -> None:
-            server.note_activity()
-            if not (self.path.startswith(CONTROL_PREFIX) and server.control(self)):
-                self._error(405)
+            with server.serving():
+                if not (self.path.startswith(CONTROL_PREFIX) and server.control(self)):
+                    self._error(405)
 
         def do_HEAD(self) -> None:
             self.do_GET()
 
         def do_GET(self) -> None:
-            server.note_activity()
-            if self.path.startswith(CONTROL_PREFIX) and server.control(self):
-                return
+            with server.serving():
+                if not (self.path.startswith(CONTROL_PREFIX) and server.control(self)):
+                    self._get_object()
+
+        def _get_object(self) -> None:
             status, path = server.resolve(self.path)
             if path is None:
                 self._error(status)
