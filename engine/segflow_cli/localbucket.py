@@ -22,6 +22,7 @@ import errno
 import hashlib
 import os
 import re
+import stat
 import tempfile
 import threading
 from collections.abc import Iterable, Iterator
@@ -115,7 +116,11 @@ class LocalDirStorage(Storage):
         for folder in path.parents:
             if folder == self.bucket_dir or self.bucket_dir not in folder.parents:
                 return False
-            if folder.exists() and not folder.is_dir():
+            try:
+                mode = folder.stat().st_mode  # one look: exists() then is_dir() could straddle a delete
+            except OSError:
+                continue  # not there (any more): not in the way
+            if not stat.S_ISDIR(mode):
                 return True
         return False
 
@@ -145,10 +150,10 @@ class LocalDirStorage(Storage):
         if handle is None:
             with open(path, "rb") as opened:
                 return self.etag_of(path, opened)
-        stat = os.fstat(handle.fileno())
+        meta = os.fstat(handle.fileno())
         with self._etag_lock:
             cached = self._etags.get(path)
-        if cached and cached[:3] == (stat.st_ino, stat.st_size, stat.st_mtime_ns):
+        if cached and cached[:3] == (meta.st_ino, meta.st_size, meta.st_mtime_ns):
             return cached[3]
         digest = hashlib.md5(usedforsecurity=False)
         handle.seek(0)
@@ -156,14 +161,14 @@ class LocalDirStorage(Storage):
             digest.update(block)
         etag = digest.hexdigest().upper()
         with self._etag_lock:
-            self._etags[path] = (stat.st_ino, stat.st_size, stat.st_mtime_ns, etag)
+            self._etags[path] = (meta.st_ino, meta.st_size, meta.st_mtime_ns, etag)
         return etag
 
     def head(self, key: str) -> ObjectInfo:
         with self._reading(key) as handle:
-            stat = os.fstat(handle.fileno())
+            meta = os.fstat(handle.fileno())
             etag = self.etag_of(self.path_for(key), handle)
-        return ObjectInfo(key=key, size=stat.st_size, etag=etag, last_modified=stat.st_mtime)
+        return ObjectInfo(key=key, size=meta.st_size, etag=etag, last_modified=meta.st_mtime)
 
     def read_range(self, key: str, offset: int, length: int) -> bytes:
         check_range(offset, length)
@@ -265,12 +270,14 @@ class LocalDirStorage(Storage):
     def _publish(self, tmp: Path, key: str, etag: str, *, if_absent: bool) -> str:
         try:
             path = self.path_for(key)
+            try:
+                meta = tmp.stat()  # a rename or link keeps the inode: this is the object's identity
+            except OSError as exc:
+                raise _os_error(exc, f"writing {self.bucket}/{key}") from exc
             if not any(self._place(tmp, path, key, if_absent=if_absent) for _ in range(_WRITE_ATTEMPTS)):
                 raise self._busy(key)
-            with contextlib.suppress(OSError):  # deleted again already: the write still happened
-                stat = path.stat()
-                with self._etag_lock:
-                    self._etags[path] = (stat.st_ino, stat.st_size, stat.st_mtime_ns, etag)
+            with self._etag_lock:
+                self._etags[path] = (meta.st_ino, meta.st_size, meta.st_mtime_ns, etag)
             return etag
         finally:
             with contextlib.suppress(OSError):

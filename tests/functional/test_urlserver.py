@@ -62,7 +62,7 @@ def http_get(url: str, headers: dict[str, str] | None = None) -> tuple[int, byte
             return response.status, response.read()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read()
-    except urllib.error.URLError:
+    except (urllib.error.URLError, OSError):  # refused, or reset by a process on its way out
         return 0, b""
 
 
@@ -106,6 +106,13 @@ def pid_gone(pid: int) -> bool:
         return True
     status = Path(f"/proc/{pid}/stat")
     return status.exists() and status.read_text().split()[2] == "Z"
+
+
+def kill_and_wait(root: Path, state: State) -> None:
+    """SIGKILL the server and wait until its lock is free: that is when its last thread (and socket) is
+    gone; its main thread shows as a zombie a little earlier."""
+    os.kill(state.pid, signal.SIGKILL)
+    assert wait_until(lambda: not server_alive(state_dir_of(root)), 10)
 
 
 def test_urls_outlive_the_process_that_signed_them(root: Path) -> None:
@@ -160,14 +167,16 @@ def test_it_stops_by_itself_once_its_urls_expired_and_it_was_idle(root: Path) ->
 def test_a_killed_servers_state_is_detected_and_its_urls_work_again(root: Path) -> None:
     url = sign_in_child(root)
     killed = state_of(root)
-    os.kill(killed.pid, signal.SIGKILL)
-    assert wait_until(lambda: pid_gone(killed.pid), 10)
+    kill_and_wait(root, killed)
     assert http_get(url)[0] == 0
     assert (state_dir_of(root) / STATE_FILE).exists() and not server_alive(state_dir_of(root))
     sign_in_child(root, key="incoming/other.mp4")  # the next invoke finds the state stale
     successor = state_of(root)
-    assert successor.pid != killed.pid and (successor.port, successor.key) == (killed.port, killed.key)
-    assert http_get(url) == (200, DATA)
+    assert successor.pid != killed.pid and successor.key == killed.key
+    if successor.port == killed.port:
+        assert http_get(url) == (200, DATA)
+    else:  # another program on this machine took the port meanwhile: the server says so in its log
+        assert "is taken" in (state_dir_of(root) / LOG_FILE).read_text(encoding="utf-8")
 
 
 def test_its_key_is_private_and_an_exposed_one_is_not_trusted(root: Path) -> None:
@@ -176,8 +185,7 @@ def test_its_key_is_private_and_an_exposed_one_is_not_trusted(root: Path) -> Non
     assert state_dir.stat().st_mode & 0o777 == 0o700
     assert (state_dir / STATE_FILE).stat().st_mode & 0o777 == 0o600
     killed = state_of(root)
-    os.kill(killed.pid, signal.SIGKILL)
-    assert wait_until(lambda: pid_gone(killed.pid), 10)
+    kill_and_wait(root, killed)
     (state_dir / STATE_FILE).chmod(0o644)  # anyone could have read the key: its URLs must die with it
     assert read_state(state_dir)[0] is None
     fresh = sign_in_child(root)
