@@ -181,17 +181,22 @@ def _run_local(args: argparse.Namespace, event: bytes, environ: dict[str, str]) 
     from segflow_cli.localbucket import LocalBuckets
     from segflow_cli.urlserver import BackgroundUrls
 
-    root = Path(args.bucket_dir or environ["SEGFLOW_LOCAL_BUCKET_DIR"].strip())
-    # The engine fetches a queued video's input long after this process exits: its URLs are served by
-    # the bucket directory's background server (started on the first URL, stops once they all expired).
-    # (POSIX only: elsewhere they are served by this process, as long as it runs.)
-    buckets = LocalBuckets(root, presign_server=BackgroundUrls(root) if hasattr(os, "fork") else None)
     settings = Settings.from_env(environ)
     install_redaction([v for v in (settings.picwish_appcode, *settings.credential_env.values()) if v])
     if not logging.getLogger().handlers:
         logging.basicConfig(
             level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(name)s %(message)s"
         )
+    root = Path(args.bucket_dir or environ["SEGFLOW_LOCAL_BUCKET_DIR"].strip())
+    # The engine fetches a queued video's input long after this process exits: its URLs are served by
+    # the bucket directory's background server (started on the first URL, stops once they all expired).
+    presigner = BackgroundUrls(root) if hasattr(os, "fork") else None
+    if presigner is None:
+        logging.getLogger("segflow.urls").warning(
+            "no background URL server on this platform: presigned URLs stop working when this invoke "
+            "exits, so queued video jobs may fail with InvalidFile.Download (use `segflow run` instead)"
+        )
+    buckets = LocalBuckets(root, presign_server=presigner)
     handler = load_handler(find_handler_file(args.function, args.functions_dir), args.function)
     context = local_context(
         settings, DEPLOYED_NAMES[args.function], timeout=args.timeout or TIMEOUTS[args.function]

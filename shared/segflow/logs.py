@@ -59,11 +59,11 @@ _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
 
 def _char_forms(char: str) -> str:
     """A regex for one character of a secret as it may be written: raw, or percent-encoded at any depth
-    (`+` for a space, `\\/` for a slash in JSON)."""
+    (a space also as `+` or an encoded `+`, a slash also as JSON's `\\/`)."""
     if char.isascii() and (char.isalnum() or char in "-_.~"):
         return re.escape(char)  # unreserved: no encoder changes it
     encoded = "".join(rf"{_PCT}[{b >> 4:X}{b >> 4:x}][{b & 15:X}{b & 15:x}]" for b in char.encode("utf-8"))
-    extra = {" ": r"|\+", "/": r"|\\/"}.get(char, "")
+    extra = {" ": rf"|\+|{_PCT}2[bB]", "/": r"|\\/"}.get(char, "")  # quote_plus, then quoted again
     return f"(?:{re.escape(char)}|{encoded}{extra})"
 
 

@@ -129,26 +129,3 @@ def test_no_encoding_of_a_secret_in_debug_logs(
     assert not leaks, leaks[:5]
     kept = "\n".join(lines)
     assert STS.access_key_id in kept and "segflow-demo.oss-cn-shanghai.aliyuncs.com" in kept
-
-
-@pytest.mark.parametrize(
-    "text",
-    [
-        "GET /?ImageURL=https%3A%2F%2Fb.oss.example%2Fk%3FExpires%3D1%26Signature%3D{sig}%26x%3D1 HTTP/1.1",
-        "GET /?ImageURL=https%253A%252F%252Fb%253FSignature%253D{sig}%2526security-token%253D{tok} HTTP",
-        '{{"Signature": "{sig}", "SecurityToken": "{tok}"}}',
-        "x-oss-security-token: {tok}\nAuthorization: OSS STS.id:{sig}",
-        "https://b.oss.example/k?security-token={tok}&OSSAccessKeyId=STS.id&Signature={sig}",
-        "form body Signature={sig}&SecurityToken={tok}&AccessKeySecret={sec}",
-    ],
-)
-@pytest.mark.parametrize("encode", ["raw", "quote", "quote_plus", "quote twice"])
-def test_named_secrets_are_masked_in_every_encoding_without_knowing_them(text: str, encode: str) -> None:
-    values = {"sig": "aB3+/xY=", "tok": "CAIS+gF1q6Ft5B2y/fSjIr5b==", "sec": "s3+cr/et=="}
-    encoded = {name: forms(value)[encode] for name, value in values.items()}
-    cleaned = logs.redact(text.format(**encoded))
-    for name, value in values.items():
-        for form, needle in forms(value).items():
-            if needle in text.format(**encoded) and len(needle) > 4:
-                assert needle not in cleaned, (name, form, cleaned)
-    assert logs.MASK in cleaned
