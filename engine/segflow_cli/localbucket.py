@@ -307,12 +307,15 @@ class LocalDirStorage(Storage):
         # Walk only the deepest directory the prefix names, so listing `segflow-jobs/pending/` never
         # visits finished records.
         directory, _, _ = prefix.rpartition("/")
-        if directory and any(part in ("", ".", "..") for part in directory.split("/")):
-            return []
+        parts = directory.split("/")
+        unholdable = any(len(part.encode("utf-8")) > _MAX_NAME_BYTES or "\x00" in part for part in parts)
+        if directory and (unholdable or any(part in ("", ".", "..") for part in parts)):
+            return []  # no stored key can start so: an empty listing, as OSS gives for any unmatched prefix
         start = self.bucket_dir.joinpath(*directory.split("/")) if directory else self.bucket_dir
 
         def failed(exc: OSError) -> None:
-            if not isinstance(exc, _GONE):  # a folder removed while walking holds no keys any more
+            # A folder removed while walking (or a path too long to exist) holds no keys.
+            if not (isinstance(exc, _GONE) or exc.errno == errno.ENAMETOOLONG):
                 raise _os_error(exc, f"listing {self.bucket}/{prefix}") from exc
 
         keys: list[str] = []

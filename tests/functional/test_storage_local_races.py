@@ -266,6 +266,16 @@ def test_os_failures_of_writes_and_reads_are_storage_errors_with_codes(
     assert not list((storage.root / ".segflow-tmp").iterdir())  # no temporary file left behind
 
 
+@pytest.mark.parametrize(
+    "prefix",
+    ["incoming\x00/", "incoming/" + "x" * 300 + "/", "incoming/" + ("y" * 250 + "/") * 20, "incoming//"],
+    ids=["nul", "long name", "long path", "empty segment"],
+)
+def test_listing_a_prefix_no_file_can_hold_is_empty(storage: LocalDirStorage, prefix: str) -> None:
+    storage.put_bytes("incoming/a.jpg", b"x")
+    assert list(storage.list(prefix)) == []  # as OSS lists any prefix that matches nothing
+
+
 def test_bucket_names_of_a_removed_root_are_none(tmp_path: Path) -> None:
     buckets = LocalBuckets(tmp_path / "gone")
     assert buckets.names() == ()
