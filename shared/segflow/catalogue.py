@@ -34,8 +34,8 @@ file of unknown format; `segflow.validation.media_error_for_action` replaces it 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from types import MappingProxyType
+from typing import NamedTuple
 
 from segflow.errors import UnknownActionError
 
@@ -53,8 +53,7 @@ VIDEO_FORMATS = frozenset({"MP4", "MOV", "AVI", "FLV", "MKV", "TS", "MPG"})
 PNG_ACCEPTED_BPP = frozenset({24, 32})
 
 
-@dataclass(frozen=True)
-class Limits:
+class Limits(NamedTuple):
     """Documented input limits of one action. `None` means "no such limit".
 
     Side limits apply to width and height separately; `*_exclusive` says the bound itself is refused
@@ -109,8 +108,7 @@ class Limits:
         )
 
 
-@dataclass(frozen=True)
-class ErrorCodes:
+class ErrorCodes(NamedTuple):
     """The service's code for each kind of violation (see the module docstring for the reasons)."""
 
     format: str
@@ -160,8 +158,7 @@ PICWISH_CODES = ErrorCodes(
 _CODES_BY_PRODUCT = {"imageseg": IMAGESEG_CODES, "videoseg": VIDEOSEG_CODES, "picwish": PICWISH_CODES}
 
 
-@dataclass(frozen=True)
-class Action:
+class Action(NamedTuple):
     """One callable action: where it lives, what it takes, what it accepts."""
 
     name: str
@@ -176,7 +173,7 @@ class Action:
     required_params: tuple[str, ...] = ()  # besides url_param (GetAsyncJobResult: JobId)
     result_url_key: str | None = None  # where the result URL sits (Data or the async Result JSON)
     elements: bool = False  # the answer is Data.Elements[]
-    codes: ErrorCodes = field(default=IMAGESEG_CODES)
+    codes: ErrorCodes = IMAGESEG_CODES
 
     @property
     def all_params(self) -> tuple[str, ...]:

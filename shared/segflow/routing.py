@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from types import MappingProxyType
+from typing import Any, NamedTuple
 
 from segflow.errors import ConfigError
 
@@ -31,15 +31,14 @@ DEFAULT_PAIR_TIMEOUT = 3600.0
 _STEM = "{stem}"
 
 
-@dataclass(frozen=True)
-class Rule:
+class Rule(NamedTuple):
     """One routing rule; empty `prefix`/`suffix` and `media=None` match everything."""
 
     action: str
     prefix: str = ""
     suffix: str = ""
     media: str | None = None
-    params: Mapping[str, str] = field(default_factory=dict)
+    params: Mapping[str, str] = MappingProxyType({})
     name: str = ""
     pair: str = ""
     """The mask's file name for an image of stem `{stem}` (RefineMask pairs), e.g. `{stem}.mask.png`."""
@@ -126,8 +125,7 @@ def _param_text(value: object) -> str:
     raise ConfigError(f"routing rule parameter values must be strings, numbers or booleans, got {value!r}")
 
 
-@dataclass(frozen=True)
-class Pairing:
+class Pairing(NamedTuple):
     """Which half of a RefineMask pair an object is, and where its other half is (or may be)."""
 
     role: str  # "image" | "mask"
@@ -142,8 +140,7 @@ class Pairing:
         return f"{self.folder}{self.stem}."
 
 
-@dataclass(frozen=True)
-class Route:
+class Route(NamedTuple):
     """The decision for one object: the action to call and its extra parameters."""
 
     action: str

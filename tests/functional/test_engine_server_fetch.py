@@ -74,10 +74,9 @@ def test_stream_without_length_stops_at_3_mb_for_segment_body(base_url: str) -> 
 
 def test_video_stream_over_120_mb_limit_is_not_kept_on_disk(base_url: str, tmp_path: Path) -> None:
     # SegmentGreenScreenVideo ≤ 120 MB; a 3 MB cap stands in through a copy of its catalogue entry.
-    from dataclasses import replace
 
     action = get_action("SegmentGreenScreenVideo")
-    small = replace(action, limits=replace(action.limits, max_bytes=3 * MiB))
+    small = action._replace(limits=action.limits._replace(max_bytes=3 * MiB))
     dest = tmp_path / "input"
     with pytest.raises(InputValidationError) as refused:
         fetch_to_file(small, f"{base_url}/endless", dest)

@@ -11,7 +11,6 @@ themselves (`functions/*/index.py`) are loaded from their files and driven with 
 
 from __future__ import annotations
 
-import dataclasses
 import importlib.util
 import io
 import json
@@ -539,7 +538,7 @@ def build_deps(root: Path, api: FakeApi, clock: Callable[[], float], **overrides
         "lease_seconds": 120,
     }
     qps = float(overrides.pop("client_qps", 1000.0))
-    init_fields = {f.name for f in dataclasses.fields(Deps) if f.init} - {"settings"}
+    init_fields = set(Deps.TUNABLES)
     deps_fields = {k: overrides.pop(k) for k in list(overrides) if k in init_fields}
     deps_fields.setdefault("storage_retry", FAST_STORAGE_RETRY)
     settings_fields.update(overrides)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from segflow.catalogue import codes_for_media
 from segflow.errors import InputValidationError
@@ -29,8 +29,7 @@ class MediaError(InputValidationError):
         self.media = media
 
 
-@dataclass(frozen=True)
-class MediaInfo:
+class MediaInfo(NamedTuple):
     """What the headers say about a file."""
 
     format: str  # "JPEG" "PNG" "BMP" "WEBP" "GIF" "TIFF" "HEIF" | "MP4" "MOV" "AVI" "FLV" "MKV" "TS" "MPG"

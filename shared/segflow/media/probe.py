@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import replace
 
 from segflow.media import avi, flv, images, isobmff, matroska, mpeg
 from segflow.media.base import MediaError, MediaInfo, ReadAt, Source, u32be, u32le
@@ -25,7 +24,7 @@ def probe_media(read_at: ReadAt, size: int) -> MediaInfo:
         raise MediaError("the file is empty (no bytes could be read)", problem="empty")
     for sniff, parse in _PARSERS:
         if sniff(head):
-            return replace(parse(src), bytes_read=src.bytes_read)
+            return parse(src)._replace(bytes_read=src.bytes_read)
     raise MediaError(
         f"unknown file format (magic bytes {head[:8].hex(' ')}); expected an image (JPEG, PNG, BMP, WEBP, "
         "GIF, TIFF) or a video (MP4, MOV, AVI, FLV, MKV, MPEG-TS, MPEG-PS)",

@@ -25,7 +25,6 @@ import time
 import uuid
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, fields
 from functools import partial
 from typing import Any
 
@@ -50,27 +49,36 @@ _BUCKET_DUTY_LIMIT = 200
 """Stalled uploads and deferred records one tick takes on per bucket (the rest wait for the next)."""
 
 
-@dataclass
 class CollectSummary:
-    claimed: int = 0
-    done: int = 0
-    failed: int = 0
-    pending: int = 0
-    resubmitted: int = 0
-    skipped: int = 0
-    """Pending jobs another collector holds (or just won)."""
-    gone: int = 0
-    errors: int = 0
-    redriven: int = 0
-    """Uploads found stuck in `submitting`, or deferred by on_upload, and processed again."""
-    stopped_early: bool = False
-    seconds: float = 0.0
+    """What one tick did (returned by the handler as JSON). `skipped`: pending jobs another collector holds
+    (or just won); `redriven`: uploads found stuck in `submitting`, or deferred by on_upload, and processed
+    again."""
+
+    COUNTERS = (
+        "claimed",
+        "done",
+        "failed",
+        "pending",
+        "resubmitted",
+        "skipped",
+        "gone",
+        "errors",
+        "redriven",
+    )
+    __slots__ = (*COUNTERS, "seconds", "stopped_early")
+
+    def __init__(self) -> None:
+        self.claimed = self.done = self.failed = self.pending = self.resubmitted = 0
+        self.skipped = self.gone = self.errors = self.redriven = 0
+        self.stopped_early = False
+        self.seconds = 0.0
 
     def count(self, outcome: Outcome) -> None:
         setattr(self, outcome.value, getattr(self, outcome.value) + 1)
 
     def to_dict(self) -> dict[str, Any]:
-        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        out: dict[str, Any] = {name: getattr(self, name) for name in self.COUNTERS}
+        out["stopped_early"] = self.stopped_early
         out["seconds"] = round(self.seconds, 3)
         return out
 
