@@ -29,6 +29,9 @@ LOGGER_NAME = "segflow.services"
 # A record stuck in `submitting` is taken over only after this; it must outlive the function timeout
 # (FC's maximum for an event-triggered function is far below it in our s.yaml).
 DEFAULT_CLAIM_SECONDS = 900.0
+DEFAULT_STALL_SECONDS = 300.0
+"""How long an upload record may sit unclaimed in `submitting` before the collector re-drives it (and
+`segflow status` calls it stuck)."""
 
 
 class StorageFactory(Protocol):
@@ -53,7 +56,7 @@ class Deps:
     """Deliveries of one object before a retryable failure is recorded as final: FC's default is the
     first invocation plus 3 async retries, after which the event is dropped and nothing would say so."""
     download_timeout: float = 60.0
-    stall_seconds: float = 300.0
+    stall_seconds: float = DEFAULT_STALL_SECONDS
     """An upload record unclaimed in `submitting` this long is re-driven by the collector (FC's own retry
     of the event gets this long to come first)."""
     collect_stop_seconds: float = 15.0
