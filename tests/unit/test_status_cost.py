@@ -25,6 +25,7 @@ from segflow.storage.oss import OssStorage
 from segflow_cli.cli import main
 from segflow_cli.status import PAGE_SIZE, gather_status
 from tests.support.counting_storage import CountingStorage
+from tests.support.oss_stub import stub_oss
 from tests.unit.test_storage_oss import FakeOssBucket, _oss_error
 
 BUCKET = "segflow-demo"
@@ -34,13 +35,7 @@ LAYOUT = BucketLayout("segmented/", "segflow-jobs/", "segflow-failed/", "incomin
 
 @pytest.fixture
 def fake_buckets(mocker: MockerFixture) -> dict[str, FakeOssBucket]:
-    buckets: dict[str, FakeOssBucket] = {}
-
-    def make(auth: Any, endpoint: str, bucket_name: str, **kwargs: Any) -> FakeOssBucket:
-        return buckets.setdefault(bucket_name, FakeOssBucket(auth, endpoint, bucket_name, **kwargs))
-
-    mocker.patch("oss2.Bucket", side_effect=make)
-    return buckets
+    return stub_oss(mocker)
 
 
 @pytest.fixture
