@@ -1,299 +1,32 @@
-"""`segflow status BUCKET`: is it working? Where every upload of one bucket stands, from listings.
+"""`segflow status BUCKET`: is it working? Where the uploads of one bucket stand, read from listings.
 
-What it reads (every key from `BucketLayout`), in this order:
-
-    <jobs>/state/done/           one marker per done record: the done count
-    <jobs>/state/failed/         the failure index: counts by kind (final or fault), code and action, and
-                                 which failures are the newest (by the listing's LastModified)
-    <jobs>/pending/              video jobs to collect: count, and the oldest one's age
-    <jobs>/inflight/             uploads in `submitting`: count, and how many are stuck (older than the
-                                 collector's stall time)
-    <jobs>/deferred/             event records an invocation deferred: count and oldest age
-    <jobs>/state/collector.json  the collector's heartbeat: one read
-    and, for each of the N newest failures only, its index entry (which names the source key) and its
-    failure record `<failed>/<key>.json` (the message): two reads each.
-
-So a status costs, in requests: ceil(done/1000) + ceil(failures/1000) + ceil(pending/1000)
-+ ceil(submitting/1000) + ceil(deferred/1000) (each listing at least one request, 1000 keys a page) + 1
-+ 2 x min(N, failures). No idempotency record and no result is read, however big the bucket.
+The bucket is a folder of `--bucket-dir` (as `segflow run` and `segflow invoke` use), else the OSS bucket
+of that name (the AccessKey from `ALIBABA_CLOUD_*`, the endpoint from `SEGFLOW_REGION` or
+`SEGFLOW_OSS_ENDPOINT`, the prefixes from `SEGFLOW_*_PREFIX`, as the functions read them). What it reads
+and what that costs: `segflow_cli.bucket_status`; how it is shown: `segflow_cli.status_view`.
 
 Exit codes: 0 the status was read; with `--fail-on-failures`, 1 when something needs a person: a final
 failure, a deployment fault, an upload stuck in `submitting`, or a collector silent for `--stale-after`
 (or never seen); 2 a usage or access error (no such bucket, access denied, no credentials), one line on
-stderr.
+stderr. Only argument parsing happens at import.
 """
 
 from __future__ import annotations
 
 import argparse
-import heapq
-import json
-from collections import Counter
 from collections.abc import Mapping
-from dataclasses import dataclass
-from datetime import datetime, timezone
-from typing import Any
+from typing import TYPE_CHECKING
 
-from segflow.errors import ObjectNotFoundError, SegflowError
-from segflow.failure_records import FAILED, FAULT, FailureRecords, IndexEntry
-from segflow.layout import BucketLayout, entries_under
-from segflow.services.deps import DEFAULT_STALL_SECONDS
-from segflow.storage.base import Storage
+if TYPE_CHECKING:
+    from segflow.errors import SegflowError
+    from segflow.layout import BucketLayout
+    from segflow.storage.base import Storage
 
 PROG = "segflow status"
-PAGE_SIZE = 1000
-"""Keys a listing request returns (OSS ListObjectsV2's maximum `max-keys`)."""
 DEFAULT_FAILURES = 10
 MAX_FAILURES = 1000
 DEFAULT_STALE_AFTER = 180.0
 """The timer fires every minute (s.yaml): three missed ticks in a row mean the collector is not running."""
-SCHEMA = 1
-
-PROBLEMS = ("failed", "faults", "stuck_uploads", "collector_silent")
-"""What `--fail-on-failures` exits 1 for, as the JSON's `problems` names them, in this order."""
-
-
-# -- what a status holds ---------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Backlog:
-    """Entries waiting under one prefix, from its listing: how many, the oldest, how many are stuck."""
-
-    count: int = 0
-    oldest: float | None = None
-    """LastModified of the oldest entry (seconds since the epoch)."""
-    stuck: int = 0
-
-
-@dataclass(frozen=True)
-class FailureCount:
-    kind: str
-    """`failed` (final) or `fault` (a deployment fault: the object stays retryable)."""
-    code: str
-    action: str
-    count: int
-
-
-@dataclass(frozen=True)
-class RecentFailure:
-    """One of the newest failures: the index entry's fields, and what its failure record says."""
-
-    kind: str
-    code: str
-    action: str
-    listed_at: float | None
-    key: str | None
-    time: str | None
-    message: str | None
-    record_key: str | None
-
-
-@dataclass(frozen=True)
-class BucketStatus:
-    bucket: str
-    checked_at: float
-    done: int
-    failures: tuple[FailureCount, ...]
-    pending: Backlog
-    submitting: Backlog
-    deferred: Backlog
-    collector_at: float | None
-    collector_owner: str | None
-    recent: tuple[RecentFailure, ...]
-    stale_after: float
-    stuck_after: float
-
-    def total(self, kind: str) -> int:
-        return sum(f.count for f in self.failures if f.kind == kind)
-
-    @property
-    def collector_age(self) -> float | None:
-        return None if self.collector_at is None else max(0.0, self.checked_at - self.collector_at)
-
-    @property
-    def collector_stale(self) -> bool:
-        age = self.collector_age
-        return age is None or age > self.stale_after
-
-    @property
-    def problems(self) -> tuple[str, ...]:
-        """What needs a person, in a fixed order (empty: healthy)."""
-        present = (
-            self.total(FAILED) > 0,
-            self.total(FAULT) > 0,
-            self.submitting.stuck > 0,
-            self.collector_stale,
-        )
-        return tuple(name for name, found in zip(PROBLEMS, present, strict=True) if found)
-
-    def to_json(self) -> dict[str, Any]:
-        """The documented `--json` shape (`schema` 1): new fields may be added, none renamed."""
-        return {
-            "schema": SCHEMA,
-            "bucket": self.bucket,
-            "checked_at": _iso(self.checked_at),
-            "healthy": not self.problems,
-            "problems": list(self.problems),
-            "done": self.done,
-            "failed": self._failures_json(FAILED),
-            "faults": self._failures_json(FAULT),
-            "pending": self._backlog_json(self.pending),
-            "submitting": {**self._backlog_json(self.submitting), "stuck": self.submitting.stuck,
-                           "stuck_after_seconds": self.stuck_after},
-            "deferred": self._backlog_json(self.deferred),
-            "collector": {"last_run": _iso(self.collector_at), "age_seconds": _round(self.collector_age),
-                          "owner": self.collector_owner, "stale": self.collector_stale,
-                          "stale_after_seconds": self.stale_after},
-            "recent_failures": [_recent_json(item) for item in self.recent],
-        }  # fmt: skip
-
-    def _failures_json(self, kind: str) -> dict[str, Any]:
-        rows = [
-            {"code": f.code, "action": f.action, "count": f.count} for f in self.failures if f.kind == kind
-        ]
-        return {"total": self.total(kind), "by_code": rows}
-
-    def _backlog_json(self, backlog: Backlog) -> dict[str, Any]:
-        age = None if backlog.oldest is None else max(0.0, self.checked_at - backlog.oldest)
-        return {"count": backlog.count, "oldest_at": _iso(backlog.oldest), "oldest_age_seconds": _round(age)}
-
-
-def _recent_json(item: RecentFailure) -> dict[str, Any]:
-    return {
-        "key": item.key,
-        "kind": item.kind,
-        "code": item.code,
-        "action": item.action,
-        "time": item.time or _iso(item.listed_at),
-        "message": item.message,
-        "record": item.record_key,
-    }
-
-
-def _iso(epoch: float | None) -> str | None:
-    if epoch is None:
-        return None
-    return datetime.fromtimestamp(epoch, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _round(seconds: float | None) -> float | None:
-    return None if seconds is None else round(seconds, 1)
-
-
-# -- gathering it ----------------------------------------------------------------------------------------
-
-
-def gather_status(
-    storage: Storage,
-    layout: BucketLayout,
-    *,
-    now: float,
-    failures: int = DEFAULT_FAILURES,
-    stale_after: float = DEFAULT_STALE_AFTER,
-    stuck_after: float = DEFAULT_STALL_SECONDS,
-) -> BucketStatus:
-    """One listing per prefix, one heartbeat read, two reads for each of the `failures` newest failures."""
-    records = FailureRecords(storage, layout)
-    done = sum(1 for info in storage.list(layout.done_prefix, page_size=PAGE_SIZE)
-               if "/" not in info.key[len(layout.done_prefix):])  # fmt: skip
-    counts, newest = _failure_index(records, failures)
-    pending = _backlog(storage, layout.pending_prefix)
-    submitting = _backlog(storage, layout.inflight_prefix, stuck_before=now - stuck_after)
-    deferred = _backlog(storage, layout.deferred_prefix)
-    collector_at, owner = _heartbeat(storage, layout)
-    return BucketStatus(
-        bucket=storage.bucket,
-        checked_at=now,
-        done=done,
-        failures=counts,
-        pending=pending,
-        submitting=submitting,
-        deferred=deferred,
-        collector_at=collector_at,
-        collector_owner=owner,
-        recent=tuple(_recent(records, entry) for entry in newest),
-        stale_after=stale_after,
-        stuck_after=stuck_after,
-    )
-
-
-def _failure_index(records: FailureRecords, keep: int) -> tuple[tuple[FailureCount, ...], list[IndexEntry]]:
-    """Counts by (kind, code, action) and the `keep` newest entries, newest first, holding only those."""
-    counts: Counter[tuple[str, str, str]] = Counter()
-    heap: list[tuple[float, str, IndexEntry]] = []
-    for entry in records.entries(page_size=PAGE_SIZE):
-        counts[(entry.kind, entry.code, entry.action)] += 1
-        if keep <= 0:
-            continue
-        # Ties (OSS dates to the second) go to the later index key, so the choice is stable.
-        item = (
-            entry.last_modified if entry.last_modified is not None else float("-inf"),
-            entry.index_key,
-            entry,
-        )
-        if len(heap) < keep:
-            heapq.heappush(heap, item)
-        elif item[:2] > heap[0][:2]:
-            heapq.heapreplace(heap, item)
-    ordered = sorted(counts.items(), key=lambda pair: (-pair[1], pair[0]))
-    table = tuple(FailureCount(kind, code, action, n) for (kind, code, action), n in ordered)
-    return table, [entry for *_, entry in sorted(heap, key=lambda item: item[:2], reverse=True)]
-
-
-def _backlog(storage: Storage, prefix: str, *, stuck_before: float | None = None) -> Backlog:
-    count, stuck, oldest = 0, 0, None
-    for _, info in entries_under(storage, prefix, page_size=PAGE_SIZE):
-        count += 1
-        when = info.last_modified
-        if when is None:
-            continue
-        oldest = when if oldest is None else min(oldest, when)
-        if stuck_before is not None and when < stuck_before:
-            stuck += 1
-    return Backlog(count=count, oldest=oldest, stuck=stuck)
-
-
-def _heartbeat(storage: Storage, layout: BucketLayout) -> tuple[float | None, str | None]:
-    """(when the collector last ran over this bucket, which instance); (None, None) if it never did."""
-    try:
-        body = json.loads(storage.get_bytes(layout.heartbeat_key))
-    except ObjectNotFoundError:
-        return None, None
-    except ValueError:
-        return None, None  # unreadable: as good as silent
-    if not isinstance(body, dict):
-        return None, None
-    owner = body.get("Owner") if isinstance(body.get("Owner"), str) else None
-    epoch = body.get("Epoch")
-    if isinstance(epoch, (int, float)) and not isinstance(epoch, bool):
-        return float(epoch), owner
-    try:
-        at = datetime.strptime(str(body.get("At")), "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
-    except ValueError:
-        return None, owner
-    return at.timestamp(), owner
-
-
-def _recent(records: FailureRecords, entry: IndexEntry) -> RecentFailure:
-    key = records.source_key(entry)
-    document = records.read(key) if key is not None else None
-    found = document or {}
-    return RecentFailure(
-        kind=entry.kind,
-        code=str(found.get("Code") or entry.code),
-        action=str(found.get("Action") or entry.action),
-        listed_at=entry.last_modified,
-        key=key,
-        time=found.get("Time") if isinstance(found.get("Time"), str) else None,
-        message=found.get("Message") if isinstance(found.get("Message"), str) else None,
-        record_key=None
-        if document is None or key is None
-        else records.layout.failure_key(key, records.storage),
-    )
-
-
-# -- the command -----------------------------------------------------------------------------------------
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
@@ -321,9 +54,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         help=f"the collector is silent when it has not run for this long (default {DEFAULT_STALE_AFTER:.0f})",
     )  # fmt: skip
     parser.add_argument(
-        "--stuck-after", type=_seconds_arg, default=DEFAULT_STALL_SECONDS, metavar="SECONDS",
-        help="an upload is stuck when it has been submitting this long "
-        f"(default {DEFAULT_STALL_SECONDS:.0f}, the collector's stall time)",
+        "--stuck-after", type=_seconds_arg, metavar="SECONDS",
+        help="an upload is stuck when it has been submitting this long (default: the collector's stall "
+        "time, after which it re-drives the upload)",
     )  # fmt: skip
 
 
@@ -348,16 +81,21 @@ def _seconds_arg(text: str) -> float:
 
 
 def run(args: argparse.Namespace) -> int:
+    import json
     import os
     import sys
     import time
+
+    from segflow.errors import SegflowError
+    from segflow.services.deps import DEFAULT_STALL_SECONDS
+    from segflow_cli.bucket_status import gather_status
 
     root = args.bucket_dir or os.environ.get("SEGFLOW_LOCAL_BUCKET_DIR", "").strip() or None
     try:
         storage, layout = open_bucket(args.bucket, root, os.environ)
         status = gather_status(
-            storage, layout, now=time.time(), failures=args.failures,
-            stale_after=args.stale_after, stuck_after=args.stuck_after,
+            storage, layout, now=time.time(), failures=args.failures, stale_after=args.stale_after,
+            stuck_after=args.stuck_after or DEFAULT_STALL_SECONDS,
         )  # fmt: skip
     except SegflowError as exc:
         print(f"{PROG}: {access_message(exc, args.bucket, root)}", file=sys.stderr)
@@ -376,6 +114,7 @@ def open_bucket(bucket: str, root: str | None, environ: Mapping[str, str]) -> tu
     prefixes and the AccessKey from the environment, as the functions read them)."""
     from pathlib import Path
 
+    from segflow.layout import BucketLayout
     from segflow.settings import Settings
 
     settings = Settings.from_env(environ)

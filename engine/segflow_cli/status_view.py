@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from segflow.failure_records import FAILED, FAULT
-from segflow_cli.status import Backlog, BucketStatus
+from segflow_cli.bucket_status import Backlog, BucketStatus
 
 MESSAGE_CHARS = 160
 """A failure's message is cut here in the table (`--json` has it whole)."""

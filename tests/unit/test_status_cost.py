@@ -21,9 +21,10 @@ from pytest_mock import MockerFixture
 
 from segflow.failure_records import FailureRecords
 from segflow.layout import BucketLayout
+from segflow.storage.base import Storage
 from segflow.storage.oss import OssStorage
+from segflow_cli.bucket_status import PAGE_SIZE, BucketStatus, gather_status
 from segflow_cli.cli import main
-from segflow_cli.status import PAGE_SIZE, gather_status
 from tests.support.counting_storage import CountingStorage
 from tests.support.oss_stub import stub_oss
 from tests.unit.test_storage_oss import FakeOssBucket, _oss_error
@@ -89,6 +90,15 @@ def fill(storage: OssStorage, *, done: int = 0, failures: int = 0, pending: int 
     storage.put_bytes(LAYOUT.heartbeat_key, json.dumps(heartbeat).encode())
 
 
+def status_of(storage: Storage, *, now: float | None = None, failures: int = 10, stale_after: float = 180.0,
+              stuck_after: float = 300.0) -> BucketStatus:  # fmt: skip
+    """The status as the command gathers it by default (`--failures 10 --stale-after 180`, 300 s stall)."""
+    when = time.time() if now is None else now
+    return gather_status(
+        storage, LAYOUT, now=when, failures=failures, stale_after=stale_after, stuck_after=stuck_after
+    )
+
+
 def set_last_modified(fake: FakeOssBucket, key: str, epoch: float) -> None:
     data, etag, _ = fake.objects[key]
     fake.objects[key] = (data, etag, int(epoch))
@@ -114,7 +124,7 @@ def test_a_status_costs_one_listing_per_page_one_heartbeat_read_and_two_reads_pe
     fake.calls.clear()
     counting = CountingStorage(storage)
 
-    status = gather_status(counting, LAYOUT, now=time.time(), failures=shown)
+    status = status_of(counting, failures=shown)
 
     pages = sum(max(1, math.ceil(n / PAGE_SIZE)) for n in (done, failures, pending, inflight, deferred))
     reads = 1 + 2 * min(shown, failures)
@@ -135,7 +145,7 @@ def test_status_reads_no_job_record_only_the_heartbeat_and_the_failures_it_shows
     for number in range(5):
         storage.put_bytes(LAYOUT.record_key(record_id(number)), b"{}")  # the records stay unread
     counting = CountingStorage(storage)
-    gather_status(counting, LAYOUT, now=time.time(), failures=2)
+    status_of(counting, failures=2)
     index, records = counting.reads[1::2], counting.reads[2::2]
     assert counting.reads[0] == LAYOUT.heartbeat_key
     assert all(key.startswith(LAYOUT.failure_index_prefix) for key in index)
@@ -157,7 +167,7 @@ def test_failures_are_counted_by_kind_code_and_action_from_the_index_alone(
     records.write(failure(5, code="SignatureDoesNotMatch", action="SegmentVideoBody", fault=True))
     fake.calls.clear()
 
-    status = gather_status(storage, LAYOUT, now=time.time(), failures=0)
+    status = status_of(storage, failures=0)
     assert fake.calls_to("get_object") == [{"key": LAYOUT.heartbeat_key, "byte_range": None, "headers": {}}]
     shape = status.to_json()
     assert shape["failed"] == {"total": 4, "by_code": [
@@ -181,7 +191,7 @@ def test_the_failures_shown_are_the_newest_by_the_listing_date_with_their_reason
         records.write(failure(number, fault=number == 4))
         set_last_modified(fake, records.index_key(failure(number, fault=number == 4)), now - seconds)
 
-    status = gather_status(storage, LAYOUT, now=now, failures=3)
+    status = status_of(storage, now=now, failures=3)
     shown = status.to_json()["recent_failures"]
     assert [item["key"] for item in shown] == [
         "incoming/bad/4.jpg",
@@ -205,7 +215,7 @@ def test_the_oldest_pending_job_and_the_uploads_stuck_in_submitting_come_from_li
     for number, seconds in enumerate((10, 301, 7200)):
         set_last_modified(fake, LAYOUT.inflight_key(record_id(number)), now - seconds)
 
-    shape = gather_status(storage, LAYOUT, now=now, stuck_after=300).to_json()
+    shape = status_of(storage, now=now, stuck_after=300).to_json()
     assert (shape["pending"]["count"], shape["pending"]["oldest_age_seconds"]) == (
         3,
         pytest.approx(4000, abs=1),
@@ -234,7 +244,7 @@ def test_the_collector_is_silent_when_its_heartbeat_is_older_than_stale_after_or
         storage.put_bytes(LAYOUT.heartbeat_key, json.dumps(body).encode())
     elif isinstance(heartbeat, str):
         storage.put_bytes(LAYOUT.heartbeat_key, heartbeat.encode())
-    status = gather_status(storage, LAYOUT, now=now, stale_after=180)
+    status = status_of(storage, now=now, stale_after=180)
     assert status.collector_stale is stale
     assert ("collector_silent" in status.problems) is stale
     if age is not None:
