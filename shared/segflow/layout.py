@@ -15,6 +15,7 @@
     <jobs>/state/failed/<kind>/<code>/<action>/<hash>   the failure records' index (failure_records)
     <jobs>/state/collector.json               when the collector last ran, and what it did
     <jobs>/redrives/<hash>.<time>             put-if-absent: one redrive of one failure, whoever asks
+    <jobs>/pairs/<id>.json                    the half of a RefineMask pair that waits for the other
 
 Keys are OSS keys (up to 1023 UTF-8 bytes). A result key is the source key plus a prefix and a suffix, so
 a long source key can make it too long: `derived_keys_fit` says so before anything is paid for, and the
@@ -161,6 +162,13 @@ class BucketLayout:
     def redrive_key(self, key_hash: str, failure_time: str) -> str:
         stamp = "".join(c for c in failure_time if c.isalnum())
         return f"{self.jobs_prefix}redrives/{key_hash}.{stamp}"
+
+    @property
+    def pairs_prefix(self) -> str:
+        return f"{self.jobs_prefix}pairs/"
+
+    def pair_key(self, pair_id: str) -> str:
+        return f"{self.pairs_prefix}{pair_id}.json"
 
     @property
     def deferred_prefix(self) -> str:

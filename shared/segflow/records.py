@@ -72,6 +72,8 @@ class JobRecord(NamedTuple):
     resubmits: int = 0
     submit_key: str | None = None
     """The object actually given to the API when it is not the source (a fitted or converted copy)."""
+    mask_key: str | None = None
+    """RefineMask pairs: the coarse mask given with the image (the record's ETag is both ETags)."""
     fit: Mapping[str, Any] | None = None
     outputs: tuple[str, ...] = ()
     """The stored result's keys; in a `submitting` record: stored, but marking it done failed."""
@@ -155,6 +157,7 @@ class RecordStore:
         *,
         size: int | None = None,
         region: str | None = None,
+        mask_key: str | None = None,
     ) -> Claim:
         """Create the record put-if-absent, or decide what an existing one means for this delivery."""
         now = self.clock()
@@ -168,6 +171,7 @@ class RecordStore:
             params=dict(params or {}),
             size=size,
             region=region,
+            mask_key=mask_key,
             claimed_until=now + self.claim_seconds,
             created_at=now,
             updated_at=now,

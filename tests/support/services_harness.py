@@ -155,6 +155,19 @@ def half_mask_cutout(image_bytes: bytes) -> bytes:
     return buffer.getvalue()
 
 
+def refined_mask(image_bytes: bytes) -> bytes:
+    """What the fake RefineMask 'refines': a one-channel mask of the image's size, its left half kept."""
+    from PIL import Image
+
+    with Image.open(io.BytesIO(image_bytes)) as opened:
+        width, height = opened.size
+    mask = Image.new("L", (width, height), 0)
+    mask.paste(255, (0, 0, max(1, width // 2), height))
+    buffer = io.BytesIO()
+    mask.save(buffer, "PNG")
+    return buffer.getvalue()
+
+
 @dataclass
 class FakeJob:
     job_id: str
@@ -216,6 +229,11 @@ class FakeVision:
         if action in ("SegmentHead", "SegmentFace", "SegmentHair"):
             data = self._fetch(params["ImageURL"])
             return Reply.ok({"Elements": self._elements(data, named=False)})
+        if action == "RefineMask":
+            # The service fetches both inputs; its refined mask is the image's size (one L channel).
+            data = self._fetch(params["ImageURL"])
+            self._fetch(params["MaskImageURL"])
+            return Reply.ok({"Elements": [{"ImageURL": self.results.add(refined_mask(data), ".png")}]})
         if action == "ParseFace":
             data = self._fetch(params["ImageURL"])
             return Reply.ok(

@@ -190,6 +190,7 @@ def _collect_bucket(tick: _Tick, bucket: str) -> None:
     records, queue = deps.records(storage), deps.queue(storage)
     _heartbeat(tick, storage)
     tick.summary.redriven += _redrive_stalled_uploads(tick, records) + _process_deferred(tick, storage)
+    _expire_waiting_pairs(tick, storage)
     for record_id in queue.ids():
         tick.slots.acquire()  # claim only what a free worker can start on now
         if not tick.time_left():
@@ -208,6 +209,20 @@ def _heartbeat(tick: _Tick, storage: Storage) -> None:
         storage.put_bytes(tick.deps.layout.heartbeat_key, body, content_type="application/json")
     except SegflowError as error:
         tick.deps.logger.warning("the collector's heartbeat could not be written: %s", error.code)
+
+
+def _expire_waiting_pairs(tick: _Tick, storage: Storage) -> None:
+    """RefineMask halves whose other half never came within the rule's time: one failure record each."""
+    from segflow.services.pairs import expire_waiting
+
+    deps = tick.deps
+    for index, info in enumerate(storage.list(deps.layout.pairs_prefix)):
+        if index >= _BUCKET_DUTY_LIMIT or not tick.time_left():
+            break
+        try:
+            expire_waiting(deps, storage, info.key)
+        except Exception:
+            deps.logger.exception("checking the waiting pair %s failed", info.key)
 
 
 def _claim_and_start(
