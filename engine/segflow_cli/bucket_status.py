@@ -9,14 +9,15 @@ What it reads (every key from `BucketLayout`), in this order:
     <jobs>/inflight/             uploads in `submitting`: count, and how many are stuck (older than the
                                  collector's stall time)
     <jobs>/deferred/             event records an invocation deferred: count and oldest age
+    <jobs>/pairs/                halves of RefineMask pairs waiting for the other file: count, oldest age
     <jobs>/state/collector.json  the collector's heartbeat: one read
     and, for each of the N newest failures only, its index entry (which names the source key) and its
     failure record `<failed>/<key>.json` (the message): two reads each.
 
 So a status costs, in requests: ceil(done/1000) + ceil(failures/1000) + ceil(pending/1000)
-+ ceil(submitting/1000) + ceil(deferred/1000) (each listing at least one request, 1000 keys a page) + 1
-+ 2 x min(N, failures). No idempotency record and no result is read, however big the bucket; memory holds
-the counts and the N newest failures only.
++ ceil(submitting/1000) + ceil(deferred/1000) + ceil(waiting/1000) (each listing at least one request,
+1000 keys a page) + 1 + 2 x min(N, failures). No idempotency record and no result is read, however big
+the bucket; memory holds the counts and the N newest failures only.
 """
 
 from __future__ import annotations
@@ -86,6 +87,7 @@ class BucketStatus:
     pending: Backlog
     submitting: Backlog
     deferred: Backlog
+    waiting: Backlog
     collector_at: float | None
     collector_owner: str | None
     recent: tuple[RecentFailure, ...]
@@ -130,6 +132,7 @@ class BucketStatus:
             "submitting": {**self._backlog_json(self.submitting), "stuck": self.submitting.stuck,
                            "stuck_after_seconds": self.stuck_after},
             "deferred": self._backlog_json(self.deferred),
+            "waiting": self._backlog_json(self.waiting),
             "collector": {"last_run": _iso(self.collector_at), "age_seconds": _round(self.collector_age),
                           "owner": self.collector_owner, "stale": self.collector_stale,
                           "stale_after_seconds": self.stale_after},
@@ -189,6 +192,7 @@ def gather_status(
     pending = _backlog(storage, layout.pending_prefix)
     submitting = _backlog(storage, layout.inflight_prefix, stuck_before=now - stuck_after)
     deferred = _backlog(storage, layout.deferred_prefix)
+    waiting = _backlog(storage, layout.pairs_prefix)
     collector_at, owner = _heartbeat(storage, layout)
     return BucketStatus(
         bucket=storage.bucket,
@@ -198,6 +202,7 @@ def gather_status(
         pending=pending,
         submitting=submitting,
         deferred=deferred,
+        waiting=waiting,
         collector_at=collector_at,
         collector_owner=owner,
         recent=tuple(_recent(records, entry) for entry in newest),

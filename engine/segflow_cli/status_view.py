@@ -45,6 +45,7 @@ def state_rows(status: BucketStatus) -> list[tuple[str, str, str, str, str]]:
     note = f"{stuck} stuck (over {age(status.stuck_after)})" if stuck else _oldest(status, status.submitting)
     rows.append(("submitting", str(status.submitting.count), "", "", note))
     rows.append(("deferred", str(status.deferred.count), "", "", _oldest(status, status.deferred)))
+    rows.append(("waiting", str(status.waiting.count), "", "", _oldest(status, status.waiting)))
     rows.append(("collector", "", "", "", _collector(status)))
     return rows
 

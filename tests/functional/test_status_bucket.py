@@ -4,7 +4,7 @@ GIVEN a bucket the on_upload and collect_jobs handlers worked on (the fake visio
 images done, an image the service refused (`InvalidImage.Content`), a video job that failed
 (`PROCESS_FAILED`), an image that hit a deployment fault (a wrong AccessKey secret: left `submitting`,
 retryable, with a `fault` record), a video still processing, an event record deferred for lack of time,
-and one collector tick;
+an image waiting for its RefineMask mask, and one collector tick;
 WHEN `segflow status` reads it (the command itself, in process),
 THEN each state is counted, the newest failures carry their key, code and message, `--fail-on-failures`
 exits 1 for what needs a person, and a bucket that cannot be read is one line and exit 2.
@@ -36,6 +36,8 @@ FAULTY = "incoming/photos/faulty.jpg"
 WAITING = "incoming/clips/long.mp4"
 FAILED_VIDEO = "incoming/clips/bad.mp4"
 LATE = "incoming/photos/late.jpg"
+UNPAIRED = "incoming/refine/photo.jpg"
+RULES = ({"prefix": "incoming/refine/", "action": "RefineMask", "pair": "{stem}.mask.png"},)
 
 
 @pytest.fixture(autouse=True)
@@ -46,9 +48,17 @@ def plain_environment(monkeypatch: pytest.MonkeyPatch) -> None:
             monkeypatch.delenv(name)
 
 
+@pytest.fixture
+def h(make: Any) -> Harness:
+    """The default harness, with a RefineMask pairing rule under incoming/refine/."""
+    built: Harness = make(rules=RULES)
+    return built
+
+
 def with_every_state(h: Harness) -> Harness:
-    for key in (*DONE, REFUSED, FAULTY, LATE):
+    for key in (*DONE, REFUSED, FAULTY, LATE, UNPAIRED):
         h.put(key, jpeg((64, 64)))
+    assert h.on_upload(oss_event(UNPAIRED))["waiting"] == 1
     h.on_upload(oss_event(*DONE))
     h.api.queue(
         "SegmentCommonImage", Reply.error(400, "InvalidImage.Content", "The image cannot be decoded.")
@@ -106,7 +116,7 @@ def test_status_counts_every_state_the_handlers_leave_behind(
     ]}  # fmt: skip
     assert shape["pending"]["count"] == 1 and 0 <= shape["pending"]["oldest_age_seconds"] < 60
     assert (shape["submitting"]["count"], shape["submitting"]["stuck"]) == (1, 0)
-    assert shape["deferred"]["count"] == 1
+    assert shape["deferred"]["count"] == shape["waiting"]["count"] == 1
     collector = shape["collector"]
     assert collector["stale"] is False and collector["owner"] and collector["age_seconds"] < 60
     assert (shape["healthy"], shape["problems"]) == (False, ["failed", "faults"])
@@ -166,7 +176,9 @@ def test_the_table_shows_each_state_the_newest_failures_and_a_verdict(
     code, out, _ = status(capsys, "--bucket-dir", str(with_every_state(h).root))
     assert code == 0
     rows = {line.split("│")[1].strip(): line for line in out.splitlines() if line.count("│") >= 6}
-    assert {"done", "failed", "fault", "pending", "submitting", "deferred", "collector"} <= set(rows)
+    assert {"done", "failed", "fault", "pending", "submitting", "deferred", "waiting", "collector"} <= set(
+        rows
+    )
     assert "InvalidImage.Content" in out and "SignatureDoesNotMatch" in out and "retryable" in rows["fault"]
     assert "3 most recent failures" in out and REFUSED in out and "The image cannot be decoded." in out
     assert "needs attention: final failures, deployment faults" in out

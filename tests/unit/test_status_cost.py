@@ -74,7 +74,7 @@ def failure(number: int, *, code: str = "InvalidImage.Content", action: str = "S
 
 
 def fill(storage: OssStorage, *, done: int = 0, failures: int = 0, pending: int = 0, inflight: int = 0,
-         deferred: int = 0) -> None:  # fmt: skip
+         deferred: int = 0, waiting: int = 0) -> None:  # fmt: skip
     for number in range(done):
         storage.put_bytes(LAYOUT.done_key(record_id(number)), b"")
     records = FailureRecords(storage, LAYOUT)
@@ -86,6 +86,8 @@ def fill(storage: OssStorage, *, done: int = 0, failures: int = 0, pending: int 
         storage.put_bytes(LAYOUT.inflight_key(record_id(number)), b"{}")
     for number in range(deferred):
         storage.put_bytes(LAYOUT.deferred_key(record_id(number)), b"{}")
+    for number in range(waiting):
+        storage.put_bytes(LAYOUT.pair_key(record_id(number)), b"{}")
     heartbeat = {"At": "-", "Epoch": time.time(), "Owner": "collector-1"}
     storage.put_bytes(LAYOUT.heartbeat_key, json.dumps(heartbeat).encode())
 
@@ -107,35 +109,36 @@ def set_last_modified(fake: FakeOssBucket, key: str, epoch: float) -> None:
 # -- what it costs ---------------------------------------------------------------------------------------
 
 COST_CASES = [
-    # done, failures, pending, inflight, deferred, failures shown
-    (0, 0, 0, 0, 0, 10),
-    (2500, 1001, 3, 2, 1, 10),
-    (1000, 5, 1000, 0, 0, 10),
-    (1, 3, 0, 0, 0, 0),
+    # done, failures, pending, submitting, deferred, waiting pairs, failures shown
+    (0, 0, 0, 0, 0, 0, 10),
+    (2500, 1001, 3, 2, 1, 4, 10),
+    (1000, 5, 1000, 0, 0, 1001, 10),
+    (1, 3, 0, 0, 0, 0, 0),
 ]
 
 
-@pytest.mark.parametrize(("done", "failures", "pending", "inflight", "deferred", "shown"), COST_CASES)
+@pytest.mark.parametrize("counts", COST_CASES, ids=lambda counts: "-".join(map(str, counts)))
 def test_a_status_costs_one_listing_per_page_one_heartbeat_read_and_two_reads_per_failure_shown(
-    storage: OssStorage, fake: FakeOssBucket, done: int, failures: int, pending: int, inflight: int,
-    deferred: int, shown: int,
-) -> None:  # fmt: skip
-    fill(storage, done=done, failures=failures, pending=pending, inflight=inflight, deferred=deferred)
+    storage: OssStorage, fake: FakeOssBucket, counts: tuple[int, ...]
+) -> None:
+    done, failures, pending, inflight, deferred, waiting, shown = counts
+    fill(storage, done=done, failures=failures, pending=pending, inflight=inflight, deferred=deferred,
+         waiting=waiting)  # fmt: skip
     fake.calls.clear()
     counting = CountingStorage(storage)
 
     status = status_of(counting, failures=shown)
 
-    pages = sum(max(1, math.ceil(n / PAGE_SIZE)) for n in (done, failures, pending, inflight, deferred))
+    listed = (done, failures, pending, inflight, deferred, waiting)
+    pages = sum(max(1, math.ceil(n / PAGE_SIZE)) for n in listed)
     reads = 1 + 2 * min(shown, failures)
     assert counting.requests == pages + reads
     assert (len(fake.calls_to("list_objects_v2")), len(fake.calls_to("get_object"))) == (pages, reads)
-    assert counting.calls["list"] == 5 and counting.writes == 0, "one listing per prefix, nothing written"
+    assert counting.calls["list"] == 6 and counting.writes == 0, "one listing per prefix, nothing written"
     assert all(call["max_keys"] == PAGE_SIZE for call in fake.calls_to("list_objects_v2"))
-    assert (status.done, status.total("failed"), status.pending.count) == (done, failures, pending)
-    assert (status.submitting.count, status.deferred.count, len(status.recent)) == (
-        inflight, deferred, min(shown, failures),
-    )  # fmt: skip
+    found = (status.done, status.total("failed"), status.pending.count, status.submitting.count,
+             status.deferred.count, status.waiting.count)  # fmt: skip
+    assert found == listed and len(status.recent) == min(shown, failures)
 
 
 def test_status_reads_no_job_record_only_the_heartbeat_and_the_failures_it_shows(
