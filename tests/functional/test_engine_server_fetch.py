@@ -2,7 +2,7 @@
 
 GIVEN loopback servers that stream without Content-Length, stall, or redirect in circles
 WHEN  the engine's fetcher downloads from them
-THEN  it stops at the action's byte limit (spec §2: SegmentBody ≤ 3 MB) or its time bounds, with the
+THEN  it stops at the action's byte limit (VISION-API.md §2: SegmentBody ≤ 3 MB) or its time bounds, with the
       service's codes, and never holds more than the limit.
 """
 

@@ -54,13 +54,16 @@ def video_event(key: str, data: bytes) -> dict[str, Any]:
 
 
 def cli_env(engine: RunningEngine) -> dict[str, str]:
-    """The README's second terminal: the engine's endpoint and dev key pair in the environment."""
+    """The README's second terminal: the engine's endpoint and dev key pair in the environment, and the
+    `presign` input path, whose local URLs must outlive `invoke` (the default `upload` path copies the
+    input into the engine before the call, so it needs none)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ALIBABA_CLOUD_", "SEGFLOW_"))}
     paths = [str(REPO_ROOT / "shared"), str(REPO_ROOT / "engine"), str(REPO_ROOT)]
     env["PYTHONPATH"] = os.pathsep.join([*paths, env.get("PYTHONPATH", "")])
     env.update(
         SEGFLOW_IMAGESEG_ENDPOINT=engine.base_url,
         SEGFLOW_VIDEOSEG_ENDPOINT=engine.base_url,
+        SEGFLOW_INPUT_URL="presign",
         ALIBABA_CLOUD_ACCESS_KEY_ID=engine.access_key_id,
         ALIBABA_CLOUD_ACCESS_KEY_SECRET=engine.access_key_secret,
     )

@@ -514,14 +514,14 @@ class Harness:
         handler = load_handler("on_upload")
         payload = event if isinstance(event, bytes) else json.dumps(event).encode()
         answer = handler.handler(payload, context or fc_context("segflow-on-upload"))
-        assert isinstance(answer, str), "FC passes a handler's str back as the body (fc-contract)"
+        assert isinstance(answer, str), "FC passes a handler's str back as the body (FC docs: return values)"
         result: dict[str, Any] = json.loads(answer)
         return result
 
     def collect(self, context: Any = None, payload: bytes = b"") -> dict[str, Any]:
         handler = load_handler("collect_jobs")
         answer = handler.handler(payload, context or fc_context("segflow-collect-jobs"))
-        assert isinstance(answer, str), "FC passes a handler's str back as the body (fc-contract)"
+        assert isinstance(answer, str), "FC passes a handler's str back as the body (FC docs: return values)"
         result: dict[str, Any] = json.loads(answer)
         return result
 
