@@ -1,0 +1,101 @@
+"""The import rules of shared/ARCHITECTURE.md, checked against the code (every import, functions included).
+
+- the handlers import only `segflow.deadline` and `segflow.services.*`;
+- the layer (`segflow`) never imports `segflow_cli` or `segflow_engine`, and its levels only look down:
+  foundation < knowledge < adapters < bookkeeping < services;
+- the engine imports only the API's facts from the layer, never the command.
+"""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO_ROOT
+
+LEVELS = {
+    1: {"errors", "deadline", "states", "signing", "settings", "logs"},
+    2: {"catalogue", "media", "validation", "routing", "events", "results", "imagefit"},
+    3: {"storage", "client", "transport", "ratelimit", "retry", "credentials", "tempupload"},
+    4: {"layout", "records", "jobqueue", "failure_records", "failure_policy", "outputs"},
+    5: {"services"},
+}
+LEVEL_OF = {name: level for level, names in LEVELS.items() for name in names}
+ENGINE_MAY_USE = {"segflow", "segflow.catalogue", "segflow.errors", "segflow.media", "segflow.signing"}
+ENGINE_MAY_USE |= {"segflow.validation"}
+
+
+def modules(root: Path, package: str) -> Iterator[tuple[str, Path]]:
+    for path in sorted((root / package).rglob("*.py")):
+        dotted = ".".join(path.relative_to(root).with_suffix("").parts)
+        yield dotted.removesuffix(".__init__"), path
+
+
+def imports(path: Path) -> set[str]:
+    """Every module name `path` imports, anywhere in it (imports inside functions included)."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module)
+            found |= {f"{node.module}.{alias.name}" for alias in node.names}
+    return found
+
+
+def layer_part(name: str) -> str | None:
+    """`segflow.services.upload` → `services`; None for other packages."""
+    parts = name.split(".")
+    return parts[1] if parts[0] == "segflow" and len(parts) > 1 else None
+
+
+def test_every_layer_module_has_a_level() -> None:
+    parts = {layer_part(name) for name, _ in modules(REPO_ROOT / "shared", "segflow")} - {None}
+    assert parts <= set(LEVEL_OF), f"add {sorted(parts - set(LEVEL_OF))} to ARCHITECTURE.md and LEVELS"
+
+
+@pytest.mark.parametrize("function", ["on_upload", "collect_jobs"])
+def test_handlers_import_only_the_deadline_and_the_services(function: str) -> None:
+    used = {
+        name
+        for name in imports(REPO_ROOT / "functions" / function / "index.py")
+        if name.startswith("segflow")
+    }
+    assert used and all(n.startswith(("segflow.deadline", "segflow.services.")) for n in used), used
+
+
+def test_the_layer_never_imports_the_command_or_the_engine() -> None:
+    leaks = {
+        (name, target)
+        for name, path in modules(REPO_ROOT / "shared", "segflow")
+        for target in imports(path)
+        if target.split(".")[0] in ("segflow_cli", "segflow_engine")
+    }
+    assert not leaks
+
+
+def test_the_layers_levels_only_look_down() -> None:
+    upward = []
+    for name, path in modules(REPO_ROOT / "shared", "segflow"):
+        own = layer_part(name)
+        if own is None:
+            continue
+        for target in imports(path):
+            other = layer_part(target)
+            if other in LEVEL_OF and other != own and LEVEL_OF[other] > LEVEL_OF[own]:
+                upward.append(f"{name} → {target}")
+    assert not upward, upward
+
+
+def test_the_engine_uses_only_the_apis_facts_from_the_layer_and_never_the_command() -> None:
+    wrong = []
+    for name, path in modules(REPO_ROOT / "engine", "segflow_engine"):
+        for target in imports(path):
+            package = target.split(".")[0]
+            layer_module = ".".join(target.split(".")[:2])
+            if package == "segflow_cli" or (package == "segflow" and layer_module not in ENGINE_MAY_USE):
+                wrong.append(f"{name} → {target}")
+    assert not wrong, wrong
