@@ -19,6 +19,10 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
         "segflow_cli.invoke",
         "invoke a function's handler locally, or the deployed one with --remote",
     ),
+    "status": (
+        "segflow_cli.status",
+        "where a bucket stands: done, failed, pending, stuck, and whether the collector runs",
+    ),
     "engine": ("segflow_engine.cli", "serve the local engine (imageseg, videoseg and PicWish HTTP APIs)"),
     "models": ("segflow_engine.models_cli", "install or check the local engine's model weights"),
 }

@@ -394,6 +394,21 @@ class LocalBuckets:
                 self._storages[bucket] = storage
             return storage
 
+    def existing(self, bucket: str) -> LocalDirStorage:
+        """The storage of a bucket that must already exist, for tools that only read (a missing directory
+        would otherwise list as an empty bucket). Refused as OSS refuses: `NoSuchBucket` (404) for no
+        directory, `AccessDenied` (403) for one this user cannot list."""
+        storage = self(bucket)
+        if not storage.bucket_dir.is_dir():
+            raise ObjectNotFoundError(
+                f"no bucket {bucket} under {self.root}", code="NoSuchBucket", http_status=404
+            )
+        if not os.access(storage.bucket_dir, os.R_OK | os.X_OK):
+            raise StorageError(
+                f"cannot list {storage.bucket_dir}: permission denied", code="AccessDenied", http_status=403
+            )
+        return storage
+
     def names(self) -> tuple[str, ...]:
         """The buckets that exist (directories with a valid bucket name), for the collector to scan."""
         try:

@@ -27,7 +27,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterator
 
-from segflow.storage.base import Storage
+from segflow.storage.base import ObjectInfo, Storage
 
 RESULT_NAME_BYTES = 48
 """Room kept for a result file's name (`element-12-origin.png`, `<part>.png`; see outputs.plan_files)."""
@@ -178,9 +178,18 @@ class BucketLayout:
         return f"{self.deferred_prefix}{marker_id}.json"
 
 
-def ids_under(storage: Storage, prefix: str, *, page_size: int = 1000) -> Iterator[str]:
-    """The `<id>` of every `<prefix><id>.json` directly under `prefix`, a listing page at a time."""
+def entries_under(
+    storage: Storage, prefix: str, *, page_size: int = 1000
+) -> Iterator[tuple[str, ObjectInfo]]:
+    """(`<id>`, what the listing says of it) for every `<prefix><id>.json` directly under `prefix`, a
+    listing page at a time: no object is read."""
     for info in storage.list(prefix, page_size=page_size):
         name = info.key[len(prefix) :]
         if name.endswith(".json") and "/" not in name:
-            yield name[: -len(".json")]
+            yield name[: -len(".json")], info
+
+
+def ids_under(storage: Storage, prefix: str, *, page_size: int = 1000) -> Iterator[str]:
+    """The `<id>` of every `<prefix><id>.json` directly under `prefix`, a listing page at a time."""
+    for record_id, _ in entries_under(storage, prefix, page_size=page_size):
+        yield record_id

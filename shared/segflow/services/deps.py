@@ -28,6 +28,9 @@ LOGGER_NAME = "segflow.services"
 # A record stuck in `submitting` is taken over only after this; it must outlive the function timeout
 # (FC's maximum for an event-triggered function is far below it in our s.yaml).
 DEFAULT_CLAIM_SECONDS = 900.0
+# How long an upload record may sit unclaimed in `submitting` before the collector re-drives it (and
+# `segflow status` calls it stuck).
+DEFAULT_STALL_SECONDS = 300.0
 
 
 class StorageFactory(Protocol):
@@ -92,7 +95,7 @@ class Deps:
         claim_seconds: float = DEFAULT_CLAIM_SECONDS,
         max_event_attempts: int = 4,
         download_timeout: float = 60.0,
-        stall_seconds: float = 300.0,
+        stall_seconds: float = DEFAULT_STALL_SECONDS,
         collect_stop_seconds: float = 15.0,
         record_seconds: float = 45.0,
         copy_margin_seconds: float = 5.0,
