@@ -31,8 +31,6 @@ for a corrupt image, videoseg's `InvalidFile.*` (about files in general) for any
 file of unknown format; `segflow.validation.media_error_for_action` replaces it with the action's own.
 """
 
-from __future__ import annotations
-
 from collections.abc import Mapping
 from types import MappingProxyType
 from typing import NamedTuple

@@ -7,8 +7,6 @@ Every HTTP attempt (`segflow.transport`) is signed afresh (new nonce and timesta
 message, HTTP status and RequestId only.
 """
 
-from __future__ import annotations
-
 import json
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -68,7 +66,7 @@ class Endpoints(_EndpointFields):
         videoseg: str = _DEFAULT_VIDEOSEG,
         picwish: str = _DEFAULT_PICWISH,
         openplatform: str = _DEFAULT_OPENPLATFORM,
-    ) -> Endpoints:
+    ) -> "Endpoints":
         for name, url in zip(_PRODUCTS, (imageseg, videoseg, picwish, openplatform), strict=True):
             parts = urlsplit(url)
             if parts.scheme not in ("http", "https") or not parts.netloc:
@@ -102,7 +100,7 @@ class VisionClient:
         signature_version: str = "v3",
         rate_limiter: RateLimiter | None = None,
         retry: RetryPolicy | None = None,
-        session: requests.Session | None = None,
+        session: "requests.Session | None" = None,
         timeout: float = 30.0,
         v1_method: str = "POST",
         upload_rate_limiter: RateLimiter | None = None,
@@ -169,7 +167,7 @@ class VisionClient:
         return segment_result(entry.name, request_id, data, is_async=catalogue.is_async_call(entry, query))
 
     def get_async_job_result(
-        self, job_id: str, *, product: str = "videoseg", deadline: Deadline | None = None
+        self, job_id: str, *, product: str = "videoseg", deadline: "Deadline | None" = None
     ) -> AsyncJobResult:
         """Poll a videoseg job (default) or an async SegmentBody job (`product="imageseg"`); with a
         `deadline`, no attempt (nor retry) waits past it (`DeadlineError`)."""
@@ -197,7 +195,7 @@ class VisionClient:
         action: str,
         params: Mapping[str, str],
         *,
-        deadline: Deadline | None = None,
+        deadline: "Deadline | None" = None,
     ) -> tuple[str, dict[str, Any]]:
         document = self._rpc_call(product, version, action, params, deadline=deadline)
         return str(document["RequestId"]), data_of(document)
@@ -209,7 +207,7 @@ class VisionClient:
         action: str,
         params: Mapping[str, str],
         *,
-        deadline: Deadline | None = None,
+        deadline: "Deadline | None" = None,
         http_method: str | None = None,
     ) -> dict[str, Any]:
         """One RPC call, retried: the whole document of a success answer (it has a RequestId)."""
@@ -346,7 +344,7 @@ class PicWishClient:
         endpoint: str = _DEFAULT_PICWISH,
         rate_limiter: RateLimiter | None = None,
         retry: RetryPolicy | None = None,
-        session: requests.Session | None = None,
+        session: "requests.Session | None" = None,
         timeout: float = 40.0,  # the service itself gives up after 30 s (state -8)
         body_format: str = "form",
     ) -> None:

@@ -36,25 +36,41 @@ _SECRET_NAMES = (
 """Named secrets. An AccessKey ID (`AccessKeyId`, `OSSAccessKeyId`) is left readable: it identifies a key,
 signs nothing, and is what one needs to tell which key a refused call used."""
 
-_PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
-    # Authorization: ACS3-HMAC-SHA256 Credential=…,SignedHeaders=…,Signature=…  /  OSS ak:sig  /  APPCODE x
-    (
-        re.compile(r"(?i)(\bauthorization\b['\"]?\s*[:=]\s*['\"]?)([^'\"\r\n]+)"),
-        r"\1" + MASK,
-    ),
-    # Signatures, STS tokens and secrets named as query or form parameters (raw or encoded, also inside
-    # an encoded URL), headers, dict keys or attributes: the value runs to the next (encoded) `&`.
-    (
-        re.compile(
-            rf"(?i){_NAME_START}((?:{_SECRET_NAMES})['\"]?\s*{_EQUALS}\s*['\"]?)"
-            rf"(?:(?!{_AMPERSAND})[^&\s'\",;)<>])+"
+# Words at least one of which every text the named patterns can change contains (the parameter names,
+# `authorization`; an STS token starts with `CAIS`): a text without them, like most log lines, is left as
+# it is without running, or even compiling, the patterns.
+_TRIGGERS = ("signature", "token", "secret", "appcode", "authorization")
+
+
+@functools.lru_cache(maxsize=1)
+def _patterns() -> tuple[tuple[re.Pattern[str], str], ...]:
+    """The named patterns, compiled on first need (about a millisecond of every cold start otherwise)."""
+    return (
+        # Authorization: ACS3-HMAC-SHA256 Credential=…,SignedHeaders=…,Signature=…  /  OSS ak:sig  /  APPCODE
+        (
+            re.compile(r"(?i)(\bauthorization\b['\"]?\s*[:=]\s*['\"]?)([^'\"\r\n]+)"),
+            r"\1" + MASK,
         ),
-        r"\1" + MASK,
-    ),
-    # A bare STS token (they start with CAIS and run long) wherever it appears, raw or encoded.
-    # No word boundary before it: inside an encoded query it follows `%3D`.
-    (re.compile(rf"CAIS(?:[A-Za-z0-9+/=_-]|{_PCT}(?:2[bBfF]|3[dD])){{16,}}"), MASK),
-)
+        # Signatures, STS tokens and secrets named as query or form parameters (raw or encoded, also inside
+        # an encoded URL), headers, dict keys or attributes: the value runs to the next (encoded) `&`.
+        (
+            re.compile(
+                rf"(?i){_NAME_START}((?:{_SECRET_NAMES})['\"]?\s*{_EQUALS}\s*['\"]?)"
+                rf"(?:(?!{_AMPERSAND})[^&\s'\",;)<>])+"
+            ),
+            r"\1" + MASK,
+        ),
+        # A bare STS token (they start with CAIS and run long) wherever it appears, raw or encoded.
+        # No word boundary before it: inside an encoded query it follows `%3D`.
+        (re.compile(rf"CAIS(?:[A-Za-z0-9+/=_-]|{_PCT}(?:2[bBfF]|3[dD])){{16,}}"), MASK),
+    )
+
+
+def _may_hold_named_secret(text: str) -> bool:
+    if "CAIS" in text:
+        return True
+    lowered = text.lower()
+    return any(word in lowered for word in _TRIGGERS)
 
 
 def _char_forms(char: str) -> str:
@@ -85,8 +101,9 @@ def redact(text: str, secrets: Iterable[str] = ()) -> str:
     pattern = _values_pattern(known)
     if pattern is not None:
         text = pattern.sub(MASK, text)
-    for named, replacement in _PATTERNS:
-        text = named.sub(replacement, text)
+    if _may_hold_named_secret(text):
+        for named, replacement in _patterns():
+            text = named.sub(replacement, text)
     return text
 
 

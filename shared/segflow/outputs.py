@@ -8,8 +8,6 @@ Result URLs expire (30 minutes; PicWish 1 hour), so they are copied at once, str
 into `Storage.put_stream` so a large video never sits in memory.
 """
 
-from __future__ import annotations
-
 import json
 import re
 import time
@@ -135,7 +133,9 @@ class Downloads:
 
     __slots__ = ("deadline", "margin", "timeout")
 
-    def __init__(self, timeout: float = 60.0, deadline: Deadline | None = None, margin: float = 0.0) -> None:
+    def __init__(
+        self, timeout: float = 60.0, deadline: "Deadline | None" = None, margin: float = 0.0
+    ) -> None:
         self.timeout = timeout
         self.deadline = deadline
         self.margin = margin

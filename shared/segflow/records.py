@@ -15,8 +15,6 @@ The id is a hash of bucket, key, ETag and action, so a duplicate delivery of the
 record its first delivery made, and a new version of the object (new ETag) is processed again.
 """
 
-from __future__ import annotations
-
 import contextlib
 import hashlib
 import json
@@ -83,7 +81,7 @@ class JobRecord(NamedTuple):
     calling again, until `answer_expires_at` (result URLs live 30 minutes)."""
     answer_expires_at: float | None = None
 
-    def evolve(self, **changes: Any) -> JobRecord:
+    def evolve(self, **changes: Any) -> "JobRecord":
         return self._replace(**changes)
 
     def to_json(self) -> bytes:
@@ -96,7 +94,7 @@ class JobRecord(NamedTuple):
         return json.dumps(data, ensure_ascii=False, sort_keys=True, indent=1).encode("utf-8")
 
     @classmethod
-    def from_json(cls, raw: bytes | str) -> JobRecord:
+    def from_json(cls, raw: bytes | str) -> "JobRecord":
         try:
             data = json.loads(raw)
             data["state"] = RecordState(data["state"])

@@ -12,8 +12,6 @@ Whichever arrives second triggers the call; `pair_timeout` (seconds, default 360
 the other one.
 """
 
-from __future__ import annotations
-
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from types import MappingProxyType
@@ -63,7 +61,7 @@ class Rule(NamedTuple):
         return self.media is None or self.media == media
 
     @classmethod
-    def from_mapping(cls, data: Mapping[str, Any]) -> Rule:
+    def from_mapping(cls, data: Mapping[str, Any]) -> "Rule":
         """A rule from its JSON form: {"prefix", "suffix", "media", "action", "params", "name"}."""
         unknown = set(data) - _RULE_FIELDS
         if unknown:

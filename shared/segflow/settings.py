@@ -5,8 +5,6 @@ which variable sets it, its default and what it means; the README table is built
 Invalid values raise `ConfigError` naming the variable.
 """
 
-from __future__ import annotations
-
 import json
 from collections.abc import Mapping
 from types import MappingProxyType
@@ -167,7 +165,7 @@ class Settings(NamedTuple):
 
     # -- construction --------------------------------------------------------------------------------
     @classmethod
-    def from_env(cls, environ: Mapping[str, str]) -> Settings:
+    def from_env(cls, environ: Mapping[str, str]) -> "Settings":
         """Build from a mapping such as `os.environ`; unset or empty variables take their defaults."""
         env = _Env(environ)
         endpoints = _endpoint_fields(env)

@@ -4,8 +4,6 @@ when the API has a quota, and connection failures as `ApiConnectionError` whose 
 get their `Signature=` / token values blanked.
 """
 
-from __future__ import annotations
-
 import logging
 import threading
 import time
@@ -66,9 +64,9 @@ class HttpTransport:
         headers: Mapping[str, str],
         body: bytes | SizedReader,
         *,
-        limiter: RateLimiter | None,
+        limiter: "RateLimiter | None",
         what: str,
-        deadline: Deadline | None = None,
+        deadline: "Deadline | None" = None,
     ) -> Answer:
         """`limiter=None` for requests outside any API quota (the form POST to a bucket)."""
         host = urlsplit(url).netloc

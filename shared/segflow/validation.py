@@ -9,8 +9,6 @@ is neither MPEG-1/2 nor H.264 has no known resolution, a fragmented MP4 or a Mat
 count; the service decides those.
 """
 
-from __future__ import annotations
-
 from math import isqrt
 from typing import NamedTuple
 

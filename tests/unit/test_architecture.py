@@ -99,3 +99,21 @@ def test_the_engine_uses_only_the_apis_facts_from_the_layer_and_never_the_comman
             if package == "segflow_cli" or (package == "segflow" and layer_module not in ENGINE_MAY_USE):
                 wrong.append(f"{name} → {target}")
     assert not wrong, wrong
+
+
+def test_layer_value_types_are_built_from_real_annotations() -> None:
+    """Cold start (shared/ARCHITECTURE.md, "Cold start"): under `from __future__ import annotations` a
+    `typing.NamedTuple` turns each field's annotation string into a ForwardRef and compiles it, at every
+    import on every new FC instance. Layer modules that define one therefore keep annotations real."""
+    offenders = []
+    for name, path in modules(REPO_ROOT / "shared", "segflow"):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        future = any(isinstance(node, ast.ImportFrom) and node.module == "__future__" for node in tree.body)
+        named_tuple = any(
+            isinstance(node, ast.ClassDef)
+            and any(isinstance(base, ast.Name) and base.id == "NamedTuple" for base in node.bases)
+            for node in ast.walk(tree)
+        )
+        if future and named_tuple:
+            offenders.append(name)
+    assert not offenders

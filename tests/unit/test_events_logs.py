@@ -166,3 +166,24 @@ def test_named_secrets_are_masked_in_every_encoding_without_knowing_them(text: s
             if needle in text.format(**encoded) and len(needle) > 4:
                 assert needle not in cleaned, (name, form, cleaned)
     assert logs.MASK in cleaned
+
+
+def test_the_cheap_pre_check_never_skips_a_text_the_named_patterns_would_change() -> None:
+    """`redact` runs the named patterns only on a text holding one of `_TRIGGERS` (or `CAIS`): every
+    secret name the patterns know, in every spelling they accept, holds a trigger; and a plain outcome
+    line holds none, so it is returned as it is."""
+    names = re.sub(r"\[-_\]\?", "", logs._SECRET_NAMES).split("|")
+    spellings = {n for name in names for n in (name, name.upper(), name.title())}
+    spellings |= {
+        "Security-Token",
+        "security_token",
+        "Access-Key-Secret",
+        "access_key_secret",
+        "Authorization",
+    }
+    for spelling in spellings:
+        assert logs._may_hold_named_secret(f"?{spelling}=value"), spelling
+    assert logs._may_hold_named_secret("x CAIS" + "a" * 20)
+    line = outcome_line(bucket="b", key="incoming/photo.jpg", action="SegmentCommonImage", outcome="done")
+    assert not logs._may_hold_named_secret(line)
+    assert redact(line) == line

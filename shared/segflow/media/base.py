@@ -1,7 +1,5 @@
 """What every container parser shares: the result, the error, the counted reader and the header helpers."""
 
-from __future__ import annotations
-
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -12,6 +10,7 @@ ReadAt = Callable[[int, int], bytes]
 
 HEAD_BYTES = 64 * 1024
 MAX_READS = 64  # read_at calls per probe, the head included
+MAX_MOOV_BYTES = 64 * 1024 * 1024  # an MP4/MOV `moov` box read whole, at most
 
 
 class MediaError(InputValidationError):

@@ -10,8 +10,6 @@
 `services.upload` runs them in that order for every record of an event.
 """
 
-from __future__ import annotations
-
 import logging
 from typing import Any, NamedTuple
 

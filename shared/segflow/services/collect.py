@@ -22,7 +22,6 @@ import os
 import socket
 import threading
 import time
-import uuid
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from functools import partial
@@ -163,7 +162,8 @@ def collect_finished_jobs(
 ) -> CollectSummary:
     """One collector tick over `buckets` (default: `buckets_to_collect(deps)`)."""
     started = time.monotonic()
-    owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    # Random bits without importing uuid (and its C extension) at cold start.
+    owner = owner or f"{socket.gethostname()}:{os.getpid()}:{os.urandom(4).hex()}"
     concurrency = max(1, deps.settings.collect_concurrency)
     with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="segflow-collect") as pool:
         tick = _Tick(deps, deadline or Deadline.none(), owner, pool)

@@ -5,8 +5,6 @@ Two adapters implement it and pass the same contract suite (`tests/support/stora
 Keys are OSS object keys: already decoded, any Unicode, `/` separates nothing but is kept as is.
 """
 
-from __future__ import annotations
-
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator
 from typing import NamedTuple
