@@ -6,7 +6,6 @@ Only argument parsing happens at import; the server and the models load inside `
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import os
 import signal
 import sys
@@ -15,6 +14,8 @@ import time
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING
+
+from segflow_engine.hosts import is_loopback
 
 if TYPE_CHECKING:
     from segflow_engine.auth import EngineCredentials
@@ -141,15 +142,6 @@ def _print_banner(
         print(f"  development PicWish AppCode (set {appcodes_env} to choose): {credentials.first_appcode}")
     else:
         print(f"  PicWish AppCodes from {appcodes_env}: {len(credentials.appcodes)}")
-    if not _is_loopback(host):
+    if not is_loopback(host):
         print(f"  warning: bound to {host}, reachable from other machines", file=sys.stderr)
     sys.stdout.flush()
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
