@@ -24,7 +24,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import BinaryIO, ClassVar
 from urllib.parse import parse_qs, quote, unquote, urlsplit
@@ -38,6 +38,7 @@ from segflow.storage.base import (
     check_key,
     check_range,
 )
+from segflow_engine.httpwire import QuietThreadingHTTPServer
 
 _BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$")
 _TMP_DIR = ".segflow-tmp"
@@ -279,8 +280,7 @@ class LocalPresignServer:
         self._roots: dict[str, Path] = {}
         self._root_ids: dict[Path, str] = {}
         self._lock = threading.Lock()
-        self._httpd = ThreadingHTTPServer((host, 0), _make_handler(self))
-        self._httpd.daemon_threads = True
+        self._httpd = QuietThreadingHTTPServer((host, 0), _make_handler(self))
         self._thread = threading.Thread(target=self._httpd.serve_forever, name="segflow-presign", daemon=True)
         self._thread.start()
 

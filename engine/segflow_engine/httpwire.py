@@ -1,5 +1,7 @@
 """The wire side of `segflow_engine.httpd`: framing a request the reactor reads, the answers it gives without
-a thread, and the `BaseHTTPRequestHandler` that answers a request read whole."""
+a thread, and the `BaseHTTPRequestHandler` that answers a request read whole. Also the rule that a client
+going away is no error (`client_went_away`), and `QuietThreadingHTTPServer` for the small loopback servers
+(the local buckets' presigned URLs, test servers) that follow it."""
 
 from __future__ import annotations
 
@@ -7,8 +9,9 @@ import io
 import json
 import logging
 import socket
+import sys
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -20,6 +23,22 @@ LOG = logging.getLogger("segflow_engine.httpd")
 def client_went_away(exc: BaseException | None) -> bool:
     """A reset, a broken pipe or a timeout: the client's doing, not worth a traceback."""
     return isinstance(exc, ConnectionError | TimeoutError)
+
+
+class QuietThreadingHTTPServer(ThreadingHTTPServer):
+    """The standard library's threaded server, for small loopback services: a client that goes away
+    (a download abandoned once it is known to be too large, a reset) costs one DEBUG line, not a
+    traceback on stderr; anything else is still reported."""
+
+    daemon_threads = True
+    request_queue_size = 128  # the default of 5 resets bursts of clients
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        exc = sys.exc_info()[1]
+        if client_went_away(exc):
+            LOG.debug("%s went away: %s", client_address, type(exc).__name__)
+            return
+        super().handle_error(request, client_address)
 
 
 class Refusal(Exception):
