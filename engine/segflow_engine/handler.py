@@ -14,8 +14,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-from segflow_engine.httpd import BoundedHTTPServer, ServerLimits
+from segflow_engine.httpd import BoundedHTTPServer
 from segflow_engine.httpwire import BufferedRequestHandler
+from segflow_engine.limits import ServerLimits
 from segflow_engine.protocol import HttpAnswer
 
 LOG = logging.getLogger("segflow_engine.server")

@@ -41,6 +41,7 @@ from segflow_engine.httpwire import (
     framing,
     head_end,
 )
+from segflow_engine.limits import ServerLimits
 
 LOG = logging.getLogger("segflow_engine.httpd")
 
@@ -48,22 +49,6 @@ LINGER_SECONDS = 2.0  # after a refusal, how long unread input is drained so the
 SWEEP_SECONDS = 0.05  # how often deadlines are checked (their precision)
 ACCEPT_BATCH = 256  # connections accepted per wake-up, so a burst cannot starve reading
 ACCEPT_RETRY_SECONDS = 0.5  # after running out of file descriptors
-
-
-@dataclass(frozen=True)
-class ServerLimits:
-    """What one engine's HTTP side may hold. Defaults suit a local engine serving SDK clients."""
-
-    backlog: int = 1024  # the kernel's accept queue (capped by its somaxconn): bursts wait, never reset
-    threads: int = 32  # handler threads; model work runs elsewhere (EngineConfig.workers)
-    max_connections: int = 512  # open sockets, idle or not
-    max_pending: int = 256  # complete requests waiting for a thread; beyond: 503
-    header_timeout: float = 10.0  # request line + headers, from the connection or its first byte
-    body_timeout: float = 30.0  # the body, after the headers
-    idle_timeout: float = 60.0  # a keep-alive connection between requests
-    write_timeout: float = 60.0  # one write of the answer (a client that reads nothing is dropped)
-    max_head_bytes: int = 64 * 1024
-    max_body_bytes: int = 1024 * 1024
 
 
 # Connection states, reactor side.

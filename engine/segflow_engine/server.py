@@ -33,8 +33,9 @@ from segflow_engine import picwish
 from segflow_engine.auth import Authenticator, EngineCredentials
 from segflow_engine.fetch import IMAGE_POLICY, PICWISH_POLICY, VIDEO_POLICY, FetchPolicy, check_url
 from segflow_engine.handler import Answer, EngineHttpServer, FileAnswer, Request, oss_error
-from segflow_engine.httpd import ServerLimits, ServerStats
+from segflow_engine.httpd import ServerStats
 from segflow_engine.jobs import WorkerPool
+from segflow_engine.limits import ServerLimits
 from segflow_engine.pipeline import ActionsModule, Pipeline
 from segflow_engine.protocol import (
     HttpAnswer,

@@ -19,7 +19,7 @@ from collections.abc import Iterator
 import pytest
 import requests
 
-from segflow_engine.httpd import ServerLimits
+from segflow_engine.limits import ServerLimits
 from tests.support.engine_server import (
     LoopbackFiles,
     RunningEngine,

@@ -10,16 +10,20 @@ THEN  every failure on the wire is the same `InvalidImage.Download` with the sam
 
 from __future__ import annotations
 
+import logging
 import socket
 import struct
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 
-from segflow_engine.fetch import FetchPolicy
+from segflow.catalogue import get_action
+from segflow.errors import InputValidationError
+from segflow_engine.fetch import FetchPolicy, fetch_bytes
 from segflow_engine.httpwire import QuietThreadingHTTPServer
 from tests.support.engine_server import (
     LoopbackFiles,
@@ -46,7 +50,7 @@ class _Trap(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         self.seen.append(self.path)
-        name = self.path.strip("/")
+        name = urlsplit(self.path).path.strip("/")
         if name == "photo.png":
             self._reply(200, PHOTO)
         elif name in ("missing", "broken"):
@@ -163,3 +167,14 @@ def test_redirects_on_the_first_host_are_followed_up_to_three(
     engine: RunningEngine, trap: str, case: str
 ) -> None:
     assert _answer(engine, f"{trap}/{case}")[0] == 200
+
+
+def test_the_reason_goes_to_the_debug_log_without_the_query(
+    trap: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`segflow engine --log-level debug` says what happened; a presigned URL's signature stays out."""
+    caplog.set_level(logging.DEBUG, logger="segflow_engine.fetch")
+    with pytest.raises(InputValidationError):
+        fetch_bytes(get_action("SegmentBody"), f"{trap}/missing?Expires=1&Signature=s3cr3t", POLICY)
+    logged = [r.getMessage() for r in caplog.records if r.name == "segflow_engine.fetch"]
+    assert logged == [f"download from {trap}/missing failed: HTTP 404"]
