@@ -11,7 +11,7 @@ import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 from urllib.parse import parse_qsl, urlsplit
 
 from segflow_engine.httpd import BoundedHTTPServer
@@ -40,8 +40,8 @@ class FileAnswer:
     content_type: str
 
 
-Answer = HttpAnswer | FileAnswer
-App = Callable[[Request], Answer]
+Answer: TypeAlias = HttpAnswer | FileAnswer
+App: TypeAlias = Callable[[Request], Answer]
 
 
 def oss_error(status: int, code: str, message: str) -> HttpAnswer:

@@ -49,6 +49,7 @@ LINGER_SECONDS = 2.0  # after a refusal, how long unread input is drained so the
 SWEEP_SECONDS = 0.05  # how often deadlines are checked (their precision)
 ACCEPT_BATCH = 256  # connections accepted per wake-up, so a burst cannot starve reading
 ACCEPT_RETRY_SECONDS = 0.5  # after running out of file descriptors
+WORKERS_JOIN_SECONDS = 2.0  # at close, for answers being written (daemon threads: never blocks exit)
 
 
 # Connection states, reactor side.
@@ -104,6 +105,7 @@ class BoundedHTTPServer:
         self.server_address: tuple[Any, ...] = self._listener.getsockname()
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)  # a worker never waits on the reactor (a full pipe already wakes it)
         self._selector = selectors.DefaultSelector()
         self._open: set[Connection] = set()
         self._ready: queue.Queue[Connection | None] = queue.Queue()
@@ -126,6 +128,7 @@ class BoundedHTTPServer:
         self._stopped.clear()
         self._selector.register(self._wake_r, selectors.EVENT_READ, None)
         self._resume_accepting()
+        next_sweep = 0.0
         try:
             while not self._stop.is_set():
                 for key, _ in self._selector.select(min(poll_interval, SWEEP_SECONDS)):
@@ -136,7 +139,9 @@ class BoundedHTTPServer:
                         if isinstance(key.data, Connection):
                             self._close(key.data)
                 self._take_returned()
-                self._expire(time.monotonic())
+                if (now := time.monotonic()) >= next_sweep:  # deadlines: a scan of all, so not too often
+                    self._expire(now)
+                    next_sweep = now + SWEEP_SECONDS
         finally:
             self._close_reactor_connections()
             self._stopped.set()
@@ -156,8 +161,9 @@ class BoundedHTTPServer:
                     _close_socket(pending.sock)
         for _ in self._workers:
             self._ready.put(None)
+        deadline = time.monotonic() + WORKERS_JOIN_SECONDS
         for worker in self._workers:
-            worker.join(timeout=2)
+            worker.join(timeout=max(0.0, deadline - time.monotonic()))
         with contextlib.suppress(queue.Empty):
             while True:
                 _close_socket(self._returned.get_nowait()[0].sock)
@@ -172,10 +178,16 @@ class BoundedHTTPServer:
             open_connections=len(self._open),
             threads=len(self._workers) + 1,
             busy=busy,
-            pending=self._ready.qsize(),
+            pending=self._waiting(),
             timed_out=self._timed_out,
             refused_busy=self._refused_busy,
         )
+
+    def _waiting(self) -> int:
+        """Complete requests no thread is free to take (one just queued for an idle thread is not waiting)."""
+        with self._lock:
+            idle = len(self._workers) - self._busy
+        return max(0, self._ready.qsize() - idle)
 
     # -- reactor -------------------------------------------------------------------------------------
     def _on_event(self, key: selectors.SelectorKey) -> None:
@@ -278,7 +290,7 @@ class BoundedHTTPServer:
                 conn.sock.send(b"HTTP/1.1 100 Continue\r\n\r\n")
 
     def _dispatch(self, conn: Connection) -> None:
-        if self._ready.qsize() >= self.limits.max_pending:
+        if self._waiting() >= self.limits.max_pending:
             self._refused_busy += 1
             refusal = Refusal(
                 HTTPStatus.SERVICE_UNAVAILABLE, "ServiceUnavailable", "the engine is busy; retry shortly"

@@ -101,11 +101,11 @@ class BufferedRequestHandler(BaseHTTPRequestHandler):
     `rfile`, the body is `request_body` (never read from the socket: its length was checked already)."""
 
     protocol_version = "HTTP/1.1"
-    request: Connection  # type: ignore[assignment]
+    request: Connection
 
     def setup(self) -> None:
         self.connection = self.request.sock
-        self.rfile = io.BytesIO(self.request.head)  # type: ignore[assignment]
+        self.rfile = io.BytesIO(self.request.head)
         self.wfile = SocketWriter(self.request.sock)
         self.request_body = self.request.body
 
