@@ -137,13 +137,14 @@ def server_limits(args: argparse.Namespace) -> ServerLimits:
 
 
 def _configure_logging(level: str) -> None:
-    """The engine's own loggers only: urllib3's DEBUG lines would print presigned URLs whole."""
+    """The engine's own loggers on stderr, unless the process set up logging already (a test, an app that
+    embeds the engine). Only `segflow_engine.*`: urllib3's DEBUG lines would print presigned URLs whole."""
+    if logging.getLogger().handlers:
+        return
     logger = logging.getLogger("segflow_engine")
-    if not logger.handlers:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-        logger.addHandler(handler)
-        logger.propagate = False
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logger.addHandler(handler)
     logger.setLevel(level.upper())
 
 

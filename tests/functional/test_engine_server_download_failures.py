@@ -38,6 +38,7 @@ from tests.support.engine_server import (
 PHOTO = make_png(40, 30, channels=3)
 # Short bounds so the stalled and refused cases end quickly (the defaults are 5 s / 10 s / 30 s).
 POLICY = FetchPolicy(connect_timeout=1.0, read_timeout=0.5, total_timeout=3.0)
+NO_SUCH_HOST = "no-such-host.invalid"  # RFC 6761: .invalid never exists
 
 
 class _Trap(BaseHTTPRequestHandler):
@@ -121,6 +122,19 @@ def closed_port() -> int:
     return port
 
 
+def _resolver_without(missing: str) -> Any:
+    """`socket.getaddrinfo` answering EAI_NONAME ("name or service not known", what POSIX getaddrinfo
+    returns for a name that does not exist) for `missing`: the test asks no DNS server."""
+    real = socket.getaddrinfo
+
+    def getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
+        if host == missing:
+            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+        return real(host, *args, **kwargs)
+
+    return getaddrinfo
+
+
 def _answer(engine: RunningEngine, url: str) -> tuple[int, str, str]:
     response = call_rpc(engine, "SegmentBody", {"ImageURL": url})
     body = response.json()
@@ -142,10 +156,13 @@ def _answer(engine: RunningEngine, url: str) -> tuple[int, str, str]:
     ],
 )
 def test_every_download_failure_reads_the_same_whatever_happened_on_the_wire(
-    engine: RunningEngine, trap: str, closed_port: int, case: str
+    engine: RunningEngine, trap: str, closed_port: int, case: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     refused = _answer(engine, f"http://127.0.0.1:{closed_port}/photo.png")
-    url = "http://no-such-host.invalid/photo.png" if case == "no-such-host" else f"{trap}/{case}"
+    url = f"{trap}/{case}"
+    if case == "no-such-host":
+        url = f"http://{NO_SUCH_HOST}/photo.png"
+        monkeypatch.setattr(socket, "getaddrinfo", _resolver_without(NO_SUCH_HOST))
     assert refused[:2] == (400, "InvalidImage.Download")
     assert _answer(engine, url) == refused
 
