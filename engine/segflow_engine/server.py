@@ -28,10 +28,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, unquote, urlsplit
+from urllib.parse import unquote, urlsplit
 
 from segflow.catalogue import Action, get_action, is_async_call
-from segflow.errors import ApiError, InputValidationError, SegflowError, UnknownActionError
+from segflow.errors import ApiError, InputValidationError, SegflowError
 from segflow_engine import picwish
 from segflow_engine.auth import Authenticator, EngineCredentials
 from segflow_engine.fetch import IMAGE_POLICY, PICWISH_POLICY, VIDEO_POLICY, FetchPolicy, check_url
@@ -57,14 +57,13 @@ from segflow_engine.results import (
     ResultAccessError,
     ResultStore,
 )
+from segflow_engine.rpc import ASYNC_RESULT_ACTION, PRODUCT_BY_VERSION, form_fields, require_media_url, route
 from segflow_engine.tempstore import TEMP_BUCKET, TempBucket
 from segflow_engine.verify import SignatureMismatchError
 
 LOG = logging.getLogger("segflow_engine.server")
 
-PRODUCT_BY_VERSION = {"2019-12-30": "imageseg", "2020-03-20": "videoseg"}
 INTERNAL_ERROR = {"imageseg": "InternalError", "videoseg": "InternalServerError"}
-ASYNC_RESULT_ACTION = "GetAsyncJobResult"
 RESULTS_PREFIX = "/results/"
 PICWISH_TASK_SECONDS = 30.0  # beyond this a PicWish task ends with state -8
 SIGNATURE_MISMATCH_MESSAGE = (
@@ -167,7 +166,7 @@ class Engine:
     # -- RPC -----------------------------------------------------------------------------------------
     def _handle_rpc(self, request: Request) -> HttpAnswer:
         request_id = new_request_id()
-        unverified = {**request.query, **_form_fields(request)}
+        unverified = {**request.query, **form_fields(request.header("content-type"), request.body)}
         xml = wants_xml(unverified)
         version = unverified.get("Version") or request.header("x-acs-version")
         product = PRODUCT_BY_VERSION.get(version, "imageseg")
@@ -343,53 +342,6 @@ class Engine:
         if path is None:
             return oss_error(404, "NoSuchKey", "The specified key does not exist.", TEMP_BUCKET)
         return FileAnswer(path, "application/octet-stream")
-
-
-def route(params: Mapping[str, str]) -> Action:
-    """The catalogue action an RPC call names; `UnsupportedOperation` if unknown or of another Version."""
-    name = params.get("Action", "").strip()
-    version = params.get("Version", "").strip()
-    if not name:
-        raise InputValidationError(
-            "The input parameter 'Action' that is mandatory is not supplied", code="MissingParameter"
-        )
-    if not version:
-        raise InputValidationError(
-            "The input parameter 'Version' that is mandatory is not supplied", code="MissingParameter"
-        )
-    product = PRODUCT_BY_VERSION.get(version)
-    unsupported = UnknownActionError(
-        f"the action {name!r} is not supported in version {version!r}", code="UnsupportedOperation"
-    )
-    if product is None:
-        raise unsupported
-    try:
-        action = get_action(name)
-    except UnknownActionError:
-        raise unsupported from None
-    # GetAsyncJobResult exists in both products (imageseg for SegmentBody with Async=true).
-    if action.name != ASYNC_RESULT_ACTION and action.product != product:
-        raise unsupported
-    if action.media not in ("image", "video", "none") or action.product == "picwish":
-        raise unsupported
-    return action
-
-
-def require_media_url(action: Action, params: Mapping[str, str]) -> str:
-    url = params.get(action.url_param, "").strip()
-    if not url:
-        code = "MissingImageURL" if action.url_param == "ImageURL" else "MissingParameter"
-        raise InputValidationError(f"{action.url_param} is mandatory for {action.name}", code=code)
-    return url
-
-
-def _form_fields(request: Request) -> dict[str, str]:
-    if request.header("content-type").split(";")[0].strip().lower() != "application/x-www-form-urlencoded":
-        return {}
-    try:
-        return dict(parse_qsl(request.body.decode("utf-8"), keep_blank_values=True))
-    except UnicodeDecodeError:
-        return {}
 
 
 class EngineServer:
