@@ -69,13 +69,17 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 def _add_http_options(parser: argparse.ArgumentParser) -> None:
     limits = ServerLimits()
-    group = parser.add_argument_group("HTTP limits (slow or idle clients never hold a thread)")
+    group = parser.add_argument_group(
+        "HTTP limits (slow or idle clients hold no thread; only an upload being received does)"
+    )
     group.add_argument(
         "--http-threads",
         type=int,
         default=limits.threads,
         help=f"threads answering requests (default {limits.threads}); further calls wait in line, and "
-        f"beyond {limits.max_pending} waiting they are answered 503 ServiceUnavailable with Retry-After",
+        f"beyond {limits.max_pending} waiting they are answered 503 ServiceUnavailable with Retry-After. "
+        "At most half of them receive uploads to the temporary bucket at once (the next upload is "
+        "answered 503 with Retry-After)",
     )
     group.add_argument(
         "--max-connections",

@@ -312,9 +312,8 @@ class BoundedHTTPServer:
         conn.state, conn.head_end, conn.body_length = BODY, end, length
         conn.deadline = time.monotonic() + self.limits.body_timeout
         waits = expect_continue and length > 0 and len(conn.buffer) < end + length
-        if conn.streamed:
-            conn.expect_continue = waits  # said by the stream when it reads (not if refused unread)
-        elif waits:
+        conn.expect_continue = waits and conn.streamed  # said by the stream when it reads (never if refused)
+        if waits and not conn.streamed:
             with contextlib.suppress(OSError):
                 conn.sock.send(b"HTTP/1.1 100 Continue\r\n\r\n")
 

@@ -15,6 +15,7 @@ import time
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 if TYPE_CHECKING:
     from segflow_engine.httpd import Connection
@@ -72,12 +73,12 @@ def head_end(buffer: bytearray) -> int:
 
 
 def request_target(head: bytes) -> tuple[str, str]:
-    """(method, path without the query) of a request head; empty strings when the line is malformed (the
-    handler answers that)."""
+    """(method, path without the query) of a request head, the path as the handler will see it; empty
+    strings when the line is malformed (the handler answers that)."""
     parts = head.split(b"\n", 1)[0].rstrip(b"\r").split(b" ")
     if len(parts) != 3:
         return "", ""
-    return parts[0].decode("latin-1"), parts[1].decode("latin-1").split("?", 1)[0]
+    return parts[0].decode("latin-1"), urlsplit(parts[1].decode("latin-1")).path or "/"
 
 
 def framing(head: bytes, max_body: int | None) -> tuple[int, bool]:
