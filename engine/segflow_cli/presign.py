@@ -23,12 +23,13 @@ import secrets
 import threading
 import time
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import BinaryIO, ClassVar, Protocol
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 from segflow.errors import StorageError
+from segflow_engine.httpwire import QuietThreadingHTTPServer
 
 _COPY_CHUNK = 1024 * 1024
 CONTROL_PREFIX = "/.segflow/"
@@ -65,8 +66,7 @@ class LocalPresignServer:
         self._lock = threading.Lock()
         self.last_activity = time.monotonic()
         self.in_flight = 0
-        self._httpd = ThreadingHTTPServer((host, port), _make_handler(self))
-        self._httpd.daemon_threads = True
+        self._httpd = QuietThreadingHTTPServer((host, port), _make_handler(self))
         self._thread = threading.Thread(target=self._httpd.serve_forever, name="segflow-presign", daemon=True)
         self._thread.start()
 

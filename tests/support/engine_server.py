@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -32,6 +32,7 @@ from segflow.errors import SegflowError
 from segflow.media import probe_media
 from segflow.signing import Credentials, sign_v1, sign_v3
 from segflow_engine.auth import EngineCredentials
+from segflow_engine.httpwire import QuietThreadingHTTPServer
 from segflow_engine.server import EngineConfig, EngineServer
 
 PARSE_FACE_NAMES = ("skin", "l_brow", "r_brow", "l_eye", "r_eye", "nose", "u_lip", "l_lip")
@@ -334,8 +335,7 @@ def serve_files(files: Mapping[str, bytes]) -> Iterator[LoopbackFiles]:
         def log_message(self, format: str, *args: Any) -> None:
             return
 
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    httpd.daemon_threads = True
+    httpd = QuietThreadingHTTPServer(("127.0.0.1", 0), Handler)
     served.base_url = f"http://127.0.0.1:{httpd.server_address[1]}"
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()

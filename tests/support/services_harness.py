@@ -21,7 +21,7 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -37,6 +37,7 @@ from segflow.services.deps import Deps
 from segflow.settings import Settings
 from segflow.storage.base import Storage
 from segflow_cli.localbucket import LocalDirStorage
+from segflow_engine.httpwire import QuietThreadingHTTPServer
 from tests.conftest import REPO_ROOT
 from tests.support.fake_api import TEST_CREDENTIALS, FakeApi, RecordedRequest, Reply, new_request_id
 
@@ -100,8 +101,7 @@ class ResultServer:
             def log_message(self, format: str, *args: Any) -> None:
                 return
 
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._httpd.daemon_threads = True
+        self._httpd = QuietThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._thread = threading.Thread(
             target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
         )
