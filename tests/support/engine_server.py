@@ -34,6 +34,7 @@ from segflow.signing import Credentials, sign_v1, sign_v3
 from segflow_engine.auth import EngineCredentials
 from segflow_engine.httpwire import QuietThreadingHTTPServer
 from segflow_engine.server import EngineConfig, EngineServer
+from tests.support.loopback_files import answer_file
 
 PARSE_FACE_NAMES = ("skin", "l_brow", "r_brow", "l_eye", "r_eye", "nose", "u_lip", "l_lip")
 
@@ -316,21 +317,7 @@ def serve_files(files: Mapping[str, bytes]) -> Iterator[LoopbackFiles]:
 
             name = unquote(urlsplit(self.path).path.lstrip("/"))
             served.requests.append(name)
-            status = served.statuses.get(name)
-            data = served.files.get(name)
-            if status is None and data is None:
-                status = 404
-            if status is not None:
-                self.send_response(status)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-                return
-            assert data is not None
-            self.send_response(200)
-            self.send_header("Content-Type", "application/octet-stream")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+            answer_file(self, served.statuses.get(name), served.files.get(name))
 
         def log_message(self, format: str, *args: Any) -> None:
             return

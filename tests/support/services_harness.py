@@ -40,6 +40,7 @@ from segflow_cli.localbucket import LocalDirStorage
 from segflow_engine.httpwire import QuietThreadingHTTPServer
 from tests.conftest import REPO_ROOT
 from tests.support.fake_api import TEST_CREDENTIALS, FakeApi, RecordedRequest, Reply, new_request_id
+from tests.support.loopback_files import answer_file
 
 BUCKET = "segflow-demo"
 VIDEO_SUFFIXES = (".mp4", ".mov", ".avi", ".flv")
@@ -74,29 +75,7 @@ class ResultServer:
                     data = outer.files.get(name)
                     if status is None and name in outer.expired:
                         status = 403
-                if status is None and data is None:
-                    status = 404
-                if status is not None:
-                    self.send_response(status)
-                    self.send_header("Content-Length", "0")
-                    self.end_headers()
-                    return
-                assert data is not None
-                self.send_response(200)
-                self.send_header("Content-Type", "application/octet-stream")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                if rate is None:
-                    self.wfile.write(data)
-                    return
-                piece = 64 * 1024
-                try:
-                    for start in range(0, len(data), piece):
-                        self.wfile.write(data[start : start + piece])
-                        self.wfile.flush()
-                        time.sleep(piece / rate)
-                except OSError:
-                    return  # the client gave up (as the collector does near its deadline)
+                answer_file(self, status, data, rate)
 
             def log_message(self, format: str, *args: Any) -> None:
                 return
