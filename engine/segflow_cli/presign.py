@@ -181,78 +181,82 @@ def _parse_range(header: str, size: int) -> tuple[int, int] | None:
     return first, min(last, size - 1)
 
 
+class PresignHandler(BaseHTTPRequestHandler):
+    """Serves the signed object URLs of one `LocalPresignServer` (`presign`, set by `_make_handler`)."""
+
+    protocol_version = "HTTP/1.1"
+    presign: LocalPresignServer
+
+    def log_message(self, format: str, *args: object) -> None:
+        """Quiet: request lines would carry signatures into test output."""
+
+    def _error(self, status: int) -> None:
+        body = f"{status}\n".encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "text/plain")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def do_POST(self) -> None:
+        with self.presign.serving():
+            if not (self.path.startswith(CONTROL_PREFIX) and self.presign.control(self)):
+                self._error(405)
+
+    def do_HEAD(self) -> None:
+        self.do_GET()
+
+    def do_GET(self) -> None:
+        with self.presign.serving():
+            if not (self.path.startswith(CONTROL_PREFIX) and self.presign.control(self)):
+                self._get_object()
+
+    def _get_object(self) -> None:
+        status, path = self.presign.resolve(self.path)
+        if path is None:
+            self._error(status)
+            return
+        try:
+            # Held open while sent: a concurrent delete cannot cut the answer short.
+            handle = open(path, "rb")  # noqa: SIM115 - closed by the `with` below
+        except OSError:  # deleted (or its folder removed) since resolve: gone, as OSS would say
+            self._error(404)
+            return
+        with handle:
+            self._send_file(handle, path)
+
+    def _send_file(self, handle: BinaryIO, path: Path) -> None:
+        size = os.fstat(handle.fileno()).st_size
+        first, last = 0, size - 1
+        range_header = self.headers.get("Range")
+        if range_header:
+            parsed = _parse_range(range_header, size)
+            if parsed is None:
+                self.send_response(416)
+                self.send_header("Content-Range", f"bytes */{size}")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            first, last = parsed
+            self.send_response(206)
+            self.send_header("Content-Range", f"bytes {first}-{last}/{size}")
+        else:
+            self.send_response(200)
+        length = max(0, last - first + 1)
+        content_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(length))
+        self.send_header("Accept-Ranges", "bytes")
+        self.end_headers()
+        if self.command == "HEAD":
+            return
+        handle.seek(first)
+        _copy(handle, self.wfile, length)
+
+
 def _make_handler(server: LocalPresignServer) -> type[BaseHTTPRequestHandler]:
-    class PresignHandler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def log_message(self, format: str, *args: object) -> None:
-            """Quiet: request lines would carry signatures into test output."""
-
-        def _error(self, status: int) -> None:
-            body = f"{status}\n".encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "text/plain")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            if self.command != "HEAD":
-                self.wfile.write(body)
-
-        def do_POST(self) -> None:
-            with server.serving():
-                if not (self.path.startswith(CONTROL_PREFIX) and server.control(self)):
-                    self._error(405)
-
-        def do_HEAD(self) -> None:
-            self.do_GET()
-
-        def do_GET(self) -> None:
-            with server.serving():
-                if not (self.path.startswith(CONTROL_PREFIX) and server.control(self)):
-                    self._get_object()
-
-        def _get_object(self) -> None:
-            status, path = server.resolve(self.path)
-            if path is None:
-                self._error(status)
-                return
-            try:
-                # Held open while sent: a concurrent delete cannot cut the answer short.
-                handle = open(path, "rb")  # noqa: SIM115 - closed by the `with` below
-            except OSError:  # deleted (or its folder removed) since resolve: gone, as OSS would say
-                self._error(404)
-                return
-            with handle:
-                self._send_file(handle, path)
-
-        def _send_file(self, handle: BinaryIO, path: Path) -> None:
-            size = os.fstat(handle.fileno()).st_size
-            first, last = 0, size - 1
-            range_header = self.headers.get("Range")
-            if range_header:
-                parsed = _parse_range(range_header, size)
-                if parsed is None:
-                    self.send_response(416)
-                    self.send_header("Content-Range", f"bytes */{size}")
-                    self.send_header("Content-Length", "0")
-                    self.end_headers()
-                    return
-                first, last = parsed
-                self.send_response(206)
-                self.send_header("Content-Range", f"bytes {first}-{last}/{size}")
-            else:
-                self.send_response(200)
-            length = max(0, last - first + 1)
-            content_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
-            self.send_header("Content-Type", content_type)
-            self.send_header("Content-Length", str(length))
-            self.send_header("Accept-Ranges", "bytes")
-            self.end_headers()
-            if self.command == "HEAD":
-                return
-            handle.seek(first)
-            _copy(handle, self.wfile, length)
-
-    return PresignHandler
+    return type("BoundPresignHandler", (PresignHandler,), {"presign": server})
 
 
 def _copy(source: BinaryIO, target: io.BufferedIOBase, length: int) -> None:
