@@ -24,6 +24,12 @@ from segflow.results import (
     segment_result,
 )
 from segflow.retry import RetryPolicy
+from segflow.settings import (
+    DEFAULT_IMAGESEG_ENDPOINT,
+    DEFAULT_OPENPLATFORM_ENDPOINT,
+    DEFAULT_PICWISH_ENDPOINT,
+    DEFAULT_VIDEOSEG_ENDPOINT,
+)
 from segflow.signing import Credentials, percent_encode, sign_v1, sign_v3
 from segflow.transport import USER_AGENT, Answer, HttpTransport
 
@@ -35,10 +41,6 @@ if TYPE_CHECKING:
 SIGNATURE_VERSIONS = ("v3", "v1")
 PICWISH_PATH = "/tasks/visual/segmentation"
 _ALIBABA_SUFFIX = ".aliyuncs.com"
-_DEFAULT_IMAGESEG = "https://imageseg.cn-shanghai.aliyuncs.com"
-_DEFAULT_VIDEOSEG = "https://videoseg.cn-shanghai.aliyuncs.com"
-_DEFAULT_PICWISH = "https://picwish.market.alicloudapi.com"
-_DEFAULT_OPENPLATFORM = "https://openplatform.aliyuncs.com"
 OPENPLATFORM_VERSION = "2019-12-19"
 _PRODUCTS = ("imageseg", "videoseg", "picwish", "openplatform")
 
@@ -62,10 +64,10 @@ class Endpoints(_EndpointFields):
 
     def __new__(
         cls,
-        imageseg: str = _DEFAULT_IMAGESEG,
-        videoseg: str = _DEFAULT_VIDEOSEG,
-        picwish: str = _DEFAULT_PICWISH,
-        openplatform: str = _DEFAULT_OPENPLATFORM,
+        imageseg: str = DEFAULT_IMAGESEG_ENDPOINT,
+        videoseg: str = DEFAULT_VIDEOSEG_ENDPOINT,
+        picwish: str = DEFAULT_PICWISH_ENDPOINT,
+        openplatform: str = DEFAULT_OPENPLATFORM_ENDPOINT,
     ) -> "Endpoints":
         for name, url in zip(_PRODUCTS, (imageseg, videoseg, picwish, openplatform), strict=True):
             parts = urlsplit(url)
@@ -341,7 +343,7 @@ class PicWishClient:
         self,
         appcode: str,
         *,
-        endpoint: str = _DEFAULT_PICWISH,
+        endpoint: str = DEFAULT_PICWISH_ENDPOINT,
         rate_limiter: RateLimiter | None = None,
         retry: RetryPolicy | None = None,
         session: "requests.Session | None" = None,
