@@ -3,12 +3,15 @@
 - the handlers import only `segflow.deadline` and `segflow.services.*`;
 - the layer (`segflow`) never imports `segflow_cli` or `segflow_engine`, and its levels only look down:
   foundation < knowledge < adapters < bookkeeping < services;
-- the engine imports only the API's facts from the layer, never the command.
+- the engine imports only the API's facts from the layer, never the command;
+- the engine's segmenters depend on each other one way (no cycle), face detection on no other segmenter,
+  and the registry's name → module map matches the `@register` classes.
 """
 
 from __future__ import annotations
 
 import ast
+import graphlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -117,3 +120,64 @@ def test_layer_value_types_are_built_from_real_annotations() -> None:
         if future and named_tuple:
             offenders.append(name)
     assert not offenders
+
+
+SEGMENTERS_DIR = REPO_ROOT / "engine" / "segflow_engine" / "segmenters"
+
+
+def segmenter_graph() -> dict[str, set[str]]:
+    """Module → the modules of `segflow_engine.segmenters` it imports (functions included), by short name.
+    `base` loads a segmenter's module by name on first use (`importlib`); that lazy registry is no edge."""
+    names = {path.stem for path in SEGMENTERS_DIR.glob("*.py")} - {"__init__"}
+    graph = {}
+    for name in names:
+        parts = (target.split(".") for target in imports(SEGMENTERS_DIR / f"{name}.py"))
+        used = {p[2] for p in parts if p[:2] == ["segflow_engine", "segmenters"] and len(p) > 2}
+        graph[name] = (used & names) - {name}
+    return graph
+
+
+def registered_segmenters(path: Path) -> set[str]:
+    """The literal `name = "…"` of every `@register` class in `path`."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ClassDef) and any(
+            isinstance(d, ast.Name) and d.id == "register" for d in node.decorator_list
+        ):
+            found |= {
+                str(stmt.value.value)
+                for stmt in node.body
+                if isinstance(stmt, ast.Assign)
+                and isinstance(stmt.value, ast.Constant)
+                and any(isinstance(t, ast.Name) and t.id == "name" for t in stmt.targets)
+            }
+    return found
+
+
+def test_segmenter_dependencies_run_one_way() -> None:
+    graph = segmenter_graph()
+    try:
+        order = list(graphlib.TopologicalSorter(graph).static_order())
+    except graphlib.CycleError as exc:
+        pytest.fail(f"segmenter modules import each other: {exc.args[1]}")
+    assert set(order) == set(graph)
+    # The direction shared/ARCHITECTURE.md describes: person and the face parts build on face detection.
+    assert "facedetect" in graph["person"]
+    assert {"facedetect", "person"} <= graph["faceparts"]
+
+
+def test_face_detection_imports_no_other_segmenter() -> None:
+    from segflow_engine.segmenters.base import _MODULES
+
+    segmenter_modules = set(_MODULES.values())
+    assert "facedetect" in segmenter_modules
+    assert not segmenter_graph()["facedetect"] & segmenter_modules
+
+
+def test_the_segmenter_registry_names_the_module_that_registers_each_segmenter() -> None:
+    from segflow_engine.segmenters.base import _MODULES
+
+    declared = {
+        name: path.stem for path in SEGMENTERS_DIR.glob("*.py") for name in registered_segmenters(path)
+    }
+    assert declared == _MODULES
