@@ -71,10 +71,7 @@ def isnet_session() -> Callable[[], Any]:
     from segflow_engine import models
     from segflow_engine.segmenters import salient
 
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = salient.ONNX_THREADS
-    options.inter_op_num_threads = 1
-    options.log_severity_level = 3
+    options = salient.session_options()
     session = ort.InferenceSession(str(models.isnet_path()), options, providers=["CPUExecutionProvider"])
     name = session.get_inputs()[0].name
     from tests.support import composites as c

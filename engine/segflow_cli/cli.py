@@ -19,6 +19,10 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
         "segflow_cli.invoke",
         "invoke a function's handler locally, or the deployed one with --remote",
     ),
+    "status": (
+        "segflow_cli.status",
+        "where a bucket stands: done, failed, pending, stuck, and whether the collector runs",
+    ),
     "backfill": (
         "segflow_cli.backfill",
         "send the objects already in the bucket through on_upload, as if just uploaded (resumable)",

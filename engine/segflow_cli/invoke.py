@@ -169,6 +169,7 @@ def print_json(value: Any) -> None:
 
 def _run_local(args: argparse.Namespace, event: bytes, environ: dict[str, str]) -> int:
     import logging
+    import os
     import sys
     import traceback
     from pathlib import Path
@@ -178,14 +179,24 @@ def _run_local(args: argparse.Namespace, event: bytes, environ: dict[str, str]) 
     from segflow.settings import Settings
     from segflow_cli.fccontext import local_context
     from segflow_cli.localbucket import LocalBuckets
+    from segflow_cli.urlserver import BackgroundUrls
 
-    buckets = LocalBuckets(Path(args.bucket_dir or environ["SEGFLOW_LOCAL_BUCKET_DIR"].strip()))
     settings = Settings.from_env(environ)
     install_redaction(settings.secret_values)
     if not logging.getLogger().handlers:
         logging.basicConfig(
             level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(name)s %(message)s"
         )
+    root = Path(args.bucket_dir or environ["SEGFLOW_LOCAL_BUCKET_DIR"].strip())
+    # The engine fetches a queued video's input long after this process exits: its URLs are served by
+    # the bucket directory's background server (started on the first URL, stops once they all expired).
+    presigner = BackgroundUrls(root) if hasattr(os, "fork") else None
+    if presigner is None:
+        logging.getLogger("segflow.urls").warning(
+            "no background URL server on this platform: presigned URLs stop working when this invoke "
+            "exits, so queued video jobs may fail with InvalidFile.Download (use `segflow run` instead)"
+        )
+    buckets = LocalBuckets(root, presign_server=presigner)
     handler = load_handler(find_handler_file(args.function, args.functions_dir), args.function)
     context = local_context(
         settings, DEPLOYED_NAMES[args.function], timeout=args.timeout or TIMEOUTS[args.function]

@@ -1,33 +1,34 @@
 """A bucket as a directory: `<root>/<bucket>/<key>`, for `segflow run`, `segflow invoke` and the tests.
 
-`local_buckets(root)` is the storage factory the local tools hand the services through `Deps` (the
+`LocalBuckets(root)` is the storage factory the local tools hand the services through `Deps` (the
 layer itself only knows OSS).
 
 Writes are atomic (a temporary file under `<root>/.segflow-tmp/`, then a rename), put-if-absent is atomic
 too (a hard link fails if the name exists), ETags are the upper-case MD5 hex OSS gives for simple uploads.
-`presign_get` returns a loopback URL served by `LocalPresignServer`: HMAC-signed and expiring like an OSS
-presigned URL (expired or tampered: 403, missing: 404, `Range` supported), so the local engine fetches
-inputs over HTTP exactly as the real service fetches from OSS.
+`presign_get` returns a loopback URL (`segflow_cli.presign`): HMAC-signed and expiring like an OSS
+presigned URL, so the local engine fetches inputs over HTTP exactly as the real service fetches from OSS.
+
+Several processes may share one directory (`segflow invoke` in two terminals, the collector and the
+upload handler), and `delete` removes the folders it leaves empty. So every OS-level race ends the way
+OSS would answer: a write whose folder vanished under it makes the folder again and retries (a bounded
+number of times); an object gone by the time it is read is `ObjectNotFoundError`; any other OS failure
+is a `StorageError` with OSS's code for it (`_os_error`). No bare `OSError` leaves this module.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
-import hmac
-import io
-import mimetypes
 import os
 import re
-import secrets
+import stat
 import tempfile
 import threading
-import time
-from collections.abc import Callable, Iterable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import BinaryIO, ClassVar
-from urllib.parse import parse_qs, quote, unquote, urlsplit
+from typing import BinaryIO
+from urllib.parse import quote
 
 from segflow.errors import ObjectExistsError, ObjectNotFoundError, StorageError
 from segflow.storage.base import (
@@ -38,21 +39,31 @@ from segflow.storage.base import (
     check_key,
     check_range,
 )
+from segflow_cli.presign import LocalPresignServer, Presigner
+
+__all__ = ["LocalBuckets", "LocalDirStorage", "LocalPresignServer", "Presigner"]
 
 _BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$")
 _TMP_DIR = ".segflow-tmp"
 _COPY_CHUNK = 1024 * 1024
-
-
 _MAX_NAME_BYTES = 255  # a file name's limit on Linux file systems; OSS allows longer key segments
+_WRITE_ATTEMPTS = 50
+"""Tries of one write whose folder another process's `delete` keeps removing; each try is two system calls,
+so this bounds a pathological loop, not a real race (which the second try wins)."""
+_GONE = (FileNotFoundError, NotADirectoryError, IsADirectoryError)
+"""What the OS says when the object (or a folder on its path) is not there, or the key names a folder."""
 
 
-def _md5_file(path: Path) -> str:
-    digest = hashlib.md5(usedforsecurity=False)
-    with open(path, "rb") as handle:
-        while block := handle.read(_COPY_CHUNK):
-            digest.update(block)
-    return digest.hexdigest().upper()
+def _os_error(exc: OSError, what: str) -> StorageError:
+    """An OS failure as the storage error OSS answers with for the same situation."""
+    reason = exc.strerror or type(exc).__name__
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return StorageError(f"{what}: {reason}", code="AccessDenied", http_status=403)
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return StorageError(f"{what}: {reason}", code="InsufficientStorage", http_status=507)
+    if exc.errno == errno.ENAMETOOLONG:
+        return StorageError(f"{what}: {reason}", code="InvalidObjectName", http_status=400)
+    return StorageError(f"{what}: {reason}", code="InternalError", http_status=500)
 
 
 class LocalDirStorage(Storage):
@@ -66,7 +77,7 @@ class LocalDirStorage(Storage):
         bucket: str,
         presign_base_url: str | None = None,
         *,
-        presign_server: LocalPresignServer | None = None,
+        presign_server: Presigner | None = None,
     ) -> None:
         if not _BUCKET_NAME.match(bucket):
             raise StorageError(f"invalid bucket name {bucket!r}", code="InvalidBucketName", http_status=400)
@@ -75,7 +86,7 @@ class LocalDirStorage(Storage):
         self.bucket_dir = self.root / bucket
         self.presign_base_url = presign_base_url.rstrip("/") if presign_base_url else None
         self._presign_server = presign_server
-        self._etags: dict[Path, tuple[int, int, str]] = {}
+        self._etags: dict[Path, tuple[int, int, int, str]] = {}
         self._etag_lock = threading.Lock()
 
     # -- paths ---------------------------------------------------------------------------------------
@@ -100,107 +111,190 @@ class LocalDirStorage(Storage):
             return False
         return True
 
-    def _existing_file(self, key: str) -> Path:
-        path = self.path_for(key)
-        if not path.is_file():
-            raise ObjectNotFoundError(f"no object {key!r} in bucket {self.bucket}")
-        return path
+    def _clash(self, key: str) -> StorageError:
+        return StorageError(
+            f"key {key!r} clashes with another key's directory in {self.bucket_dir}",
+            code="InvalidObjectName",
+            http_status=400,
+        )
 
-    def _tmp_file(self) -> tuple[int, Path]:
-        tmp_dir = self.root / _TMP_DIR
-        tmp_dir.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(dir=tmp_dir, prefix=f"{self.bucket}-")
-        return fd, Path(name)
+    def _blocked_by_file(self, path: Path) -> bool:
+        """A folder `path` needs is a file (an object named like a prefix of the key)."""
+        for folder in path.parents:
+            if folder == self.bucket_dir or self.bucket_dir not in folder.parents:
+                return False
+            try:
+                mode = folder.stat().st_mode  # one look: exists() then is_dir() could straddle a delete
+            except OSError:
+                continue  # not there (any more): not in the way
+            if not stat.S_ISDIR(mode):
+                return True
+        return False
 
     # -- reads ---------------------------------------------------------------------------------------
-    def etag_of(self, path: Path) -> str:
-        stat = path.stat()
+    def _open(self, key: str) -> BinaryIO:
+        """The object's file, open: what is read from it stays the same even if it is deleted meanwhile."""
+        path = self.path_for(key)
+        try:
+            return open(path, "rb")  # the callers close it
+        except _GONE as exc:
+            raise ObjectNotFoundError(f"no object {key!r} in bucket {self.bucket}") from exc
+        except OSError as exc:
+            raise _os_error(exc, f"reading {self.bucket}/{key}") from exc
+
+    @contextlib.contextmanager
+    def _reading(self, key: str, handle: BinaryIO | None = None) -> Iterator[BinaryIO]:
+        """The open file of `key` (opened now unless given), closed after; read failures as storage errors."""
+        handle = handle or self._open(key)
+        try:
+            with handle:
+                yield handle
+        except OSError as exc:
+            raise _os_error(exc, f"reading {self.bucket}/{key}") from exc
+
+    def etag_of(self, path: Path, handle: BinaryIO | None = None) -> str:
+        """The upper-case MD5 of the file, cached by inode, size and mtime (a rename makes a new inode)."""
+        if handle is None:
+            with open(path, "rb") as opened:
+                return self.etag_of(path, opened)
+        meta = os.fstat(handle.fileno())
         with self._etag_lock:
             cached = self._etags.get(path)
-        if cached and cached[0] == stat.st_size and cached[1] == stat.st_mtime_ns:
-            return cached[2]
-        etag = _md5_file(path)
+        if cached and cached[:3] == (meta.st_ino, meta.st_size, meta.st_mtime_ns):
+            return cached[3]
+        digest = hashlib.md5(usedforsecurity=False)
+        handle.seek(0)
+        while block := handle.read(_COPY_CHUNK):
+            digest.update(block)
+        etag = digest.hexdigest().upper()
         with self._etag_lock:
-            self._etags[path] = (stat.st_size, stat.st_mtime_ns, etag)
+            self._etags[path] = (meta.st_ino, meta.st_size, meta.st_mtime_ns, etag)
         return etag
 
     def head(self, key: str) -> ObjectInfo:
-        path = self._existing_file(key)
-        stat = path.stat()
-        return ObjectInfo(key=key, size=stat.st_size, etag=self.etag_of(path), last_modified=stat.st_mtime)
+        with self._reading(key) as handle:
+            meta = os.fstat(handle.fileno())
+            etag = self.etag_of(self.path_for(key), handle)
+        return ObjectInfo(key=key, size=meta.st_size, etag=etag, last_modified=meta.st_mtime)
 
     def read_range(self, key: str, offset: int, length: int) -> bytes:
         check_range(offset, length)
-        path = self._existing_file(key)
-        with open(path, "rb") as handle:
+        with self._reading(key) as handle:
             handle.seek(offset)
             return handle.read(length)
 
     def get_bytes(self, key: str) -> bytes:
-        return self._existing_file(key).read_bytes()
+        with self._reading(key) as handle:
+            return handle.read()
 
     def open_stream(self, key: str, chunk_size: int = DEFAULT_CHUNK_SIZE) -> Iterator[bytes]:
         if chunk_size <= 0:
             raise ValueError("chunk_size must be > 0")
-        handle = open(self._existing_file(key), "rb")  # noqa: SIM115 - closed by the generator
+        handle = self._open(key)  # raised by the call, not by the first next()
 
         def chunks() -> Iterator[bytes]:
-            with handle:
+            with self._reading(key, handle):
                 while block := handle.read(chunk_size):
                     yield block
 
         return chunks()
 
     # -- writes --------------------------------------------------------------------------------------
-    def _write_tmp(self, chunks: Iterable[bytes]) -> tuple[Path, str]:
-        fd, tmp = self._tmp_file()
+    def _tmp_file(self, key: str) -> tuple[int, Path]:
+        tmp_dir = self.root / _TMP_DIR
+        for _ in range(_WRITE_ATTEMPTS):
+            try:
+                tmp_dir.mkdir(parents=True, exist_ok=True)
+                fd, name = tempfile.mkstemp(dir=tmp_dir, prefix=f"{self.bucket}-")
+                return fd, Path(name)
+            except FileNotFoundError:
+                continue  # the temporary folder (or the root) was removed meanwhile: make it again
+            except OSError as exc:
+                raise _os_error(exc, f"writing {self.bucket}/{key}") from exc
+        raise self._busy(key)
+
+    def _busy(self, key: str) -> StorageError:
+        return StorageError(
+            f"writing {self.bucket}/{key}: its folder was removed {_WRITE_ATTEMPTS} times in a row by "
+            "another process",
+            code="ServiceUnavailable",
+            http_status=503,
+        )
+
+    def _write_tmp(self, key: str, chunks: Iterable[bytes]) -> tuple[Path, str]:
+        fd, tmp = self._tmp_file(key)
         digest = hashlib.md5(usedforsecurity=False)
         try:
             with os.fdopen(fd, "wb") as handle:
-                for chunk in chunks:
+                for chunk in chunks:  # the source's own errors pass through as they are
                     digest.update(chunk)
-                    handle.write(chunk)
-                handle.flush()
-                os.fsync(handle.fileno())
+                    try:
+                        handle.write(chunk)
+                    except OSError as exc:
+                        raise _os_error(exc, f"writing {self.bucket}/{key}") from exc
+                try:
+                    handle.flush()
+                    os.fsync(handle.fileno())
+                except OSError as exc:
+                    raise _os_error(exc, f"writing {self.bucket}/{key}") from exc
         except BaseException:
-            tmp.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
             raise
         return tmp, digest.hexdigest().upper()
+
+    def _place(self, tmp: Path, path: Path, key: str, *, if_absent: bool) -> bool:
+        """One try at giving the temporary file its name; False when a folder vanished under it."""
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except (FileNotFoundError, FileExistsError, NotADirectoryError) as exc:
+            if self._blocked_by_file(path):
+                raise self._clash(key) from exc
+            return False  # made, then removed by another process's delete before we got further
+        except OSError as exc:
+            raise _os_error(exc, f"writing {self.bucket}/{key}") from exc
+        if path.is_dir():
+            raise self._clash(key)
+        try:
+            if if_absent:
+                os.link(tmp, path)  # atomic: fails if the name exists, never half-written
+            else:
+                tmp.replace(path)
+        except FileExistsError as exc:
+            if path.is_dir():
+                raise self._clash(key) from exc
+            raise ObjectExistsError(f"object {key!r} already exists in bucket {self.bucket}") from exc
+        except _GONE as exc:
+            if path.is_dir() or self._blocked_by_file(path):
+                raise self._clash(key) from exc
+            if not tmp.exists():
+                raise _os_error(exc, f"writing {self.bucket}/{key} (its temporary file vanished)") from exc
+            return False
+        except OSError as exc:
+            raise _os_error(exc, f"writing {self.bucket}/{key}") from exc
+        return True
 
     def _publish(self, tmp: Path, key: str, etag: str, *, if_absent: bool) -> str:
         try:
             path = self.path_for(key)
             try:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                if if_absent:
-                    try:
-                        os.link(tmp, path)  # atomic: fails if the name exists, never half-written
-                    except FileExistsError as exc:
-                        raise ObjectExistsError(
-                            f"object {key!r} already exists in bucket {self.bucket}"
-                        ) from exc
-                else:
-                    if path.is_dir():
-                        raise IsADirectoryError(str(path))
-                    tmp.replace(path)
-            except (NotADirectoryError, IsADirectoryError) as exc:
-                raise StorageError(
-                    f"key {key!r} clashes with another key's directory in {self.bucket_dir}",
-                    code="InvalidObjectName",
-                    http_status=400,
-                ) from exc
-            stat = path.stat()
+                meta = tmp.stat()  # a rename or link keeps the inode: this is the object's identity
+            except OSError as exc:
+                raise _os_error(exc, f"writing {self.bucket}/{key}") from exc
+            if not any(self._place(tmp, path, key, if_absent=if_absent) for _ in range(_WRITE_ATTEMPTS)):
+                raise self._busy(key)
             with self._etag_lock:
-                self._etags[path] = (stat.st_size, stat.st_mtime_ns, etag)
+                self._etags[path] = (meta.st_ino, meta.st_size, meta.st_mtime_ns, etag)
             return etag
         finally:
-            tmp.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
 
     def put_bytes(
         self, key: str, data: bytes, *, content_type: str | None = None, if_absent: bool = False
     ) -> str:
         self.path_for(key)
-        tmp, etag = self._write_tmp([data])
+        tmp, etag = self._write_tmp(key, [data])
         return self._publish(tmp, key, etag, if_absent=if_absent)
 
     def put_stream(
@@ -212,7 +306,7 @@ class LocalDirStorage(Storage):
         part_size: int = DEFAULT_PART_SIZE,
     ) -> str:
         self.path_for(key)
-        tmp, etag = self._write_tmp(chunks)
+        tmp, etag = self._write_tmp(key, chunks)
         return self._publish(tmp, key, etag, if_absent=False)
 
     # -- listing and deletion ------------------------------------------------------------------------
@@ -220,13 +314,19 @@ class LocalDirStorage(Storage):
         # Walk only the deepest directory the prefix names, so listing `segflow-jobs/pending/` never
         # visits finished records.
         directory, _, _ = prefix.rpartition("/")
-        if directory and any(part in ("", ".", "..") for part in directory.split("/")):
-            return []
+        parts = directory.split("/")
+        unholdable = any(len(part.encode("utf-8")) > _MAX_NAME_BYTES or "\x00" in part for part in parts)
+        if directory and (unholdable or any(part in ("", ".", "..") for part in parts)):
+            return []  # no stored key can start so: an empty listing, as OSS gives for any unmatched prefix
         start = self.bucket_dir.joinpath(*directory.split("/")) if directory else self.bucket_dir
-        if not start.is_dir():
-            return []
+
+        def failed(exc: OSError) -> None:
+            # A folder removed while walking (or a path too long to exist) holds no keys.
+            if not (isinstance(exc, _GONE) or exc.errno == errno.ENAMETOOLONG):
+                raise _os_error(exc, f"listing {self.bucket}/{prefix}") from exc
+
         keys: list[str] = []
-        for dirpath, _dirnames, filenames in os.walk(start):
+        for dirpath, _dirnames, filenames in os.walk(start, onerror=failed):
             rel = Path(dirpath).relative_to(self.bucket_dir).as_posix()
             base = "" if rel == "." else rel + "/"
             keys.extend(base + name for name in filenames if (base + name).startswith(prefix))
@@ -248,8 +348,12 @@ class LocalDirStorage(Storage):
 
     def delete(self, key: str) -> None:
         path = self.path_for(key)
-        with contextlib.suppress(FileNotFoundError):
+        try:
             path.unlink()
+        except OSError as exc:
+            # Not there (or a folder of other keys, which no object of this name is): done, as on OSS.
+            if not (isinstance(exc, _GONE) or path.is_dir()):
+                raise _os_error(exc, f"deleting {self.bucket}/{key}") from exc
         with self._etag_lock:
             self._etags.pop(path, None)
         # Drop directories left empty, so listings of pending records stay cheap.
@@ -257,7 +361,7 @@ class LocalDirStorage(Storage):
         while parent != self.bucket_dir and self.bucket_dir in parent.parents:
             try:
                 parent.rmdir()
-            except OSError:
+            except OSError:  # not empty, or already removed by another process
                 break
             parent = parent.parent
 
@@ -270,182 +374,13 @@ class LocalDirStorage(Storage):
         return server.presign(self.root, self.bucket, key, expires_seconds)
 
 
-class LocalPresignServer:
-    """A loopback HTTP server for presigned GETs of local buckets.
-
-    URLs look like `http://127.0.0.1:<port>/<root-id>/<bucket>/<key>?Expires=<epoch>&Signature=<hmac>`:
-    the signature is an HMAC-SHA256 (per-server random key) over root id, bucket, key and expiry, so a
-    changed path or expiry is refused with 403 (like OSS's `SignatureDoesNotMatch` / `AccessDenied`)."""
-
-    _shared: ClassVar[LocalPresignServer | None] = None
-    _shared_lock: ClassVar[threading.Lock] = threading.Lock()
-
-    def __init__(self, *, host: str = "127.0.0.1", clock: Callable[[], float] = time.time) -> None:
-        self._clock = clock
-        self._key = secrets.token_bytes(32)
-        self._roots: dict[str, Path] = {}
-        self._root_ids: dict[Path, str] = {}
-        self._lock = threading.Lock()
-        self._httpd = ThreadingHTTPServer((host, 0), _make_handler(self))
-        self._httpd.daemon_threads = True
-        self._thread = threading.Thread(target=self._httpd.serve_forever, name="segflow-presign", daemon=True)
-        self._thread.start()
-
-    @classmethod
-    def shared(cls) -> LocalPresignServer:
-        """The process-wide server, started on first use."""
-        with cls._shared_lock:
-            if cls._shared is None:
-                cls._shared = cls()
-            return cls._shared
-
-    @property
-    def base_url(self) -> str:
-        host, port = self._httpd.server_address[:2]
-        return f"http://{host!s}:{port}"
-
-    def close(self) -> None:
-        self._httpd.shutdown()
-        self._httpd.server_close()
-        self._thread.join(timeout=5)
-
-    def _root_id(self, root: Path) -> str:
-        with self._lock:
-            root_id = self._root_ids.get(root)
-            if root_id is None:
-                root_id = f"r{len(self._root_ids)}"
-                self._root_ids[root] = root_id
-                self._roots[root_id] = root
-            return root_id
-
-    def _sign(self, root_id: str, bucket: str, key: str, expires: int) -> str:
-        message = f"{root_id}\n{bucket}\n{key}\n{expires}".encode()
-        return hmac.new(self._key, message, hashlib.sha256).hexdigest()
-
-    def presign(self, root: Path, bucket: str, key: str, expires_seconds: int) -> str:
-        root_id = self._root_id(root)
-        expires = int(self._clock()) + int(expires_seconds)
-        signature = self._sign(root_id, bucket, key, expires)
-        path = quote(f"{root_id}/{bucket}/{key}", safe="/")
-        return f"{self.base_url}/{path}?Expires={expires}&Signature={signature}"
-
-    def resolve(self, raw_path: str) -> tuple[int, Path | None]:
-        """(HTTP status, file) for a request path with query: 200 and the file, or 403 / 404 / 400."""
-        parts = urlsplit(raw_path)
-        query = parse_qs(parts.query)
-        segments = unquote(parts.path).lstrip("/").split("/", 2)
-        if len(segments) != 3 or not query.get("Expires") or not query.get("Signature"):
-            return 403, None
-        root_id, bucket, key = segments
-        try:
-            expires = int(query["Expires"][0])
-        except ValueError:
-            return 403, None
-        expected = self._sign(root_id, bucket, key, expires)
-        if not hmac.compare_digest(expected, query["Signature"][0]) or self._clock() > expires:
-            return 403, None
-        root = self._roots.get(root_id)
-        if root is None:
-            return 403, None
-        try:
-            path = LocalDirStorage(root, bucket, presign_server=self).path_for(key)
-        except StorageError:
-            return 400, None
-        if not path.is_file():
-            return 404, None
-        return 200, path
-
-
-_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
-
-
-def _parse_range(header: str, size: int) -> tuple[int, int] | None:
-    """(first, last) inclusive for a single `bytes=` range; None when it cannot be satisfied."""
-    match = _RANGE.match(header.strip())
-    if not match or (not match.group(1) and not match.group(2)):
-        return None
-    if not match.group(1):
-        suffix = int(match.group(2))
-        if suffix == 0 or size == 0:
-            return None
-        return max(0, size - suffix), size - 1
-    first = int(match.group(1))
-    last = int(match.group(2)) if match.group(2) else size - 1
-    if first >= size or last < first:
-        return None
-    return first, min(last, size - 1)
-
-
-def _make_handler(server: LocalPresignServer) -> type[BaseHTTPRequestHandler]:
-    class PresignHandler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def log_message(self, format: str, *args: object) -> None:
-            """Quiet: request lines would carry signatures into test output."""
-
-        def _error(self, status: int) -> None:
-            body = f"{status}\n".encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "text/plain")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            if self.command != "HEAD":
-                self.wfile.write(body)
-
-        def do_HEAD(self) -> None:
-            self.do_GET()
-
-        def do_GET(self) -> None:
-            status, path = server.resolve(self.path)
-            if path is None:
-                self._error(status)
-                return
-            size = path.stat().st_size
-            first, last = 0, size - 1
-            range_header = self.headers.get("Range")
-            if range_header:
-                parsed = _parse_range(range_header, size)
-                if parsed is None:
-                    self.send_response(416)
-                    self.send_header("Content-Range", f"bytes */{size}")
-                    self.send_header("Content-Length", "0")
-                    self.end_headers()
-                    return
-                first, last = parsed
-                self.send_response(206)
-                self.send_header("Content-Range", f"bytes {first}-{last}/{size}")
-            else:
-                self.send_response(200)
-            length = max(0, last - first + 1)
-            content_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
-            self.send_header("Content-Type", content_type)
-            self.send_header("Content-Length", str(length))
-            self.send_header("Accept-Ranges", "bytes")
-            self.end_headers()
-            if self.command == "HEAD":
-                return
-            with open(path, "rb") as handle:
-                handle.seek(first)
-                _copy(handle, self.wfile, length)
-
-    return PresignHandler
-
-
-def _copy(source: BinaryIO, target: io.BufferedIOBase, length: int) -> None:
-    write = target.write
-    remaining = length
-    while remaining > 0:
-        block = source.read(min(_COPY_CHUNK, remaining))
-        if not block:
-            break
-        write(block)
-        remaining -= len(block)
-
-
 class LocalBuckets:
-    """The `Deps.storage_for` of local runs: one `LocalDirStorage` per bucket directory under `root`."""
+    """The `Deps.storage_for` of local runs: one `LocalDirStorage` per bucket directory under `root`.
 
-    def __init__(self, root: Path, *, presign_server: LocalPresignServer | None = None) -> None:
+    `presign_server` signs the URLs of every bucket (default: the in-process `LocalPresignServer`;
+    `segflow invoke` passes the background server of `segflow_cli.urlserver`)."""
+
+    def __init__(self, root: Path, *, presign_server: Presigner | None = None) -> None:
         self.root = Path(root).expanduser().resolve()
         self._presign_server = presign_server
         self._storages: dict[str, LocalDirStorage] = {}
@@ -459,8 +394,27 @@ class LocalBuckets:
                 self._storages[bucket] = storage
             return storage
 
+    def existing(self, bucket: str) -> LocalDirStorage:
+        """The storage of a bucket that must already exist, for tools that only read (a missing directory
+        would otherwise list as an empty bucket). Refused as OSS refuses: `NoSuchBucket` (404) for no
+        directory, `AccessDenied` (403) for one this user cannot list."""
+        storage = self(bucket)
+        if not storage.bucket_dir.is_dir():
+            raise ObjectNotFoundError(
+                f"no bucket {bucket} under {self.root}", code="NoSuchBucket", http_status=404
+            )
+        if not os.access(storage.bucket_dir, os.R_OK | os.X_OK):
+            raise StorageError(
+                f"cannot list {storage.bucket_dir}: permission denied", code="AccessDenied", http_status=403
+            )
+        return storage
+
     def names(self) -> tuple[str, ...]:
         """The buckets that exist (directories with a valid bucket name), for the collector to scan."""
-        if not self.root.is_dir():
+        try:
+            entries = list(self.root.iterdir())
+        except _GONE:
             return ()
-        return tuple(sorted(p.name for p in self.root.iterdir() if p.is_dir() and _BUCKET_NAME.match(p.name)))
+        except OSError as exc:
+            raise _os_error(exc, f"listing the buckets in {self.root}") from exc
+        return tuple(sorted(p.name for p in entries if p.is_dir() and _BUCKET_NAME.match(p.name)))

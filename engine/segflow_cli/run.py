@@ -87,11 +87,13 @@ class InputFile:
     manifest_key: str = ""
     manifest: dict[str, Any] = field(default_factory=dict)
     preview: str = ""
+    paired_with: str = ""
+    """A RefineMask mask: the image its result belongs to (the outcome is that image's)."""
 
 
 def parse_rule(text: str) -> dict[str, Any]:
-    """A `--rule` as JSON or as `key=value,…` (fields other than prefix/suffix/media/action/name are
-    the action's parameters)."""
+    """A `--rule` as JSON or as `key=value,…` (fields other than prefix/suffix/media/action/name/pair/
+    pair_timeout are the action's parameters)."""
     text = text.strip()
     rule: dict[str, Any] = {}
     if text.startswith("{"):
@@ -108,8 +110,10 @@ def parse_rule(text: str) -> dict[str, Any]:
         if not sep:
             raise ValueError(f"--rule part {part!r} is not key=value")
         name = name.strip()
-        if name in ("prefix", "suffix", "media", "action", "name"):
+        if name in ("prefix", "suffix", "media", "action", "name", "pair"):
             rule[name] = value.strip()
+        elif name == "pair_timeout":
+            rule[name] = float(value)
         else:
             params[name] = value.strip()
     if params:
@@ -212,7 +216,7 @@ def _pipeline(
     progress.close()
     if not args.no_preview:
         for item in files:
-            if item.outcome == "done":
+            if item.outcome == "done" and not item.paired_with:  # a mask's preview is its image's
                 _make_preview(pipeline.storage, pipeline.settings, item, out / "previews")
     print_table(files, out)
     return 1 if any(item.outcome != "done" for item in files) else 0
@@ -267,7 +271,10 @@ class _Pipeline:
         event = put_event(self.bucket, item.key, etag, len(data), self.settings.region)
         for attempt in range(1, FC_ASYNC_ATTEMPTS + 1):
             try:
-                self.on_upload(event, self.context(self.settings, "on-upload", timeout=600))
+                answer = json.loads(
+                    self.on_upload(event, self.context(self.settings, "on-upload", timeout=600))
+                )
+                self._note_pairing(item, answer)
                 break
             except Exception as exc:  # the handler raises only for what a retry can fix, as FC retries
                 code = getattr(exc, "code", type(exc).__name__)
@@ -278,11 +285,41 @@ class _Pipeline:
                 time.sleep(2.0**attempt)
         self.read_outcome(item, progress)
 
+    def _image_of(self, item: InputFile, files: list[InputFile]) -> str:
+        """The image a waiting RefineMask mask belongs to, if it is among this run's files."""
+        from segflow.routing import route
+
+        routed = route(item.key, "image", self.deps.rules)
+        if routed is None or routed.pair is None or routed.pair.role != "mask":
+            return ""
+        for other in files:
+            if other is not item and other.key.startswith(routed.pair.image_prefix):
+                again = route(other.key, "image", self.deps.rules)
+                if again is not None and again.pair is not None and again.pair.role == "image":
+                    return other.key
+        return ""
+
+    @staticmethod
+    def _note_pairing(item: InputFile, answer: dict[str, Any]) -> None:
+        """A RefineMask half: the first waits for the other; the second's outcome is its image's."""
+        for outcome in answer.get("outcomes", ()):
+            if outcome.get("outcome") == "waiting":
+                item.outcome, item.reason = "waiting", str(outcome.get("detail") or "")
+            elif outcome.get("action") == "RefineMask" and outcome.get("key") not in (None, item.key):
+                item.paired_with = str(outcome["key"])
+
     def collect(self, files: list[InputFile], progress: Progress, *, timeout: float) -> None:
         """Run collect_jobs until every video job has finished (or `timeout` seconds have passed)."""
         deadline = time.monotonic() + timeout
         payload = json.dumps({"buckets": [self.bucket]})
         event = json.dumps({"triggerTime": "", "triggerName": "segflow-run", "payload": payload}).encode()
+        for item in files:  # a half whose other half came later in this run is done by now
+            if item.outcome == "waiting":
+                item.paired_with = self._image_of(item, files)
+                item.outcome = "pending"
+                self.read_outcome(item, progress)
+                if item.outcome == "pending":
+                    item.outcome, item.paired_with = "waiting", ""
         while any(item.outcome == "pending" for item in files) and time.monotonic() < deadline:
             waiting = [item for item in files if item.outcome == "pending"]
             progress.update(f"collecting {len(waiting)} video job(s)")
@@ -297,20 +334,23 @@ class _Pipeline:
                 item.reason = f"the job did not finish within {timeout:.0f} s"
 
     def read_outcome(self, item: InputFile, progress: Progress) -> None:
-        _read_outcome(self.storage, self.deps.layout, item)
+        if item.outcome == "waiting":
+            return
+        _read_outcome(self.storage, self.deps.layout, item, item.paired_with or item.key)
         if item.outcome != "pending":
             item.seconds = time.monotonic() - item.started
             progress.advance()
 
 
-def _read_outcome(storage: Any, layout: Any, item: InputFile) -> None:
-    """done when a manifest exists under the output prefix, failed when a failure record does."""
+def _read_outcome(storage: Any, layout: Any, item: InputFile, key: str) -> None:
+    """done when a manifest exists under the output prefix for `key` (the file's own, or for a RefineMask
+    mask its image's), failed when a failure record does."""
     from segflow.errors import ObjectNotFoundError
 
     if item.outcome == "failed":
         return
     with contextlib.suppress(ObjectNotFoundError):
-        record = json.loads(storage.get_bytes(layout.failure_key(item.key, storage)))
+        record = json.loads(storage.get_bytes(layout.failure_key(key, storage)))
         item.outcome = "failed"
         item.action = str(record.get("Action") or "")
         item.code = str(record.get("Code") or "")
@@ -318,7 +358,7 @@ def _read_outcome(storage: Any, layout: Any, item: InputFile) -> None:
         return
     manifests = [
         info.key
-        for info in storage.list(f"{layout.output_prefix}{item.key}/")
+        for info in storage.list(f"{layout.output_prefix}{key}/")
         if info.key.endswith("/manifest.json")
     ]
     if manifests:

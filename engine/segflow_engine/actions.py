@@ -1,51 +1,32 @@
 """The glue between the server and the models: one call per action, producing exactly the outputs the action
 documents, as encoded bytes. The server stores them and turns them into URLs (see `pipeline.store_output`).
 
-Which model serves which action:
-
-- SegmentBody, PicWish `person`: `person` (ISNet gated by MediaPipe selfie + pose) → RGBA PNG cut-out.
-- SegmentCommonImage, SegmentCommodity, PicWish `object`: `salient` (ISNet) → RGBA PNG, L mask with
-  `ReturnForm=mask`.
-- SegmentFurniture: `salient` → `Elements[{ImageUrl}]` RGBA PNG.
-- SegmentVehicle: `salient` → `Elements[{OriginImageURL, ImageURL}]`.
-- SegmentHead: `head` (face mesh + person mask) → `Elements[]` RGBA crops with X, Y, Width, Height (L masks
-  with `ReturnForm=mask`); SegmentFace, SegmentHair: `face`, `hair` → the same, at most 5 faces.
-- ParseFace: `parse_face` (face-mesh regions) → `OriginImageURL` + `Elements[{Name, ImageURL}]`, each part
-  a full-size RGBA cut-out (so parts overlay the original).
-- RefineMask: `matting` (pymatting on a trimap from the coarse mask) → `Elements[{ImageURL}]` L mask.
-- PicWish `stamp`: `stamp` (ink colour); PicWish auto (empty type): `person` when a face is found, else
-  `salient`.
-- SegmentVideoBody / SegmentHalfBody: `video_person` / `half_body` (stateful, temporally smoothed);
-  SegmentGreenScreenVideo: `greenscreen` (chroma key) → grey mask video (mp4, H.264).
-
-ParseFace's `l_*`/`r_*` are the *person's* left and right, as anatomical names and the seed's 左眼/右眼 read:
-on an unmirrored frontal photo `l_eye` is on the image's right side. (MediaPipe's FACEMESH_LEFT_* use the same
-convention.)
+`ACTIONS` is the engine's one list of what it serves, keyed by the catalogue's action names: per action, the
+segmenter (by its name in `segmenters.base`) and the renderer that turns the segmentation into the action's
+outputs. Whether an action is an image call or a video job is the catalogue's word (`is_async`), not this
+module's: the table is checked against it when it is built. Video actions have no renderer: every frame's
+mask is streamed into a grey mask video (mp4, H.264) by `run_video_action`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 
 import numpy as np
 
+from segflow.catalogue import get_action
 from segflow.errors import InputValidationError, UnknownActionError
 from segflow_engine import render
 from segflow_engine.segmenters.base import ElementMask, Segmentation, get_segmenter, get_typed
+from segflow_engine.segmenters.facedetect import MAX_FACES
 
-MAX_FACES = 5  # SegmentHead/Face/Hair: "≤ 5 faces advised"; the engine returns the 5 most confident
-
-SALIENT_ACTIONS = frozenset({"SegmentCommonImage", "SegmentCommodity"})
-FACE_ELEMENT_ACTIONS = {"SegmentHead": "head", "SegmentFace": "face", "SegmentHair": "hair"}
-VIDEO_ACTIONS = {
-    "SegmentVideoBody": "video_person",
-    "SegmentHalfBody": "half_body",
-    "SegmentGreenScreenVideo": "greenscreen",
-}
-PICWISH = "PicWish"
 PICWISH_OUTPUT_IMAGE_AND_MASK, PICWISH_OUTPUT_IMAGE, PICWISH_OUTPUT_MASK = 1, 2, 3
+PICWISH_SEGMENTERS = MappingProxyType(
+    {"person": "person", "object": "salient", "stamp": "stamp"}
+)  # by `type`
 
 
 @dataclass(frozen=True)
@@ -83,6 +64,41 @@ class VideoOutput:
     segmenter: str
 
 
+@dataclass(frozen=True)
+class ImageCall:
+    """One image action's inputs: the decoded image, the string parameters, and further images by parameter
+    name (RefineMask's `MaskImageURL`)."""
+
+    rgb: np.ndarray
+    params: Mapping[str, str]
+    extras: Mapping[str, bytes | np.ndarray]
+
+    @property
+    def width(self) -> int:
+        return int(self.rgb.shape[1])
+
+    @property
+    def height(self) -> int:
+        return int(self.rgb.shape[0])
+
+
+Renderer = Callable[[str, ImageCall], ActionOutput]  # (segmenter name, call) → the action's outputs
+
+
+@dataclass(frozen=True)
+class EngineAction:
+    """How the engine serves one catalogue action."""
+
+    name: str  # the catalogue's action name
+    segmenter: str  # the model that serves it; "" for PicWish, whose `type` picks one per call
+    render: Renderer | None = None  # image actions only; a video action's masks are streamed
+
+    @property
+    def is_async(self) -> bool:
+        """The catalogue's word: an async action is a job (here always a video), the others image calls."""
+        return get_action(self.name).is_async
+
+
 def _invalid(message: str, code: str = "InvalidParameter") -> InputValidationError:
     return InputValidationError(message, code=code, http_status=400)
 
@@ -112,6 +128,37 @@ def _segment(name: str, image: np.ndarray) -> Segmentation:
     return get_segmenter(name).segment(image)
 
 
+# -- renderers: (segmenter, call) → ActionOutput -------------------------------------------------------------
+
+
+def _cutout(segmenter: str, call: ImageCall) -> ActionOutput:
+    """RGBA PNG cut-out of the whole image."""
+    mask = _segment(segmenter, call.rgb).mask
+    image = render.cutout_png(call.rgb, mask)
+    return ActionOutput(image=image, segmenter=segmenter, width=call.width, height=call.height)
+
+
+def _cutout_or_mask(segmenter: str, call: ImageCall) -> ActionOutput:
+    """The cut-out, or the L mask with `ReturnForm=mask`."""
+    mask = _segment(segmenter, call.rgb).mask
+    encoded = render.mask_png(mask) if _wants_mask(call.params) else render.cutout_png(call.rgb, mask)
+    return ActionOutput(image=encoded, segmenter=segmenter, width=call.width, height=call.height)
+
+
+def _cutout_element(segmenter: str, call: ImageCall) -> ActionOutput:
+    """`Elements[{ImageUrl}]`: the cut-out as the one element."""
+    mask = _segment(segmenter, call.rgb).mask
+    element = ElementOutput(render.cutout_png(call.rgb, mask))
+    return ActionOutput(elements=(element,), segmenter=segmenter, width=call.width, height=call.height)
+
+
+def _cutout_element_with_origin(segmenter: str, call: ImageCall) -> ActionOutput:
+    """`Elements[{OriginImageURL, ImageURL}]`: the cut-out and the input, re-encoded as PNG."""
+    mask = _segment(segmenter, call.rgb).mask
+    element = ElementOutput(render.cutout_png(call.rgb, mask), origin_image=render.image_png(call.rgb))
+    return ActionOutput(elements=(element,), segmenter=segmenter, width=call.width, height=call.height)
+
+
 def _element_crops(
     image: np.ndarray, elements: list[ElementMask], *, as_mask: bool, limit: int = MAX_FACES
 ) -> tuple[ElementOutput, ...]:
@@ -127,6 +174,27 @@ def _element_crops(
     return tuple(outputs)
 
 
+def _crops(segmenter: str, call: ImageCall, *, as_mask: bool) -> ActionOutput:
+    elements = _element_crops(call.rgb, _segment(segmenter, call.rgb).elements, as_mask=as_mask)
+    return ActionOutput(
+        elements=elements,
+        segmenter=segmenter,
+        metadata={"faces": len(elements)},
+        width=call.width,
+        height=call.height,
+    )
+
+
+def _face_crops(segmenter: str, call: ImageCall) -> ActionOutput:
+    """`Elements[]`: one RGBA crop per face (at most 5, most confident first) with X, Y, Width, Height."""
+    return _crops(segmenter, call, as_mask=False)
+
+
+def _face_crops_or_masks(segmenter: str, call: ImageCall) -> ActionOutput:
+    """`_face_crops`, or the crops' L masks with `ReturnForm=mask`."""
+    return _crops(segmenter, call, as_mask=_wants_mask(call.params))
+
+
 def _full_size(element: ElementMask, shape: tuple[int, int]) -> np.ndarray:
     canvas = np.zeros(shape, dtype=np.uint8)
     x, y, w, h = element.box
@@ -134,59 +202,13 @@ def _full_size(element: ElementMask, shape: tuple[int, int]) -> np.ndarray:
     return canvas
 
 
-def run_image_action(
-    action: str,
-    params: Mapping[str, str],
-    image: bytes | np.ndarray,
-    extra_images: Mapping[str, bytes | np.ndarray] | None = None,
-) -> ActionOutput:
-    """Run one image action on a decoded or encoded image. `extra_images` holds further inputs by parameter
-    name (RefineMask's `MaskImageURL`). Raises `UnknownActionError` or `InputValidationError`."""
-    rgb = _as_image(image)
-    height, width = rgb.shape[:2]
-    extras = extra_images or {}
-
-    if action == "SegmentBody":
-        mask = _segment("person", rgb).mask
-        return ActionOutput(
-            image=render.cutout_png(rgb, mask), segmenter="person", width=width, height=height
-        )
-    if action in SALIENT_ACTIONS:
-        mask = _segment("salient", rgb).mask
-        encoded = render.mask_png(mask) if _wants_mask(params) else render.cutout_png(rgb, mask)
-        return ActionOutput(image=encoded, segmenter="salient", width=width, height=height)
-    if action == "SegmentFurniture":
-        mask = _segment("salient", rgb).mask
-        return ActionOutput(
-            elements=(ElementOutput(render.cutout_png(rgb, mask)),),
-            segmenter="salient",
-            width=width,
-            height=height,
-        )
-    if action == "SegmentVehicle":
-        mask = _segment("salient", rgb).mask
-        element = ElementOutput(render.cutout_png(rgb, mask), origin_image=render.image_png(rgb))
-        return ActionOutput(elements=(element,), segmenter="salient", width=width, height=height)
-    if action in FACE_ELEMENT_ACTIONS:
-        name = FACE_ELEMENT_ACTIONS[action]
-        result = _segment(name, rgb)
-        as_mask = action == "SegmentHead" and _wants_mask(params)
-        elements = _element_crops(rgb, result.elements, as_mask=as_mask)
-        return ActionOutput(
-            elements=elements, segmenter=name, metadata={"faces": len(elements)}, width=width, height=height
-        )
-    if action == "ParseFace":
-        return _parse_face(rgb)
-    if action == "RefineMask":
-        return _refine_mask(rgb, extras)
-    if action == PICWISH:
-        return _picwish(rgb, params)
-    raise UnknownActionError(f"the engine has no image model for action {action!r}")
-
-
-def _parse_face(rgb: np.ndarray) -> ActionOutput:
-    height, width = rgb.shape[:2]
-    result = _segment("parse_face", rgb)
+def _parse_face(segmenter: str, call: ImageCall) -> ActionOutput:
+    """`OriginImageURL` + `Elements[{Name, ImageURL}]`, each part a full-size RGBA cut-out (so parts overlay
+    the original). `l_*`/`r_*` are the *person's* left and right, as anatomical names and the seed's
+    左眼/右眼 read: on an unmirrored frontal photo `l_eye` is on the image's right side (MediaPipe's
+    FACEMESH_LEFT_* use the same convention)."""
+    rgb = call.rgb
+    result = _segment(segmenter, rgb)
     if not result.elements:
         raise _invalid("no frontal face found in the image", "InvalidImage.Content")
     shape = rgb.shape[:2]
@@ -197,18 +219,19 @@ def _parse_face(rgb: np.ndarray) -> ActionOutput:
     return ActionOutput(
         origin_image=render.image_png(rgb),
         elements=elements,
-        segmenter="parse_face",
+        segmenter=segmenter,
         metadata={"parts": [part.name for part in result.elements]},
-        width=width,
-        height=height,
+        width=call.width,
+        height=call.height,
     )
 
 
-def _refine_mask(rgb: np.ndarray, extras: Mapping[str, bytes | np.ndarray]) -> ActionOutput:
-    coarse_input = extras.get("MaskImageURL")
+def _refine_mask(segmenter: str, call: ImageCall) -> ActionOutput:
+    """`Elements[{ImageURL}]`: the L mask refined from the coarse `MaskImageURL` (its alpha, or grey)."""
+    coarse_input = call.extras.get("MaskImageURL")
     if coarse_input is None:
         raise _invalid("RefineMask needs MaskImageURL, the coarse mask of the same image", "MissingParameter")
-    height, width = rgb.shape[:2]
+    width, height = call.width, call.height
     if isinstance(coarse_input, np.ndarray):
         coarse = coarse_input if coarse_input.ndim == 2 else coarse_input[..., -1]
     else:
@@ -220,9 +243,9 @@ def _refine_mask(rgb: np.ndarray, extras: Mapping[str, bytes | np.ndarray]) -> A
             ) from exc
     from segflow_engine.segmenters.matting import MattingSegmenter
 
-    refined = get_typed("matting", MattingSegmenter).refine(rgb, coarse)
+    refined = get_typed(segmenter, MattingSegmenter).refine(call.rgb, coarse)
     return ActionOutput(
-        elements=(ElementOutput(render.mask_png(refined)),), segmenter="matting", width=width, height=height
+        elements=(ElementOutput(render.mask_png(refined)),), segmenter=segmenter, width=width, height=height
     )
 
 
@@ -246,9 +269,12 @@ def picwish_auto_kind(rgb: np.ndarray) -> str:
     return "person" if get_typed("person", PersonSegmenter).present(rgb) else "object"
 
 
-def _picwish(rgb: np.ndarray, params: Mapping[str, str]) -> ActionOutput:
+def _picwish(segmenter: str, call: ImageCall) -> ActionOutput:
+    """PicWish: `type` picks the segmenter (`segmenter` is unused); `output_type` the image, the mask or
+    both; `crop=1` crops to the subject; `format=jpg` puts the subject on `bg_color`."""
+    params, rgb = call.params, call.rgb
     kind = str(params.get("type", "") or "").strip().lower()
-    if kind not in ("", "auto", "person", "object", "stamp"):
+    if kind not in ("", "auto", *PICWISH_SEGMENTERS):
         raise _invalid(f"type must be person, object, stamp or empty, not {kind!r}")
     output_type = _int_param(params, "output_type", PICWISH_OUTPUT_IMAGE, (1, 2, 3))
     crop = _int_param(params, "crop", 0, (0, 1))
@@ -260,7 +286,7 @@ def _picwish(rgb: np.ndarray, params: Mapping[str, str]) -> ActionOutput:
     except ValueError as exc:
         raise _invalid(str(exc)) from None
     resolved = picwish_auto_kind(rgb) if kind in ("", "auto") else kind
-    name = {"person": "person", "object": "salient", "stamp": "stamp"}[resolved]
+    name = PICWISH_SEGMENTERS[resolved]
     mask = _segment(name, rgb).mask
     image = rgb
     box = render.subject_box(mask) if crop == 1 else None
@@ -285,6 +311,60 @@ def _picwish(rgb: np.ndarray, params: Mapping[str, str]) -> ActionOutput:
     )
 
 
+def action_table(*entries: EngineAction) -> Mapping[str, EngineAction]:
+    """The entries by name. An entry the catalogue does not know (`get_action` raises), one served the other
+    way than the catalogue's `is_async` says, or a name given twice is a mistake in this module: it fails
+    at import, before the server answers anything."""
+    for entry in entries:
+        if (entry.render is None) != entry.is_async:
+            served = "a video job" if entry.render is None else "an image call"
+            raise TypeError(
+                f"{entry.name} is served as {served}; the catalogue says is_async={entry.is_async}"
+            )
+    table = {entry.name: entry for entry in entries}
+    if len(table) != len(entries):
+        raise TypeError("an action appears twice in the engine's action table")
+    return MappingProxyType(table)
+
+
+ACTIONS: Mapping[str, EngineAction] = action_table(
+    # imageseg. person: ISNet gated by MediaPipe selfie + pose; salient: ISNet.
+    EngineAction("SegmentBody", "person", _cutout),
+    EngineAction("SegmentCommonImage", "salient", _cutout_or_mask),
+    EngineAction("SegmentCommodity", "salient", _cutout_or_mask),
+    EngineAction("SegmentFurniture", "salient", _cutout_element),
+    EngineAction("SegmentVehicle", "salient", _cutout_element_with_origin),
+    # face: the face mesh's oval; head and hair add the person mask; parse_face: face-mesh regions.
+    EngineAction("SegmentHead", "head", _face_crops_or_masks),
+    EngineAction("SegmentFace", "face", _face_crops),
+    EngineAction("SegmentHair", "hair", _face_crops),
+    EngineAction("ParseFace", "parse_face", _parse_face),
+    # matting: pymatting on a trimap drawn from the coarse mask.
+    EngineAction("RefineMask", "matting", _refine_mask),
+    # videoseg: stateful, temporally smoothed person masks (MediaPipe); greenscreen: a chroma key.
+    EngineAction("SegmentVideoBody", "video_person"),
+    EngineAction("SegmentHalfBody", "half_body"),
+    EngineAction("SegmentGreenScreenVideo", "greenscreen"),
+    # PicWish: `type` person, object (salient) or stamp (ink colour); empty: person when a face is found.
+    EngineAction("PicWish", "", _picwish),
+)
+
+
+def run_image_action(
+    action: str,
+    params: Mapping[str, str],
+    image: bytes | np.ndarray,
+    extra_images: Mapping[str, bytes | np.ndarray] | None = None,
+) -> ActionOutput:
+    """Run one image action on a decoded or encoded image. `extra_images` holds further inputs by parameter
+    name (RefineMask's `MaskImageURL`). Raises `UnknownActionError` or `InputValidationError`."""
+    rgb = _as_image(image)
+    entry = ACTIONS.get(action)
+    if entry is None or entry.render is None:
+        raise UnknownActionError(f"the engine has no image model for action {action!r}")
+    return entry.render(entry.segmenter, ImageCall(rgb, params, extra_images or {}))
+
+
 WARM_UP_SEGMENTERS = ("salient", "pose_person", "face", "person", "head", "hair", "parse_face", "stamp")
 
 
@@ -303,12 +383,12 @@ def warm_up(names: tuple[str, ...] = WARM_UP_SEGMENTERS) -> dict[str, float]:
 def run_video_action(action: str, params: Mapping[str, str], src_path: Path, dst_path: Path) -> VideoOutput:
     """Segment every frame of `src_path` and write the grey mask video (mp4, H.264) to `dst_path`, streaming:
     memory stays flat whatever the length."""
-    name = VIDEO_ACTIONS.get(action)
-    if name is None:
+    entry = ACTIONS.get(action)
+    if entry is None or not entry.is_async:
         raise UnknownActionError(f"the engine has no video model for action {action!r}")
     from segflow_engine import videoio
     from segflow_engine.segmenters.video import open_stream
 
-    with open_stream(name) as stream:
+    with open_stream(entry.segmenter) as stream:
         info = videoio.process_video(Path(src_path), Path(dst_path), stream.mask)
-    return VideoOutput(Path(dst_path), info.frames, info.width, info.height, info.fps, name)
+    return VideoOutput(Path(dst_path), info.frames, info.width, info.height, info.fps, entry.segmenter)

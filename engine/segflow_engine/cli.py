@@ -6,7 +6,7 @@ Only argument parsing happens at import; the server and the models load inside `
 from __future__ import annotations
 
 import argparse
-import ipaddress
+import logging
 import os
 import signal
 import sys
@@ -16,12 +16,16 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING
 
+from segflow_engine.hosts import is_loopback
+from segflow_engine.limits import ServerLimits
+
 if TYPE_CHECKING:
     from segflow_engine.auth import EngineCredentials
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8780
 DEFAULT_WORKERS = 2
+LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
@@ -60,6 +64,92 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="listen at once and load models on the first request (default: load them before listening)",
     )
+    _add_http_options(parser)
+
+
+def _add_http_options(parser: argparse.ArgumentParser) -> None:
+    limits = ServerLimits()
+    group = parser.add_argument_group(
+        "HTTP limits (slow or idle clients hold no thread; only an upload being received does)"
+    )
+    group.add_argument(
+        "--http-threads",
+        type=int,
+        default=limits.threads,
+        help=f"threads answering requests (default {limits.threads}); further calls wait in line, and "
+        f"beyond {limits.max_pending} waiting they are answered 503 ServiceUnavailable with Retry-After. "
+        "At most half of them receive uploads to the temporary bucket at once (the next upload is "
+        "answered 503 with Retry-After)",
+    )
+    group.add_argument(
+        "--max-connections",
+        type=int,
+        default=limits.max_connections,
+        help=f"open connections at most (default {limits.max_connections}, at most half the open-file "
+        "limit); then idle keep-alive connections are closed, or newcomers wait in the backlog",
+    )
+    group.add_argument(
+        "--backlog",
+        type=int,
+        default=limits.backlog,
+        help=f"connections the system queues before the engine accepts them (default {limits.backlog}, "
+        "capped by the system's own limit, net.core.somaxconn on Linux)",
+    )
+    group.add_argument(
+        "--header-timeout",
+        type=float,
+        default=limits.header_timeout,
+        help=f"seconds a client has to send its request line and headers (default "
+        f"{limits.header_timeout:g}); slower clients are dropped",
+    )
+    group.add_argument(
+        "--idle-timeout",
+        type=float,
+        default=limits.idle_timeout,
+        help=f"seconds an idle keep-alive connection stays open (default {limits.idle_timeout:g})",
+    )
+    parser.add_argument(
+        "--log-level",
+        choices=LOG_LEVELS,
+        default="warning",
+        help="the engine's log on stderr (default warning); debug adds each request and why a download "
+        "failed (query strings, which hold signatures, are never logged)",
+    )
+
+
+def _invalid_option(args: argparse.Namespace) -> str | None:
+    """What is wrong with the numbers given, if anything."""
+    for name in ("workers", "http_threads", "max_connections", "backlog"):
+        if getattr(args, name) < 1:
+            return f"--{name.replace('_', '-')} must be at least 1"
+    for name in ("qps", "header_timeout", "idle_timeout"):
+        value = getattr(args, name)
+        if value is not None and value <= 0:
+            return f"--{name.replace('_', '-')} must be positive"
+    return None
+
+
+def server_limits(args: argparse.Namespace) -> ServerLimits:
+    """The HTTP limits the options ask for (the rest keep their defaults)."""
+    return ServerLimits(
+        backlog=args.backlog,
+        threads=args.http_threads,
+        max_connections=args.max_connections,
+        header_timeout=args.header_timeout,
+        idle_timeout=args.idle_timeout,
+    )
+
+
+def _configure_logging(level: str) -> None:
+    """The engine's own loggers on stderr, unless the process set up logging already (a test, an app that
+    embeds the engine). Only `segflow_engine.*`: urllib3's DEBUG lines would print presigned URLs whole."""
+    if logging.getLogger().handlers:
+        return
+    logger = logging.getLogger("segflow_engine")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logger.addHandler(handler)
+    logger.setLevel(level.upper())
 
 
 def run(args: argparse.Namespace) -> int:
@@ -68,12 +158,11 @@ def run(args: argparse.Namespace) -> int:
     from segflow_engine.models import check_installed
     from segflow_engine.server import EngineConfig, EngineServer
 
-    if args.workers < 1:
-        print("segflow engine: --workers must be at least 1", file=sys.stderr)
+    problem = _invalid_option(args)
+    if problem is not None:
+        print(f"segflow engine: {problem}", file=sys.stderr)
         return 2
-    if args.qps is not None and args.qps <= 0:
-        print("segflow engine: --qps must be positive", file=sys.stderr)
-        return 2
+    _configure_logging(args.log_level)
     try:
         check_installed()
         credentials = EngineCredentials.from_env(os.environ)
@@ -94,6 +183,7 @@ def run(args: argparse.Namespace) -> int:
         state_dir=args.state_dir,
         public_url=args.public_url,
         qps=args.qps,
+        limits=server_limits(args),
     )
     try:
         server = EngineServer(config, credentials)
@@ -141,15 +231,6 @@ def _print_banner(
         print(f"  development PicWish AppCode (set {appcodes_env} to choose): {credentials.first_appcode}")
     else:
         print(f"  PicWish AppCodes from {appcodes_env}: {len(credentials.appcodes)}")
-    if not _is_loopback(host):
+    if not is_loopback(host):
         print(f"  warning: bound to {host}, reachable from other machines", file=sys.stderr)
     sys.stdout.flush()
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False

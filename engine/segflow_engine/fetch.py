@@ -2,30 +2,46 @@
 
 Failures carry the service's codes with the action's prefix (`InvalidImage` or `InvalidFile`):
 `<prefix>.URL` for a URL that is not http(s) or has no host, `<prefix>.Download` for anything that goes
-wrong on the wire (refused, timed out, HTTP error status). An input larger than the action's documented
-`max_bytes` is refused as soon as the size is known (from Content-Length, or while streaming), with the
-catalogue's code for it, so nothing larger than the limit is ever held.
+wrong on the wire. Every `.Download` failure has the same message, whatever happened (refused, reset,
+timed out, no such host, an HTTP error status, a refused redirect): an engine reachable by others must not
+tell a caller which ports are open or which hosts exist around it. The reason is logged at DEBUG
+(`segflow engine --log-level debug`), never with the URL's query (presigned URLs carry signatures).
+
+Redirects are followed by hand, at most `FetchPolicy.max_redirects`, each hop under the same rule: the caller
+chose the first URL's host, so a redirect may stay on that host (same name and port); any other host must be
+public (`hosts.is_public`), so a public server cannot bounce the engine into its own machine or network.
+
+An input larger than the action's documented `max_bytes` is refused as soon as the size is known (from
+Content-Length, or while streaming), with the catalogue's code for it, so nothing larger than the limit is
+ever held.
 """
 
 from __future__ import annotations
 
-import ipaddress
+import logging
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urljoin, urlsplit
 
 import requests
 
 from segflow.catalogue import Action
 from segflow.errors import InputValidationError
+from segflow_engine.hosts import is_loopback, is_public
+
+LOG = logging.getLogger("segflow_engine.fetch")
 
 # When the catalogue documents no size limit, these still bound what the engine will hold.
 DEFAULT_MAX_IMAGE_BYTES = 50 * 1024 * 1024
 DEFAULT_MAX_VIDEO_BYTES = 1024 * 1024 * 1024
 CHUNK_BYTES = 256 * 1024
 USER_AGENT = "segflow-engine/0.1 (input fetch)"
+DOWNLOAD_FAILED_MESSAGE = (
+    "could not download {param}: the server was unreachable, did not answer in time, or did not return "
+    "the file"
+)
 
 
 @dataclass(frozen=True)
@@ -93,33 +109,25 @@ def fetch_to_file(action: Action, url: str, dest: Path, policy: FetchPolicy = VI
     return size
 
 
-def _download_error(action: Action, reason: str) -> InputValidationError:
+def _download_failure(action: Action, url: str, reason: str) -> InputValidationError:
+    """The one `.Download` refusal; `reason` goes to the debug log only (see the module docstring)."""
+    parts = urlsplit(url)
+    LOG.debug("download from %s://%s%s failed: %s", parts.scheme, parts.netloc, parts.path, reason)
     return InputValidationError(
-        f"could not download {action.url_param}: {reason}", code=f"{action.error_prefix}.Download"
+        DOWNLOAD_FAILED_MESSAGE.format(param=action.url_param), code=f"{action.error_prefix}.Download"
     )
 
 
 def _stream(action: Action, url: str, policy: FetchPolicy) -> Iterator[bytes]:
     check_url(action, url)
+    url = url.strip()
     limit = max_bytes_for(action)
     deadline = time.monotonic() + policy.total_timeout
-    session = requests.Session()
-    session.max_redirects = policy.max_redirects
-    # A proxy from the environment must not capture loopback URLs (the local presign server, tests).
-    session.trust_env = not _is_loopback(urlsplit(url).hostname or "")
-    try:
-        try:
-            response = session.get(
-                url.strip(),
-                stream=True,
-                timeout=(policy.connect_timeout, policy.read_timeout),
-                headers={"User-Agent": USER_AGENT},
-            )
-        except requests.RequestException as exc:
-            raise _download_error(action, type(exc).__name__) from None
+    with requests.Session() as session:
+        response = _open(session, action, url, policy)
         with response:
             if response.status_code >= 400:
-                raise _download_error(action, f"HTTP {response.status_code}")
+                raise _download_failure(action, response.url, f"HTTP {response.status_code}")
             declared = response.headers.get("Content-Length")
             if declared and declared.isdigit() and int(declared) > limit:
                 raise too_large_error(action, int(declared))
@@ -130,18 +138,50 @@ def _stream(action: Action, url: str, policy: FetchPolicy) -> Iterator[bytes]:
                     if received > limit:
                         raise too_large_error(action, received)
                     if time.monotonic() > deadline:
-                        raise _download_error(action, f"took longer than {policy.total_timeout:g} s")
+                        raise _download_failure(action, url, f"over {policy.total_timeout:g} s")
                     yield chunk
             except requests.RequestException as exc:
-                raise _download_error(action, type(exc).__name__) from None
-    finally:
-        session.close()
+                raise _download_failure(action, url, type(exc).__name__) from None
 
 
-def _is_loopback(host: str) -> bool:
-    if host.lower() == "localhost":
-        return True
+def _open(session: requests.Session, action: Action, url: str, policy: FetchPolicy) -> requests.Response:
+    """GET `url`, following at most `policy.max_redirects` redirects, each allowed by `redirect_allowed`."""
+    current = url
+    for hop in range(policy.max_redirects + 1):
+        if hop and not redirect_allowed(url, current):
+            raise _download_failure(action, url, f"redirect to {urlsplit(current).netloc} refused")
+        # A proxy from the environment must not capture loopback URLs (the local presign server, tests).
+        session.trust_env = not is_loopback(urlsplit(current).hostname or "")
+        try:
+            response = session.get(
+                current,
+                stream=True,
+                allow_redirects=False,
+                timeout=(policy.connect_timeout, policy.read_timeout),
+                headers={"User-Agent": USER_AGENT},
+            )
+        except (requests.RequestException, ValueError) as exc:
+            raise _download_failure(action, current, type(exc).__name__) from None
+        target = session.get_redirect_target(response) if response.is_redirect else None
+        if target is None:
+            return response
+        response.close()
+        current = urljoin(current, target)
+        if urlsplit(current).scheme.lower() not in ("http", "https"):
+            raise _download_failure(action, url, "redirect to a scheme other than http(s)")
+    raise _download_failure(action, url, f"more than {policy.max_redirects} redirects")
+
+
+def redirect_allowed(first_url: str, next_url: str) -> bool:
+    """A redirect may stay on the first URL's host (the one the caller chose: same name and port) or go
+    to a public host; never to another host of this machine or its private network."""
+    first, following = urlsplit(first_url), urlsplit(next_url)
     try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
+        same_host = (first.hostname, _port(first)) == (following.hostname, _port(following))
+    except ValueError:  # a port that is not a number
         return False
+    return same_host or is_public(following.hostname or "")
+
+
+def _port(parts: SplitResult) -> int:
+    return parts.port or (443 if parts.scheme.lower() == "https" else 80)

@@ -10,32 +10,35 @@ Routes:
   grants) and `GET /viapi-customer-temp/<key>` — the temporary bucket (`segflow_engine.tempstore`).
 
 `Engine` is the application (a request in, an answer out, no sockets) so the routing is testable on its
-own; `EngineServer` puts it behind a `ThreadingHTTPServer`. Model work runs on a `WorkerPool` of
-`workers` threads, so HTTP threads stay free to answer polls and downloads while models run.
+own; `EngineServer` puts it behind the bounded HTTP server (`segflow_engine.httpd`: a fixed pool of
+`limits.threads` threads, deadlines for slow clients, bounded connections and bodies). Model work runs on a
+`WorkerPool` of `workers` threads, so HTTP threads stay free to answer polls and downloads while models run.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import io
 import logging
 import shutil
-import socket
 import tempfile
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, unquote, urlsplit
+from urllib.parse import unquote, urlsplit
 
 from segflow.catalogue import Action, get_action, is_async_call
-from segflow.errors import ApiError, InputValidationError, SegflowError, UnknownActionError
+from segflow.errors import ApiError, InputValidationError, SegflowError
 from segflow_engine import picwish
 from segflow_engine.auth import Authenticator, EngineCredentials
 from segflow_engine.fetch import IMAGE_POLICY, PICWISH_POLICY, VIDEO_POLICY, FetchPolicy, check_url
+from segflow_engine.handler import Answer, EngineHttpServer, FileAnswer, Request, oss_error
+from segflow_engine.httpd import ServerStats
 from segflow_engine.jobs import WorkerPool
+from segflow_engine.limits import ServerLimits
 from segflow_engine.pipeline import ActionsModule, Pipeline
 from segflow_engine.protocol import (
     HttpAnswer,
@@ -54,16 +57,14 @@ from segflow_engine.results import (
     ResultAccessError,
     ResultStore,
 )
-from segflow_engine.tempstore import TempBucket
+from segflow_engine.rpc import ASYNC_RESULT_ACTION, PRODUCT_BY_VERSION, form_fields, require_media_url, route
+from segflow_engine.tempstore import TEMP_BUCKET, TempBucket
 from segflow_engine.verify import SignatureMismatchError
 
 LOG = logging.getLogger("segflow_engine.server")
 
-PRODUCT_BY_VERSION = {"2019-12-30": "imageseg", "2020-03-20": "videoseg"}
 INTERNAL_ERROR = {"imageseg": "InternalError", "videoseg": "InternalServerError"}
-ASYNC_RESULT_ACTION = "GetAsyncJobResult"
 RESULTS_PREFIX = "/results/"
-MAX_BODY_BYTES = 1024 * 1024
 PICWISH_TASK_SECONDS = 30.0  # beyond this a PicWish task ends with state -8
 SIGNATURE_MISMATCH_MESSAGE = (
     "Specified signature is not matched with our calculation. server string to sign is:"
@@ -87,27 +88,9 @@ class EngineConfig:
     # A synchronous call whose model is not done after this is answered 408 `Timeout` (a service code).
     sync_timeout_seconds: float = 300.0
     qps: float | None = None  # per AccessKeyId and action (PicWish: per AppCode); None never throttles
-
-
-@dataclass(frozen=True)
-class Request:
-    method: str
-    path: str  # without the query
-    query: dict[str, str]
-    headers: dict[str, str]  # names in lower case
-    body: bytes
-
-    def header(self, name: str, default: str = "") -> str:
-        return self.headers.get(name.lower(), default)
-
-
-@dataclass(frozen=True)
-class FileAnswer:
-    path: Path
-    content_type: str
-
-
-Answer = HttpAnswer | FileAnswer
+    limits: ServerLimits = field(
+        default_factory=ServerLimits
+    )  # connections, threads, timeouts and sizes of the HTTP side
 
 
 def load_actions_module() -> ActionsModule:
@@ -148,8 +131,15 @@ class Engine:
         self.temp_bucket = TempBucket(self.state_dir / "temp", urlsplit(self.base_url).netloc)
 
     # -- entry ---------------------------------------------------------------------------------------
+    def streams(self, method: str, path: str) -> bool:
+        """The one rule for which requests stream their body instead of having it read into memory first:
+        the temporary bucket's form uploads (up to 1 GiB, written to disk as they arrive)."""
+        return TempBucket.is_upload(method, path)
+
     def handle(self, request: Request) -> Answer:
         try:
+            if self.streams(request.method, request.path):
+                return self._receive_upload(request)
             if request.path.startswith(RESULTS_PREFIX):
                 return self._handle_result(request)
             if self.temp_bucket.is_object_path(request.path):
@@ -176,7 +166,7 @@ class Engine:
     # -- RPC -----------------------------------------------------------------------------------------
     def _handle_rpc(self, request: Request) -> HttpAnswer:
         request_id = new_request_id()
-        unverified = {**request.query, **_form_fields(request)}
+        unverified = {**request.query, **form_fields(request.header("content-type"), request.body)}
         xml = wants_xml(unverified)
         version = unverified.get("Version") or request.header("x-acs-version")
         product = PRODUCT_BY_VERSION.get(version, "imageseg")
@@ -322,10 +312,10 @@ class Engine:
     # -- results -------------------------------------------------------------------------------------
     def _handle_result(self, request: Request) -> Answer:
         if request.method not in ("GET", "HEAD"):
-            return _oss_error(405, "MethodNotAllowed", "results are read-only")
+            return oss_error(405, "MethodNotAllowed", "results are read-only")
         parts = request.path[len(RESULTS_PREFIX) :].split("/")
         if len(parts) != 2:
-            return _oss_error(404, "NoSuchKey", "no such result")
+            return oss_error(404, "NoSuchKey", "no such result")
         result_id, name = parts[0], unquote(parts[1])
         try:
             path = self.store.resolve(
@@ -333,167 +323,25 @@ class Engine:
             )
         except ResultAccessError as exc:
             code = "AccessDenied" if exc.status == 403 else "NoSuchKey"
-            return _oss_error(exc.status, code, exc.reason)
+            return oss_error(exc.status, code, exc.reason)
         return FileAnswer(path, self.store.content_type(name))
+
+    # -- the temporary bucket ------------------------------------------------------------------------
+    def _receive_upload(self, request: Request) -> HttpAnswer:
+        """A PostObject. Its body is the server's stream (the connection is closed if the refusal leaves
+        some of it unread); a body read whole (a direct call) is read from memory."""
+        body = request.stream if request.stream is not None else io.BytesIO(request.body)
+        length = int(request.header("content-length") or len(request.body))
+        answer, _ = self.temp_bucket.receive(request.headers, body, length)
+        return answer
 
     def _handle_temp_object(self, request: Request) -> Answer:
         if request.method not in ("GET", "HEAD"):
-            return _oss_error(405, "MethodNotAllowed", "temporary objects are read-only here")
+            return oss_error(405, "MethodNotAllowed", "temporary objects are read-only here", TEMP_BUCKET)
         path = self.temp_bucket.object_path(request.path)
         if path is None:
-            return _oss_error(404, "NoSuchKey", "The specified key does not exist.")
+            return oss_error(404, "NoSuchKey", "The specified key does not exist.", TEMP_BUCKET)
         return FileAnswer(path, "application/octet-stream")
-
-
-def route(params: Mapping[str, str]) -> Action:
-    """The catalogue action an RPC call names; `UnsupportedOperation` if unknown or of another Version."""
-    name = params.get("Action", "").strip()
-    version = params.get("Version", "").strip()
-    if not name:
-        raise InputValidationError(
-            "The input parameter 'Action' that is mandatory is not supplied", code="MissingParameter"
-        )
-    if not version:
-        raise InputValidationError(
-            "The input parameter 'Version' that is mandatory is not supplied", code="MissingParameter"
-        )
-    product = PRODUCT_BY_VERSION.get(version)
-    unsupported = UnknownActionError(
-        f"the action {name!r} is not supported in version {version!r}", code="UnsupportedOperation"
-    )
-    if product is None:
-        raise unsupported
-    try:
-        action = get_action(name)
-    except UnknownActionError:
-        raise unsupported from None
-    # GetAsyncJobResult exists in both products (imageseg for SegmentBody with Async=true).
-    if action.name != ASYNC_RESULT_ACTION and action.product != product:
-        raise unsupported
-    if action.media not in ("image", "video", "none") or action.product == "picwish":
-        raise unsupported
-    return action
-
-
-def require_media_url(action: Action, params: Mapping[str, str]) -> str:
-    url = params.get(action.url_param, "").strip()
-    if not url:
-        code = "MissingImageURL" if action.url_param == "ImageURL" else "MissingParameter"
-        raise InputValidationError(f"{action.url_param} is mandatory for {action.name}", code=code)
-    return url
-
-
-def _form_fields(request: Request) -> dict[str, str]:
-    if request.header("content-type").split(";")[0].strip().lower() != "application/x-www-form-urlencoded":
-        return {}
-    try:
-        return dict(parse_qsl(request.body.decode("utf-8"), keep_blank_values=True))
-    except UnicodeDecodeError:
-        return {}
-
-
-def _oss_error(status: int, code: str, message: str) -> HttpAnswer:
-    text = (
-        "<?xml version='1.0' encoding='UTF-8'?>"
-        f"<Error><Code>{code}</Code><Message>{message}</Message></Error>"
-    )
-    return HttpAnswer(status, "application/xml", text.encode("utf-8"))
-
-
-# -- HTTP -----------------------------------------------------------------------------------------------
-class _Handler(BaseHTTPRequestHandler):
-    server: _HttpServer
-    protocol_version = "HTTP/1.1"
-    server_version = "segflow-engine/0.1"
-    timeout = 120  # an idle keep-alive connection is closed after this
-
-    def do_GET(self) -> None:
-        self._serve()
-
-    def do_POST(self) -> None:
-        self._serve()
-
-    def do_HEAD(self) -> None:
-        self._serve(head=True)
-
-    def do_PUT(self) -> None:
-        self._serve()
-
-    def do_DELETE(self) -> None:
-        self._serve()
-
-    def _serve(self, head: bool = False) -> None:
-        length_text = self.headers.get("Content-Length", "0") or "0"
-        try:
-            length = int(length_text)
-        except ValueError:
-            length = -1
-        if length >= 0 and TempBucket.is_upload(self.command, urlsplit(self.path).path):
-            # A form upload is streamed to disk: a 1 GB video must not be read into memory.
-            headers = {name.lower(): value for name, value in self.headers.items()}
-            answer, close = self.server.engine.temp_bucket.receive(headers, self.rfile, length)
-            self._write(answer, close=close)
-            return
-        if length < 0 or length > MAX_BODY_BYTES:
-            self._write(HttpAnswer(413, "text/plain", b"request body too large"), head=head, close=True)
-            return
-        body = self.rfile.read(length) if length else b""
-        split = urlsplit(self.path)
-        request = Request(
-            method=self.command,
-            path=split.path or "/",
-            query=dict(parse_qsl(split.query, keep_blank_values=True)),
-            headers={name.lower(): value for name, value in self.headers.items()},
-            body=body,
-        )
-        answer = self.server.engine.handle(request)
-        if isinstance(answer, FileAnswer):
-            self._write_file(answer, head=head)
-        else:
-            self._write(answer, head=head)
-
-    def _write(self, answer: HttpAnswer, *, head: bool = False, close: bool = False) -> None:
-        self.send_response(answer.status)
-        self.send_header("Content-Type", answer.content_type)
-        self.send_header("Content-Length", str(len(answer.body)))
-        if answer.status == 401:
-            self.send_header("X-Ca-Error-Message", "Invalid AppCode")
-        if close:
-            self.send_header("Connection", "close")
-            self.close_connection = True
-        self.end_headers()
-        if not head:
-            self.wfile.write(answer.body)
-
-    def _write_file(self, answer: FileAnswer, *, head: bool) -> None:
-        try:
-            handle = answer.path.open("rb")
-        except FileNotFoundError:
-            self._write(_oss_error(404, "NoSuchKey", "no such result"), head=head)
-            return
-        with handle:
-            size = answer.path.stat().st_size
-            self.send_response(200)
-            self.send_header("Content-Type", answer.content_type)
-            self.send_header("Content-Length", str(size))
-            self.end_headers()
-            if not head:
-                shutil.copyfileobj(handle, self.wfile, 256 * 1024)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        # Never log query strings: they hold signatures and AccessKeyIds.
-        LOG.debug("%s %s -> %s", self.command, urlsplit(self.path).path, args[1] if len(args) > 1 else "")
-
-
-class _HttpServer(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-
-    def __init__(self, address: tuple[str, int], engine_factory: Callable[[_HttpServer], Engine]) -> None:
-        if ":" in address[0]:
-            self.address_family = socket.AF_INET6
-        super().__init__(address, _Handler)
-        self.engine = engine_factory(self)
 
 
 class EngineServer:
@@ -512,18 +360,14 @@ class EngineServer:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         actions_module = actions if actions is not None else load_actions_module()
 
-        def make_engine(httpd: _HttpServer) -> Engine:
-            port = httpd.server_address[1]
-            return Engine(
-                self.credentials,
-                actions_module,
-                self.state_dir,
-                self.config.public_url or f"http://{_client_host(self.config.host)}:{port}",
-                self.config,
-            )
-
-        self._httpd = _HttpServer((self.config.host, self.config.port), make_engine)
-        self.engine = self._httpd.engine
+        self._httpd = EngineHttpServer((self.config.host, self.config.port), self.config.limits)
+        base_url = self.config.public_url or f"http://{_client_host(self.config.host)}:{self.port}"
+        try:
+            self.engine = Engine(self.credentials, actions_module, self.state_dir, base_url, self.config)
+        except BaseException:
+            self._httpd.server_close()
+            raise
+        self._httpd.app = self.engine
         self._cleaner = PeriodicCleaner([self.engine.cleanup], self.config.cleanup_interval_seconds)
         self._thread: threading.Thread | None = None
         self._stopped = threading.Event()
@@ -545,6 +389,10 @@ class EngineServer:
     @property
     def base_url(self) -> str:
         return self.engine.base_url
+
+    def http_stats(self) -> ServerStats:
+        """Open connections, threads, requests being answered or waiting, slow clients dropped."""
+        return self._httpd.stats()
 
     def start(self) -> EngineServer:
         """Serves on a background thread and returns at once."""

@@ -9,7 +9,8 @@ with the object's URL. This module plays both parts for the engine:
   engine's own `host:port`), `ObjectKey` (under a random prefix), `AccessKeyId`, `EncodedPolicy`,
   `Signature`, `UseAccelerate`. The policy expires after `policy_seconds` and allows one key prefix and
   a file of at most the product's largest documented input (imageseg 4 MiB, videoseg 1 GiB).
-- `receive(...)`: the PostObject, streamed to disk (a 1 GB video is never held in memory), checked the way
+- `receive(...)`: the PostObject, streamed to disk from a reader of the request body (a 1 GB video is
+  never held in memory: `is_upload` is the route the engine's server streams), checked the way
   OSS documents it (PostObject; "How to handle common errors when the PostObject operation is called"):
   the form's `Signature` is Base64(HMAC-SHA1(AccessKeySecret, policy)); a wrong one is 403 `AccessDenied`,
   an expired policy 403 `AccessDenied` ("Invalid according to Policy: Policy expired."), an unknown
@@ -17,7 +18,9 @@ with the object's URL. This module plays both parts for the engine:
   `conditions` 400 `InvalidPolicyDocument`, a broken form 400 `MalformedPOSTRequest`; a key outside the
   policy's prefix is 403 `AccessDenied` ("Policy Condition failed", the policy-mismatch case), a file
   over `content-length-range` 400 `EntityTooLarge`. `success_action_status=201` is answered 201 with the
-  `PostResponse` XML (Bucket, Location, Key, ETag). Errors are OSS's `<Error>` XML.
+  `PostResponse` XML (Bucket, Location, Key, ETag). A body that stops arriving in time (the server's stream
+  deadlines) is 400 `RequestTimeout`, OSS's code for a socket not read from or written to in time. Errors
+  are OSS's `<Error>` XML.
 - `object_path(path)`: the stored object for a GET, unsigned as the platform's temporary URLs are, for
   `object_ttl_seconds` (then 404 `NoSuchKey`; `cleanup()` deletes it).
 
@@ -45,11 +48,12 @@ import uuid
 from collections.abc import Callable, Mapping
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Protocol
 from xml.sax.saxutils import escape
 
 from segflow.catalogue import ACTIONS
 from segflow.errors import InputValidationError
+from segflow_engine.handler import oss_error
 from segflow_engine.protocol import HttpAnswer
 
 TEMP_BUCKET = "viapi-customer-temp"
@@ -63,6 +67,12 @@ _BLOCK = 256 * 1024
 _DRAIN_BYTES = 32 * 1024 * 1024  # a refused body up to this much is read, so the client sees the answer
 _TOO_LARGE = "Your proposed upload exceeds the maximum allowed size."
 _EXPIRATION_FORMAT = "%Y-%m-%dT%H:%M:%S.000Z"
+
+
+class BodyReader(Protocol):
+    """A request body: a file, or the server's `BodyStream` (which raises `TimeoutError` when it stalls)."""
+
+    def read(self, size: int = -1, /) -> bytes: ...
 
 
 class PostRefused(Exception):
@@ -149,17 +159,21 @@ class TempBucket:
     def is_upload(method: str, path: str) -> bool:
         return method == "POST" and path.rstrip("/") == f"/{TEMP_BUCKET}"
 
-    def receive(self, headers: Mapping[str, str], body: BinaryIO, length: int) -> tuple[HttpAnswer, bool]:
+    def receive(self, headers: Mapping[str, str], body: BodyReader, length: int) -> tuple[HttpAnswer, bool]:
         """Answer one PostObject whose body (`length` bytes) is read from `body`; the flag says whether
-        the connection must be closed (the body was not read to its end)."""
+        the connection must be closed (the body was not read to its end). A declared length over any
+        product's limit is refused before a byte of the body is read."""
         reader = _FormReader(body, max(length, 0))
         try:
             if length > largest_input("videoseg") + FORM_OVERHEAD_BYTES:
                 raise PostRefused(400, "EntityTooLarge", _TOO_LARGE)
             boundary = _boundary(headers.get("content-type", ""))
             answer = self._store(reader, boundary)
+        except TimeoutError:
+            message = "Your socket connection to the server was not read from or written to in time."
+            return oss_error(400, "RequestTimeout", message, TEMP_BUCKET), True
         except PostRefused as refused:
-            answer = _oss_error(refused.status, refused.code, refused.message)
+            answer = oss_error(refused.status, refused.code, refused.message, TEMP_BUCKET)
         return answer, not reader.drain(limit=_DRAIN_BYTES)
 
     def _store(self, reader: _FormReader, boundary: bytes) -> HttpAnswer:
@@ -252,7 +266,7 @@ class TempBucket:
 class _FormReader:
     """Reads a request body of known length in blocks, finding multipart delimiters across blocks."""
 
-    def __init__(self, raw: BinaryIO, length: int) -> None:
+    def __init__(self, raw: BodyReader, length: int) -> None:
         self._raw = raw
         self._left = length
         self._buffer = bytearray()
@@ -300,8 +314,11 @@ class _FormReader:
         """Reads what is left of the body when that is at most `limit` bytes; False when it was left."""
         if self._left > limit:
             return False
-        while self._fill():
-            self._buffer.clear()
+        try:
+            while self._fill():
+                self._buffer.clear()
+        except TimeoutError:  # the client stopped sending the rest
+            return False
         return True
 
 
@@ -409,12 +426,3 @@ def _post_response(fields: Mapping[str, str], key: str, etag: str, endpoint: str
         )
         return HttpAnswer(201, "application/xml", text.encode("utf-8"))
     return HttpAnswer(200 if status == "200" else 204, "application/xml", b"")
-
-
-def _oss_error(status: int, code: str, message: str) -> HttpAnswer:
-    text = (
-        "<?xml version='1.0' encoding='UTF-8'?>"
-        f"<Error><Code>{escape(code)}</Code><Message>{escape(message)}</Message>"
-        f"<RequestId>{uuid.uuid4().hex.upper()[:24]}</RequestId><HostId>{TEMP_BUCKET}</HostId></Error>"
-    )
-    return HttpAnswer(status, "application/xml", text.encode("utf-8"))

@@ -1,8 +1,8 @@
 """The action catalogue: every action segflow can call, its parameters and its documented input limits.
 
-Facts come from `shared/spec/vision-api.md` (sections 2–4), checked against the Chinese originals in
-`shared/seeds/`. Where two documents disagree the spec's rule applies: a validator accepts only what the
-stricter of the two allows (SegmentHead: seed 001 *and* seed 002).
+Facts come from the product references summed up in `shared/VISION-API.md` (§2–§4; sources [A]–[D]).
+Where two documents disagree a validator accepts only what the stricter of the two allows (SegmentHead:
+[A] *and* [B]).
 
 Readings chosen where the documents leave room:
 
@@ -16,7 +16,7 @@ Readings chosen where the documents leave room:
 Which error code a violated limit maps to (the service's own codes; `ErrorCodes` holds them per product):
 
 * imageseg — wrong or unreadable format, corrupt header, refused PNG depth → `InvalidImage.Content`
-  (seed 001: "输入图像内容不合法 … 无效的 image content"); width/height/pixels/aspect →
+  ([A]: "输入图像内容不合法 … 无效的 image content"); width/height/pixels/aspect →
   `InvalidImage.Resolution` ("图片分辨率不符合要求"); file too large → `InvalidParameter.TooLarge`
   ("待检测内容过大").
 * videoseg — unknown or not accepted container → `InvalidFile.Type` ("文件类型非法"); truncated or
@@ -31,11 +31,9 @@ for a corrupt image, videoseg's `InvalidFile.*` (about files in general) for any
 file of unknown format; `segflow.validation.media_error_for_action` replaces it with the action's own.
 """
 
-from __future__ import annotations
-
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from types import MappingProxyType
+from typing import NamedTuple
 
 from segflow.errors import UnknownActionError
 
@@ -53,8 +51,7 @@ VIDEO_FORMATS = frozenset({"MP4", "MOV", "AVI", "FLV", "MKV", "TS", "MPG"})
 PNG_ACCEPTED_BPP = frozenset({24, 32})
 
 
-@dataclass(frozen=True)
-class Limits:
+class Limits(NamedTuple):
     """Documented input limits of one action. `None` means "no such limit".
 
     Side limits apply to width and height separately; `*_exclusive` says the bound itself is refused
@@ -109,8 +106,7 @@ class Limits:
         )
 
 
-@dataclass(frozen=True)
-class ErrorCodes:
+class ErrorCodes(NamedTuple):
     """The service's code for each kind of violation (see the module docstring for the reasons)."""
 
     format: str
@@ -160,8 +156,7 @@ PICWISH_CODES = ErrorCodes(
 _CODES_BY_PRODUCT = {"imageseg": IMAGESEG_CODES, "videoseg": VIDEOSEG_CODES, "picwish": PICWISH_CODES}
 
 
-@dataclass(frozen=True)
-class Action:
+class Action(NamedTuple):
     """One callable action: where it lives, what it takes, what it accepts."""
 
     name: str
@@ -176,7 +171,7 @@ class Action:
     required_params: tuple[str, ...] = ()  # besides url_param (GetAsyncJobResult: JobId)
     result_url_key: str | None = None  # where the result URL sits (Data or the async Result JSON)
     elements: bool = False  # the answer is Data.Elements[]
-    codes: ErrorCodes = field(default=IMAGESEG_CODES)
+    codes: ErrorCodes = IMAGESEG_CODES
 
     @property
     def all_params(self) -> tuple[str, ...]:
@@ -193,7 +188,7 @@ _JPEG_PNG_BMP_WEBP = frozenset({"JPEG", "PNG", "BMP", "WEBP"})
 _JPEG_PNG_BMP = frozenset({"JPEG", "PNG", "BMP"})
 _NO_8_16_64_PNG = frozenset({8, 16, 64})
 
-# SegmentBody, SegmentCommodity, SegmentCommonImage (seed 001): JPEG JPG PNG BMP WEBP, no 8/16/64-bit PNG,
+# SegmentBody, SegmentCommodity, SegmentCommonImage ([A]): JPEG JPG PNG BMP WEBP, no 8/16/64-bit PNG,
 # ≤ 3 MB, < 1280×1280.
 _UNDER_1280 = Limits(
     formats=_JPEG_PNG_BMP_WEBP,
@@ -204,7 +199,7 @@ _UNDER_1280 = Limits(
     refuse_png_bpp=_NO_8_16_64_PNG,
 )
 
-# SegmentFace, SegmentHair (seed 001): min side ≤ 2000, 32 ≤ max side ≤ 8000, w×h < 8,000,000,
+# SegmentFace, SegmentHair ([A]): min side ≤ 2000, 32 ≤ max side ≤ 8000, w×h < 8,000,000,
 # long/short ≤ 16, no GIF, no 8/16/64-bit PNG, ≤ 3 MB.
 _FACE_001 = Limits(
     formats=_JPEG_PNG_BMP_WEBP,
@@ -218,7 +213,7 @@ _FACE_001 = Limits(
     refuse_png_bpp=_NO_8_16_64_PNG,
 )
 
-# SegmentHead: seed 001 (as _FACE_001) and seed 002 (JPEG JPG PNG BMP, ≤ 3 MB, > 32×32 and < 2000×2000,
+# SegmentHead: [A] (as _FACE_001) and [B] (JPEG JPG PNG BMP, ≤ 3 MB, > 32×32 and < 2000×2000,
 # ≤ 5 faces advised, URL without Chinese characters). The stricter of both: the 002 formats and box, plus
 # every 001 rule (the aspect rule and the PNG depth still bite inside the 002 box).
 _HEAD = Limits(
@@ -240,7 +235,7 @@ _HEAD = Limits(
     notes=("at most 5 faces advised", "URL without Chinese characters"),
 )
 
-# ParseFace (seed 001): JPG JPEG PNG; 100×100 … 2048×2048; aspect 0.5–2.0; ≤ 4 MB.
+# ParseFace ([A]): JPG JPEG PNG; 100×100 … 2048×2048; aspect 0.5–2.0; ≤ 4 MB.
 _PARSE_FACE = Limits(
     formats=frozenset({"JPEG", "PNG"}),
     max_bytes=4 * MiB,
@@ -253,7 +248,7 @@ _PARSE_FACE = Limits(
     notes=("one frontal face, no glasses or hat", "face ≥ 100×100 and ≥ 1/10 of the side"),
 )
 
-# SegmentFurniture (seed 001): PNG JPEG JPG BMP; ≤ 4 MB; > 40×40 and < 1999×1999.
+# SegmentFurniture ([A]): PNG JPEG JPG BMP; ≤ 4 MB; > 40×40 and < 1999×1999.
 _FURNITURE = Limits(
     formats=_JPEG_PNG_BMP,
     max_bytes=4 * MiB,
@@ -265,7 +260,7 @@ _FURNITURE = Limits(
     max_exclusive=True,
 )
 
-# SegmentVehicle (seed 001): JPEG JPG BMP PNG; ≤ 3 MB; > 32×32 and < 2000×2000.
+# SegmentVehicle ([A]): JPEG JPG BMP PNG; ≤ 3 MB; > 32×32 and < 2000×2000.
 _VEHICLE = Limits(
     formats=_JPEG_PNG_BMP,
     max_bytes=3 * MiB,
@@ -277,7 +272,7 @@ _VEHICLE = Limits(
     max_exclusive=True,
 )
 
-# RefineMask (seed 001): JPG JPEG BMP PNG; < 3 MB ("需要小于3M", exclusive); > 32×32 and < 2000×2000.
+# RefineMask ([A]): JPG JPEG BMP PNG; < 3 MB ("需要小于3M", exclusive); > 32×32 and < 2000×2000.
 _REFINE_MASK = Limits(
     formats=_JPEG_PNG_BMP,
     max_bytes=3 * MiB,
@@ -290,7 +285,7 @@ _REFINE_MASK = Limits(
     max_exclusive=True,
 )
 
-# SegmentVideoBody (seed 003): MP4 AVI FLV MOV; ≤ 1 GB; ≤ 2000 frames; URL without Chinese characters.
+# SegmentVideoBody ([C]): MP4 AVI FLV MOV; ≤ 1 GB; ≤ 2000 frames; URL without Chinese characters.
 _VIDEO_BODY = Limits(
     formats=frozenset({"MP4", "AVI", "FLV", "MOV"}),
     max_bytes=1 * GiB,
@@ -298,7 +293,7 @@ _VIDEO_BODY = Limits(
     notes=("URL without Chinese characters",),
 )
 
-# SegmentHalfBody (seed 003): MP4 MOV AVI; > 100×100 and ≤ 1080p (short side ≤ 1080, long side ≤ 1920).
+# SegmentHalfBody ([C]): MP4 MOV AVI; > 100×100 and ≤ 1080p (short side ≤ 1080, long side ≤ 1920).
 _HALF_BODY = Limits(
     formats=frozenset({"MP4", "MOV", "AVI"}),
     min_width=100,
@@ -308,7 +303,7 @@ _HALF_BODY = Limits(
     max_long_side=1920,
 )
 
-# SegmentGreenScreenVideo (seed 003): MP4 AVI MKV MOV FLV TS MPG; ≥ 75×75 and ≤ 2000×2000; ≤ 120 MB.
+# SegmentGreenScreenVideo ([C]): MP4 AVI MKV MOV FLV TS MPG; ≥ 75×75 and ≤ 2000×2000; ≤ 120 MB.
 _GREEN_SCREEN = Limits(
     formats=frozenset({"MP4", "AVI", "MKV", "MOV", "FLV", "TS", "MPG"}),
     max_bytes=120 * MiB,
@@ -318,7 +313,7 @@ _GREEN_SCREEN = Limits(
     max_height=2000,
 )
 
-# PicWish (seed 004): jpg jpeg bmp png webp tiff (no GIF); ≤ 15 MB (15 MB included); ≤ 4096×4096.
+# PicWish ([D]): jpg jpeg bmp png webp tiff (no GIF); ≤ 15 MB (15 MB included); ≤ 4096×4096.
 _PICWISH = Limits(
     formats=frozenset({"JPEG", "BMP", "PNG", "WEBP", "TIFF"}),
     max_bytes=15 * MiB,

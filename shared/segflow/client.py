@@ -7,8 +7,6 @@ Every HTTP attempt (`segflow.transport`) is signed afresh (new nonce and timesta
 message, HTTP status and RequestId only.
 """
 
-from __future__ import annotations
-
 import json
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -26,6 +24,12 @@ from segflow.results import (
     segment_result,
 )
 from segflow.retry import RetryPolicy
+from segflow.settings import (
+    DEFAULT_IMAGESEG_ENDPOINT,
+    DEFAULT_OPENPLATFORM_ENDPOINT,
+    DEFAULT_PICWISH_ENDPOINT,
+    DEFAULT_VIDEOSEG_ENDPOINT,
+)
 from segflow.signing import Credentials, percent_encode, sign_v1, sign_v3
 from segflow.transport import USER_AGENT, Answer, HttpTransport
 
@@ -37,10 +41,6 @@ if TYPE_CHECKING:
 SIGNATURE_VERSIONS = ("v3", "v1")
 PICWISH_PATH = "/tasks/visual/segmentation"
 _ALIBABA_SUFFIX = ".aliyuncs.com"
-_DEFAULT_IMAGESEG = "https://imageseg.cn-shanghai.aliyuncs.com"
-_DEFAULT_VIDEOSEG = "https://videoseg.cn-shanghai.aliyuncs.com"
-_DEFAULT_PICWISH = "https://picwish.market.alicloudapi.com"
-_DEFAULT_OPENPLATFORM = "https://openplatform.aliyuncs.com"
 OPENPLATFORM_VERSION = "2019-12-19"
 _PRODUCTS = ("imageseg", "videoseg", "picwish", "openplatform")
 
@@ -64,11 +64,11 @@ class Endpoints(_EndpointFields):
 
     def __new__(
         cls,
-        imageseg: str = _DEFAULT_IMAGESEG,
-        videoseg: str = _DEFAULT_VIDEOSEG,
-        picwish: str = _DEFAULT_PICWISH,
-        openplatform: str = _DEFAULT_OPENPLATFORM,
-    ) -> Endpoints:
+        imageseg: str = DEFAULT_IMAGESEG_ENDPOINT,
+        videoseg: str = DEFAULT_VIDEOSEG_ENDPOINT,
+        picwish: str = DEFAULT_PICWISH_ENDPOINT,
+        openplatform: str = DEFAULT_OPENPLATFORM_ENDPOINT,
+    ) -> "Endpoints":
         for name, url in zip(_PRODUCTS, (imageseg, videoseg, picwish, openplatform), strict=True):
             parts = urlsplit(url)
             if parts.scheme not in ("http", "https") or not parts.netloc:
@@ -102,7 +102,7 @@ class VisionClient:
         signature_version: str = "v3",
         rate_limiter: RateLimiter | None = None,
         retry: RetryPolicy | None = None,
-        session: requests.Session | None = None,
+        session: "requests.Session | None" = None,
         timeout: float = 30.0,
         v1_method: str = "POST",
         upload_rate_limiter: RateLimiter | None = None,
@@ -169,7 +169,7 @@ class VisionClient:
         return segment_result(entry.name, request_id, data, is_async=catalogue.is_async_call(entry, query))
 
     def get_async_job_result(
-        self, job_id: str, *, product: str = "videoseg", deadline: Deadline | None = None
+        self, job_id: str, *, product: str = "videoseg", deadline: "Deadline | None" = None
     ) -> AsyncJobResult:
         """Poll a videoseg job (default) or an async SegmentBody job (`product="imageseg"`); with a
         `deadline`, no attempt (nor retry) waits past it (`DeadlineError`)."""
@@ -197,7 +197,7 @@ class VisionClient:
         action: str,
         params: Mapping[str, str],
         *,
-        deadline: Deadline | None = None,
+        deadline: "Deadline | None" = None,
     ) -> tuple[str, dict[str, Any]]:
         document = self._rpc_call(product, version, action, params, deadline=deadline)
         return str(document["RequestId"]), data_of(document)
@@ -209,7 +209,7 @@ class VisionClient:
         action: str,
         params: Mapping[str, str],
         *,
-        deadline: Deadline | None = None,
+        deadline: "Deadline | None" = None,
         http_method: str | None = None,
     ) -> dict[str, Any]:
         """One RPC call, retried: the whole document of a success answer (it has a RequestId)."""
@@ -343,10 +343,10 @@ class PicWishClient:
         self,
         appcode: str,
         *,
-        endpoint: str = _DEFAULT_PICWISH,
+        endpoint: str = DEFAULT_PICWISH_ENDPOINT,
         rate_limiter: RateLimiter | None = None,
         retry: RetryPolicy | None = None,
-        session: requests.Session | None = None,
+        session: "requests.Session | None" = None,
         timeout: float = 40.0,  # the service itself gives up after 30 s (state -8)
         body_format: str = "form",
     ) -> None:

@@ -31,7 +31,6 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import unquote_plus
@@ -76,12 +75,32 @@ def parse_time(value: str) -> datetime:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
 
 
-@dataclass(frozen=True)
-class OssRecord:
+class _Wrapper:
+    """A read-only wrapper over an event payload, compared by value. A plain class with slots, not a
+    dataclass: building dataclasses is most of a module's import cost, and cold start is paid per instance."""
+
+    __slots__: tuple[str, ...] = ()
+
+    def _values(self) -> tuple[Any, ...]:
+        return tuple(getattr(self, name) for name in self.__slots__)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _Wrapper) and type(other) is type(self) and self._values() == other._values()
+
+    __hash__ = None  # type: ignore[assignment]  # the payloads are dicts
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({', '.join(f'{n}={getattr(self, n)!r}' for n in self.__slots__)})"
+
+
+class OssRecord(_Wrapper):
     """One element of an OSS trigger event's `events` list."""
 
-    raw: Any
-    index: int
+    __slots__ = ("index", "raw")
+
+    def __init__(self, raw: Any, index: int) -> None:
+        self.raw = raw
+        self.index = index
 
     def _field(self, *path: str) -> Any:
         node = self.raw
@@ -190,12 +209,14 @@ class OssRecord:
         return out
 
 
-@dataclass(frozen=True)
-class OssEvent:
+class OssEvent(_Wrapper):
     """An OSS trigger event: `{"events": [record, ...]}`, possibly several records."""
 
-    raw: Mapping[str, Any]
-    records: tuple[OssRecord, ...]
+    __slots__ = ("raw", "records")
+
+    def __init__(self, raw: Mapping[str, Any], records: tuple[OssRecord, ...]) -> None:
+        self.raw = raw
+        self.records = records
 
     @classmethod
     def from_payload(cls, payload: bytes | bytearray | str | Mapping[str, Any]) -> OssEvent:
@@ -214,13 +235,15 @@ class OssEvent:
         return len(self.records)
 
 
-@dataclass(frozen=True)
-class TimerEvent:
+class TimerEvent(_Wrapper):
     """A timer trigger event: `{"triggerTime": ..., "triggerName": ..., "payload": ...}`.
 
     A manual invocation may send an empty payload; every field is then None."""
 
-    raw: Mapping[str, Any]
+    __slots__ = ("raw",)
+
+    def __init__(self, raw: Mapping[str, Any]) -> None:
+        self.raw = raw
 
     @classmethod
     def from_payload(cls, payload: bytes | bytearray | str | Mapping[str, Any] | None) -> TimerEvent:

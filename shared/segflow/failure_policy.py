@@ -17,8 +17,6 @@ Also here: the one retry loop's predicate for writes after a paid call (`transie
 per-record isolation every service uses (`isolated`).
 """
 
-from __future__ import annotations
-
 import logging
 from collections.abc import Callable
 from enum import Enum

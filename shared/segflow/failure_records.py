@@ -9,8 +9,6 @@ The index makes counting failures by kind, code and action a listing, with no re
 only with the record: written with it, rewritten when a later attempt fails differently, removed with it.
 """
 
-from __future__ import annotations
-
 import hashlib
 import json
 from collections.abc import Iterator, Mapping

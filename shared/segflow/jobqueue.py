@@ -6,8 +6,6 @@
                                 once generation n has expired or been released by its owner
 """
 
-from __future__ import annotations
-
 import json
 import time
 from collections.abc import Callable, Iterator

@@ -15,6 +15,7 @@
     <jobs>/state/failed/<kind>/<code>/<action>/<hash>   the failure records' index (failure_records)
     <jobs>/state/collector.json               when the collector last ran, and what it did
     <jobs>/redrives/<hash>.<time>             put-if-absent: one redrive of one failure, whoever asks
+    <jobs>/pairs/<id>.json                    the half of a RefineMask pair that waits for the other
     <jobs>/backfill/checkpoint.json           where `segflow backfill` stopped (resumable)
 
 Keys are OSS keys (up to 1023 UTF-8 bytes). A result key is the source key plus a prefix and a suffix, so
@@ -27,7 +28,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterator
 
-from segflow.storage.base import Storage
+from segflow.storage.base import ObjectInfo, Storage
 
 RESULT_NAME_BYTES = 48
 """Room kept for a result file's name (`element-12-origin.png`, `<part>.png`; see outputs.plan_files)."""
@@ -164,6 +165,13 @@ class BucketLayout:
         return f"{self.jobs_prefix}redrives/{key_hash}.{stamp}"
 
     @property
+    def pairs_prefix(self) -> str:
+        return f"{self.jobs_prefix}pairs/"
+
+    def pair_key(self, pair_id: str) -> str:
+        return f"{self.pairs_prefix}{pair_id}.json"
+
+    @property
     def backfill_checkpoint_key(self) -> str:
         return f"{self.jobs_prefix}backfill/checkpoint.json"
 
@@ -175,9 +183,18 @@ class BucketLayout:
         return f"{self.deferred_prefix}{marker_id}.json"
 
 
-def ids_under(storage: Storage, prefix: str, *, page_size: int = 1000) -> Iterator[str]:
-    """The `<id>` of every `<prefix><id>.json` directly under `prefix`, a listing page at a time."""
+def entries_under(
+    storage: Storage, prefix: str, *, page_size: int = 1000
+) -> Iterator[tuple[str, ObjectInfo]]:
+    """(`<id>`, what the listing says of it) for every `<prefix><id>.json` directly under `prefix`, a
+    listing page at a time: no object is read."""
     for info in storage.list(prefix, page_size=page_size):
         name = info.key[len(prefix) :]
         if name.endswith(".json") and "/" not in name:
-            yield name[: -len(".json")]
+            yield name[: -len(".json")], info
+
+
+def ids_under(storage: Storage, prefix: str, *, page_size: int = 1000) -> Iterator[str]:
+    """The `<id>` of every `<prefix><id>.json` directly under `prefix`, a listing page at a time."""
+    for record_id, _ in entries_under(storage, prefix, page_size=page_size):
+        yield record_id

@@ -2,11 +2,13 @@
 
 `log_outcome` writes `{"bucket", "key", "action", "outcome", "code", "request_id", "ms", ...}` so FC's log
 service can query outcomes by field. `install_redaction(secrets)` makes sure no AccessKey secret, STS
-token, `Signature=` value or `Authorization` header reaches a handler, whichever logger emits it.
+token, AppCode, `Signature` value or `Authorization` header reaches a handler, whichever logger emits it,
+in whatever encoding it was written (`redact`).
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import re
@@ -18,35 +20,97 @@ OUTCOME_FIELDS = ("bucket", "key", "action", "outcome", "code", "request_id", "m
 MASK = "<redacted>"
 _MIN_SECRET_LENGTH = 6
 
-_PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
-    # Authorization: ACS3-HMAC-SHA256 Credential=…,SignedHeaders=…,Signature=…  /  OSS ak:sig  /  APPCODE x
-    (
-        re.compile(r"(?i)(\bauthorization\b['\"]?\s*[:=]\s*['\"]?)([^'\"\r\n]+)"),
-        r"\1" + MASK,
-    ),
-    # Query-string and form signatures (v1 RPC, OSS presigned URLs) and v3 signature parts.
-    (re.compile(r"(?i)(\bsignature\b['\"]?\s*[=:]\s*['\"]?)([^&\s'\",;]+)"), r"\1" + MASK),
-    # STS tokens and secrets named as parameters, headers, dict keys or attributes.
-    (
-        re.compile(
-            r"(?i)(\b(?:security[-_]?token|x-acs-security-token|x-oss-security-token|"
-            r"access[-_]?key[-_]?secret|accesskeysecret|appcode|secret)\b['\"]?\s*[=:]\s*['\"]?)"
-            r"([^&\s'\",;)]+)"
-        ),
-        r"\1" + MASK,
-    ),
-    # A bare STS token (they start with CAIS and run long) wherever it appears.
-    (re.compile(r"\bCAIS[A-Za-z0-9+/=_-]{16,}"), MASK),
+# A secret travels raw, or percent-encoded once or more (an OSS presigned URL encodes its `Signature` and
+# `security-token`; sent as `ImageURL` that URL is encoded again, and urllib3 logs the request line):
+# `%` itself may be encoded as `%25`, any number of times, and the hex digits come in either case.
+_PCT = r"%(?:25)*"
+_EQUALS = rf"(?:[=:]|{_PCT}3[dD])"
+_AMPERSAND = rf"(?:&|{_PCT}26)"
+# A parameter name starts after a non-name character, or after an encoded `?` or `&` (`%3F`, `%253F`,
+# `%26`, … end in `3F` / `26`, so a name glued to them still starts there).
+_NAME_START = r"(?:(?<![A-Za-z0-9_])|(?<=3[fF])|(?<=26))"
+_SECRET_NAMES = (
+    r"signature|security[-_]?token|x-acs-security-token|x-oss-security-token|"
+    r"access[-_]?key[-_]?secret|accesskeysecret|appcode|secret"
 )
+"""Named secrets. An AccessKey ID (`AccessKeyId`, `OSSAccessKeyId`) is left readable: it identifies a key,
+signs nothing, and is what one needs to tell which key a refused call used."""
+
+# Words at least one of which every text the named patterns can change contains (the parameter names,
+# `authorization`; an STS token starts with `CAIS`): a text without them, like most log lines, is left as
+# it is without running, or even compiling, the patterns.
+_TRIGGERS = ("signature", "token", "secret", "appcode", "authorization")
+
+
+@functools.lru_cache(maxsize=1)
+def _patterns() -> tuple[tuple[re.Pattern[str], str], ...]:
+    """The named patterns, compiled on first need (about a millisecond of every cold start otherwise)."""
+    return (
+        # Authorization: ACS3-HMAC-SHA256 Credential=…,SignedHeaders=…,Signature=…  /  OSS ak:sig  /  APPCODE
+        (
+            re.compile(r"(?i)(\bauthorization\b['\"]?\s*[:=]\s*['\"]?)([^'\"\r\n]+)"),
+            r"\1" + MASK,
+        ),
+        # Signatures, STS tokens and secrets named as query or form parameters (raw or encoded, also inside
+        # an encoded URL), headers, dict keys or attributes: the value runs to the next (encoded) `&`.
+        (
+            re.compile(
+                rf"(?i){_NAME_START}((?:{_SECRET_NAMES})['\"]?\s*{_EQUALS}\s*['\"]?)"
+                rf"(?:(?!{_AMPERSAND})[^&\s'\",;)<>])+"
+            ),
+            r"\1" + MASK,
+        ),
+        # A bare STS token (they start with CAIS and run long) wherever it appears, raw or encoded.
+        # No word boundary before it: inside an encoded query it follows `%3D`.
+        (re.compile(rf"CAIS(?:[A-Za-z0-9+/=_-]|{_PCT}(?:2[bBfF]|3[dD])){{16,}}"), MASK),
+    )
+
+
+def _may_hold_named_secret(text: str) -> bool:
+    if "CAIS" in text:
+        return True
+    lowered = text.lower()
+    return any(word in lowered for word in _TRIGGERS)
+
+
+def _char_forms(char: str) -> str:
+    """A regex for one character of a secret as it may be written: raw, or percent-encoded at any depth
+    (a space also as `+` or an encoded `+`, a slash also as JSON's `\\/`)."""
+    if char.isascii() and (char.isalnum() or char in "-_.~"):
+        return re.escape(char)  # unreserved: no encoder changes it
+    encoded = "".join(rf"{_PCT}[{b >> 4:X}{b >> 4:x}][{b & 15:X}{b & 15:x}]" for b in char.encode("utf-8"))
+    extra = {" ": rf"|\+|{_PCT}2[bB]", "/": r"|\\/"}.get(char, "")  # quote_plus, then quoted again
+    return f"(?:{re.escape(char)}|{encoded}{extra})"
+
+
+@functools.lru_cache(maxsize=16)
+def _values_pattern(secrets: tuple[str, ...]) -> re.Pattern[str] | None:
+    """One regex matching any of the secrets in any encoding (longest first)."""
+    if not secrets:
+        return None
+    alternatives = ["".join(_char_forms(c) for c in secret) for secret in secrets]
+    return re.compile("|".join(alternatives))
 
 
 def redact(text: str, secrets: Iterable[str] = ()) -> str:
-    """`text` with known secret values and signature/token/authorization values masked."""
-    for secret in sorted({s for s in secrets if s and len(s) >= _MIN_SECRET_LENGTH}, key=len, reverse=True):
-        text = text.replace(secret, MASK)
-    for pattern, replacement in _PATTERNS:
-        text = pattern.sub(replacement, text)
+    """`text` with known secret values and signature/token/authorization values masked, in every
+    encoding: raw, percent-encoded once or more (upper- or lower-case hex), `+` for spaces."""
+    known = tuple(
+        sorted({s for s in secrets if s and len(s) >= _MIN_SECRET_LENGTH}, key=lambda s: (-len(s), s))
+    )
+    pattern = _values_pattern(known)
+    if pattern is not None:
+        text = pattern.sub(MASK, text)
+    if _may_hold_named_secret(text):
+        for named, replacement in _patterns():
+            text = named.sub(replacement, text)
     return text
+
+
+def redact_known(text: str) -> str:
+    """`redact` with the secrets given to `install_redaction` so far (none: the named patterns only)."""
+    installed = _installed
+    return redact(text, installed.secrets() if installed is not None else ())
 
 
 class RedactingFilter(logging.Filter):
@@ -63,9 +127,12 @@ class RedactingFilter(logging.Filter):
         with self._lock:
             self._secrets.update(s for s in secrets if s and len(s) >= _MIN_SECRET_LENGTH)
 
-    def filter(self, record: logging.LogRecord) -> bool:
+    def secrets(self) -> tuple[str, ...]:
         with self._lock:
-            secrets = tuple(self._secrets)
+            return tuple(self._secrets)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        secrets = self.secrets()
         try:
             message = record.getMessage()
         except Exception:  # a broken %-format must not lose the record; log what we have

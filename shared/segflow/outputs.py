@@ -8,15 +8,12 @@ Result URLs expire (30 minutes; PicWish 1 hour), so they are copied at once, str
 into `Storage.put_stream` so a large video never sits in memory.
 """
 
-from __future__ import annotations
-
 import json
 import re
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 from urllib.parse import urlsplit
 
 import requests
@@ -51,8 +48,7 @@ def iso_time(seconds: float) -> str:
     return datetime.fromtimestamp(seconds, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-@dataclass(frozen=True)
-class OutputFile:
+class OutputFile(NamedTuple):
     """One result file to fetch: where it comes from and its name in the result folder."""
 
     role: str  # "cutout" | "mask" | "origin" | "video" | "element"
@@ -137,7 +133,9 @@ class Downloads:
 
     __slots__ = ("deadline", "margin", "timeout")
 
-    def __init__(self, timeout: float = 60.0, deadline: Deadline | None = None, margin: float = 0.0) -> None:
+    def __init__(
+        self, timeout: float = 60.0, deadline: "Deadline | None" = None, margin: float = 0.0
+    ) -> None:
         self.timeout = timeout
         self.deadline = deadline
         self.margin = margin
@@ -277,8 +275,7 @@ def failure_document(
 # -- storing a whole result -----------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class StoredResult:
+class StoredResult(NamedTuple):
     """The keys written for one result; the manifest is written last, so its presence means complete."""
 
     keys: tuple[str, ...]

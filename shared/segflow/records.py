@@ -15,8 +15,6 @@ The id is a hash of bucket, key, ETag and action, so a duplicate delivery of the
 record its first delivery made, and a new version of the object (new ETag) is processed again.
 """
 
-from __future__ import annotations
-
 import contextlib
 import hashlib
 import json
@@ -72,6 +70,8 @@ class JobRecord(NamedTuple):
     resubmits: int = 0
     submit_key: str | None = None
     """The object actually given to the API when it is not the source (a fitted or converted copy)."""
+    mask_key: str | None = None
+    """RefineMask pairs: the coarse mask given with the image (the record's ETag is both ETags)."""
     fit: Mapping[str, Any] | None = None
     outputs: tuple[str, ...] = ()
     """The stored result's keys; in a `submitting` record: stored, but marking it done failed."""
@@ -81,7 +81,7 @@ class JobRecord(NamedTuple):
     calling again, until `answer_expires_at` (result URLs live 30 minutes)."""
     answer_expires_at: float | None = None
 
-    def evolve(self, **changes: Any) -> JobRecord:
+    def evolve(self, **changes: Any) -> "JobRecord":
         return self._replace(**changes)
 
     def to_json(self) -> bytes:
@@ -94,7 +94,7 @@ class JobRecord(NamedTuple):
         return json.dumps(data, ensure_ascii=False, sort_keys=True, indent=1).encode("utf-8")
 
     @classmethod
-    def from_json(cls, raw: bytes | str) -> JobRecord:
+    def from_json(cls, raw: bytes | str) -> "JobRecord":
         try:
             data = json.loads(raw)
             data["state"] = RecordState(data["state"])
@@ -155,6 +155,7 @@ class RecordStore:
         *,
         size: int | None = None,
         region: str | None = None,
+        mask_key: str | None = None,
     ) -> Claim:
         """Create the record put-if-absent, or decide what an existing one means for this delivery."""
         now = self.clock()
@@ -168,6 +169,7 @@ class RecordStore:
             params=dict(params or {}),
             size=size,
             region=region,
+            mask_key=mask_key,
             claimed_until=now + self.claim_seconds,
             created_at=now,
             updated_at=now,

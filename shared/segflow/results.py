@@ -5,8 +5,6 @@ SegmentFurniture's `ImageUrl`, `VideoUrl` vs `VideoURL`, GetAsyncJobResult's `Re
 string, XML answers where a one-element list looks like an object and every number is text.
 """
 
-from __future__ import annotations
-
 import json
 from collections.abc import Mapping
 from types import MappingProxyType

@@ -6,8 +6,6 @@ Waiting is exponential backoff with full jitter, bounded both in attempts and in
 Function Compute invocation never spends its whole timeout on one throttled call.
 """
 
-from __future__ import annotations
-
 import logging
 import random
 import time
@@ -119,7 +117,7 @@ class RetryPolicy(_RetryPolicyFields):
         sleep: Callable[[float], None] = time.sleep,
         rng: Uniform | None = None,
         clock: Callable[[], float] = time.monotonic,
-    ) -> RetryPolicy:
+    ) -> "RetryPolicy":
         if max_attempts < 1:
             raise ValueError("max_attempts must be at least 1")
         if base_delay < 0 or max_delay < 0 or max_total < 0:
@@ -159,7 +157,7 @@ class RetryPolicy(_RetryPolicyFields):
         attempt: Callable[[], T],
         *,
         what: str = "call",
-        deadline: Deadline | None = None,
+        deadline: "Deadline | None" = None,
         retry_if: Callable[[SegflowError], bool] | None = None,
     ) -> T:
         """Call `attempt` until it succeeds, raises an error `retry_if` refuses (default: a non-retryable

@@ -12,8 +12,6 @@ The server side (verification, as the service and the local engine do it) lives 
 Standard library only: the layer must stay light to import.
 """
 
-from __future__ import annotations
-
 import base64
 import hashlib
 import hmac
@@ -67,7 +65,7 @@ class Credentials:
     def __hash__(self) -> int:
         return hash(self._values())
 
-    def __reduce__(self) -> tuple[type[Credentials], tuple[str, str, str | None]]:
+    def __reduce__(self) -> "tuple[type[Credentials], tuple[str, str, str | None]]":
         # copy and pickle rebuild through __init__: the default would call the refusing __setattr__.
         return (type(self), self._values())
 

@@ -43,6 +43,8 @@ class Outcome(str, Enum):
     """Retryable: the record is handed back and the event raised, so FC delivers it again."""
     FAULT = "fault"
     """A deployment fault (keys, permissions, AppCode, product not activated): retryable once fixed."""
+    WAITING = "waiting"
+    """Half of a RefineMask pair: it waits for the other half (recorded), nothing called yet."""
     DEFERRED = "deferred"
     """Not started before the invocation's deadline: left to the redelivery (and the collector)."""
     PENDING = "pending"

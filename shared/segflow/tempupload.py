@@ -14,8 +14,6 @@ The object lands in the platform's own bucket, so this works on every account, w
 domains allow. Imported on first use only: the handlers' cold start never pays for it.
 """
 
-from __future__ import annotations
-
 import ipaddress
 import os
 from collections.abc import Iterator, Mapping, Sequence
@@ -49,7 +47,7 @@ class UploadGrant(NamedTuple):
     request_id: str
 
     @classmethod
-    def from_document(cls, document: Mapping[str, Any]) -> UploadGrant:
+    def from_document(cls, document: Mapping[str, Any]) -> "UploadGrant":
         missing = [
             name for name in _GRANT_FIELDS if not isinstance(document.get(name), str) or not document[name]
         ]
@@ -203,7 +201,9 @@ def post_form(transport: HttpTransport, address: TempAddress, body: MultipartBod
     )
 
 
-def upload_input(vision: VisionClient, storage: Storage, key: str, *, product: str, region_id: str) -> str:
+def upload_input(
+    vision: "VisionClient", storage: "Storage", key: str, *, product: str, region_id: str
+) -> str:
     """Authorize, POST `key` of `storage` to the temporary bucket of `product` (imageseg or videoseg), and
     return the URL to hand the action. Each POST attempt (5xx and broken connections are retried by the
     client's policy) streams the object afresh."""

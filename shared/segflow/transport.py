@@ -4,10 +4,7 @@ when the API has a quota, and connection failures as `ApiConnectionError` whose 
 get their `Signature=` / token values blanked.
 """
 
-from __future__ import annotations
-
 import logging
-import re
 import threading
 import time
 from collections.abc import Mapping
@@ -67,9 +64,9 @@ class HttpTransport:
         headers: Mapping[str, str],
         body: bytes | SizedReader,
         *,
-        limiter: RateLimiter | None,
+        limiter: "RateLimiter | None",
         what: str,
-        deadline: Deadline | None = None,
+        deadline: "Deadline | None" = None,
     ) -> Answer:
         """`limiter=None` for requests outside any API quota (the form POST to a bucket)."""
         host = urlsplit(url).netloc
@@ -114,17 +111,21 @@ class HttpTransport:
 
 # --- keep secrets out of third-party logs ----------------------------------------------------------------
 
-_SECRET_QUERY = re.compile(r"(Signature|SecurityToken|AccessKeySecret)=[^&\s\"']*")
+_URLLIB3_LOGGERS = ("urllib3.connectionpool", "urllib3.util.retry", "urllib3.poolmanager")
+"""The urllib3 loggers that write request URLs (request lines, retries, redirects) at DEBUG."""
 _filter_lock = threading.Lock()
 _filter_installed = False
 
 
 class _RedactQuerySecrets(logging.Filter):
-    """urllib3 logs `"POST /?…&Signature=… HTTP/1.1" 200` at DEBUG: blank the secret values out."""
+    """urllib3 logs `"POST /?…&Signature=… HTTP/1.1" 200` at DEBUG, with an input URL percent-encoded
+    inside `ImageURL` (`Signature%3D…`, `security-token%3D…`): mask every encoding of every secret."""
 
     def filter(self, record: logging.LogRecord) -> bool:
+        from segflow.logs import redact_known
+
         message = record.getMessage()
-        redacted = _SECRET_QUERY.sub(r"\1=<redacted>", message)
+        redacted = redact_known(message)
         if redacted != message:
             record.msg = redacted
             record.args = None
@@ -135,5 +136,6 @@ def _hide_secrets_in_urllib3_logs() -> None:
     global _filter_installed
     with _filter_lock:
         if not _filter_installed:
-            logging.getLogger("urllib3.connectionpool").addFilter(_RedactQuerySecrets())
+            for name in _URLLIB3_LOGGERS:
+                logging.getLogger(name).addFilter(_RedactQuerySecrets())
             _filter_installed = True

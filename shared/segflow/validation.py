@@ -9,10 +9,8 @@ is neither MPEG-1/2 nor H.264 has no known resolution, a fragmented MP4 or a Mat
 count; the service decides those.
 """
 
-from __future__ import annotations
-
-from dataclasses import dataclass
 from math import isqrt
+from typing import NamedTuple
 
 from segflow.catalogue import PNG_ACCEPTED_BPP, Action, Limits
 from segflow.errors import InputValidationError
@@ -28,8 +26,7 @@ RESOLUTION = "resolution"
 FRAMES = "frames"
 
 
-@dataclass(frozen=True)
-class Violation:
+class Violation(NamedTuple):
     """One broken limit: its kind, the service's code and a sentence naming the limit and the value."""
 
     kind: str

@@ -107,7 +107,7 @@ def test_throttled_then_successful_call_is_retried_with_a_fresh_nonce(api: FakeA
 
 
 def test_invalid_image_resolution_is_raised_at_once_with_its_ids(api: FakeApi) -> None:
-    # imageseg 400 InvalidImage.Resolution (spec section 2 error codes): the input must be fixed, not retried.
+    # imageseg 400 InvalidImage.Resolution (VISION-API.md §2 error codes): fix the input, do not retry.
     api.queue(
         "SegmentBody",
         Reply.error(

@@ -1,4 +1,4 @@
-"""Our v3 requests look like the official SDK 4.x's (spec section 1, "measured" note), both at the fake."""
+"""Our v3 requests look like the official SDK 4.x's (VISION-API.md §1, "measured" note), both at the fake."""
 
 from __future__ import annotations
 

@@ -263,7 +263,8 @@ def test_upload_released_after_a_retryable_error_is_redriven_when_no_retry_comes
 
 
 def test_concurrent_polls_stay_under_the_shared_rate_limit(make: Any) -> None:
-    """Throttling.User: the account allows 2 QPS by default (spec §2); every worker shares one bucket."""
+    """Throttling.User: the account allows 2 QPS by default (VISION-API.md §1); every worker shares one
+    bucket."""
     h: Harness = make(collect_concurrency=4, client_qps=10.0)
     h.vision.job_statuses = []
     queue_videos(h, 8)

@@ -24,6 +24,7 @@ from segflow.errors import ConfigError
 from segflow.signing import Credentials, sign_v1
 from segflow_engine import cli
 from segflow_engine.auth import EngineCredentials, parse_access_keys, parse_appcodes
+from segflow_engine.limits import ServerLimits
 from tests.conftest import REPO_ROOT
 
 
@@ -43,10 +44,34 @@ def test_options_are_parsed() -> None:
     assert (args.host, args.port, args.workers, args.state_dir) == ("0.0.0.0", 9000, 4, Path("/tmp/x"))
 
 
+def test_http_limits_default_to_the_servers_and_are_parsed() -> None:
+    assert cli.server_limits(_parse()) == ServerLimits()
+    limits = cli.server_limits(
+        _parse(
+            "--http-threads", "8", "--max-connections", "64", "--backlog", "16",
+            "--header-timeout", "2.5", "--idle-timeout", "5",
+        )
+    )  # fmt: skip
+    assert (limits.threads, limits.max_connections, limits.backlog) == (8, 64, 16)
+    assert (limits.header_timeout, limits.idle_timeout) == (2.5, 5.0)
+
+
+@pytest.mark.parametrize(
+    "option",
+    [("--http-threads", "0"), ("--max-connections", "0"), ("--header-timeout", "0"), ("--backlog", "-1")],
+)
+def test_non_positive_http_limits_are_refused(
+    option: tuple[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli.run(_parse("--port", "0", *option)) == 2
+    assert f"{option[0]} must be" in capsys.readouterr().err
+
+
 def test_importing_the_command_loads_no_heavy_module() -> None:
     code = (
         "import sys, segflow_engine.cli; "
-        "heavy = [m for m in ('numpy', 'PIL', 'onnxruntime', 'mediapipe', 'av', 'segflow_engine.server') "
+        "heavy = [m for m in ('numpy', 'PIL', 'onnxruntime', 'mediapipe', 'av', 'segflow_engine.server', "
+        "'http.server') "
         "if m in sys.modules]; print(heavy)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=_env())

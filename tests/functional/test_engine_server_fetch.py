@@ -2,7 +2,7 @@
 
 GIVEN loopback servers that stream without Content-Length, stall, or redirect in circles
 WHEN  the engine's fetcher downloads from them
-THEN  it stops at the action's byte limit (spec §2: SegmentBody ≤ 3 MB) or its time bounds, with the
+THEN  it stops at the action's byte limit (VISION-API.md §2: SegmentBody ≤ 3 MB) or its time bounds, with the
       service's codes, and never holds more than the limit.
 """
 
@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,7 @@ import pytest
 from segflow.catalogue import MiB, get_action
 from segflow.errors import InputValidationError
 from segflow_engine.fetch import FetchPolicy, fetch_bytes, fetch_to_file
+from segflow_engine.httpwire import QuietThreadingHTTPServer
 
 CHUNK = b"\0" * 65536
 
@@ -57,8 +58,7 @@ class _Handler(BaseHTTPRequestHandler):
 
 @pytest.fixture(scope="module")
 def base_url() -> Iterator[str]:
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    httpd.daemon_threads = True
+    httpd = QuietThreadingHTTPServer(("127.0.0.1", 0), _Handler)
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{httpd.server_address[1]}"
@@ -74,10 +74,9 @@ def test_stream_without_length_stops_at_3_mb_for_segment_body(base_url: str) -> 
 
 def test_video_stream_over_120_mb_limit_is_not_kept_on_disk(base_url: str, tmp_path: Path) -> None:
     # SegmentGreenScreenVideo ≤ 120 MB; a 3 MB cap stands in through a copy of its catalogue entry.
-    from dataclasses import replace
 
     action = get_action("SegmentGreenScreenVideo")
-    small = replace(action, limits=replace(action.limits, max_bytes=3 * MiB))
+    small = action._replace(limits=action.limits._replace(max_bytes=3 * MiB))
     dest = tmp_path / "input"
     with pytest.raises(InputValidationError) as refused:
         fetch_to_file(small, f"{base_url}/endless", dest)

@@ -1,4 +1,5 @@
-"""Inputs are fetched by URL and checked with the layer's catalogue, with the service's codes (spec §2, §3).
+"""Inputs are fetched by URL and checked with the layer's catalogue, with the service's codes (VISION-API.md
+§2, §3).
 
 GIVEN inputs on a loopback file server (some missing, some too large, some of the wrong kind)
 WHEN  the engine is asked to segment them
@@ -22,7 +23,7 @@ from tests.support.engine_server import (
     start_engine,
 )
 
-# SegmentCommonImage (spec §2): JPEG JPG PNG BMP WEBP, no 8/16/64-bit PNG, ≤ 3 MB, < 1280×1280.
+# SegmentCommonImage (VISION-API.md §2): JPEG JPG PNG BMP WEBP, no 8/16/64-bit PNG, ≤ 3 MB, < 1280×1280.
 
 
 def _png_padded_over(limit: int) -> bytes:

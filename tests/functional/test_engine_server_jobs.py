@@ -1,4 +1,5 @@
-"""Asynchronous calls: SegmentBody with Async=true and every videoseg action become jobs (spec §2, §3).
+"""Asynchronous calls: SegmentBody with Async=true and every videoseg action become jobs (VISION-API.md §2,
+§3).
 
 GIVEN an engine with one model worker and stub models the test can hold at a gate
 WHEN  jobs are submitted and polled with GetAsyncJobResult

@@ -1,4 +1,5 @@
-"""PicWish's cut-out API on the engine (spec §4): AppCode auth, JSON or form bodies, outcome in `data.state`.
+"""PicWish's cut-out API on the engine (VISION-API.md §4): AppCode auth, JSON or form bodies, outcome in
+`data.state`.
 
 GIVEN an engine with stub models and a known AppCode
 WHEN  tasks are posted to /tasks/visual/segmentation

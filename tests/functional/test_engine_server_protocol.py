@@ -1,4 +1,4 @@
-"""The engine answers like the service (spec §1–§2): JSON or XML, Data shapes per action, error codes.
+"""The engine answers like the service (VISION-API.md §1–§2): JSON or XML, Data shapes per action, codes.
 
 Protocol only: the models are a stub, so these run in a second. `UnsupportedOperation` is answered with
 HTTP 400 (documented in `segflow_engine.protocol`).

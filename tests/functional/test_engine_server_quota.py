@@ -1,5 +1,6 @@
-"""With `--qps`, the engine throttles like the service (spec: 2 QPS by default; over-limit calls fail, they
-are not queued): imageseg/videoseg answer `Throttling.User`, PicWish HTTP 429. Without it, it never throttles.
+"""With `--qps`, the engine throttles like the service (VISION-API.md §1: 2 QPS by default; over-limit calls
+fail, they are not queued): imageseg/videoseg answer `Throttling.User`, PicWish HTTP 429. Without it, it
+never throttles.
 """
 
 from __future__ import annotations

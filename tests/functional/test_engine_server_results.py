@@ -1,4 +1,5 @@
-"""Result URLs behave like the service's: valid 30 minutes (PicWish 1 hour), unguessable, then gone (spec §1).
+"""Result URLs behave like the service's: valid 30 minutes (PicWish 1 hour), unguessable, then gone
+(VISION-API.md §1).
 
 GIVEN an engine whose result store clock the test can move
 WHEN  a result URL is downloaded in time, late, or after being altered

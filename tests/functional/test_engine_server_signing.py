@@ -1,4 +1,5 @@
-"""The engine refuses what the service refuses: signatures v1 and v3 checked like imageseg does (spec §1).
+"""The engine refuses what the service refuses: signatures v1 and v3 checked like imageseg does
+(VISION-API.md §1).
 
 GIVEN an engine on loopback with stub models and a known key pair
 WHEN  a call is signed correctly, tampered with, stale, replayed, or made with an unknown key

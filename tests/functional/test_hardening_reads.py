@@ -100,7 +100,7 @@ def moov_size(data: bytes) -> int:
 def test_a_3_mb_jpeg_is_validated_from_its_first_64_kib(counted: tuple[Harness, CountingStorage]) -> None:
     h, storage = counted
     key = "incoming/photos/camera.jpg"
-    storage.put_bytes(key, photo(3 * MiB - 1))  # SegmentCommonImage: ≤ 3 MB (spec §SegmentCommonImage)
+    storage.put_bytes(key, photo(3 * MiB - 1))  # SegmentCommonImage: ≤ 3 MB (VISION-API.md §2)
     assert h.on_upload(oss_event(key))["done"] == 1
     assert 0 < storage.read <= HEAD_BUDGET
 
@@ -111,7 +111,7 @@ def test_a_1_gib_mp4_with_a_tail_moov_is_validated_from_64_kib_plus_the_moov(
     h, storage = counted
     key = "incoming/videos/long.mp4"
     real = encode_video("mp4", "libx264", (640, 360), 10)
-    sparse = sparse_from_real(real, GiB)  # SegmentVideoBody: ≤ 1 GB (spec §SegmentVideoBody)
+    sparse = sparse_from_real(real, GiB)  # SegmentVideoBody: ≤ 1 GB (VISION-API.md §3, SegmentVideoBody)
     path = storage.path_for(key)
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("wb") as out:

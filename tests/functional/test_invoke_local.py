@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from segflow_cli.cli import main
+from segflow_cli.urlserver import stop_background_server
 from tests.conftest import EVENTS_DIR
 from tests.support.fake_api import TEST_CREDENTIALS, FakeApi
 from tests.support.services_harness import FakeVision, ResultServer, jpeg, mp4
@@ -31,6 +32,14 @@ def vision(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeVision]:
         monkeypatch.setenv("SEGFLOW_INPUT_URL", "presign")  # these tests watch presigned loopback URLs
         yield FakeVision(api, results)
     results.close()
+
+
+@pytest.fixture(autouse=True)
+def _stop_url_servers(tmp_path: Path) -> Iterator[None]:
+    """Invoking signs input URLs through the bucket directory's background server: stop it after."""
+    yield
+    for root in (tmp_path, tmp_path / "buckets"):
+        stop_background_server(root)
 
 
 def put(root: Path, key: str, data: bytes) -> None:

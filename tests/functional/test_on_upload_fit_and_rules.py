@@ -39,7 +39,7 @@ def png_bytes(image: Image.Image) -> bytes:
 
 
 def test_oversize_image_is_fitted_and_the_cutout_has_the_original_size(make: Any) -> None:
-    """SegmentCommonImage takes < 1280×1280 (spec §2): a 2000×1500 photo is segmented on a copy."""
+    """SegmentCommonImage takes < 1280×1280 (VISION-API.md §2): a 2000×1500 photo is segmented on a copy."""
     h: Harness = make()
     key = "incoming/photos/big.jpg"
     h.put(key, jpeg((2000, 1500)))
@@ -106,7 +106,7 @@ def test_rule_sends_faces_to_segment_head_with_one_file_and_box_per_element(make
 
 
 def test_fitted_element_boxes_and_files_are_in_original_coordinates(make: Any) -> None:
-    """SegmentHead takes < 2000×2000 (seed 002): a 3000×2000 image is fitted; boxes scale back."""
+    """SegmentHead takes < 2000×2000 ([B]): a 3000×2000 image is fitted; boxes scale back."""
     h: Harness = make(rules=({"prefix": "incoming/faces/", "action": "SegmentHead"},))
     key = "incoming/faces/wide.jpg"
     h.put(key, jpeg((3000, 2000)))
@@ -160,7 +160,7 @@ def test_video_routed_to_an_image_action_is_a_failure_not_an_api_call(make: Any)
 
 
 def test_async_segment_body_is_queued_and_collected(make: Any) -> None:
-    """SegmentBody with Async=true answers with a job to poll with GetAsyncJobResult (spec §2)."""
+    """SegmentBody with Async=true answers with a job to poll with GetAsyncJobResult (VISION-API.md §2)."""
     h: Harness = make(
         rules=({"prefix": "incoming/people/", "action": "SegmentBody", "params": {"Async": True}},)
     )
@@ -269,7 +269,7 @@ def test_fitted_copy_is_removed_when_the_service_refuses_it(make: Any) -> None:
 
 
 def test_picwish_url_over_its_512_character_limit_fails_clearly_without_a_call(make: Any) -> None:
-    """PicWish: image_url at most 512 characters (spec §4)."""
+    """PicWish: image_url at most 512 characters (VISION-API.md §4)."""
     h: Harness = make(rules=({"action": "PicWish"},))
     key = "incoming/products/" + "/".join(f"folder-{i:02d}" for i in range(50)) + "/mug.png"
     h.put(key, png_bytes(Image.new("RGB", (64, 48), (1, 2, 3))))

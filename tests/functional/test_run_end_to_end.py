@@ -118,3 +118,27 @@ def test_previews_show_input_mask_and_cutout(
     assert sheet.height == 256 and sheet.width > 3 * 256, "three panels side by side"
     strip = Image.open(previews / "walk.mp4.png")
     assert strip.height > 2 * 256, "several frames stacked"
+
+
+def test_status_after_the_run_counts_the_done_and_the_failed_and_sees_the_collector(
+    run_result: tuple[subprocess.CompletedProcess[str], Path],
+) -> None:
+    """`segflow status` on the bucket the run left: its counts are the run's outcomes, and
+    `--fail-on-failures` wakes a monitor for the one failure."""
+    _, bucket = run_result
+    command = [
+        sys.executable, "-m", "segflow_cli", "status", BUCKET, "--bucket-dir", str(bucket.parent),
+        "--json", "--fail-on-failures", "--stale-after", "3600",
+    ]  # fmt: skip
+    completed = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+    assert completed.returncode == 1, completed.stderr
+    shape = json.loads(completed.stdout)
+    assert (shape["done"], shape["problems"]) == (2, ["failed"])
+    assert shape["failed"]["by_code"] == [
+        {"code": "InvalidImage.Content", "action": "SegmentCommonImage", "count": 1}
+    ]
+    assert shape["faults"]["total"] == shape["pending"]["count"] == shape["submitting"]["count"] == 0
+    assert shape["collector"]["last_run"] is not None and shape["collector"]["stale"] is False
+    (failure,) = shape["recent_failures"]
+    assert (failure["key"], failure["code"]) == ("incoming/cut.png", "InvalidImage.Content")
+    assert "cannot be decoded (40 bytes)" in failure["message"]

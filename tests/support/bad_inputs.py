@@ -6,7 +6,7 @@ record must end: one failure record with a specific code (`failed`), a deliberat
 an OSS event at all — a clean return with nothing written (`ignored`). `api_calls` is how many calls the
 vision API may see: validation happens before any paid call, so almost always none.
 
-Codes are the services' own (spec vision-api.md §imageseg/§videoseg error tables, catalogue.py
+Codes are the services' own (VISION-API.md §2/§3 error tables, catalogue.py
 `IMAGESEG_CODES` / `VIDEOSEG_CODES`).
 """
 
@@ -177,7 +177,7 @@ CORPUS: tuple[BadInput, ...] = (
         "failed",
         "InvalidImage.Content",
     ),
-    # -- formats and pixel layouts the service refuses (spec: no GIF, no 8/16/64-bit PNG) --------------
+    # -- formats and pixel layouts the service refuses (VISION-API.md §2: no GIF, no 8/16/64-bit PNG) -------
     BadInput(
         "gif-under-reject", "incoming/bad/anim.gif", _gif, "failed", "InvalidImage.Content", settings=REJECT
     ),
@@ -214,7 +214,7 @@ CORPUS: tuple[BadInput, ...] = (
     BadInput("gif-under-fit", "incoming/odd/anim.gif", _gif, "done", None, api_calls=1),
     # -- sizes ----------------------------------------------------------------------------------------
     BadInput(
-        # SegmentCommonImage: < 1280×1280 (spec §SegmentCommonImage).
+        # SegmentCommonImage: < 1280×1280 (VISION-API.md §2, SegmentCommonImage).
         "image-1x20000-under-reject",
         "incoming/bad/strip.png",
         lambda: mf.png(1, 20000),
@@ -231,7 +231,7 @@ CORPUS: tuple[BadInput, ...] = (
         api_calls=1,
     ),
     BadInput(
-        # ≤ 3 MB (spec §SegmentCommonImage) → InvalidParameter.TooLarge.
+        # ≤ 3 MB (VISION-API.md §2, SegmentCommonImage) → InvalidParameter.TooLarge.
         "png-over-3-MB-under-reject",
         "incoming/bad/big.png",
         lambda: mf.png(100, 100, total_size=4 * 1024 * 1024),
@@ -251,7 +251,7 @@ CORPUS: tuple[BadInput, ...] = (
         "InvalidImage.Resolution",
     ),
     BadInput(
-        # SegmentHead: > 32×32 (spec §SegmentHead).
+        # SegmentHead: > 32×32 (VISION-API.md §2, SegmentHead).
         "image-10x10-for-segment-head-under-reject",
         "incoming/bad/tiny.png",
         lambda: mf.png(10, 10),
@@ -276,7 +276,7 @@ CORPUS: tuple[BadInput, ...] = (
         "InvalidFile.Decode",
     ),
     BadInput(
-        # SegmentVideoBody: ≤ 2000 frames (spec §SegmentVideoBody).
+        # SegmentVideoBody: ≤ 2000 frames (VISION-API.md §3, SegmentVideoBody).
         "mp4-3000-frames",
         "incoming/bad/long.mp4",
         lambda: mf.mp4_file(640, 360, 3000),
@@ -284,7 +284,7 @@ CORPUS: tuple[BadInput, ...] = (
         "InvalidFile.Content",
     ),
     BadInput(
-        # SegmentVideoBody: ≤ 1 GB (spec §SegmentVideoBody); a sparse 1.2 GB file, only its header read.
+        # SegmentVideoBody: ≤ 1 GB (VISION-API.md §3); a sparse 1.2 GB file, only its header read.
         "mp4-1.2-GB-sparse",
         "incoming/bad/huge.mp4",
         _huge_video(int(1.2 * GiB)),
@@ -353,7 +353,7 @@ CORPUS: tuple[BadInput, ...] = (
     ),
     # -- events ---------------------------------------------------------------------------------------
     BadInput(
-        # imageseg reads only OSS in cn-shanghai → InvalidImage.Region (spec §common), without a call.
+        # imageseg reads only OSS in cn-shanghai → InvalidImage.Region (VISION-API.md §1), without a call.
         "image-in-a-beijing-bucket",
         "incoming/bad/beijing.jpg",
         jpeg,

@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -32,7 +32,9 @@ from segflow.errors import SegflowError
 from segflow.media import probe_media
 from segflow.signing import Credentials, sign_v1, sign_v3
 from segflow_engine.auth import EngineCredentials
+from segflow_engine.httpwire import QuietThreadingHTTPServer
 from segflow_engine.server import EngineConfig, EngineServer
+from tests.support.loopback_files import answer_file
 
 PARSE_FACE_NAMES = ("skin", "l_brow", "r_brow", "l_eye", "r_eye", "nose", "u_lip", "l_lip")
 
@@ -315,27 +317,12 @@ def serve_files(files: Mapping[str, bytes]) -> Iterator[LoopbackFiles]:
 
             name = unquote(urlsplit(self.path).path.lstrip("/"))
             served.requests.append(name)
-            status = served.statuses.get(name)
-            data = served.files.get(name)
-            if status is None and data is None:
-                status = 404
-            if status is not None:
-                self.send_response(status)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-                return
-            assert data is not None
-            self.send_response(200)
-            self.send_header("Content-Type", "application/octet-stream")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+            answer_file(self, served.statuses.get(name), served.files.get(name))
 
         def log_message(self, format: str, *args: Any) -> None:
             return
 
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    httpd.daemon_threads = True
+    httpd = QuietThreadingHTTPServer(("127.0.0.1", 0), Handler)
     served.base_url = f"http://127.0.0.1:{httpd.server_address[1]}"
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()

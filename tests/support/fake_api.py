@@ -39,6 +39,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 from segflow.signing import Credentials
+from segflow_engine.httpwire import QuietThreadingHTTPServer
 
 TEST_CREDENTIALS = Credentials("test-access-key-id", "test-access-key-secret")
 TEST_STS_CREDENTIALS = Credentials("STS.test-key-id", "test-sts-secret", "test-security-token")
@@ -358,9 +359,8 @@ class FakeApi:
         return Reply.ok({})
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    request_queue_size = 128  # many client threads may connect at once; the default backlog is 5
+class _Server(QuietThreadingHTTPServer):
+    """Many client threads may connect at once; clients that give up are not errors."""
 
 
 def _body_params(headers: Mapping[str, str], body: bytes) -> dict[str, str]:

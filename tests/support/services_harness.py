@@ -11,7 +11,6 @@ themselves (`functions/*/index.py`) are loaded from their files and driven with 
 
 from __future__ import annotations
 
-import dataclasses
 import importlib.util
 import io
 import json
@@ -22,7 +21,7 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -38,8 +37,10 @@ from segflow.services.deps import Deps
 from segflow.settings import Settings
 from segflow.storage.base import Storage
 from segflow_cli.localbucket import LocalDirStorage
+from segflow_engine.httpwire import QuietThreadingHTTPServer
 from tests.conftest import REPO_ROOT
 from tests.support.fake_api import TEST_CREDENTIALS, FakeApi, RecordedRequest, Reply, new_request_id
+from tests.support.loopback_files import answer_file
 
 BUCKET = "segflow-demo"
 VIDEO_SUFFIXES = (".mp4", ".mov", ".avi", ".flv")
@@ -74,35 +75,12 @@ class ResultServer:
                     data = outer.files.get(name)
                     if status is None and name in outer.expired:
                         status = 403
-                if status is None and data is None:
-                    status = 404
-                if status is not None:
-                    self.send_response(status)
-                    self.send_header("Content-Length", "0")
-                    self.end_headers()
-                    return
-                assert data is not None
-                self.send_response(200)
-                self.send_header("Content-Type", "application/octet-stream")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                if rate is None:
-                    self.wfile.write(data)
-                    return
-                piece = 64 * 1024
-                try:
-                    for start in range(0, len(data), piece):
-                        self.wfile.write(data[start : start + piece])
-                        self.wfile.flush()
-                        time.sleep(piece / rate)
-                except OSError:
-                    return  # the client gave up (as the collector does near its deadline)
+                answer_file(self, status, data, rate)
 
             def log_message(self, format: str, *args: Any) -> None:
                 return
 
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._httpd.daemon_threads = True
+        self._httpd = QuietThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._thread = threading.Thread(
             target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
         )
@@ -152,6 +130,19 @@ def half_mask_cutout(image_bytes: bytes) -> bytes:
     image.putalpha(alpha)
     buffer = io.BytesIO()
     image.save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def refined_mask(image_bytes: bytes) -> bytes:
+    """What the fake RefineMask 'refines': a one-channel mask of the image's size, its left half kept."""
+    from PIL import Image
+
+    with Image.open(io.BytesIO(image_bytes)) as opened:
+        width, height = opened.size
+    mask = Image.new("L", (width, height), 0)
+    mask.paste(255, (0, 0, max(1, width // 2), height))
+    buffer = io.BytesIO()
+    mask.save(buffer, "PNG")
     return buffer.getvalue()
 
 
@@ -216,6 +207,11 @@ class FakeVision:
         if action in ("SegmentHead", "SegmentFace", "SegmentHair"):
             data = self._fetch(params["ImageURL"])
             return Reply.ok({"Elements": self._elements(data, named=False)})
+        if action == "RefineMask":
+            # The service fetches both inputs; its refined mask is the image's size (one L channel).
+            data = self._fetch(params["ImageURL"])
+            self._fetch(params["MaskImageURL"])
+            return Reply.ok({"Elements": [{"ImageURL": self.results.add(refined_mask(data), ".png")}]})
         if action == "ParseFace":
             data = self._fetch(params["ImageURL"])
             return Reply.ok(
@@ -496,14 +492,14 @@ class Harness:
         handler = load_handler("on_upload")
         payload = event if isinstance(event, bytes) else json.dumps(event).encode()
         answer = handler.handler(payload, context or fc_context("segflow-on-upload"))
-        assert isinstance(answer, str), "FC passes a handler's str back as the body (fc-contract)"
+        assert isinstance(answer, str), "FC passes a handler's str back as the body (FC docs: return values)"
         result: dict[str, Any] = json.loads(answer)
         return result
 
     def collect(self, context: Any = None, payload: bytes = b"") -> dict[str, Any]:
         handler = load_handler("collect_jobs")
         answer = handler.handler(payload, context or fc_context("segflow-collect-jobs"))
-        assert isinstance(answer, str), "FC passes a handler's str back as the body (fc-contract)"
+        assert isinstance(answer, str), "FC passes a handler's str back as the body (FC docs: return values)"
         result: dict[str, Any] = json.loads(answer)
         return result
 
@@ -521,7 +517,7 @@ def build_deps(root: Path, api: FakeApi, clock: Callable[[], float], **overrides
         "lease_seconds": 120,
     }
     qps = float(overrides.pop("client_qps", 1000.0))
-    init_fields = {f.name for f in dataclasses.fields(Deps) if f.init} - {"settings"}
+    init_fields = set(Deps.TUNABLES)
     deps_fields = {k: overrides.pop(k) for k in list(overrides) if k in init_fields}
     deps_fields.setdefault("storage_retry", FAST_STORAGE_RETRY)
     settings_fields.update(overrides)

@@ -1,6 +1,6 @@
 """Parameter sets and fixed inputs shared by the signing tests.
 
-The sets cover what breaks naive encoders (spec section 1: RFC 3986, space -> %20, `*` -> %2A, `~` kept):
+The sets cover what breaks naive encoders (VISION-API.md §1: RFC 3986, space -> %20, `*` -> %2A, `~` kept):
 reserved characters, `%`, `+`, Chinese, empty values, long values, and STS credentials.
 """
 

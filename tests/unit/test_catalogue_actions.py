@@ -8,7 +8,7 @@ from segflow.catalogue import ACTIONS, MiB, get_action, is_async_call
 from segflow.errors import UnknownActionError
 
 SPEC_ACTIONS = {
-    # name: (product, version, url parameter, other parameters) — spec sections 2, 3 and 4
+    # name: (product, version, url parameter, other parameters) — VISION-API.md §2, §3 and §4
     "SegmentBody": ("imageseg", "2019-12-30", "ImageURL", ("Async",)),
     "SegmentHead": ("imageseg", "2019-12-30", "ImageURL", ("ReturnForm",)),
     "SegmentFace": ("imageseg", "2019-12-30", "ImageURL", ()),

@@ -1,4 +1,5 @@
-"""Credentials from the FC context (python3.10) or ALIBABA_CLOUD_* variables (python3.12), fc-facts.md."""
+"""Credentials from the FC context (python3.10) or ALIBABA_CLOUD_* variables (python3.12): FC docs,
+Python runtime."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The client-side token bucket: 2 QPS by default (spec section 4, fc-facts pitfalls), one per process."""
+"""The client-side token bucket: 2 QPS by default (VISION-API.md §4, VISION-API.md §1), one per process."""
 
 from __future__ import annotations
 

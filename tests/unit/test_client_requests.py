@@ -465,7 +465,7 @@ def test_urllib3_request_lines_have_signature_and_token_blanked(caplog: pytest.L
     assert "Action=SegmentBody" in caplog.text
 
 
-# --- PicWish (spec section 4) ----------------------------------------------------------------------------
+# --- PicWish (VISION-API.md §4) ----------------------------------------------------------------------------
 
 
 def picwish_answer(

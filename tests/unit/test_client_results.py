@@ -1,4 +1,4 @@
-"""Parsing the vision APIs' answers (JSON and XML) into typed results — spec sections 1–3."""
+"""Parsing the vision APIs' answers (JSON and XML) into typed results — VISION-API.md §1–§3."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ def _json(document: dict[str, object]) -> bytes:
     return json.dumps(document).encode()
 
 
-# --- imageseg answer shapes (spec section 2, "response Data" column) ---------------------------------
+# --- imageseg answer shapes (VISION-API.md §2, "response Data" column) ---------------------------------
 
 
 @pytest.mark.parametrize("action", ["SegmentBody", "SegmentCommodity", "SegmentCommonImage"])
@@ -121,7 +121,7 @@ def test_videoseg_submissions_are_jobs_named_by_their_request_id(action: str) ->
     assert result.request_id == RID
 
 
-# --- GetAsyncJobResult (spec section 3) ------------------------------------------------------------------
+# --- GetAsyncJobResult (VISION-API.md §3) ------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 from collections.abc import Iterator
+from urllib.parse import quote, quote_plus
 
 import pytest
 
@@ -68,6 +70,37 @@ def test_redact_removes_signatures_tokens_and_authorization(text: str, leaked: s
     assert logs.MASK in cleaned
 
 
+def forms(value: str) -> dict[str, str]:
+    """Every way a value is written into a URL, a query inside a query, or a form."""
+    once = quote(value, safe="")
+    return {
+        "raw": value,
+        "quote": once,
+        "quote safe=/": quote(value),
+        "quote twice": quote(once, safe=""),
+        "quote_plus": quote_plus(value),
+        "quote_plus twice": quote_plus(quote_plus(value)),
+        "lower-case hex": re.sub(r"%[0-9A-F]{2}", lambda m: m.group(0).lower(), once),
+        "JSON slash": value.replace("/", "\\/"),
+    }
+
+
+ENCODED_SECRETS = {
+    "AccessKey secret": "8Tz+Vd/4q3pLm9Wx=Kf2 Rb7",
+    "STS token": "CAIS+gF1q6Ft5B2yfSjIr5b/SEtb2gK1Hg4i==",
+    "AppCode": "appcode 照片/+=",
+}
+
+
+@pytest.mark.parametrize("what", list(ENCODED_SECRETS))
+@pytest.mark.parametrize("form", list(forms("x")))
+def test_known_secret_values_are_masked_in_every_encoding(what: str, form: str) -> None:
+    secret = ENCODED_SECRETS[what]
+    needle = forms(secret)[form]
+    cleaned = redact(f"unnamed context <{needle}> end", ENCODED_SECRETS.values())
+    assert needle not in cleaned and cleaned == f"unnamed context <{logs.MASK}> end"
+
+
 def test_redact_removes_known_secret_values_anywhere() -> None:
     assert AK_SECRET not in redact(f"weird place {AK_SECRET}!", [AK_SECRET])
     assert redact("nothing here", [AK_SECRET]) == "nothing here"
@@ -110,3 +143,47 @@ def test_install_redaction_covers_every_logger_and_later_secrets(caplog: pytest.
     text = caplog.text
     assert AK_SECRET not in text and STS_TOKEN not in text and "c2lnbmF0dXJl" not in text
     assert text.count(logs.MASK) >= 3
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "GET /?ImageURL=https%3A%2F%2Fb.oss.example%2Fk%3FExpires%3D1%26Signature%3D{sig}%26x%3D1 HTTP/1.1",
+        "GET /?ImageURL=https%253A%252F%252Fb%253FSignature%253D{sig}%2526security-token%253D{tok} HTTP",
+        '{{"Signature": "{sig}", "SecurityToken": "{tok}"}}',
+        "x-oss-security-token: {tok}\nAuthorization: OSS STS.id:{sig}",
+        "https://b.oss.example/k?security-token={tok}&OSSAccessKeyId=STS.id&Signature={sig}",
+        "form body Signature={sig}&SecurityToken={tok}&AccessKeySecret={sec}",
+    ],
+)
+@pytest.mark.parametrize("encode", ["raw", "quote", "quote_plus", "quote twice"])
+def test_named_secrets_are_masked_in_every_encoding_without_knowing_them(text: str, encode: str) -> None:
+    values = {"sig": "aB3+/xY=", "tok": "CAIS+gF1q6Ft5B2y/fSjIr5b==", "sec": "s3+cr/et=="}
+    encoded = {name: forms(value)[encode] for name, value in values.items()}
+    cleaned = logs.redact(text.format(**encoded))
+    for name, value in values.items():
+        for form, needle in forms(value).items():
+            if needle in text.format(**encoded) and len(needle) > 4:
+                assert needle not in cleaned, (name, form, cleaned)
+    assert logs.MASK in cleaned
+
+
+def test_the_cheap_pre_check_never_skips_a_text_the_named_patterns_would_change() -> None:
+    """`redact` runs the named patterns only on a text holding one of `_TRIGGERS` (or `CAIS`): every
+    secret name the patterns know, in every spelling they accept, holds a trigger; and a plain outcome
+    line holds none, so it is returned as it is."""
+    names = re.sub(r"\[-_\]\?", "", logs._SECRET_NAMES).split("|")
+    spellings = {n for name in names for n in (name, name.upper(), name.title())}
+    spellings |= {
+        "Security-Token",
+        "security_token",
+        "Access-Key-Secret",
+        "access_key_secret",
+        "Authorization",
+    }
+    for spelling in spellings:
+        assert logs._may_hold_named_secret(f"?{spelling}=value"), spelling
+    assert logs._may_hold_named_secret("x CAIS" + "a" * 20)
+    line = outcome_line(bucket="b", key="incoming/photo.jpg", action="SegmentCommonImage", outcome="done")
+    assert not logs._may_hold_named_secret(line)
+    assert redact(line) == line

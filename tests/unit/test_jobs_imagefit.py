@@ -33,13 +33,13 @@ def test_only_violations_a_copy_can_cure_are_fitted() -> None:
     assert fit_reasons(common, {"png_depth", "bytes"}, 800, 600) == ("bytes", "png_depth")
     assert fit_reasons(common, {"corrupt"}, 800, 600) == ()
     assert fit_reasons(common, set(), 800, 600) == ()
-    # ParseFace needs aspect 0.5–2.0 (spec §2): no scaled copy of a 3:1 image passes.
+    # ParseFace needs aspect 0.5–2.0 (VISION-API.md §2): no scaled copy of a 3:1 image passes.
     assert fit_reasons(get_action("ParseFace"), {"resolution"}, 3000, 1000) == ()
     assert fit_reasons(get_action("SegmentVideoBody"), {"bytes"}, 800, 600) == ()
 
 
 def test_fitted_copy_meets_segment_common_image_limits() -> None:
-    """SegmentCommonImage: < 1280×1280, ≤ 3 MB, no 8/16/64-bit PNG (spec §2)."""
+    """SegmentCommonImage: < 1280×1280, ≤ 3 MB, no 8/16/64-bit PNG (VISION-API.md §2)."""
     action = get_action("SegmentCommonImage")
     original = encode(Image.linear_gradient("L").resize((2400, 1800)).convert("RGB"), "JPEG")
     plan = prepare_fit(original, action, ("resolution",))
@@ -58,7 +58,7 @@ def test_sixteen_bit_grey_png_becomes_a_24_bit_copy() -> None:
 
 
 def test_noisy_image_over_the_byte_limit_is_reencoded_under_it() -> None:
-    """SegmentCommonImage takes at most 3 MB (spec §2)."""
+    """SegmentCommonImage takes at most 3 MB (VISION-API.md §2)."""
     action = get_action("SegmentCommonImage")
     noisy = Image.frombytes("RGB", (1200, 1200), random.Random(7).randbytes(1200 * 1200 * 3))
     original = encode(noisy)

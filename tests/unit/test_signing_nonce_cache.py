@@ -1,4 +1,4 @@
-"""NonceCache: the server's memory of nonces (spec section 1: a nonce must not repeat within 15 minutes)."""
+"""NonceCache: the server's memory of nonces (VISION-API.md §1: a nonce must not repeat within 15 minutes)."""
 
 from __future__ import annotations
 

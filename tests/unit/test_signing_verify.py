@@ -1,6 +1,6 @@
 """Server-side verification (`verify_request`) of v1 and v3 requests, as the local engine uses it.
 
-The rules come from spec section 1 (vision-api.md, "Common protocol"): the signature covers every
+The rules come from VISION-API.md §1 (VISION-API.md §1): the signature covers every
 parameter, `Timestamp` / `x-acs-date` may be at most 15 minutes off (`InvalidTimeStamp.Expired`),
 `SignatureNonce` must not repeat within 15 minutes (`SignatureNonceUsed`), STS adds `SecurityToken`.
 """
@@ -162,7 +162,7 @@ def test_accepts_sts_request_of_the_official_tea_sdk_and_reports_the_token(algor
 @pytest.mark.parametrize("creds", [PLAIN, STS, AWKWARD_SECRET], ids=["plain", "sts", "awkward-secret"])
 @pytest.mark.parametrize("method", ["GET", "POST"])
 def test_accepts_the_url_aliyun_sdk_core_signs(creds: Credentials, method: str) -> None:
-    """The URL is decoded the way an HTTP server decodes it before verification (spec section 1, v1)."""
+    """The URL is decoded the way an HTTP server decodes it before verification (VISION-API.md §1, v1)."""
     params = {"Action": "SegmentCommonImage", "Version": "2019-12-30", **IMAGE}
     if creds.security_token:
         params["SecurityToken"] = creds.security_token

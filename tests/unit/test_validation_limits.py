@@ -1,4 +1,4 @@
-"""validate_object on real files at and around every documented limit (spec §2–§4).
+"""validate_object on real files at and around every documented limit (VISION-API.md §2–§4).
 
 Each case id names the action and the limit it probes; `None` as the expected kind means the file passes.
 """

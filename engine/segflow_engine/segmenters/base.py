@@ -16,14 +16,15 @@ from typing import ClassVar, TypeVar
 import numpy as np
 
 # name -> module that registers it; imported on first use so loading one model never loads the others.
+# tests/unit/test_architecture.py checks it against the `@register` classes of every module.
 _MODULES: dict[str, str] = {
     "person": "person",
     "pose_person": "person",
     "salient": "salient",
-    "face": "face",
-    "head": "face",
-    "hair": "face",
-    "parse_face": "face",
+    "face": "facedetect",
+    "head": "faceparts",
+    "hair": "faceparts",
+    "parse_face": "faceparts",
     "matting": "matting",
     "greenscreen": "color",
     "stamp": "color",

@@ -17,6 +17,7 @@ import numpy as np
 
 from segflow_engine.segmenters import graphs
 from segflow_engine.segmenters.base import Segmentation, Segmenter, get_typed, register
+from segflow_engine.segmenters.facedetect import FaceSegmenter
 from segflow_engine.segmenters.imageops import dilate, erode, largest_components, to_uint8
 
 PRIOR_THRESHOLD = 64  # MediaPipe probability (0..255) that still counts as "maybe person" for the gate
@@ -91,8 +92,6 @@ class PersonSegmenter(Segmenter):
 
     def present(self, image: np.ndarray) -> bool:
         """Whether the image shows somebody: a face the face detector is confident about."""
-        from segflow_engine.segmenters.face import FaceSegmenter
-
         return bool(get_typed("face", FaceSegmenter).detect(image))
 
     def segment(self, image: np.ndarray) -> Segmentation:

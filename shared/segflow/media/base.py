@@ -1,9 +1,7 @@
 """What every container parser shares: the result, the error, the counted reader and the header helpers."""
 
-from __future__ import annotations
-
 from collections.abc import Callable
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from segflow.catalogue import codes_for_media
 from segflow.errors import InputValidationError
@@ -12,6 +10,7 @@ ReadAt = Callable[[int, int], bytes]
 
 HEAD_BYTES = 64 * 1024
 MAX_READS = 64  # read_at calls per probe, the head included
+MAX_MOOV_BYTES = 64 * 1024 * 1024  # an MP4/MOV `moov` box read whole, at most
 
 
 class MediaError(InputValidationError):
@@ -29,8 +28,7 @@ class MediaError(InputValidationError):
         self.media = media
 
 
-@dataclass(frozen=True)
-class MediaInfo:
+class MediaInfo(NamedTuple):
     """What the headers say about a file."""
 
     format: str  # "JPEG" "PNG" "BMP" "WEBP" "GIF" "TIFF" "HEIF" | "MP4" "MOV" "AVI" "FLV" "MKV" "TS" "MPG"

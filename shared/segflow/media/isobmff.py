@@ -4,9 +4,18 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from segflow.media.base import MediaInfo, Source, check_dims, corrupt, need, u16be, u32be, u64be
+from segflow.media.base import (
+    MAX_MOOV_BYTES,
+    MediaInfo,
+    Source,
+    check_dims,
+    corrupt,
+    need,
+    u16be,
+    u32be,
+    u64be,
+)
 
-MAX_MOOV_BYTES = 64 * 1024 * 1024
 _MAX_BOXES = 4096
 _HEIF_BRANDS = frozenset({b"heic", b"heix", b"heim", b"heis", b"hevc", b"mif1", b"msf1", b"avif", b"avis"})
 

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import replace
+from types import ModuleType
 
-from segflow.media import avi, flv, images, isobmff, matroska, mpeg
 from segflow.media.base import MediaError, MediaInfo, ReadAt, Source, u32be, u32le
 
 Sniff = Callable[[bytes], bool]
-Parse = Callable[[Source], MediaInfo]
 
 
 def probe_media(read_at: ReadAt, size: int) -> MediaInfo:
@@ -23,9 +21,10 @@ def probe_media(read_at: ReadAt, size: int) -> MediaInfo:
     head = src.head
     if not head:
         raise MediaError("the file is empty (no bytes could be read)", problem="empty")
-    for sniff, parse in _PARSERS:
+    for sniff, family, parser in _PARSERS:
         if sniff(head):
-            return replace(parse(src), bytes_read=src.bytes_read)
+            parse: Callable[[Source], MediaInfo] = getattr(_family(family), parser)
+            return parse(src)._replace(bytes_read=src.bytes_read)
     raise MediaError(
         f"unknown file format (magic bytes {head[:8].hex(' ')}); expected an image (JPEG, PNG, BMP, WEBP, "
         "GIF, TIFF) or a video (MP4, MOV, AVI, FLV, MKV, MPEG-TS, MPEG-PS)",
@@ -90,18 +89,46 @@ def _is_ps(h: bytes) -> bool:
     return h[:4] == b"\x00\x00\x01\xba"
 
 
+def _family(name: str) -> ModuleType:
+    """The parser module of a container family, imported on first use (plain imports, so the layer
+    builder's import closure still sees every one)."""
+    if name == "images":
+        from segflow.media import images
+
+        return images
+    if name == "isobmff":
+        from segflow.media import isobmff
+
+        return isobmff
+    if name == "avi":
+        from segflow.media import avi
+
+        return avi
+    if name == "flv":
+        from segflow.media import flv
+
+        return flv
+    if name == "matroska":
+        from segflow.media import matroska
+
+        return matroska
+    from segflow.media import mpeg
+
+    return mpeg
+
+
 # Order matters: RIFF is told apart by its form type, TS only after everything with a real magic.
-_PARSERS: tuple[tuple[Sniff, Parse], ...] = (
-    (_is_jpeg, images.parse_jpeg),
-    (_is_png, images.parse_png),
-    (_is_gif, images.parse_gif),
-    (_is_webp, images.parse_webp),
-    (_is_avi, avi.parse_avi),
-    (_is_bmp, images.parse_bmp),
-    (_is_tiff, images.parse_tiff),
-    (_is_flv, flv.parse_flv),
-    (_is_mkv, matroska.parse_mkv),
-    (_is_ps, mpeg.parse_ps),
-    (_is_mp4, isobmff.parse_mp4),
-    (_is_ts, mpeg.parse_ts),
+_PARSERS: tuple[tuple[Sniff, str, str], ...] = (
+    (_is_jpeg, "images", "parse_jpeg"),
+    (_is_png, "images", "parse_png"),
+    (_is_gif, "images", "parse_gif"),
+    (_is_webp, "images", "parse_webp"),
+    (_is_avi, "avi", "parse_avi"),
+    (_is_bmp, "images", "parse_bmp"),
+    (_is_tiff, "images", "parse_tiff"),
+    (_is_flv, "flv", "parse_flv"),
+    (_is_mkv, "matroska", "parse_mkv"),
+    (_is_ps, "mpeg", "parse_ps"),
+    (_is_mp4, "isobmff", "parse_mp4"),
+    (_is_ts, "mpeg", "parse_ts"),
 )

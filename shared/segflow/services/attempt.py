@@ -10,8 +10,6 @@
 `services.upload` runs them in that order for every record of an event.
 """
 
-from __future__ import annotations
-
 import logging
 from typing import Any, NamedTuple
 
@@ -89,6 +87,7 @@ class UploadAttempt:
         "info",
         "job",
         "key",
+        "mask",
         "media",
         "records",
         "route",
@@ -107,6 +106,8 @@ class UploadAttempt:
         self.action: Action | None = None
         self.records: RecordStore | None = None
         self.job: JobRecord | None = None
+        self.mask: ObjectInfo | None = None
+        """RefineMask pairs: the coarse mask that goes with this image (`services.pairs`)."""
 
     def outcome(self, outcome: Outcome, error: SegflowError | None = None, **fields: Any) -> RecordOutcome:
         action = self.action.name if self.action is not None else (self.route.action if self.route else None)
@@ -224,15 +225,16 @@ def claim(attempt: UploadAttempt) -> RecordOutcome | None:
     """Take the idempotency record; a duplicate delivery or an object busy elsewhere stops here."""
     assert attempt.action is not None and attempt.route is not None
     records = attempt.deps.records(attempt.storage)
-    info = attempt.info
+    info, mask = attempt.info, attempt.mask
     taken = records.begin(
         attempt.bucket,
         attempt.key,
-        info.etag,
+        info.etag if mask is None else f"{info.etag}+{mask.etag}",
         attempt.action.name,
         attempt.route.params,
         size=info.size,
         region=attempt.event.region,
+        mask_key=mask.key if mask is not None else None,
     )
     if taken.outcome is ClaimOutcome.DUPLICATE:
         if taken.record.state == RecordState.DONE:
@@ -274,6 +276,26 @@ def validate(attempt: UploadAttempt) -> None:
             code="KeyTooLong",
             http_status=400,
         )
+    if attempt.mask is not None:
+        _validate_mask(attempt, action, attempt.mask)
+
+
+def _validate_mask(attempt: UploadAttempt, action: Action, mask: ObjectInfo) -> None:
+    """A pair's coarse mask meets the action's limits as it is (it is never fitted: its pixels must stay
+    the image's)."""
+    try:
+        media = probe_media(attempt.storage.reader(mask.key), mask.size)
+    except MediaError as error:
+        coded = media_error_for_action(action, error)
+        raise InputValidationError(
+            f"the mask {mask.key}: {coded.message}", code=coded.code, http_status=coded.http_status
+        ) from None
+    try:
+        validate_against_limits(action, media, mask.size)
+    except InputValidationError as error:
+        raise InputValidationError(
+            f"the mask {mask.key}: {error.message}", code=error.code, http_status=error.http_status
+        ) from None
 
 
 def fit(attempt: UploadAttempt) -> None:
@@ -287,8 +309,8 @@ def fit(attempt: UploadAttempt) -> None:
         validate_against_limits(action, media, attempt.info.size)
         return  # pragma: no cover - limit_violations and validate_against_limits agree
     except LimitViolationError as original_error:
-        if deps.settings.oversize != "fit":
-            raise
+        if deps.settings.oversize != "fit" or attempt.mask is not None:
+            raise  # a pair is never fitted: the image and its mask must keep one size
         from segflow import imagefit  # only oversize images need it (and Pillow)
 
         reasons = imagefit.fit_reasons(action, original_error.kinds, media.width, media.height)

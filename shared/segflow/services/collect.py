@@ -22,10 +22,8 @@ import os
 import socket
 import threading
 import time
-import uuid
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, fields
 from functools import partial
 from typing import Any
 
@@ -50,27 +48,36 @@ _BUCKET_DUTY_LIMIT = 200
 """Stalled uploads and deferred records one tick takes on per bucket (the rest wait for the next)."""
 
 
-@dataclass
 class CollectSummary:
-    claimed: int = 0
-    done: int = 0
-    failed: int = 0
-    pending: int = 0
-    resubmitted: int = 0
-    skipped: int = 0
-    """Pending jobs another collector holds (or just won)."""
-    gone: int = 0
-    errors: int = 0
-    redriven: int = 0
-    """Uploads found stuck in `submitting`, or deferred by on_upload, and processed again."""
-    stopped_early: bool = False
-    seconds: float = 0.0
+    """What one tick did (returned by the handler as JSON). `skipped`: pending jobs another collector holds
+    (or just won); `redriven`: uploads found stuck in `submitting`, or deferred by on_upload, and processed
+    again."""
+
+    COUNTERS = (
+        "claimed",
+        "done",
+        "failed",
+        "pending",
+        "resubmitted",
+        "skipped",
+        "gone",
+        "errors",
+        "redriven",
+    )
+    __slots__ = (*COUNTERS, "seconds", "stopped_early")
+
+    def __init__(self) -> None:
+        self.claimed = self.done = self.failed = self.pending = self.resubmitted = 0
+        self.skipped = self.gone = self.errors = self.redriven = 0
+        self.stopped_early = False
+        self.seconds = 0.0
 
     def count(self, outcome: Outcome) -> None:
         setattr(self, outcome.value, getattr(self, outcome.value) + 1)
 
     def to_dict(self) -> dict[str, Any]:
-        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        out: dict[str, Any] = {name: getattr(self, name) for name in self.COUNTERS}
+        out["stopped_early"] = self.stopped_early
         out["seconds"] = round(self.seconds, 3)
         return out
 
@@ -155,7 +162,8 @@ def collect_finished_jobs(
 ) -> CollectSummary:
     """One collector tick over `buckets` (default: `buckets_to_collect(deps)`)."""
     started = time.monotonic()
-    owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    # Random bits without importing uuid (and its C extension) at cold start.
+    owner = owner or f"{socket.gethostname()}:{os.getpid()}:{os.urandom(4).hex()}"
     concurrency = max(1, deps.settings.collect_concurrency)
     with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="segflow-collect") as pool:
         tick = _Tick(deps, deadline or Deadline.none(), owner, pool)
@@ -190,6 +198,7 @@ def _collect_bucket(tick: _Tick, bucket: str) -> None:
     records, queue = deps.records(storage), deps.queue(storage)
     _heartbeat(tick, storage)
     tick.summary.redriven += _redrive_stalled_uploads(tick, records) + _process_deferred(tick, storage)
+    _expire_waiting_pairs(tick, storage)
     for record_id in queue.ids():
         tick.slots.acquire()  # claim only what a free worker can start on now
         if not tick.time_left():
@@ -208,6 +217,20 @@ def _heartbeat(tick: _Tick, storage: Storage) -> None:
         storage.put_bytes(tick.deps.layout.heartbeat_key, body, content_type="application/json")
     except SegflowError as error:
         tick.deps.logger.warning("the collector's heartbeat could not be written: %s", error.code)
+
+
+def _expire_waiting_pairs(tick: _Tick, storage: Storage) -> None:
+    """RefineMask halves whose other half never came within the rule's time: one failure record each."""
+    from segflow.services.pairs import expire_waiting
+
+    deps = tick.deps
+    for index, info in enumerate(storage.list(deps.layout.pairs_prefix)):
+        if index >= _BUCKET_DUTY_LIMIT or not tick.time_left():
+            break
+        try:
+            expire_waiting(deps, storage, info.key)
+        except Exception:
+            deps.logger.exception("checking the waiting pair %s failed", info.key)
 
 
 def _claim_and_start(

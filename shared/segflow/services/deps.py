@@ -6,7 +6,6 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
 from segflow.errors import ConfigError, SegflowError
@@ -29,6 +28,9 @@ LOGGER_NAME = "segflow.services"
 # A record stuck in `submitting` is taken over only after this; it must outlive the function timeout
 # (FC's maximum for an event-triggered function is far below it in our s.yaml).
 DEFAULT_CLAIM_SECONDS = 900.0
+# How long an upload record may sit unclaimed in `submitting` before the collector re-drives it (and
+# `segflow status` calls it stuck).
+DEFAULT_STALL_SECONDS = 300.0
 
 
 class StorageFactory(Protocol):
@@ -37,48 +39,90 @@ class StorageFactory(Protocol):
     def __call__(self, bucket: str, region: str | None = None) -> Storage: ...
 
 
-@dataclass
+STORAGE_RETRY = RetryPolicy(max_attempts=3, base_delay=0.2, max_delay=1.0, max_total=5.0)
+
+
 class Deps:
-    """The collaborators of the services. `storage_for(bucket, region)` returns one bucket's storage."""
+    """The collaborators of the services. `storage_for(bucket, region)` returns one bucket's storage.
 
-    settings: Settings
-    storage_for: StorageFactory
-    vision: VisionClient
-    http: requests.Session
-    picwish: PicWishClient | None = None
-    clock: Callable[[], float] = time.time
-    logger: logging.Logger = field(default_factory=lambda: logging.getLogger(LOGGER_NAME))
-    claim_seconds: float = DEFAULT_CLAIM_SECONDS
-    max_event_attempts: int = 4
-    """Deliveries of one object before a retryable failure is recorded as final: FC's default is the
-    first invocation plus 3 async retries, after which the event is dropped and nothing would say so."""
-    download_timeout: float = 60.0
-    stall_seconds: float = 300.0
-    """An upload record unclaimed in `submitting` this long is re-driven by the collector (FC's own retry
-    of the event gets this long to come first)."""
-    collect_stop_seconds: float = 15.0
-    """The collector claims no new job once the invocation has less than this left."""
-    record_seconds: float = 45.0
-    """on_upload starts a record only while this much of the invocation is left (a synchronous call, its
-    download and its writes fit in it); the rest of the event is deferred."""
-    copy_margin_seconds: float = 5.0
-    """A result copy still running when less than this is left is abandoned (its job stays pending), so
-    FC never kills the function in the middle of a write."""
-    storage_retry: RetryPolicy = field(
-        default_factory=lambda: RetryPolicy(max_attempts=3, base_delay=0.2, max_delay=1.0, max_total=5.0)
+    The tunables, with their defaults (a test makes them small):
+    - `claim_seconds` (900): a record stuck in `submitting` is taken over only after this; it must outlive
+      the function timeout.
+    - `max_event_attempts` (4): deliveries of one object before a retryable failure is recorded as final:
+      FC's default is the first invocation plus 3 async retries, after which the event is dropped.
+    - `download_timeout` (60): socket timeout of result downloads.
+    - `stall_seconds` (300): an upload unclaimed in `submitting`, or a deferred record, this long is taken
+      up by the collector (FC's own retry of the event gets this long to come first).
+    - `collect_stop_seconds` (15): the collector claims no new job once the invocation has less than this.
+    - `record_seconds` (45): on_upload starts a record only while this much of the invocation is left (a
+      synchronous call, its download and its writes fit in it); the rest of the event is deferred.
+    - `copy_margin_seconds` (5): a result copy still running when less than this is left is abandoned (its
+      job stays pending), so FC never kills the function in the middle of a write.
+    - `storage_retry`: backoff of the storage writes that follow a paid call, retried in place (handing the
+      record back to FC instead would pay for the call again).
+    - `secrets`: the current secret values (AccessKey secret, STS token, AppCode) to mask in stored messages.
+    - `buckets`: the buckets the collector scans when the timer event names none.
+
+    A plain class, not a dataclass: building one costs the handlers' cold start about 1.5 ms.
+    """
+
+    TUNABLES = (
+        "picwish",
+        "clock",
+        "logger",
+        "claim_seconds",
+        "max_event_attempts",
+        "download_timeout",
+        "stall_seconds",
+        "collect_stop_seconds",
+        "record_seconds",
+        "copy_margin_seconds",
+        "storage_retry",
+        "secrets",
+        "buckets",
     )
-    """Backoff for the storage writes that follow a paid call, retried in place: handing the record back
-    to FC instead would pay for the call again."""
-    secrets: Callable[[], tuple[str, ...]] = lambda: ()
-    """Current secret values (AccessKey secret, STS token, AppCode) to mask in stored error messages."""
-    buckets: tuple[str, ...] = ()
-    """Buckets the collector scans when the timer event names none."""
-    rules: tuple[Rule, ...] = field(init=False)
-    layout: BucketLayout = field(init=False)
 
-    def __post_init__(self) -> None:
-        self.rules = parse_rules(list(self.settings.rules))
-        settings = self.settings
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        storage_for: StorageFactory,
+        vision: VisionClient,
+        http: requests.Session,
+        picwish: PicWishClient | None = None,
+        clock: Callable[[], float] = time.time,
+        logger: logging.Logger | None = None,
+        claim_seconds: float = DEFAULT_CLAIM_SECONDS,
+        max_event_attempts: int = 4,
+        download_timeout: float = 60.0,
+        stall_seconds: float = DEFAULT_STALL_SECONDS,
+        collect_stop_seconds: float = 15.0,
+        record_seconds: float = 45.0,
+        copy_margin_seconds: float = 5.0,
+        storage_retry: RetryPolicy | None = None,
+        secrets: Callable[[], tuple[str, ...]] | None = None,
+        buckets: tuple[str, ...] = (),
+    ) -> None:
+        self.settings = settings
+        self.storage_for = storage_for
+        self.vision = vision
+        self.http = http
+        self.picwish = picwish
+        self.clock = clock
+        self.logger = logger or logging.getLogger(LOGGER_NAME)
+        self.claim_seconds = claim_seconds
+        self.max_event_attempts = max_event_attempts
+        self.download_timeout = download_timeout
+        self.stall_seconds = stall_seconds
+        self.collect_stop_seconds = collect_stop_seconds
+        self.record_seconds = record_seconds
+        self.copy_margin_seconds = copy_margin_seconds
+        self.storage_retry = storage_retry or RetryPolicy(
+            max_attempts=3, base_delay=0.2, max_delay=1.0, max_total=5.0
+        )
+        self.secrets: Callable[[], tuple[str, ...]] = secrets or (lambda: ())
+        self.buckets = buckets
+        self.rules: tuple[Rule, ...] = parse_rules(list(settings.rules))
         self.layout = BucketLayout(
             settings.output_prefix, settings.jobs_prefix, settings.failed_prefix, settings.input_prefix
         )

@@ -58,9 +58,12 @@ def submit(attempt: UploadAttempt) -> None:
         )
     fit(attempt)
     url = input_url(deps, attempt.storage, attempt.job.submit_key or attempt.key, action)
+    params = dict(attempt.job.params)
+    if attempt.job.mask_key:
+        params["MaskImageURL"] = input_url(deps, attempt.storage, attempt.job.mask_key, action)
     attempt.job = attempt.records.note_call(attempt.job)
     try:
-        result = call_action(deps, action, url, attempt.job.params)
+        result = call_action(deps, action, url, params)
     except ApiError as error:
         if error.http_status is not None and not isinstance(error, ApiConnectionError):
             # The service answered with an error: nothing was billed, the call does not count.

@@ -32,6 +32,7 @@ from segflow.services.attempt import RecordOutcome, UploadAttempt, claim, identi
 from segflow.services.common import safe_message
 from segflow.services.deps import Deps
 from segflow.services.paid import settle, store_or_queue, submit
+from segflow.services.pairs import pair
 from segflow.states import Outcome
 
 _COUNTED = (
@@ -43,6 +44,7 @@ _COUNTED = (
     Outcome.RETRY,
     Outcome.FAULT,
     Outcome.DEFERRED,
+    Outcome.WAITING,
 )
 _RAISED = frozenset({Outcome.RETRY, Outcome.FAULT, Outcome.DEFERRED})
 
@@ -152,7 +154,7 @@ def process_record(record: OssRecord, deps: Deps) -> RecordOutcome:
         return located
     attempt = located
     try:
-        stopped = identify(attempt) or claim(attempt)
+        stopped = identify(attempt) or pair(attempt) or claim(attempt)
     except SegflowError as error:
         return _before_record(attempt, error)
     if stopped is not None:

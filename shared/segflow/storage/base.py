@@ -5,11 +5,9 @@ Two adapters implement it and pass the same contract suite (`tests/support/stora
 Keys are OSS object keys: already decoded, any Unicode, `/` separates nothing but is kept as is.
 """
 
-from __future__ import annotations
-
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from segflow.errors import StorageError
 
@@ -20,8 +18,7 @@ DEFAULT_PART_SIZE = 8 * 1024 * 1024
 DEFAULT_CHUNK_SIZE = 1024 * 1024
 
 
-@dataclass(frozen=True)
-class ObjectInfo:
+class ObjectInfo(NamedTuple):
     """What a HEAD or a listing tells about one object."""
 
     key: str

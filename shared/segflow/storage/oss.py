@@ -57,6 +57,11 @@ def _raise_storage_error(exc: oss2.exceptions.OssError, key: str, bucket: str) -
     status = getattr(exc, "status", None)
     code = getattr(exc, "code", "") or None
     request_id = getattr(exc, "request_id", "") or None
+    if status == 404 and code == "NoSuchBucket":
+        # Still "not found" for the services (the object went with its bucket), but said as it is.
+        raise ObjectNotFoundError(
+            f"bucket {bucket} does not exist", code=code, http_status=404, request_id=request_id
+        ) from exc
     if status == 404:
         raise ObjectNotFoundError(
             f"no object {key!r} in bucket {bucket}", http_status=404, request_id=request_id

@@ -1,0 +1,237 @@
+"""The local engine under a burst: 30 signed calls at once, each on a new connection, against `segflow engine`
+(real models, default options) in a child process, and the engine's memory meanwhile.
+
+- **Resets**: calls that got no HTTP answer (reset, refused, aborted). Target 0.
+- **Tracebacks** the engine printed on stderr during the burst. Target 0.
+- **Peak RSS** of the engine process during the burst (`VmRSS` sampled every 10 ms), against its RSS once the
+  models are loaded and it listens (the baseline, same run). No target: the figure to watch.
+- **What dominates the rest**: the working set of ISNet at 1024² alone (the engine's salient segmenter in a
+  fresh process, two inferences): RSS added by loading it, and the peak above that.
+
+The calls are SegmentBody, SegmentCommonImage, SegmentHead, SegmentHair and ParseFace, six each, on the
+astronaut composite (1024², 512² with `--quick`), one pixel changed per call so no cache answers. Signed with
+segflow's v1 signer (what the official SDKs send), the inputs served from this process over loopback.
+
+Needs the models (`make models`). Run: `python bench/engine_burst.py [--quick] [--json]`.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+if __package__ in (None, ""):
+    sys.path.insert(0, os.path.dirname(__file__))
+from _common import REPO_ROOT, Row, child_env, emit, log, parse_args, setup_paths
+
+setup_paths()
+
+BURST = 30
+ACTIONS = ("SegmentBody", "SegmentCommonImage", "SegmentHead", "SegmentHair", "ParseFace")
+ACCESS_KEY = ("bench-burst-key", "bench-burst-secret")
+
+
+def rss_mib(pid: int, field: str = "VmRSS") -> float:
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024.0
+    raise RuntimeError(f"no {field} for process {pid}")
+
+
+class RssSampler:
+    """The highest RSS of a process, sampled every 10 ms on a thread."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid, self.peak = pid, 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, rss_mib(self.pid))
+            time.sleep(0.01)
+
+    def __enter__(self) -> RssSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def start_engine(state_dir: Path, stderr_path: Path) -> tuple[subprocess.Popen[str], str]:
+    """`segflow engine` with default options on a free port; returns once its models are loaded and it
+    listens, with its base URL."""
+    env = child_env()
+    env["SEGFLOW_ENGINE_ACCESS_KEYS"] = ":".join(ACCESS_KEY)
+    command = [sys.executable, "-m", "segflow_cli", "engine", "--port", "0", "--state-dir", str(state_dir)]
+    with stderr_path.open("w") as stderr:
+        process = subprocess.Popen(
+            command, stdout=subprocess.PIPE, stderr=stderr, text=True, env=env, cwd=str(REPO_ROOT)
+        )
+    assert process.stdout is not None
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        line = process.stdout.readline()
+        if not line:
+            break
+        if line.startswith("segflow engine listening on "):
+            threading.Thread(target=process.stdout.read, daemon=True).start()  # keep the pipe drained
+            return process, line.split()[4]
+    process.kill()
+    raise RuntimeError("the engine did not start: " + stderr_path.read_text()[-2000:])
+
+
+def inputs(size: int) -> dict[str, bytes]:
+    """One distinct PNG per call (a pixel changed each), so the engine's per-image cache never answers."""
+    from tests.support import composites as c
+
+    base = c.person_composite("rocket", size=size).image
+    pictures = {}
+    for index in range(BURST):
+        image = base.copy()
+        image[0, index, 0] ^= 0xFF
+        pictures[f"p{index}.png"] = c.png_bytes(image)
+    return pictures
+
+
+def burst(base_url: str, urls: list[str]) -> tuple[list[int], list[str]]:
+    """All calls released together, each on its own new connection; statuses and unanswered calls."""
+    import requests
+
+    from segflow.signing import Credentials, sign_v1
+
+    credentials = Credentials(*ACCESS_KEY)
+    barrier = threading.Barrier(len(urls))
+    statuses: list[int] = []
+    unanswered: list[str] = []
+
+    def call(index: int, url: str) -> None:
+        action = ACTIONS[index % len(ACTIONS)]
+        params = sign_v1("GET", {"Action": action, "Version": "2019-12-30", "ImageURL": url}, credentials)
+        barrier.wait(timeout=30)
+        try:
+            with requests.Session() as session:  # a new connection, as 30 separate clients would open
+                statuses.append(session.get(base_url + "/", params=params.params, timeout=600).status_code)
+        except requests.RequestException as exc:
+            unanswered.append(f"{type(exc).__name__}: {exc}")
+
+    threads = [threading.Thread(target=call, args=(i, url)) for i, url in enumerate(urls)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return statuses, unanswered
+
+
+ISNET_PROBE = """
+import sys, threading, time
+import numpy as np
+from segflow_engine import models
+from segflow_engine.segmenters import salient
+def rss():
+    return int(next(l for l in open('/proc/self/status') if l.startswith('VmRSS:')).split()[1]) / 1024
+before = rss()
+segmenter = salient.SalientSegmenter()
+loaded = rss()
+peak = [loaded]
+done = threading.Event()
+def sample():
+    while not done.is_set():
+        peak[0] = max(peak[0], rss()); time.sleep(0.005)
+threading.Thread(target=sample, daemon=True).start()
+for fill in (127, 128):  # onnxruntime plans memory on the first run and applies it from the second
+    segmenter.probability(np.full((1024, 1024, 3), fill, np.uint8))
+done.set()
+print(before, loaded, peak[0])
+"""
+
+
+def isnet_working_set() -> tuple[float, float, float]:
+    """(RSS before, after loading ISNet, peak during two 1024² inferences) of a fresh process, MiB."""
+    done = subprocess.run(
+        [sys.executable, "-c", ISNET_PROBE], capture_output=True, text=True, env=child_env(), check=True
+    )
+    before, loaded, peak = (float(v) for v in done.stdout.split()[-3:])
+    return before, loaded, peak
+
+
+def measure(size: int) -> list[Row]:
+    from tests.support.engine_server import serve_files
+
+    with (
+        tempfile.TemporaryDirectory(prefix="segflow-bench-burst-") as tmp,
+        serve_files(inputs(size)) as files,
+    ):
+        stderr_path = Path(tmp) / "engine.stderr"
+        process, base_url = start_engine(Path(tmp) / "state", stderr_path)
+        try:
+            idle = rss_mib(process.pid)
+            log(f"engine_burst: engine listening, {idle:.0f} MiB; {BURST} calls at once")
+            started = time.monotonic()
+            with RssSampler(process.pid) as sampler:
+                statuses, unanswered = burst(base_url, [files.url(f"p{i}.png") for i in range(BURST)])
+            seconds = time.monotonic() - started
+        finally:
+            process.terminate()
+            process.wait(timeout=60)
+        tracebacks = stderr_path.read_text().count("Traceback")
+    return rows(size, idle, sampler.peak, seconds, statuses, unanswered, tracebacks)
+
+
+def rows(
+    size: int,
+    idle: float,
+    peak: float,
+    seconds: float,
+    statuses: list[int],
+    unanswered: list[str],
+    tracebacks: int,
+) -> list[Row]:
+    answered = f"{statuses.count(200)} answered 200 of {BURST}" + (
+        f", other statuses {sorted(s for s in statuses if s != 200)}" if len(set(statuses)) > 1 else ""
+    )
+    before, loaded, isnet_peak = isnet_working_set()
+    return [
+        Row(
+            f"engine burst: {BURST} signed calls at once, each on a new connection — calls with no answer",
+            f"{len(unanswered)} ({answered}, {seconds:.0f} s)",
+            "0 (no reset)",
+            not unanswered,
+            "; ".join(unanswered[:3]),
+        ),
+        Row("engine burst: tracebacks on the engine's stderr", str(tracebacks), "0", tracebacks == 0),
+        Row(
+            f"engine burst: peak RSS ({size}² inputs) vs models loaded and listening",
+            f"{peak:.0f} MiB = {peak / idle:.2f}× idle {idle:.0f} MiB",
+            "(no target)",
+            None,
+            "the rest above idle is inference working memory; see the ISNet row",
+        ),
+        Row(
+            "ISNet 1024² alone (fresh process, the engine's session options): loading / two inferences",
+            f"+{loaded - before:.0f} MiB loaded, +{isnet_peak - loaded:.0f} MiB more at peak",
+            "(what dominates)",
+            None,
+        ),
+    ]
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(__doc__.splitlines()[0], argv)
+    from segflow_engine import models
+
+    models.check_installed()
+    emit(measure(512 if args.quick else 1024), as_json=args.json)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,80 @@
+"""Paid calls per object under every injected fault: the bound, and the worst case seen.
+
+For each action kind on the upload path — a synchronous image (SegmentCommonImage), an asynchronous video
+(SegmentVideoBody), a PicWish cut-out, an oversize image segmented on a fitted copy — and each fault mode
+— a lasting OSS outage, or the process dying — a failure is injected at every storage write that follows
+the paid call in turn (results, manifest, records, pending entry, clean-up). FC redelivers the event, the
+collector ticks, and the clock runs past claims, stall waits and the 30-minute result URLs, until the
+object has one result or one failure record (`tests/support/paid_faults.py`, the same scenarios the
+test `tests/functional/test_on_upload_paid_bound.py` asserts on).
+
+Figure per kind: the worst number of paid calls for the object over all faults, against the bound the
+idempotency record enforces (`segflow.services.paid.MAX_PAID_CALLS`, counted before each call). The
+baseline is the clean run: one call.
+
+Run: `python bench/paid_calls.py [--quick] [--json]` (`--quick`: the outage mode only).
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+from pathlib import Path
+
+if __package__ in (None, ""):
+    sys.path.insert(0, __import__("os").path.dirname(__file__))
+from _common import Row, emit, log, parse_args, setup_paths
+
+setup_paths()
+
+
+def measure(modes: list[str]) -> list[Row]:
+    from tests.support.fake_api import FakeApi
+    from tests.support.paid_faults import KINDS, sweep
+    from tests.support.services_harness import ResultServer
+
+    from segflow.services.deps import use_handler_deps
+    from segflow.services.paid import MAX_PAID_CALLS
+
+    rows = []
+    api = FakeApi().start()
+    results = ResultServer()
+    try:
+        with tempfile.TemporaryDirectory(prefix="segflow-bench-paid-") as tmp:
+            for kind in KINDS:
+                worst, scenarios, problems = 0, 0, 0
+                for mode in modes:
+                    log(f"paid_calls: {kind.name} ({kind.action}), {mode} at every write after the call")
+                    outcome = sweep(Path(tmp) / kind.name / mode, api, results, kind, mode)
+                    use_handler_deps(None)
+                    worst = max(worst, outcome.worst)
+                    scenarios += len(outcome.steps)
+                    problems += len(outcome.problems)
+                rows.append(
+                    Row(
+                        f"paid calls per object, {kind.name} ({kind.action}): worst under any fault",
+                        f"{worst} (clean run: 1; {scenarios} faults: {', '.join(modes)} at each write)",
+                        f"≤ {MAX_PAID_CALLS} (the record's bound)",
+                        worst <= MAX_PAID_CALLS and problems == 0,
+                        detail=(
+                            f"{kind.name}: every faulted object ended with one result or one failure record"
+                            if problems == 0
+                            else f"{kind.name}: {problems} faulted runs did not settle or exceeded the bound"
+                        ),
+                    )
+                )
+    finally:
+        results.close()
+        api.stop()
+    return rows
+
+
+def main() -> int:
+    args = parse_args(__doc__.splitlines()[0])
+    modes = ["outage"] if args.quick else ["killed", "outage"]
+    emit(measure(modes), as_json=args.json)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
