@@ -119,7 +119,7 @@ def bucket_error(error: StorageError, bucket: str, prefix: str) -> SegflowError:
     if isinstance(error, ObjectNotFoundError) or error.code == "NoSuchBucket":
         # Listing a prefix with no objects answers an empty page; a 404 can only be the bucket itself.
         return BucketAccessError(
-            f"bucket {bucket} does not exist (NoSuchBucket); check --bucket (or SEGFLOW_BUCKET) and "
+            f"bucket {bucket} does not exist (NoSuchBucket); check the bucket name (or SEGFLOW_BUCKET) and "
             "SEGFLOW_REGION / SEGFLOW_OSS_ENDPOINT",
             code="NoSuchBucket",
             http_status=404,

@@ -20,7 +20,6 @@ from segflow.layout import BucketLayout
 from segflow.settings import Settings
 from segflow.storage.base import Storage
 from segflow_cli.localrun import LocalRuntime
-from segflow_cli.objects import BucketAccessError
 from segflow_cli.senders import DEFAULT_RECORDS_PER_EVENT, EventShape, FcSender, LocalSender, Sender
 
 ENV_BUCKET = "SEGFLOW_BUCKET"
@@ -30,11 +29,14 @@ DEFAULT_WORKERS = 4
 
 def add_common_arguments(parser: argparse.ArgumentParser, *, event_name: str) -> None:
     parser.set_defaults(event_name=event_name)
-    parser.add_argument("--bucket", help=f"the bucket (default: {ENV_BUCKET}, as for s.yaml)")
+    parser.add_argument(
+        "bucket", nargs="?", help=f"the bucket segflow processes (default: {ENV_BUCKET}, as s.yaml reads it)"
+    )
     parser.add_argument(
         "--bucket-dir",
         type=Path,
-        help="buckets are folders <DIR>/<bucket>/ (local-directory buckets) instead of OSS",
+        help="a directory with one folder per bucket, as `segflow run` uses (default: "
+        "SEGFLOW_LOCAL_BUCKET_DIR; without either: OSS, with the ALIBABA_CLOUD_* AccessKey)",
     )
     how = parser.add_argument_group("how objects are sent (one of --via fc, --local, --dry-run)")
     how.add_argument(
@@ -131,7 +133,7 @@ def open_operation(args: argparse.Namespace, environ: Mapping[str, str]) -> Iter
     """Everything a run needs, checked before anything is sent; closed (engine stopped) afterwards."""
     bucket = (args.bucket or environ.get(ENV_BUCKET, "")).strip()
     if not bucket:
-        raise ConfigError(f"which bucket? pass --bucket or set {ENV_BUCKET}")
+        raise ConfigError(f"which bucket? name it, or set {ENV_BUCKET}")
     via = None if args.dry_run else args.via
     if not args.dry_run and via is None:
         raise ConfigError("choose how to send: --via fc (the deployed function), --local, or --dry-run")
@@ -144,7 +146,8 @@ def open_operation(args: argparse.Namespace, environ: Mapping[str, str]) -> Iter
         if via == "local" and args.engine == "local":
             env.update(_start_engine(stack))
         settings = Settings.from_env(env)
-        factory = _local_buckets(args.bucket_dir, bucket)
+        root = args.bucket_dir or env.get("SEGFLOW_LOCAL_BUCKET_DIR", "").strip() or None
+        factory = _local_buckets(Path(root) if root else None, bucket)
         operation = _open(args, env, settings, bucket, via, factory)
         if operation.runtime is not None:
             stack.callback(operation.runtime.close)
@@ -188,14 +191,15 @@ def _names(args: argparse.Namespace) -> tuple[str, str]:
 def _local_buckets(bucket_dir: Path | None, bucket: str) -> object | None:
     if bucket_dir is None:
         return None
+    from segflow.errors import StorageError
     from segflow_cli.localbucket import LocalBuckets
+    from segflow_cli.objects import bucket_error
 
     buckets = LocalBuckets(bucket_dir)
-    if not (buckets.root / bucket).is_dir():
-        raise BucketAccessError(
-            f"bucket {bucket} does not exist: no folder {buckets.root / bucket} (NoSuchBucket)",
-            code="NoSuchBucket",
-        )
+    try:
+        buckets.existing(bucket)  # a missing folder would list as an empty bucket
+    except StorageError as error:
+        raise bucket_error(error, f"{bucket} (under {buckets.root})", "") from error
     return buckets
 
 

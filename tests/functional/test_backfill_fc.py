@@ -51,7 +51,7 @@ def bucket(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, api: FakeApi, fc: Fc
 
 
 def via_fc(bucket: Bucket, *extra: str) -> list[str]:
-    return ["backfill", "--bucket", BUCKET, "--bucket-dir", str(bucket.root), "--via", "fc", *extra]
+    return ["backfill", BUCKET, "--bucket-dir", str(bucket.root), "--via", "fc", *extra]
 
 
 def records_sent(fc: FcStandIn) -> list[dict[str, Any]]:

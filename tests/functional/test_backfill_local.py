@@ -37,7 +37,7 @@ def vision(api: FakeApi, results: ResultServer) -> FakeVision:
 
 
 def local(bucket: Bucket, *extra: str) -> list[str]:
-    return ["backfill", "--bucket", BUCKET, "--bucket-dir", str(bucket.root), "--local", *extra]
+    return ["backfill", BUCKET, "--bucket-dir", str(bucket.root), "--local", *extra]
 
 
 def checkpoint(bucket: Bucket) -> dict[str, Any]:
@@ -180,9 +180,7 @@ def test_dry_run_counts_per_action_and_touches_nothing(
     bucket.put("incoming/broken.png", b"\x89PNG\r\n\x1a\n")
     before = bucket.snapshot()
 
-    status, out, _ = run_cli(
-        capsys, "backfill", "--bucket", BUCKET, "--bucket-dir", str(bucket.root), "--dry-run"
-    )
+    status, out, _ = run_cli(capsys, "backfill", BUCKET, "--bucket-dir", str(bucket.root), "--dry-run")
 
     assert status == 0
     assert bucket.snapshot() == before and api.requests == []
@@ -219,11 +217,11 @@ def test_a_deployment_fault_stops_the_backfill_and_the_next_run_goes_on(
 
 
 @pytest.mark.parametrize(
-    ("extra", "message"),
+    ("bucket_name", "extra", "message"),
     [
-        (["--bucket", "no-such-bucket"], "does not exist"),
-        (["--suffix", ".tiff"], "no object of bucket"),
-        (["--via", "local", "--prefix", "nothing-here/"], "no object of bucket"),
+        ("no-such-bucket", [], "does not exist (NoSuchBucket)"),
+        (BUCKET, ["--suffix", ".tiff"], "no object of bucket"),
+        (BUCKET, ["--via", "local", "--prefix", "nothing-here/"], "no object of bucket"),
     ],
 )
 def test_bad_input_exits_2_and_sends_nothing(
@@ -231,11 +229,12 @@ def test_bad_input_exits_2_and_sends_nothing(
     vision: FakeVision,
     api: FakeApi,
     capsys: pytest.CaptureFixture[str],
+    bucket_name: str,
     extra: list[str],
     message: str,
 ) -> None:
     bucket.images(2)
-    args = ["backfill", "--bucket", BUCKET, "--bucket-dir", str(bucket.root), "--local", *extra]
+    args = ["backfill", bucket_name, "--bucket-dir", str(bucket.root), "--local", *extra]
     status, _, err = run_cli(capsys, *args)
     assert status == 2 and message in err
     assert api.requests == []
@@ -271,5 +270,5 @@ def test_a_checkpoint_of_another_bucket_or_other_filters_is_refused(
 
 def test_no_way_to_send_is_a_usage_error(bucket: Bucket, capsys: pytest.CaptureFixture[str]) -> None:
     bucket.images(1)
-    status, _, err = run_cli(capsys, "backfill", "--bucket", BUCKET, "--bucket-dir", str(bucket.root))
+    status, _, err = run_cli(capsys, "backfill", BUCKET, "--bucket-dir", str(bucket.root))
     assert status == 2 and "--via fc" in err and "--local" in err
