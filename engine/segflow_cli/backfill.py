@@ -71,6 +71,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     try:
         return _run(args, dict(os.environ))
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted; the same command continues from the checkpoint", file=sys.stderr)
+        return INTERRUPTED
     except SegflowError as error:
         print(f"{PROG}: {error.message} ({error.code}); nothing was sent", file=sys.stderr)
         return 2
@@ -166,8 +169,9 @@ class _Backfill:
 
     def _nothing_listed(self) -> int:
         if self.checkpoint.start_after:
-            self.checkpoint.finished = True
-            self._save(force=True)
+            if not self.args.dry_run:
+                self.checkpoint.finished = True
+                self._save(force=True)
             print(f"{PROG}: nothing left after {self.checkpoint.start_after}: the backfill is finished.")
             return 0
         print(
@@ -182,7 +186,7 @@ class _Backfill:
         assert sender is not None
         label = "queued in FC" if sender.via == "fc" else "finished"
         progress = TransferProgress(f"{PROG} {self.operation.bucket}", finished_label=label)
-        prefetch = Prefetch(objects, on_item=lambda: progress.add(listed=1))
+        prefetch = Prefetch(objects, on_item=lambda: progress.add(listed=1), on_end=progress.listing_ended)
         try:
             end = run_batches(
                 batched(prefetch, self.args.batch),
@@ -243,6 +247,7 @@ class _Backfill:
     def _report(self, end: RunEnd) -> int:
         notes = self.summary.notes
         if end.refused is not None:
+            self.summary.add(end.refused.results)  # handed over before the stop (sent again next run)
             notes.append(f"stopped: {end.refused.message}")
         if end.interrupted:
             notes.append("interrupted: run the same command to continue")

@@ -40,10 +40,18 @@ class Prefetch(Generic[T]):
     """Iterates `source` in a thread, `ahead` items ahead of the consumer; `listed` counts them.
     An exception of the source is raised to the consumer where it occurred."""
 
-    def __init__(self, source: Iterable[T], *, ahead: int = 5000, on_item: Callable[[], None] = lambda: None):
+    def __init__(
+        self,
+        source: Iterable[T],
+        *,
+        ahead: int = 5000,
+        on_item: Callable[[], None] = lambda: None,
+        on_end: Callable[[], None] = lambda: None,
+    ):
         self._queue: queue.Queue[object] = queue.Queue(maxsize=ahead)
         self._stop = threading.Event()
         self._on_item = on_item
+        self._on_end = on_end
         self._thread = threading.Thread(target=self._fill, args=(source,), name="segflow-lister", daemon=True)
         self._thread.start()
 
@@ -56,6 +64,7 @@ class Prefetch(Generic[T]):
         except BaseException as exc:  # handed to the consumer, raised there
             self._put(exc)
             return
+        self._on_end()
         self._put(_DONE)
 
     def _put(self, item: object) -> bool:

@@ -73,6 +73,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     try:
         return _run(args, dict(os.environ))
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted; run it again to redrive the rest", file=sys.stderr)
+        return 130
     except SegflowError as error:
         print(f"{PROG}: {error.message} ({error.code}); nothing was sent", file=sys.stderr)
         return 2
@@ -172,10 +175,10 @@ def failure_identity(document: Mapping[str, Any]) -> str:
 
 @dataclass
 class _Taken:
-    """What preparing one batch took, to give back if FC refuses it."""
+    """What preparing one batch took (by source key), to give back for what was not handed over."""
 
-    markers: list[str] = field(default_factory=list)
-    reopened: list[JobRecord] = field(default_factory=list)
+    markers: dict[str, str] = field(default_factory=dict)
+    reopened: dict[str, JobRecord] = field(default_factory=dict)
 
 
 class _Redrive:
@@ -194,7 +197,7 @@ class _Redrive:
         via = self.operation.via
         label = "queued in FC" if via == "fc" else ("checked" if self.dry_run else "finished")
         progress = TransferProgress(f"{PROG} {self.operation.bucket}", finished_label=label)
-        prefetch = Prefetch(candidates, on_item=lambda: progress.add(listed=1))
+        prefetch = Prefetch(candidates, on_item=lambda: progress.add(listed=1), on_end=progress.listing_ended)
         try:
             end = run_batches(
                 batched(prefetch, args.batch),
@@ -211,6 +214,8 @@ class _Redrive:
         finally:
             prefetch.close()
             progress.close()
+        if end.refused is not None:
+            self.summary.add(end.refused.results)
         self._notes(end.refused, end.interrupted)
         self.summary.print(as_json=args.json)
         if end.interrupted:
@@ -244,12 +249,13 @@ class _Redrive:
             sender = self.operation.sender
             assert sender is not None
             return results + sender.send(targets)
-        except SendRefused:
-            self._give_back(taken)
+        except SendRefused as refused:
+            self._give_back(taken, handed_over={r.key for r in refused.results})
+            refused.results = results + refused.results
             raise
         except SegflowError as error:
-            self._give_back(taken)
-            raise SendRefused(f"redrive stopped: {error}", code=error.code) from error
+            self._give_back(taken, handed_over=set())
+            raise SendRefused(f"redrive stopped: {error}", code=error.code, results=results) from error
 
     def _prepare(self, entry: IndexEntry, taken: _Taken) -> ObjectInfo | ObjectResult | None:
         """The object to send for one failure, or why it is not sent (None: not wanted after all)."""
@@ -279,7 +285,7 @@ class _Redrive:
             reopened = self.records.reopen(record.record_id)
             if reopened is None:
                 return ObjectResult(key, "held", action, code, "the record was reopened elsewhere")
-            taken.reopened.append(reopened)
+            taken.reopened[key] = reopened
         return info
 
     def _still_wanted(self, document: Mapping[str, Any]) -> bool:
@@ -313,17 +319,22 @@ class _Redrive:
             )
         except ObjectExistsError:
             return False
-        taken.markers.append(marker)
+        taken.markers[key] = marker
         return True
 
-    def _give_back(self, taken: _Taken) -> None:
-        """FC refused the batch: undo what preparing it took, so the next redrive takes it again."""
-        for record in taken.reopened:
+    def _give_back(self, taken: _Taken, *, handed_over: set[str]) -> None:
+        """The batch stopped before these objects were handed over: undo what preparing them took, so the
+        next redrive takes them again (what was handed over keeps its marker: it was redriven)."""
+        for key, record in taken.reopened.items():
+            if key in handed_over:
+                continue
             try:
                 self.records.mark_failed(record, dict(record.error or {}))
             except SegflowError as error:
                 print(f"{PROG}: could not hand back {record.key} ({error.code})", file=sys.stderr)
-        for marker in taken.markers:
+        for key, marker in taken.markers.items():
+            if key in handed_over:
+                continue
             try:
                 self.operation.storage.delete(marker)
             except SegflowError as error:

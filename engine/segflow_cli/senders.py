@@ -67,9 +67,13 @@ class ObjectResult(NamedTuple):
 
 class SendRefused(SegflowError):
     """The platform refused a batch (or the deployment is at fault): the run stops here, and what was not
-    sent is left for the next run."""
+    sent is left for the next run. `results` are the objects of the batch handed over before it stopped."""
 
     default_code = "SendRefused"
+
+    def __init__(self, message: str, *, results: Sequence[ObjectResult] = (), **fields: Any) -> None:
+        super().__init__(message, **fields)
+        self.results = list(results)
 
 
 class Sender(Protocol):
@@ -236,7 +240,11 @@ class FcSender:
             wait = self.pacer.reserve(len(group))
             if wait > 0:
                 time.sleep(wait)
-            request_id = self._invoke(payload)
+            try:
+                request_id = self._invoke(payload)
+            except SendRefused as refused:
+                refused.results = results  # the events of this batch FC took before refusing one
+                raise
             results += [
                 ObjectResult(t.key, "sent", detail=f"FC request {request_id}", etag=t.etag) for t in group
             ]
@@ -298,7 +306,11 @@ class LocalSender:
     def send(self, targets: Sequence[ObjectInfo]) -> list[ObjectResult]:
         results: list[ObjectResult] = []
         for group, payload in event_payloads(self.shape, targets):
-            results += self._deliver(group, payload)
+            try:
+                results += self._deliver(group, payload)
+            except SendRefused as refused:
+                refused.results = results + refused.results  # every object before it was processed
+                raise
         return results
 
     def _deliver(self, group: list[ObjectInfo], payload: bytes) -> list[ObjectResult]:
@@ -319,6 +331,7 @@ class LocalSender:
                 "fix the deployment and run the same command again (it continues where it stopped), "
                 "or pass --keep-going to record faults and go on",
                 code=fault.code,
+                results=results,
             )
         return results
 

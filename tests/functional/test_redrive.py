@@ -28,7 +28,7 @@ from tests.conftest import REPO_ROOT
 from tests.support.fake_api import TEST_CREDENTIALS, FakeApi, Reply
 from tests.support.fc_standin import FcStandIn
 from tests.support.ops import BUCKET, LAYOUT, Bucket, clean_environment, point_at, run_cli, submitted_keys
-from tests.support.services_harness import FakeVision, ResultServer
+from tests.support.services_harness import FakeVision, ResultServer, png
 
 FUNCTION = "segflow-on-upload"
 DENIED = Reply.error(403, "Forbidden.RAM", "User not authorized to operate on the specified resource.")
@@ -246,3 +246,29 @@ def test_filters_pick_exactly_their_failures_and_a_dry_run_touches_nothing(
         status, _, err = run_cli(capsys, *command("redrive", bucket, "--via", "fc", *extra))
         assert status == 2 and "no failure record" in err
     assert fc.invocations == []
+
+
+def test_a_fault_stops_a_local_redrive_and_what_it_finished_stays_finished(
+    bucket: Bucket, vision: FakeVision, api: FakeApi, capsys: pytest.CaptureFixture[str]
+) -> None:
+    keys = bucket.images(4)
+    api.queue("SegmentCommonImage", *[Reply.error(400, "InvalidImage.Content")] * len(keys))
+    assert run_cli(capsys, *command("backfill", bucket, "--local"))[0] == 1
+    record_ids = {k: d["RecordId"] for k, d in bucket.failures().items()}
+    api.queue("SegmentCommonImage", Reply.ok({"ImageURL": vision.results.add(png((64, 48), "RGBA"), ".png")}))
+    api.queue("SegmentCommonImage", DENIED)  # the role lost its permission in the middle of the redrive
+
+    status, out, _ = run_cli(capsys, *command("redrive", bucket, "--local", "--batch", "4", "--workers", "1"))
+
+    assert status == 1 and "deployment fault Forbidden.RAM" in out
+    states = {k: RecordStore(bucket.storage, LAYOUT).load(r).state for k, r in record_ids.items()}  # type: ignore[union-attr]
+    assert states == {
+        keys[0]: RecordState.DONE,
+        keys[1]: RecordState.SUBMITTING,  # a fault leaves it retryable
+        keys[2]: RecordState.DONE,
+        keys[3]: RecordState.DONE,
+    }
+    assert {k: d.get("Fault") for k, d in bucket.failures().items()} == {keys[1]: True}
+
+    status, _, _ = run_cli(capsys, *command("redrive", bucket, "--local"))  # the role is fixed again
+    assert status == 0 and sorted(bucket.manifests()) == keys and bucket.failures() == {}
