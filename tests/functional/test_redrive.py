@@ -262,13 +262,10 @@ def test_a_fault_stops_a_local_redrive_and_what_it_finished_stays_finished(
 
     assert status == 1 and "deployment fault Forbidden.RAM" in out
     states = {k: RecordStore(bucket.storage, LAYOUT).load(r).state for k, r in record_ids.items()}  # type: ignore[union-attr]
-    assert states == {
-        keys[0]: RecordState.DONE,
-        keys[1]: RecordState.SUBMITTING,  # a fault leaves it retryable
-        keys[2]: RecordState.DONE,
-        keys[3]: RecordState.DONE,
-    }
-    assert {k: d.get("Fault") for k, d in bucket.failures().items()} == {keys[1]: True}
+    (faulted,) = [k for k, state in states.items() if state != RecordState.DONE]  # the one event's order
+    assert states[faulted] == RecordState.SUBMITTING  # a fault leaves it retryable
+    assert {k: d.get("Fault") for k, d in bucket.failures().items()} == {faulted: True}
+    assert sorted(bucket.manifests()) == sorted(set(keys) - {faulted})  # finished, and stays finished
 
     status, _, _ = run_cli(capsys, *command("redrive", bucket, "--local"))  # the role is fixed again
     assert status == 0 and sorted(bucket.manifests()) == keys and bucket.failures() == {}
