@@ -19,11 +19,10 @@ import numpy as np
 
 from segflow.catalogue import get_action
 from segflow.errors import InputValidationError, UnknownActionError
-from segflow_engine import render
+from segflow_engine import picwish, render
 from segflow_engine.segmenters.base import ElementMask, Segmentation, get_segmenter, get_typed
 from segflow_engine.segmenters.facedetect import MAX_FACES
 
-PICWISH_OUTPUT_IMAGE_AND_MASK, PICWISH_OUTPUT_IMAGE, PICWISH_OUTPUT_MASK = 1, 2, 3
 PICWISH_SEGMENTERS = MappingProxyType(
     {"person": "person", "object": "salient", "stamp": "stamp"}
 )  # by `type`
@@ -249,19 +248,6 @@ def _refine_mask(segmenter: str, call: ImageCall) -> ActionOutput:
     )
 
 
-def _int_param(params: Mapping[str, str], name: str, default: int, allowed: tuple[int, ...]) -> int:
-    raw = str(params.get(name, "") or "").strip()
-    if not raw:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise _invalid(f"{name} must be one of {allowed}, not {raw!r}") from None
-    if value not in allowed:
-        raise _invalid(f"{name} must be one of {allowed}, not {value}")
-    return value
-
-
 def picwish_auto_kind(rgb: np.ndarray) -> str:
     """PicWish's empty `type`: "person" when the image shows somebody (a face is found), else "object"."""
     from segflow_engine.segmenters.person import PersonSegmenter
@@ -273,19 +259,13 @@ def _picwish(segmenter: str, call: ImageCall) -> ActionOutput:
     """PicWish: `type` picks the segmenter (`segmenter` is unused); `output_type` the image, the mask or
     both; `crop=1` crops to the subject; `format=jpg` puts the subject on `bg_color`."""
     params, rgb = call.params, call.rgb
-    kind = str(params.get("type", "") or "").strip().lower()
-    if kind not in ("", "auto", *PICWISH_SEGMENTERS):
-        raise _invalid(f"type must be person, object, stamp or empty, not {kind!r}")
-    output_type = _int_param(params, "output_type", PICWISH_OUTPUT_IMAGE, (1, 2, 3))
-    crop = _int_param(params, "crop", 0, (0, 1))
-    fmt = str(params.get("format", "") or "png").strip().lower()
-    if fmt not in ("png", "jpg", "jpeg"):
-        raise _invalid(f"format must be png or jpg, not {fmt!r}")
     try:
-        bg_color = render.parse_hex_color(params.get("bg_color"))
+        chosen = picwish.options(params)
     except ValueError as exc:
         raise _invalid(str(exc)) from None
-    resolved = picwish_auto_kind(rgb) if kind in ("", "auto") else kind
+    kind, output_type, crop, fmt = chosen.type, chosen.output_type, chosen.crop, chosen.format
+    bg_color = render.parse_hex_color(chosen.bg_color)
+    resolved = kind or picwish_auto_kind(rgb)
     name = PICWISH_SEGMENTERS[resolved]
     mask = _segment(name, rgb).mask
     image = rgb
@@ -294,12 +274,13 @@ def _picwish(segmenter: str, call: ImageCall) -> ActionOutput:
         image, mask = render.crop(rgb, box), render.crop(mask, box)
     encoded_image: bytes | None = None
     extension = "png"
-    if output_type in (PICWISH_OUTPUT_IMAGE_AND_MASK, PICWISH_OUTPUT_IMAGE):
+    if output_type in (picwish.OUTPUT_IMAGE_AND_MASK, picwish.OUTPUT_IMAGE):
         if fmt == "png":
             encoded_image = render.cutout_png(image, mask)
         else:
             encoded_image, extension = render.jpeg_on_color(image, mask, bg_color), "jpg"
-    encoded_mask = render.mask_png(mask) if output_type in (1, PICWISH_OUTPUT_MASK) else None
+    wants_mask = output_type in (picwish.OUTPUT_IMAGE_AND_MASK, picwish.OUTPUT_MASK)
+    encoded_mask = render.mask_png(mask) if wants_mask else None
     return ActionOutput(
         image=encoded_image,
         mask=encoded_mask,

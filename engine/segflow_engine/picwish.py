@@ -15,7 +15,7 @@ import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import parse_qsl
 
 PATH = "/tasks/visual/segmentation"
@@ -89,32 +89,52 @@ def parse_request(content_type: str, body: bytes, query: Mapping[str, str]) -> P
         raise PicWishBadRequest(400, "image_url is required")
     if len(image_url) > MAX_URL_CHARS:
         raise PicWishBadRequest(400, f"image_url is longer than {MAX_URL_CHARS} characters")
-    kind_of = str(fields.get("type") or "").strip().lower()
-    if kind_of not in TYPES:
-        raise PicWishBadRequest(400, f"type must be one of person, object, stamp or empty, not {kind_of!r}")
-    output_type = _int_field(fields, "output_type", OUTPUT_IMAGE, (1, 2, 3))
-    crop = _int_field(fields, "crop", 0, (0, 1))
+    try:
+        chosen = options(fields)
+    except ValueError as exc:
+        raise PicWishBadRequest(400, str(exc)) from None
+    return PicWishRequest(image_url, *chosen)
+
+
+class PicWishOptions(NamedTuple):
+    type: str
+    output_type: int
+    crop: int
+    format: str
+    bg_color: str | None
+
+
+def options(fields: Mapping[str, Any]) -> PicWishOptions:
+    """The task's options as the PicWish page documents them (VISION-API.md §4): `type` empty (automatic),
+    person, object or stamp; `output_type` 1, 2 or 3; `crop` 0 or 1; `format` png or jpg; `bg_color` a hex
+    RGB colour. The one check of them, for the HTTP API and for the action alike; ValueError says which
+    is wrong."""
+    kind = str(fields.get("type") or "").strip().lower()
+    if kind not in TYPES:
+        raise ValueError(f"type must be one of person, object, stamp or empty, not {kind!r}")
+    output_type = _int_option(fields, "output_type", OUTPUT_IMAGE, (1, 2, 3))
+    crop = _int_option(fields, "crop", 0, (0, 1))
     fmt = str(fields.get("format") or "png").strip().lower()
     if fmt not in ("png", "jpg"):
-        raise PicWishBadRequest(400, f"format must be png or jpg, not {fmt!r}")
+        raise ValueError(f"format must be png or jpg, not {fmt!r}")
     bg_color = str(fields.get("bg_color") or "").strip().lstrip("#") or None
     if bg_color is not None and (
-        len(bg_color) != 6 or any(c not in "0123456789abcdefABCDEF" for c in bg_color)
+        len(bg_color) not in (3, 6) or any(c not in "0123456789abcdefABCDEF" for c in bg_color)
     ):
-        raise PicWishBadRequest(400, "bg_color must be a hex RGB colour such as ffffff")
-    return PicWishRequest(image_url, kind_of, output_type, crop, fmt, bg_color)
+        raise ValueError("bg_color must be a hex RGB colour such as ffffff")
+    return PicWishOptions(kind, output_type, crop, fmt, bg_color)
 
 
-def _int_field(fields: Mapping[str, Any], name: str, default: int, allowed: tuple[int, ...]) -> int:
+def _int_option(fields: Mapping[str, Any], name: str, default: int, allowed: tuple[int, ...]) -> int:
     raw = fields.get(name)
     if raw is None or raw == "":
         return default
     try:
         value = int(str(raw).strip())
     except ValueError:
-        raise PicWishBadRequest(400, f"{name} must be one of {allowed}") from None
+        raise ValueError(f"{name} must be one of {allowed}, not {raw!r}") from None
     if value not in allowed:
-        raise PicWishBadRequest(400, f"{name} must be one of {allowed}")
+        raise ValueError(f"{name} must be one of {allowed}, not {value}")
     return value
 
 

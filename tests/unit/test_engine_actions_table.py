@@ -72,3 +72,28 @@ def test_a_table_that_contradicts_the_catalogue_cannot_be_built() -> None:
         action_table(
             EngineAction("SegmentBody", "person", render), EngineAction("SegmentBody", "salient", render)
         )
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"type": "auto"},
+        {"output_type": "4"},
+        {"crop": "yes"},
+        {"format": "jpeg"},
+        {"bg_color": "white"},
+    ],
+)
+def test_picwish_options_are_checked_once_for_the_http_api_and_the_action(bad: dict[str, str]) -> None:
+    """The PicWish page's option values (shared/VISION-API.md §4) have one check, `picwish.options`: the
+    HTTP API answers 400 and the action refuses with InvalidParameter, with the same message."""
+    from segflow.errors import InputValidationError
+    from segflow_engine import picwish
+
+    fields = {"image_url": "http://127.0.0.1/x.png", **bad}
+    with pytest.raises(picwish.PicWishBadRequest) as http:
+        picwish.parse_request("application/json", b"", fields)
+    with pytest.raises(InputValidationError) as action:
+        actions.run_image_action("PicWish", fields, RGB)
+    assert http.value.status == 400 and action.value.code == "InvalidParameter"
+    assert http.value.message == action.value.message
