@@ -28,7 +28,7 @@ from segflow.errors import SegflowError
 from segflow.storage.base import ObjectInfo
 from segflow_cli.checkpoint import BucketCheckpoint, Checkpoint, CheckpointStore, FileCheckpoint, resume
 from segflow_cli.objects import ObjectFilter, list_objects, parse_when, resolve_prefix
-from segflow_cli.operate import Operation, add_common_arguments, open_operation
+from segflow_cli.operate import Operation, add_common_arguments, open_operation, positive_int
 from segflow_cli.pipeline import Prefetch, RunEnd, batched, run_batches
 from segflow_cli.progress import TransferProgress
 from segflow_cli.senders import ObjectResult
@@ -54,7 +54,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     )
     which.add_argument("--until", help="LastModified before (same forms as --since)")
     which.add_argument(
-        "--limit", type=int, help="at most this many objects in this run (the next run goes on)"
+        "--limit", type=positive_int, help="at most this many objects in this run (the next run goes on)"
     )
     resume_group = parser.add_argument_group("resuming")
     resume_group.add_argument(

@@ -49,7 +49,7 @@ def add_common_arguments(parser: argparse.ArgumentParser, *, event_name: str) ->
     how.add_argument("--dry-run", action="store_true", help="say what would be sent; write and call nothing")
     how.add_argument(
         "--batch",
-        type=_positive_int,
+        type=positive_int,
         default=DEFAULT_RECORDS_PER_EVENT,
         help=f"records per OSS event (default {DEFAULT_RECORDS_PER_EVENT}; an event stays under 64 KB)",
     )
@@ -60,7 +60,7 @@ def add_common_arguments(parser: argparse.ArgumentParser, *, event_name: str) ->
         "(default: SEGFLOW_QPS, else 2)",
     )
     how.add_argument(
-        "--workers", type=_positive_int, default=DEFAULT_WORKERS, help="batches in flight at once (default 4)"
+        "--workers", type=positive_int, default=DEFAULT_WORKERS, help="batches in flight at once (default 4)"
     )
     how.add_argument("--json", action="store_true", help="print the summary as JSON on stdout")
     how.add_argument("--verbose", action="store_true", help="--local: show the handler's log lines")
@@ -107,7 +107,7 @@ def _add_local_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _positive_int(text: str) -> int:
+def positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError("must be at least 1")

@@ -40,7 +40,7 @@ from segflow.records import JobRecord, RecordStore, record_id_for
 from segflow.states import RecordState
 from segflow.storage.base import ObjectInfo
 from segflow_cli.objects import parse_when, resolve_prefix
-from segflow_cli.operate import Operation, add_common_arguments, open_operation
+from segflow_cli.operate import Operation, add_common_arguments, open_operation, positive_int
 from segflow_cli.pipeline import Prefetch, batched, run_batches
 from segflow_cli.progress import TransferProgress
 from segflow_cli.senders import ObjectResult, SendRefused
@@ -66,7 +66,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     which.add_argument("--prefix", help="source keys under this prefix (one read per failure to check it)")
     which.add_argument("--since", help="failures written at or after: 2024-05-01T08:00:00Z, or 12h, 7d")
     which.add_argument("--until", help="failures written before (same forms)")
-    which.add_argument("--limit", type=int, help="at most this many failures in this run")
+    which.add_argument("--limit", type=positive_int, help="at most this many failures in this run")
     add_common_arguments(parser, event_name="Redrive")
 
 

@@ -145,17 +145,18 @@ def test_filters_and_a_checkpoint_file(
     assert LAYOUT.backfill_checkpoint_key not in bucket.keys(LAYOUT.jobs_prefix)
 
 
-def test_the_vision_api_never_sees_more_than_the_qps_one_submission_each_rerun_free(
+def test_the_vision_api_never_sees_more_than_its_quota_one_submission_each_rerun_free(
     bucket: Bucket,
     api: FakeApi,
     results: ResultServer,
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """A slow (50 ms) service capped at 10 requests in any second, as imageseg is at the account's QPS."""
+    """A slow (50 ms) service with a quota of 10 requests in any second, as imageseg has the account's QPS;
+    SEGFLOW_QPS a little under it, as the README advises (bench/backfill.py measures it at the quota)."""
     capped = CappedVision(api, results, cap=10, latency=0.05)
     keys = bucket.images(40)
-    monkeypatch.setenv("SEGFLOW_QPS", "10")
+    monkeypatch.setenv("SEGFLOW_QPS", "9")
 
     status, out, _ = run_cli(capsys, *local(bucket, "--batch", "2", "--workers", "8"))
 
