@@ -39,10 +39,6 @@ if TYPE_CHECKING:
     from segflow_cli.fcapi import FcClient
     from segflow_cli.localrun import LocalRuntime
 
-DEFAULT_RECORDS_PER_EVENT = 10
-"""Records per event. on_upload handles an event's records one after the other and starts one only while
-45 s of the invocation remain (s.yaml: timeout 300 s), so ten keep one invocation to seconds and leave
-FC free to spread events over instances; ten records of the longest keys stay far below 64 KB."""
 MAX_EVENT_BYTES = 64 * 1024
 """Half of FC's 128 KB limit on an asynchronous invocation's payload."""
 SEND_RETRY = RetryPolicy(max_attempts=6, base_delay=0.5, max_delay=10.0, max_total=60.0)

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from segflow_cli import backfill
+from segflow_cli import backfill, backfill_run
 from tests.support.capped_api import CappedVision
 from tests.support.fake_api import FakeApi, Reply
 from tests.support.ops import BUCKET, LAYOUT, Bucket, clean_environment, point_at, run_cli, submitted_keys
@@ -92,7 +92,7 @@ def test_an_interrupted_backfill_continues_after_its_checkpoint(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     keys = bucket.images(30)
-    real_batched = backfill.batched
+    real_batched = backfill_run.batched
 
     def ctrl_c_after_three(items: Any, size: int) -> Iterator[Any]:
         for number, batch in enumerate(real_batched(items, size)):
@@ -100,14 +100,14 @@ def test_an_interrupted_backfill_continues_after_its_checkpoint(
                 raise KeyboardInterrupt  # what Ctrl-C raises in the main thread, between two batches
             yield batch
 
-    monkeypatch.setattr(backfill, "batched", ctrl_c_after_three)
+    monkeypatch.setattr(backfill_run, "batched", ctrl_c_after_three)
     status, out, _ = run_cli(capsys, *local(bucket, "--batch", "4"))
     assert status == backfill.INTERRUPTED and "run the same command to continue" in out
     stopped = checkpoint(bucket)
     assert stopped["StartAfter"] == keys[11] and stopped["Finished"] is False  # three batches of four
     assert sorted(bucket.manifests()) == keys[:12]
 
-    monkeypatch.setattr(backfill, "batched", real_batched)
+    monkeypatch.setattr(backfill_run, "batched", real_batched)
     status, out, _ = run_cli(capsys, *local(bucket, "--batch", "4"))
     assert status == 0 and "18 done" in out
     assert submitted_keys(api) == dict.fromkeys(keys, 1)

@@ -20,7 +20,7 @@ from segflow.storage.base import ObjectInfo
 from segflow_cli.checkpoint import BucketCheckpoint, Checkpoint, CheckpointError, FileCheckpoint, resume
 from segflow_cli.objects import BucketAccessError, ObjectFilter, list_objects, parse_when, resolve_prefix
 from segflow_cli.pipeline import Prefetch, batched, run_batches
-from segflow_cli.redrive import failure_identity
+from segflow_cli.redrive_run import failure_identity
 from segflow_cli.senders import (
     MAX_EVENT_BYTES,
     EventShape,
