@@ -9,6 +9,10 @@ A token bucket alone is not enough: at exactly `qps` it lets `qps + 1` requests 
 so a server counting a sliding second throttles us, and each throttled answer costs another request.
 On top of the bucket, the limiter therefore keeps the send times of the last ⌊qps⌋ requests and never
 starts one before a full second plus `jitter_margin` has passed since the ⌊qps⌋-th last.
+
+A caller that wakes up late (a busy interpreter: many threads share one GIL) sends later than its slot;
+the limiter then keeps the time it really went, so the requests booked after it are spaced from that and
+a late one never lands in the same second as ⌊qps⌋ later ones that were on time.
 """
 
 from __future__ import annotations
@@ -71,6 +75,10 @@ class RateLimiter:
 
     def reserve(self) -> float:
         """Take a token now, possibly on credit; return how long the caller must wait before using it."""
+        return self._book()[0]
+
+    def _book(self) -> tuple[float, float]:
+        """(wait, slot): the caller may send `wait` seconds from now, at `slot` on the clock."""
         with self._lock:
             now = self._clock()
             self._tokens = min(float(self.burst), self._tokens + (now - self._updated) * self.qps)
@@ -80,10 +88,21 @@ class RateLimiter:
             if len(self._sent) == self._per_window:
                 start = max(start, self._sent[0] + self._window)
             self._sent.append(start)
-            return start - now
+            return start - now, start
 
     def acquire(self) -> None:
         """Block until this caller may send one request."""
-        wait = self.reserve()
+        wait, slot = self._book()
         if wait > 0:
             self._sleep(wait)
+        sent = self._clock()
+        if sent > slot:
+            self._sent_late(slot, sent)
+
+    def _sent_late(self, slot: float, sent: float) -> None:
+        """Keep `sent` instead of `slot` for the window: a later time only ever spaces what follows more."""
+        with self._lock:
+            for index, booked in enumerate(self._sent):
+                if booked == slot:
+                    self._sent[index] = sent
+                    return

@@ -147,3 +147,25 @@ def test_shared_is_the_same_object_across_threads() -> None:
 def test_nonsense_settings_are_refused(qps: float, burst: int) -> None:
     with pytest.raises(ValueError):
         RateLimiter(qps, burst)
+
+
+def test_a_caller_that_wakes_up_late_spaces_the_requests_booked_after_it() -> None:
+    """A busy interpreter can wake a caller well after its slot. The service counts when calls arrive
+    (VISION-API.md §1: over the quota is `Throttling.User`), so the window runs from the time the late
+    call really went: without that, the call booked two after it would share its second."""
+    clock = FakeClock()
+    late = {"by": 0.0}
+
+    def oversleep(seconds: float) -> None:
+        clock.sleep(seconds + late["by"])
+
+    limiter = RateLimiter(2, 1, clock=clock, sleep=oversleep)
+    start = clock.now
+    times = []
+    for lateness in (0.0, 0.3, 0.0, 0.0, 0.0):  # the second call is booked at 0.5 and goes at 0.8
+        late["by"] = lateness
+        limiter.acquire()
+        times.append(clock.now - start)
+    assert times[1] == pytest.approx(0.8)
+    for i, t in enumerate(times):
+        assert len([u for u in times[i:] if u < t + 1.0]) <= 2, times
