@@ -16,6 +16,7 @@ import pytest
 
 from segflow.errors import SegflowError
 from segflow.services.collect import collect_finished_jobs
+from segflow.states import RecordState
 from tests.conftest import load_event
 from tests.support.fake_api import Reply
 from tests.support.services_harness import (
@@ -343,3 +344,31 @@ def test_credential_or_permission_errors_leave_jobs_pending_for_the_fixed_deploy
     assert (summary["errors"], summary["failed"]) == (1, 0)
     assert h.failure(key) is None and len(h.keys("segflow-jobs/pending/")) == 1
     assert h.collect(payload=TIMER)["done"] == 1  # the deployment was fixed
+
+
+def test_a_reopened_record_of_an_action_the_object_no_longer_routes_to_is_closed_by_one_redrive(
+    make: Any,
+) -> None:
+    """`segflow redrive` reopens the record of the action an object failed in. When a rule was changed
+    since, the object now goes to another action and the old record would stay `submitting`: every tick
+    would send the object again, as a duplicate. One redrive closes it (RouteChanged); the new action's
+    result stays and nothing more is paid."""
+    h: Harness = make()
+    key = "incoming/photos/rerouted.jpg"
+    h.put(key, jpeg())
+    store = h.deps.records(h.storage)
+    etag = h.storage.head(key).etag
+    old = store.begin(BUCKET, key, etag, "SegmentBody", region="cn-shanghai").record  # the old rule's action
+    assert old is not None
+    store.mark_failed(old, {"Code": "InvalidImage.Content"})
+    assert store.reopen(old.record_id) is not None  # what redrive does, after the rule was changed
+    assert h.on_upload(oss_event(key))["done"] == 1  # images go to SegmentCommonImage now
+    h.clock.advance(max(h.deps.stall_seconds, h.deps.claim_seconds) + 1)
+    assert h.collect(payload=TIMER)["redriven"] == 1
+    closed = store.load(old.record_id)
+    assert closed is not None and closed.state == RecordState.FAILED
+    assert closed.error is not None and closed.error["Code"] == "RouteChanged"
+    assert h.keys("segflow-jobs/inflight/") == []
+    assert h.collect(payload=TIMER)["redriven"] == 0
+    assert h.api.count("SegmentCommonImage") == 1 and h.api.count("SegmentBody") == 0
+    assert outcome_files(h, key) == ([f"segmented/{key}/SegmentCommonImage/manifest.json"], None)

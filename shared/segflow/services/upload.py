@@ -33,7 +33,7 @@ from segflow.services.common import safe_message
 from segflow.services.deps import Deps
 from segflow.services.paid import settle, store_or_queue, submit
 from segflow.services.pairs import pair
-from segflow.states import Outcome
+from segflow.states import Outcome, RecordState
 
 _COUNTED = (
     Outcome.DONE,
@@ -282,4 +282,20 @@ def redrive_stalled(deps: Deps, job: Any) -> Outcome:
     log_outcome(
         deps.logger, outcome.level, **outcome.fields(), redriven=True, ms=(time.monotonic() - t0) * 1000.0
     )
+    _settle_rerouted(deps, job, outcome)
     return outcome.outcome
+
+
+_SETTLED = frozenset({Outcome.DONE, Outcome.SUBMITTED, Outcome.FAILED, Outcome.DUPLICATE, Outcome.WAITING})
+
+
+def _settle_rerouted(deps: Deps, job: Any, outcome: RecordOutcome) -> None:
+    """The object now goes to another action (a rule was changed since, and a redrive reopened the old
+    record): its new action's record has it, so the old one is closed, or every tick would send it again."""
+    if outcome.action in (None, job.action) or outcome.outcome not in _SETTLED:
+        return
+    records = deps.records(deps.storage_for(job.bucket))
+    current = records.load(job.record_id)
+    if current is not None and current.state == RecordState.SUBMITTING:
+        message = f"superseded: the object now goes to {outcome.action}"
+        records.mark_failed(current, {"Code": "RouteChanged", "Message": message})
