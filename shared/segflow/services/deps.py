@@ -39,6 +39,7 @@ class StorageFactory(Protocol):
     def __call__(self, bucket: str, region: str | None = None) -> Storage: ...
 
 
+# The in-place retry of the storage writes after a paid call (immutable: every Deps shares it).
 STORAGE_RETRY = RetryPolicy(max_attempts=3, base_delay=0.2, max_delay=1.0, max_total=5.0)
 
 
@@ -117,9 +118,7 @@ class Deps:
         self.collect_stop_seconds = collect_stop_seconds
         self.record_seconds = record_seconds
         self.copy_margin_seconds = copy_margin_seconds
-        self.storage_retry = storage_retry or RetryPolicy(
-            max_attempts=3, base_delay=0.2, max_delay=1.0, max_total=5.0
-        )
+        self.storage_retry = storage_retry or STORAGE_RETRY
         self.secrets: Callable[[], tuple[str, ...]] = secrets or (lambda: ())
         self.buckets = buckets
         self.rules: tuple[Rule, ...] = parse_rules(list(settings.rules))
