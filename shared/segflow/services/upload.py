@@ -294,7 +294,7 @@ def _settle_rerouted(deps: Deps, job: Any, outcome: RecordOutcome) -> None:
     record): its new action's record has it, so the old one is closed, or every tick would send it again."""
     if outcome.action in (None, job.action) or outcome.outcome not in _SETTLED:
         return
-    records = deps.records(deps.storage_for(job.bucket))
+    records = deps.records(deps.storage_for(job.bucket, job.region))
     current = records.load(job.record_id)
     if current is not None and current.state == RecordState.SUBMITTING:
         message = f"superseded: the object now goes to {outcome.action}"
