@@ -26,11 +26,11 @@ test: setup
 	$(PY) -m pytest -q
 
 test-fast: setup
-	$(PY) -m pytest -q tests/unit
+	$(PY) -m pytest -q tests/layer/unit tests/engine/unit tests/cli/unit tests/project
 
 lint: setup
-	$(VENV)/bin/ruff check shared engine functions tests bench scripts
-	$(VENV)/bin/ruff format --check shared engine functions tests bench scripts
+	$(VENV)/bin/ruff check shared engine cli functions tests bench scripts
+	$(VENV)/bin/ruff format --check shared engine cli functions tests bench scripts
 	$(VENV)/bin/mypy
 
 # The layer zip: exactly the handlers' import closure under python/ (no vendored packages: FC's

@@ -20,12 +20,13 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SHARED = REPO_ROOT / "shared"
 ENGINE = REPO_ROOT / "engine"
+CLI = REPO_ROOT / "cli"
 ROW_PREFIX = "BENCH "
 
 
 def setup_paths() -> None:
     """Make `segflow`, `segflow_engine` and `tests.support` importable when a script runs alone."""
-    for path in (str(REPO_ROOT), str(ENGINE), str(SHARED)):
+    for path in (str(REPO_ROOT), str(CLI), str(ENGINE), str(SHARED)):
         if path not in sys.path:
             sys.path.insert(0, path)
 
@@ -33,7 +34,7 @@ def setup_paths() -> None:
 def child_env() -> dict[str, str]:
     """Environment for child interpreters: the same import path as this process."""
     env = dict(os.environ)
-    extra = os.pathsep.join([str(SHARED), str(ENGINE), str(REPO_ROOT)])
+    extra = os.pathsep.join([str(SHARED), str(ENGINE), str(CLI), str(REPO_ROOT)])
     env["PYTHONPATH"] = extra + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     env.pop("PYTHONSTARTUP", None)
     return env

@@ -5,7 +5,7 @@ The fake service (tests/support/capped_api.py on tests/support/fake_api.py, sign
 answers `Throttling.User`, as imageseg does above the account's QPS. It runs in a child process, as the
 real service runs elsewhere: in the same interpreter its threads would compete with the backfill's for
 the GIL and delay requests between the limiter's slot and their arrival. `segflow backfill --local` runs as a
-user runs it (`segflow_cli.cli.main`, the real on_upload handler in the process, SEGFLOW_QPS=50,
+user runs it (`segflow_cli.main.main`, the real on_upload handler in the process, SEGFLOW_QPS=50,
 16 workers, events of 10 records), with SEGFLOW_INPUT_URL=presign so that each object costs exactly one
 vision call (the upload path adds AuthorizeFileUpload, limited apart).
 
@@ -79,7 +79,7 @@ def environment(api_url: str, qps: float) -> dict[str, str]:
 
 
 def backfill(root: Path, *extra: str, workers: int = WORKERS) -> tuple[int, float, str]:
-    from segflow_cli.cli import main
+    from segflow_cli.main import main
 
     args = ["backfill", BUCKET, "--bucket-dir", str(root), "--local", "--workers", str(workers)]
     args += ["--batch", str(BATCH), *extra]

@@ -359,7 +359,7 @@ def _old_packaging_stats() -> tuple[int, int]:
         for p in (REPO_ROOT / "shared" / "segflow").rglob("*")
         if p.is_file() and "__pycache__" not in p.parts
     ]
-    tools = REPO_ROOT / "engine" / "segflow_cli"
+    tools = REPO_ROOT / "cli" / "segflow_cli"
     sources += [tools / f"{name}.py" for name in OLD_LOCAL_TOOLS]
     for package in OLD_VENDORED:
         spec = importlib.util.find_spec(package)

@@ -176,7 +176,8 @@ def iou_rows() -> list[Row]:
             None,
         ),
     ]
-    # Minimums: what the models' own tests hold the engine to (tests/functional/test_engine_models_*.py).
+    # Minimums: what the models' own tests hold the engine to
+    # (tests/engine/functional/test_engine_models_*.py).
     rows = []
     for label, make, predict, minimum in cases:
         composite = make()

@@ -6,7 +6,7 @@ For each action kind on the upload path — a synchronous image (SegmentCommonIm
 the paid call in turn (results, manifest, records, pending entry, clean-up). FC redelivers the event, the
 collector ticks, and the clock runs past claims, stall waits and the 30-minute result URLs, until the
 object has one result or one failure record (`tests/support/paid_faults.py`, the same scenarios the
-test `tests/functional/test_on_upload_paid_bound.py` asserts on).
+test `tests/layer/functional/test_on_upload_paid_bound.py` asserts on).
 
 Figure per kind: the worst number of paid calls for the object over all faults, against the bound the
 idempotency record enforces (`segflow.services.paid.MAX_PAID_CALLS`, counted before each call). The

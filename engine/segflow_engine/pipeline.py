@@ -19,7 +19,7 @@ from segflow.catalogue import Action
 from segflow.validation import validate_object
 from segflow_engine.fetch import IMAGE_POLICY, VIDEO_POLICY, FetchPolicy, fetch_bytes, fetch_to_file
 from segflow_engine.jobs import WorkerPool
-from segflow_engine.results import RESULT_TTL_SECONDS, ResultStore
+from segflow_engine.resultstore import RESULT_TTL_SECONDS, ResultStore
 
 
 class ActionsModule(Protocol):

@@ -50,7 +50,7 @@ from segflow_engine.protocol import (
     wants_xml,
 )
 from segflow_engine.quota import CallQuota
-from segflow_engine.results import (
+from segflow_engine.resultstore import (
     PICWISH_RESULT_TTL_SECONDS,
     RESULT_TTL_SECONDS,
     PeriodicCleaner,

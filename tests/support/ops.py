@@ -1,5 +1,5 @@
 """What the `segflow backfill` / `segflow redrive` tests share: a bucket folder with real files, the
-environment a user would set, and the command run as the user runs it (`segflow_cli.cli.main`)."""
+environment a user would set, and the command run as the user runs it (`segflow_cli.main.main`)."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ import pytest
 
 from segflow.failure_records import FailureRecords
 from segflow.layout import BucketLayout
-from segflow_cli.cli import main
 from segflow_cli.localbucket import LocalDirStorage
+from segflow_cli.main import main
 from tests.support.fake_api import TEST_CREDENTIALS, FakeApi
 from tests.support.services_harness import jpeg, mp4
 

@@ -16,7 +16,7 @@ from typing import ClassVar, TypeVar
 import numpy as np
 
 # name -> module that registers it; imported on first use so loading one model never loads the others.
-# tests/unit/test_architecture.py checks it against the `@register` classes of every module.
+# tests/project/test_architecture.py checks it against the `@register` classes of every module.
 _MODULES: dict[str, str] = {
     "person": "person",
     "pose_person": "person",

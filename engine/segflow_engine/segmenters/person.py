@@ -6,7 +6,8 @@ the dilated MediaPipe person area, raised to 255 where both MediaPipe models agr
 (ISNet sometimes fades on clothes the colour of the background). MediaPipe's selfie model sees a person in
 anything (a cup, a cat) and the pose model took the scikit-image logo for one, so a person counts as present
 only when the face detector finds a face; otherwise the mask is empty. On the known-truth composites this
-scores IoU 0.99+ where selfie or pose alone score 0.63–0.98 (tests/functional/test_engine_models_person.py).
+scores IoU 0.99+ where selfie or pose alone score 0.63–0.98
+(tests/engine/functional/test_engine_models_person.py).
 """
 
 from __future__ import annotations

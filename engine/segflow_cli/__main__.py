@@ -1,9 +1,0 @@
-"""`python -m segflow_cli …` is `segflow …`."""
-
-from __future__ import annotations
-
-import sys
-
-from segflow_cli.cli import main
-
-sys.exit(main())

@@ -1,0 +1,273 @@
+"""The import rules of shared/ARCHITECTURE.md, checked against the code (every import, functions included).
+
+- the handlers import only `segflow.deadline` and `segflow.services.*`;
+- the layer (`segflow`) never imports `segflow_cli` or `segflow_engine`, and its levels only look down:
+  foundation < knowledge < adapters < bookkeeping < services;
+- the engine imports only the API's facts from the layer, never the command;
+- the engine's segmenters depend on each other one way (no cycle), face detection on no other segmenter,
+  and the registry's name → module map matches the `@register` classes.
+"""
+
+from __future__ import annotations
+
+import ast
+import graphlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO_ROOT
+
+LEVELS = {
+    1: {"errors", "deadline", "states", "signing", "settings", "logs"},
+    2: {"catalogue", "media", "validation", "routing", "events", "results", "imagefit"},
+    3: {"storage", "client", "transport", "ratelimit", "retry", "credentials", "tempupload"},
+    4: {"layout", "records", "jobqueue", "failure_records", "failure_policy", "outputs"},
+    5: {"services"},
+}
+LEVEL_OF = {name: level for level, names in LEVELS.items() for name in names}
+ENGINE_MAY_USE = {"segflow", "segflow.catalogue", "segflow.errors", "segflow.media", "segflow.signing"}
+ENGINE_MAY_USE |= {"segflow.validation"}
+
+
+PACKAGES = (("shared", "segflow"), ("engine", "segflow_engine"), ("cli", "segflow_cli"))
+
+
+def modules(root: Path, package: str) -> Iterator[tuple[str, Path]]:
+    for path in sorted((root / package).rglob("*.py")):
+        dotted = ".".join(path.relative_to(root).with_suffix("").parts)
+        yield dotted.removesuffix(".__init__"), path
+
+
+def imports(path: Path) -> set[str]:
+    """Every module name `path` imports, anywhere in it (imports inside functions included)."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module)
+            found |= {f"{node.module}.{alias.name}" for alias in node.names}
+    return found
+
+
+def layer_part(name: str) -> str | None:
+    """`segflow.services.upload` → `services`; None for other packages."""
+    parts = name.split(".")
+    return parts[1] if parts[0] == "segflow" and len(parts) > 1 else None
+
+
+def test_every_layer_module_has_a_level() -> None:
+    parts = {layer_part(name) for name, _ in modules(REPO_ROOT / "shared", "segflow")} - {None}
+    assert parts <= set(LEVEL_OF), f"add {sorted(parts - set(LEVEL_OF))} to ARCHITECTURE.md and LEVELS"
+
+
+@pytest.mark.parametrize("function", ["on_upload", "collect_jobs"])
+def test_handlers_import_only_the_deadline_and_the_services(function: str) -> None:
+    used = {
+        name
+        for name in imports(REPO_ROOT / "functions" / function / "index.py")
+        if name.startswith("segflow")
+    }
+    assert used and all(n.startswith(("segflow.deadline", "segflow.services.")) for n in used), used
+
+
+def test_the_layer_never_imports_the_command_or_the_engine() -> None:
+    leaks = {
+        (name, target)
+        for name, path in modules(REPO_ROOT / "shared", "segflow")
+        for target in imports(path)
+        if target.split(".")[0] in ("segflow_cli", "segflow_engine")
+    }
+    assert not leaks
+
+
+def test_the_layers_levels_only_look_down() -> None:
+    upward = []
+    for name, path in modules(REPO_ROOT / "shared", "segflow"):
+        own = layer_part(name)
+        if own is None:
+            continue
+        for target in imports(path):
+            other = layer_part(target)
+            if other in LEVEL_OF and other != own and LEVEL_OF[other] > LEVEL_OF[own]:
+                upward.append(f"{name} → {target}")
+    assert not upward, upward
+
+
+def test_the_engine_uses_only_the_apis_facts_from_the_layer_and_never_the_command() -> None:
+    wrong = []
+    for name, path in modules(REPO_ROOT / "engine", "segflow_engine"):
+        for target in imports(path):
+            package = target.split(".")[0]
+            layer_module = ".".join(target.split(".")[:2])
+            if package == "segflow_cli" or (package == "segflow" and layer_module not in ENGINE_MAY_USE):
+                wrong.append(f"{name} → {target}")
+    assert not wrong, wrong
+
+
+def test_layer_value_types_are_built_from_real_annotations() -> None:
+    """Cold start (shared/ARCHITECTURE.md, "Cold start"): under `from __future__ import annotations` a
+    `typing.NamedTuple` turns each field's annotation string into a ForwardRef and compiles it, at every
+    import on every new FC instance. Layer modules that define one therefore keep annotations real."""
+    offenders = []
+    for name, path in modules(REPO_ROOT / "shared", "segflow"):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        future = any(isinstance(node, ast.ImportFrom) and node.module == "__future__" for node in tree.body)
+        named_tuple = any(
+            isinstance(node, ast.ClassDef)
+            and any(isinstance(base, ast.Name) and base.id == "NamedTuple" for base in node.bases)
+            for node in ast.walk(tree)
+        )
+        if future and named_tuple:
+            offenders.append(name)
+    assert not offenders
+
+
+SEGMENTERS_DIR = REPO_ROOT / "engine" / "segflow_engine" / "segmenters"
+
+
+def segmenter_graph() -> dict[str, set[str]]:
+    """Module → the modules of `segflow_engine.segmenters` it imports (functions included), by short name.
+    `base` loads a segmenter's module by name on first use (`importlib`); that lazy registry is no edge."""
+    names = {path.stem for path in SEGMENTERS_DIR.glob("*.py")} - {"__init__"}
+    graph = {}
+    for name in names:
+        parts = (target.split(".") for target in imports(SEGMENTERS_DIR / f"{name}.py"))
+        used = {p[2] for p in parts if p[:2] == ["segflow_engine", "segmenters"] and len(p) > 2}
+        graph[name] = (used & names) - {name}
+    return graph
+
+
+def registered_segmenters(path: Path) -> set[str]:
+    """The literal `name = "…"` of every `@register` class in `path`."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ClassDef) and any(
+            isinstance(d, ast.Name) and d.id == "register" for d in node.decorator_list
+        ):
+            found |= {
+                str(stmt.value.value)
+                for stmt in node.body
+                if isinstance(stmt, ast.Assign)
+                and isinstance(stmt.value, ast.Constant)
+                and any(isinstance(t, ast.Name) and t.id == "name" for t in stmt.targets)
+            }
+    return found
+
+
+def test_segmenter_dependencies_run_one_way() -> None:
+    graph = segmenter_graph()
+    try:
+        order = list(graphlib.TopologicalSorter(graph).static_order())
+    except graphlib.CycleError as exc:
+        pytest.fail(f"segmenter modules import each other: {exc.args[1]}")
+    assert set(order) == set(graph)
+    # The direction shared/ARCHITECTURE.md describes: person and the face parts build on face detection.
+    assert "facedetect" in graph["person"]
+    assert {"facedetect", "person"} <= graph["faceparts"]
+
+
+def test_face_detection_imports_no_other_segmenter() -> None:
+    from segflow_engine.segmenters.base import _MODULES
+
+    segmenter_modules = set(_MODULES.values())
+    assert "facedetect" in segmenter_modules
+    assert not segmenter_graph()["facedetect"] & segmenter_modules
+
+
+def test_the_segmenter_registry_names_the_module_that_registers_each_segmenter() -> None:
+    from segflow_engine.segmenters.base import _MODULES
+
+    declared = {
+        name: path.stem for path in SEGMENTERS_DIR.glob("*.py") for name in registered_segmenters(path)
+    }
+    assert declared == _MODULES
+
+
+# -- no import cycle in any package ------------------------------------------------------------------------
+KNOWN_CYCLES: set[frozenset[str]] = {
+    # Today's cycles, each to be removed (issue 16, "A layout that shows the architecture"); the test fails
+    # when one is gone and still listed, so this list only shrinks.
+    frozenset({"segflow_cli.backfill", "segflow_cli.backfill_run"}),
+    frozenset({"segflow_cli.redrive", "segflow_cli.redrive_run"}),
+    frozenset({"segflow_cli.invoke", "segflow_cli.remote"}),
+    frozenset({"segflow_cli.localbucket", "segflow_cli.presign"}),
+    frozenset({"segflow.media", "segflow.media.probe"}),
+    frozenset({"segflow.services.pairs", "segflow.services.upload"}),  # a function-local import
+}
+
+
+def runtime_imports(path: Path) -> set[str]:
+    """What `path` imports when it runs: every import, inside functions too, but not under TYPE_CHECKING."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    skipped: set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            skipped |= {id(child) for stmt in node.body for child in ast.walk(stmt)}
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if id(node) in skipped:
+            continue
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found |= {node.module, *(f"{node.module}.{alias.name}" for alias in node.names)}
+    return found
+
+
+def import_graph() -> dict[str, set[str]]:
+    """First-party module → the first-party modules it imports (a name imported from a package counts as
+    the submodule when there is one, else as the package)."""
+    paths = {
+        name: path for folder, package in PACKAGES for name, path in modules(REPO_ROOT / folder, package)
+    }
+    return {name: (runtime_imports(path) & set(paths)) - {name} for name, path in paths.items()}
+
+
+def import_cycles(graph: dict[str, set[str]]) -> set[frozenset[str]]:
+    """The strongly connected components of more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: set[frozenset[str]] = set()
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        on_stack.add(node)
+        for other in sorted(graph[node]):
+            if other not in index:
+                visit(other)
+                low[node] = min(low[node], low[other])
+            elif other in on_stack:
+                low[node] = min(low[node], index[other])
+        if low[node] == index[node]:
+            component = set()
+            while True:
+                member = stack.pop()
+                on_stack.discard(member)
+                component.add(member)
+                if member == node:
+                    break
+            if len(component) > 1:
+                found.add(frozenset(component))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return found
+
+
+def test_no_module_imports_itself_back() -> None:
+    cycles = import_cycles(import_graph())
+    new = [sorted(cycle) for cycle in cycles - KNOWN_CYCLES]
+    fixed = [sorted(cycle) for cycle in KNOWN_CYCLES - cycles]
+    assert not new, f"import cycles: {new}"
+    assert not fixed, f"no longer cycles, remove them from KNOWN_CYCLES: {fixed}"
+
+
+def test_the_cycle_finder_finds_a_cycle() -> None:
+    assert import_cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == {frozenset("abc")}
