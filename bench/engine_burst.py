@@ -7,6 +7,8 @@
   models are loaded and it listens (the baseline, same run). No target: the figure to watch.
 - **What dominates the rest**: the working set of ISNet at 1024² alone (the engine's salient segmenter in a
   fresh process, two inferences): RSS added by loading it, and the peak above that.
+- **Round trip**: one signed call that needs no model (GetAsyncJobResult of an unknown job, answered 400),
+  on a kept-alive connection, median of 50: what the HTTP side and the signature check cost per call.
 - **Slow clients**: 400 connections that trickle a request head, one byte each every 100 ms for 6 s. The
   engine's threads (`Threads` of /proc) at most meanwhile, against before (target: not one more), and one
   signed call made meanwhile, against the same call alone just before (target: answered, within 2×+1 s).
@@ -36,6 +38,7 @@ setup_paths()
 
 BURST = 30
 SLOW_CLIENTS = 400
+ROUND_TRIPS = 50
 TRICKLE_SECONDS = 6.0
 TRICKLE_HEAD = b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: " + b"z" * 4096
 ACTIONS = ("SegmentBody", "SegmentCommonImage", "SegmentHead", "SegmentHair", "ParseFace")
@@ -156,6 +159,26 @@ def one_call(base_url: str, url: str) -> float:
     return time.monotonic() - started
 
 
+def round_trip_ms(base_url: str) -> float:
+    """Median milliseconds of `ROUND_TRIPS` signed calls that need no model, on one kept-alive session."""
+    import requests
+
+    from segflow.signing import Credentials, sign_v1
+
+    credentials = Credentials(*ACCESS_KEY)
+    samples = []
+    with requests.Session() as session:
+        for index in range(ROUND_TRIPS):
+            query = {"Action": "GetAsyncJobResult", "Version": "2020-03-20", "JobId": f"none-{index}"}
+            params = sign_v1("GET", query, credentials).params
+            started = time.perf_counter()
+            status = session.get(base_url + "/", params=params, timeout=30).status_code
+            samples.append((time.perf_counter() - started) * 1000.0)
+            if status != 400:
+                raise RuntimeError(f"GetAsyncJobResult of no job answered HTTP {status}")
+    return sorted(samples)[len(samples) // 2]
+
+
 def slow_clients(base_url: str, pid: int, url: str) -> tuple[int, int, float, float, int]:
     """(threads before, most threads, one call alone, the same call meanwhile (s), clients still open)
     with `SLOW_CLIENTS` connections trickling a request head for `TRICKLE_SECONDS`."""
@@ -235,13 +258,24 @@ def measure(size: int) -> list[Row]:
             with RssSampler(process.pid) as sampler:
                 statuses, unanswered = burst(base_url, [files.url(f"p{i}.png") for i in range(BURST)])
             seconds = time.monotonic() - started
+            trip = round_trip_ms(base_url)
             log(f"engine_burst: {SLOW_CLIENTS} slow clients for {TRICKLE_SECONDS:g} s")
             slow = slow_clients(base_url, process.pid, files.url("p0.png"))
         finally:
             process.terminate()
             process.wait(timeout=60)
         tracebacks = stderr_path.read_text().count("Traceback")
-    return [*rows(size, idle, sampler.peak, seconds, statuses, unanswered, tracebacks), *slow_rows(*slow)]
+    trip_row = Row(
+        f"engine: one signed call with no model work, kept-alive connection (median of {ROUND_TRIPS})",
+        f"{trip:.1f} ms",
+        "(no target)",
+        None,
+    )
+    return [
+        *rows(size, idle, sampler.peak, seconds, statuses, unanswered, tracebacks),
+        trip_row,
+        *slow_rows(*slow),
+    ]
 
 
 def slow_rows(before: int, most: int, alone: float, meanwhile: float, still_open: int) -> list[Row]:
