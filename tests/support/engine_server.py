@@ -32,9 +32,9 @@ from segflow.errors import SegflowError
 from segflow.media import probe_media
 from segflow.signing import Credentials, sign_v1, sign_v3
 from segflow_engine.auth import EngineCredentials
-from segflow_engine.httpwire import QuietThreadingHTTPServer
 from segflow_engine.server import EngineConfig, EngineServer
 from tests.support.loopback_files import answer_file
+from tests.support.loopback_http import LoopbackServer
 
 PARSE_FACE_NAMES = ("skin", "l_brow", "r_brow", "l_eye", "r_eye", "nose", "u_lip", "l_lip")
 
@@ -322,13 +322,7 @@ def serve_files(files: Mapping[str, bytes]) -> Iterator[LoopbackFiles]:
         def log_message(self, format: str, *args: Any) -> None:
             return
 
-    httpd = QuietThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    served.base_url = f"http://127.0.0.1:{httpd.server_address[1]}"
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with LoopbackServer(Handler) as server:
+        served.base_url = server.base_url
         yield served
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
-        thread.join(timeout=5)
+
