@@ -26,6 +26,7 @@ from segflow_engine import command as cli
 from segflow_engine.auth import EngineCredentials, parse_access_keys, parse_appcodes
 from segflow_engine.limits import ServerLimits
 from tests.conftest import REPO_ROOT, SOURCE_ROOTS
+from tests.support.engine_server import engine_process
 
 
 def _parse(*argv: str) -> argparse.Namespace:
@@ -168,3 +169,28 @@ def test_command_serves_with_its_printed_dev_key_and_stops_on_sigterm(tmp_path: 
     with pytest.raises(requests.ConnectionError):
         requests.get(f"http://127.0.0.1:{port}/", timeout=2)
 
+
+NATIVE_LINES = ("W0000", "TensorFlow Lite")  # MediaPipe's C++ (absl) and TF Lite, written to descriptor 2
+
+
+@pytest.mark.engine
+def test_the_console_keeps_to_segflows_lines_and_the_libraries_go_to_the_engine_log(tmp_path: Path) -> None:
+    """Issue 18: loading the models printed about ten `W0000 …` lines at warning level. They go to the
+    engine log (`<state-dir>/engine.log` here); the console shows segflow's own lines."""
+    with engine_process(tmp_path) as running:
+        banner = list(running.banner)
+        err = running.stop()
+    log = (tmp_path / "engine.log").read_text(encoding="utf-8", errors="replace")
+    assert not [line for line in err.splitlines() if any(n in line for n in NATIVE_LINES)], err
+    assert err.strip() == "segflow engine: stopping (running model work finishes first)"
+    assert any(n in log for n in NATIVE_LINES)
+    assert banner[0].startswith("segflow engine: models loaded in")
+
+
+@pytest.mark.engine
+@pytest.mark.parametrize("option", [("--verbose",), ("--log-level", "debug")])
+def test_verbose_puts_the_libraries_lines_on_the_console(tmp_path: Path, option: tuple[str, ...]) -> None:
+    with engine_process(tmp_path, *option) as running:
+        err = running.stop()
+    assert any(n in err for n in NATIVE_LINES)
+    assert not (tmp_path / "engine.log").exists()
