@@ -14,7 +14,7 @@ from segflow_engine.tempstore import FORM_OVERHEAD_BYTES, largest_input
 
 
 def test_the_largest_body_is_the_temporary_buckets_largest_upload() -> None:
-    assert LARGEST_UPLOAD_BYTES == largest_input("videoseg") + FORM_OVERHEAD_BYTES
+    assert largest_input("videoseg") + FORM_OVERHEAD_BYTES == LARGEST_UPLOAD_BYTES
     assert ServerLimits().max_body_bytes == LARGEST_UPLOAD_BYTES
 
 
