@@ -7,6 +7,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from segflow_engine.fetch import IMAGE_POLICY, PICWISH_POLICY, VIDEO_POLICY, AddressRule, FetchPolicy
+from segflow_engine.hosts import is_loopback
 from segflow_engine.limits import ServerLimits
 from segflow_engine.resultstore import PICWISH_RESULT_TTL_SECONDS, RESULT_TTL_SECONDS
 
@@ -28,9 +29,10 @@ class EngineConfig:
     sync_timeout_seconds: float = 300.0
     qps: float | None = None  # per AccessKeyId and action (PicWish: per AppCode); None never throttles
     limits: ServerLimits = field(default_factory=ServerLimits)  # the HTTP side's threads, connections, sizes
-    # Where input downloads may connect (`segflow engine` makes it public-only beyond loopback).
-    input_addresses: AddressRule = field(default_factory=AddressRule)
+    # Where input downloads may connect; None: public addresses only when `host` is not loopback.
+    input_addresses: AddressRule | None = None
 
     def fetch_policy(self, policy: FetchPolicy) -> FetchPolicy:
         """`policy` (one of the three above) under this engine's address rule."""
-        return replace(policy, addresses=self.input_addresses)
+        rule = self.input_addresses or AddressRule(public_only=not is_loopback(self.host))
+        return replace(policy, addresses=rule)

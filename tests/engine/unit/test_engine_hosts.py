@@ -11,7 +11,8 @@ from __future__ import annotations
 import pytest
 from requests_hardened.ip_filter import InvalidIPAddress, filter_host
 
-from segflow_engine.fetch import AddressRule, read_input_url
+from segflow_engine.config import EngineConfig
+from segflow_engine.fetch import IMAGE_POLICY, AddressRule, read_input_url
 from segflow_engine.hosts import is_loopback
 
 
@@ -137,3 +138,14 @@ def test_which_connections_must_reach_a_public_address(
     read_first, read_current = read_input_url(first), read_input_url(current)
     assert read_first is not None and read_current is not None
     assert rule.public_only_for(read_first, read_current) is public_only
+
+
+@pytest.mark.parametrize(
+    ("host", "public_only"), [("127.0.0.1", False), ("localhost", False), ("0.0.0.0", True), ("::", True)]
+)
+def test_an_engine_beyond_loopback_fetches_from_public_addresses_only_unless_told(
+    host: str, public_only: bool
+) -> None:
+    assert EngineConfig(host=host).fetch_policy(IMAGE_POLICY).addresses.public_only is public_only
+    told = EngineConfig(host=host, input_addresses=AddressRule(public_only=False))
+    assert told.fetch_policy(IMAGE_POLICY).addresses.public_only is False
