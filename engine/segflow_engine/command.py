@@ -104,8 +104,10 @@ def address_rule(args: argparse.Namespace) -> AddressRule:
 def _add_http_options(parser: argparse.ArgumentParser) -> None:
     limits = ServerLimits()
     group = parser.add_argument_group(
-        "HTTP limits (waitress reads each request whole before a thread takes it: a slow or idle client "
-        "holds a connection, never a thread)"
+        "HTTP limits (the server is waitress: it reads each request whole before a thread takes it, so a "
+        "slow or idle client holds a connection, never a thread, until --idle-timeout of silence; heads "
+        "at most 64 KiB, API call bodies 1 MiB, uploads to the temporary bucket 1 GiB, received into a "
+        "temporary file)"
     )
     group.add_argument(
         "--http-threads",

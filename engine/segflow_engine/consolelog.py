@@ -3,8 +3,8 @@
 The native libraries under the models (TensorFlow Lite, MediaPipe's C++ and absl) write straight to file
 descriptor 2, about ten `W0000 …` lines at start. Unless the user asks for `--verbose` (or
 `--log-level debug`), descriptor 2 becomes the engine log file and the console keeps a copy of the
-terminal's stderr for segflow's own lines (`sys.stderr` and the `segflow_engine` loggers); the other
-loggers (waitress, absl-py, Python warnings) go to the log file too.
+terminal's stderr for segflow's own lines (`sys.stderr` and the `segflow_engine` loggers); every logger
+(segflow's, waitress, absl-py, Python warnings) also writes to the log file.
 """
 
 from __future__ import annotations
@@ -35,7 +35,6 @@ def route_logs(level: str, log_file: Path, *, verbose: bool) -> None:
         root.setLevel(logging.WARNING)
         root.addHandler(_handler(logging.StreamHandler(console)))
         return
-    own.propagate = False
     root.setLevel(logging.INFO)
     root.addHandler(_handler(logging.FileHandler(log_file, encoding="utf-8")))
 

@@ -49,6 +49,7 @@ class WsgiServer:
         self._serving = threading.Event()
         self._loop_ended = threading.Event()
         self._stopped = False
+        self._sockets_closed = False
 
     @property
     def open_connections(self) -> int:
@@ -75,16 +76,17 @@ class WsgiServer:
         if self._stopped:
             return
         self._stopped = True
-        if self._serving.is_set():
+        if self._serving.is_set() and not self._loop_ended.is_set():
             # The loop's own thread closes its sockets: waitress's trigger runs the call there.
             with contextlib.suppress(OSError):
                 self._server.trigger.pull_trigger(self._close_sockets)
             self._loop_ended.wait(STOP_SECONDS)
-        else:
+        if not self._sockets_closed:  # the loop never ran, or ended by itself (Ctrl-C)
             self._close_sockets()
         self._server.task_dispatcher.shutdown(timeout=STOP_SECONDS)
 
     def _close_sockets(self) -> None:
+        self._sockets_closed = True
         for channel in list(self._server.active_channels.values()):
             channel.handle_close()
         self._server.close()  # the listening socket and the trigger: the loop's map is empty, it ends
