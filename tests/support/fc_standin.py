@@ -52,13 +52,14 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from types import TracebackType
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from segflow.errors import SigningError
 from tests.support.fake_api import DEFAULT_SECRETS, new_request_id
+from tests.support.loopback_http import LoopbackServer
 
 ACCOUNT_ID = "1234567890123456"
 FC3_PATH = re.compile(r"^/2023-03-30/functions/([^/]+)/invocations$")
@@ -144,14 +145,10 @@ class FcStandIn:
         self.async_failures: list[str] = []  # events whose function still raised after FC's retries
         self._nonces = NonceCache()
         self._lock = threading.Lock()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_class(self))
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
+        self._server: LoopbackServer | None = None
 
     def __enter__(self) -> FcStandIn:
-        self._thread.start()
+        self._server = LoopbackServer(_handler_class(self))
         return self
 
     def __exit__(
@@ -159,14 +156,14 @@ class FcStandIn:
     ) -> None:
         self.drain()
         self._queue.shutdown(wait=True)
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=10)
+        if self._server is not None:
+            self._server.close()
 
     @property
     def url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host!s}:{port}"
+        if self._server is None:
+            raise RuntimeError("the FC stand-in is not started (use it as a context manager)")
+        return self._server.base_url
 
     def refuse(self, count: int, status: int, code: str, message: str = "scripted refusal") -> None:
         """Answer the next `count` well-signed FC 3.0 invocations with this error instead of running them."""
