@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.segflow-setup-done
 
-.PHONY: setup models demo test test-fast test-fc lint layer bench clean
+.PHONY: setup models demo test test-fast test-fc lint layer engine-fc bench clean
 
 # Virtual environment, the package (layer + engine + test tools) and the engine's model weights.
 $(STAMP): pyproject.toml scripts/setup.sh
@@ -37,6 +37,13 @@ lint: setup
 # python3.10 built-ins are pinned in scripts/fc-python310-builtins.txt).
 layer:
 	$(PYTHON) scripts/build_layer.py --out dist/segflow-layer.zip
+
+# The engine as a Function Compute custom-runtime package (custom.debian10, Python 3.10): the engine, the
+# cp310 wheels its actions need and the ISNet weights. ACTIONS=cutout (or a comma list of actions and groups)
+# leaves the rest out; see docs/engine-on-fc.md.
+ACTIONS ?= all
+engine-fc: setup
+	$(PY) scripts/build_engine_fc.py --actions $(ACTIONS) --out dist/segflow-engine-fc.zip
 
 # The handlers' functional tests on Python 3.10 with only FC's built-in package versions, importing the
 # layer from the unzipped zip (needs a Python 3.10: PYTHON310=/path/to/python3.10 if it is not found).

@@ -29,3 +29,6 @@ if ! grep -qs "\"version\": \"$SERVERLESS_DEVS_VERSION\"" "$S_PACKAGE/package.js
 fi
 ln -sfn ../serverless-devs/node_modules/.bin/s .venv/bin/s
 .venv/bin/segflow models install
+# The engine's Function Compute package (make engine-fc) is made of cp310 manylinux wheels from PyPI: fetch
+# them now, once (~300 MB in build/engine-fc/wheels), so building it, and the tests that do, need no network.
+.venv/bin/python scripts/build_engine_fc.py --download-only
