@@ -2,11 +2,12 @@
 
     python -m segflow_engine.fc --port 9000
 
-`segflow engine` with the settings FC's custom runtime requires (`../docs/engine-on-fc.md`): it listens on
+`segflow engine` with the settings FC's custom runtime requires (docs/engine-on-fc.md): it listens on
 `0.0.0.0` ("must bind 0.0.0.0:CAPort", a server on 127.0.0.1 is never reached), keeps idle connections 16
 minutes (FC wants a keep-alive idle timeout of at least 15, or calls fail with "Process exited
-unexpectedly"), loads the served actions' models before it listens (FC gives a server 120 s to be ready),
-and logs what the package serves. Any other `segflow engine` option may follow and wins.
+unexpectedly"), runs one model call at a time, loads the served actions' models before it listens (FC
+gives a server 120 s to be ready), and logs what the package serves. Any `segflow engine` option given
+after these wins.
 """
 
 from __future__ import annotations
@@ -19,7 +20,13 @@ from segflow.errors import ConfigError
 from segflow_engine import command, served
 
 KEEP_ALIVE_SECONDS = 16 * 60
-FC_DEFAULTS = ("--host", "0.0.0.0", "--idle-timeout", str(KEEP_ALIVE_SECONDS), "--log-level", "info")
+# One model worker: on an instance's 2 vCPU a second model call at once gains nothing (bench/engine_fc.py:
+# the ISNet session already uses both cores), so a second request waits for the first instead of slowing it.
+MODEL_WORKERS = 1
+FC_DEFAULTS = (
+    *("--host", "0.0.0.0", "--workers", str(MODEL_WORKERS)),
+    *("--idle-timeout", str(KEEP_ALIVE_SECONDS), "--log-level", "info"),
+)
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
