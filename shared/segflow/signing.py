@@ -250,14 +250,25 @@ def sign_v3(
         out["x-acs-security-token"] = credentials.security_token
     signed_headers = sorted(out)
     canonical = v3_canonical_request(method, pathname, query, out, signed_headers, payload_hash)
+    return _signed_v3(out, "Authorization", canonical, signed_headers, credentials)
+
+
+def _signed_v3(
+    headers: dict[str, str],
+    authorization_name: str,
+    canonical: str,
+    signed_headers: list[str],
+    credentials: Credentials,
+) -> SignedV3:
+    """Sign the canonical request and add the `Authorization` header (under `authorization_name`)."""
     string_to_sign = v3_string_to_sign(canonical)
     signature = v3_signature(string_to_sign, credentials.access_key_secret)
-    out["Authorization"] = (
+    headers[authorization_name] = (
         f"{V3_ALGORITHM} Credential={credentials.access_key_id},"
         f"SignedHeaders={';'.join(signed_headers)},Signature={signature}"
     )
     return SignedV3(
-        headers=out, canonical_request=canonical, string_to_sign=string_to_sign, signature=signature
+        headers=headers, canonical_request=canonical, string_to_sign=string_to_sign, signature=signature
     )
 
 
@@ -291,12 +302,4 @@ def sign_fc_trigger(
     signed_headers = sorted(FC_TRIGGER_SIGNED_HEADERS)
     path = (pathname or "/").replace("$", "%24")
     canonical = v3_canonical_request(method, path, query, headers, signed_headers, "", encode_names=False)
-    string_to_sign = v3_string_to_sign(canonical)
-    signature = v3_signature(string_to_sign, credentials.access_key_secret)
-    headers["authorization"] = (
-        f"{V3_ALGORITHM} Credential={credentials.access_key_id},"
-        f"SignedHeaders={';'.join(signed_headers)},Signature={signature}"
-    )
-    return SignedV3(
-        headers=headers, canonical_request=canonical, string_to_sign=string_to_sign, signature=signature
-    )
+    return _signed_v3(headers, "authorization", canonical, signed_headers, credentials)

@@ -37,13 +37,14 @@ import traceback
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from tests.support.fake_api import new_request_id
 from tests.support.fc_standin import FunctionContext
+from tests.support.loopback_server import LoopbackServer
+from tests.support.signing_cases import TeaRequest
 
 MAX_HEADER_BYTES = 8 * 1024
 MAX_TARGET_BYTES = 4 * 1024
@@ -85,17 +86,7 @@ class _Answer:
     headers: dict[str, str] = field(default_factory=dict)
 
 
-@dataclass
-class _TeaRequest:
-    """The fields of `Tea.request.TeaRequest` that `get_authorization` reads."""
-
-    method: str
-    pathname: str
-    query: dict[str, str]
-    headers: dict[str, str]
-
-
-class FcHttpTrigger:
+class FcHttpTrigger(LoopbackServer):
     """The trigger on 127.0.0.1; a context manager."""
 
     def __init__(
@@ -115,26 +106,7 @@ class FcHttpTrigger:
         self._busy = dict.fromkeys(self.instances, 0)
         self._turn = 0
         self._lock = threading.Lock()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05})
-        self._thread.daemon = True
-
-    def __enter__(self) -> FcHttpTrigger:
-        self._thread.start()
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=10)
-
-    @property
-    def url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host!s}:{port}"
+        super().__init__(_handler(self))
 
     def revive(self, instance: str) -> None:
         with self._lock:
@@ -222,7 +194,7 @@ def official_authorization(
     from alibabacloud_openapi_util.client import Client as OpenApiUtil
 
     parts = urlsplit(target)
-    request = _TeaRequest(
+    request = TeaRequest(
         method=method,
         pathname=parts.path.replace("$", "%24"),
         query={k: v[0] for k, v in parse_qs(parts.query, keep_blank_values=True).items()},

@@ -39,11 +39,12 @@ import xml.etree.ElementTree as ET
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
 from xml.sax.saxutils import escape
+
+from tests.support.loopback_server import LoopbackServer
 
 MAX_SKEW_SECONDS = 15 * 60
 MIN_PART_BYTES = 100 * 1024
@@ -88,7 +89,7 @@ def md5_etag(data: bytes) -> str:
     return hashlib.md5(data).hexdigest().upper()
 
 
-class OssServer:
+class OssServer(LoopbackServer):
     """OSS on 127.0.0.1 (path-style: oss2 uses `/<bucket>/<key>` for an IP endpoint); a context manager."""
 
     def __init__(self, keys: Mapping[str, str | tuple[str, str]], *, buckets: tuple[str, ...] = ()) -> None:
@@ -97,26 +98,11 @@ class OssServer:
         self._uploads: dict[str, tuple[str, str, dict[int, bytes], str]] = {}
         self._lock = threading.Lock()
         self.requests: list[tuple[str, str, int]] = []  # (method, path, status)
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05})
-        self._thread.daemon = True
-
-    def __enter__(self) -> OssServer:
-        self._thread.start()
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=10)
+        super().__init__(_handler(self))
 
     @property
     def endpoint(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host!s}:{port}"
+        return self.url
 
     def objects(self, bucket: str) -> dict[str, bytes]:
         with self._lock:
@@ -376,9 +362,20 @@ def _handler(server: OssServer) -> type[BaseHTTPRequestHandler]:
         def log_message(self, format: str, *args: Any) -> None:
             pass
 
+        def _body(self) -> bytes:
+            if self.headers.get("Transfer-Encoding", "").lower() != "chunked":  # oss2 streams some bodies
+                length = int(self.headers.get("Content-Length") or 0)
+                return self.rfile.read(length) if length else b""
+            chunks = []
+            while size := int(self.rfile.readline().split(b";")[0].strip() or b"0", 16):
+                chunks.append(self.rfile.read(size))
+                self.rfile.readline()
+            while self.rfile.readline().strip():  # trailers, then the blank line
+                pass
+            return b"".join(chunks)
+
         def _serve(self) -> None:
-            length = int(self.headers.get("Content-Length") or 0)
-            body = self.rfile.read(length) if length else b""
+            body = self._body()
             headers = {name.lower(): value for name, value in self.headers.items()}
             answer = server.answer(self.command, self.path, headers, body)
             server.requests.append((self.command, self.path, answer.status))

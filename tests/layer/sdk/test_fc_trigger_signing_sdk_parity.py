@@ -10,7 +10,6 @@ sends and compare byte for byte (alibabacloud-openapi-util is a test dependency 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from urllib.parse import parse_qs, urlparse
 
 import pytest
@@ -18,25 +17,15 @@ from alibabacloud_openapi_util.client import Client as OpenApiUtil
 
 from segflow.client import Endpoints, VisionClient
 from segflow.signing import Credentials, sign_fc_trigger
-from tests.support.signing_cases import FIXED_NOW, PARAMETER_SETS, PLAIN, STS
+from tests.support.signing_cases import FIXED_NOW, PARAMETER_SETS, PLAIN, STS, TeaRequest
 
 TRIGGER = "https://segflow-engine-abcdefghij.cn-shanghai.fcapp.run"
-
-
-@dataclass
-class _TeaRequest:
-    """The fields of `Tea.request.TeaRequest` that `get_authorization` reads."""
-
-    method: str
-    pathname: str
-    query: dict[str, str]
-    headers: dict[str, str]
 
 
 def official_authorization(method: str, url: str, headers: dict[str, str], creds: Credentials) -> str:
     """FC's example, step by step, on a request as it is sent."""
     parts = urlparse(url)
-    request = _TeaRequest(
+    request = TeaRequest(
         method=method,
         pathname=parts.path.replace("$", "%24"),
         query={name: values[0] for name, values in parse_qs(parts.query, keep_blank_values=True).items()},
@@ -58,7 +47,7 @@ def test_the_authorization_is_get_authorization_of_the_official_example(
     creds: Credentials, params: dict[str, str], pathname: str
 ) -> None:
     signed = sign_fc_trigger("POST", pathname, params, creds, now=FIXED_NOW)
-    request = _TeaRequest(
+    request = TeaRequest(
         method="POST",
         pathname=pathname.replace("$", "%24"),
         query=dict(params),
