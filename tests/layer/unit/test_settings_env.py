@@ -185,3 +185,17 @@ def test_oss_endpoint_is_internal_only_inside_fc_for_the_functions_region(
     environ: dict[str, str], region: str | None, expected: str
 ) -> None:
     assert Settings.from_env(environ).oss_endpoint_for(region) == expected
+
+
+def test_the_engine_on_function_compute_is_signed_for_its_http_trigger() -> None:
+    # Its trigger URL replaces both endpoints; the functions sign with their own STS keys (no shared secret).
+    trigger = "https://segflow-engine-abcdefghij.cn-shanghai.fcapp.run"
+    settings = Settings.from_env(
+        {
+            "SEGFLOW_IMAGESEG_ENDPOINT": trigger,
+            "SEGFLOW_VIDEOSEG_ENDPOINT": trigger,
+            "SEGFLOW_SIGNATURE_VERSION": "FC-Trigger",
+        }
+    )
+    assert settings.signature_version == "fc-trigger"
+    assert settings.openplatform_endpoint == trigger  # the engine grants its own temporary uploads
