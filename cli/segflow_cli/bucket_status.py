@@ -269,8 +269,9 @@ def _heartbeat(storage: Storage, layout: BucketLayout) -> tuple[float | None, st
 
 
 def _recent(records: FailureRecords, entry: IndexEntry) -> RecentFailure:
-    key = records.source_key(entry)
-    document = records.read(key) if key is not None else None
+    pointer = records.pointer(entry)
+    key, failure_key = pointer if pointer is not None else (None, None)
+    document = records.read(key, failure_key) if key is not None else None
     found = document or {}
     return RecentFailure(
         kind=entry.kind,
@@ -280,7 +281,5 @@ def _recent(records: FailureRecords, entry: IndexEntry) -> RecentFailure:
         key=key,
         time=found.get("Time") if isinstance(found.get("Time"), str) else None,
         message=found.get("Message") if isinstance(found.get("Message"), str) else None,
-        record_key=None
-        if document is None or key is None
-        else records.layout.failure_key(key, records.storage),
+        record_key=None if document is None else failure_key,
     )

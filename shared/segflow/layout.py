@@ -107,7 +107,9 @@ class BucketLayout:
         return self.long_failure_key(source_key)
 
     def long_failure_key(self, source_key: str) -> str:
-        digest = hashlib.sha256(source_key.encode("utf-8")).hexdigest()
+        """`<failed>/_long/<sha256>.json`: always a valid key, also for a key from an event that is not one
+        (a lone surrogate is hashed as its code point, `surrogatepass`, so it never meets a real key)."""
+        digest = hashlib.sha256(source_key.encode("utf-8", "surrogatepass")).hexdigest()
         return f"{self.failed_prefix}{LONG_FAILURES}{digest}.json"
 
     def derived_keys_fit(self, storage: Storage, source_key: str, action: str) -> bool:

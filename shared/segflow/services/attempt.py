@@ -23,14 +23,17 @@ from segflow.errors import (
 )
 from segflow.events import OssRecord
 from segflow.failure_policy import Decision, RecordInProgressError, decide
+from segflow.failure_records import FailureRecords
+from segflow.logs import printable
 from segflow.media import MediaError, MediaInfo, probe_media
+from segflow.outputs import failure_document
 from segflow.records import JobRecord, RecordStore
 from segflow.routing import Route, route
 from segflow.services.common import clear_stale_failure, write_failure
 from segflow.services.deps import Deps
 from segflow.services.inputs import service_reads_bucket
 from segflow.states import ClaimOutcome, Outcome, RecordState
-from segflow.storage.base import ObjectInfo, Storage
+from segflow.storage.base import ObjectInfo, Storage, key_problem
 from segflow.validation import (
     LimitViolationError,
     limit_violations,
@@ -136,24 +139,23 @@ def locate(event: OssRecord, deps: Deps) -> UploadAttempt | RecordOutcome:
                 Outcome.SKIPPED, bucket, event.key, code="NotObjectCreated", detail=event.event_name
             )
     except EventError as error:
-        described = event.describe()
-        return RecordOutcome(
-            Outcome.SKIPPED,
-            _text(described.get("bucket")),
-            _text(described.get("key")),
-            code=error.code,
-            detail=error.message,
-        )
+        where = event.readable_location()
+        return RecordOutcome(Outcome.SKIPPED, *where, code=error.code, detail=error.message)
     allowed: list[str] = []
     refused: list[RecordOutcome] = []
+    invalid: list[tuple[str, str]] = []
     for key in event.candidate_keys():
         refusal = deps.layout.refusal(key)
-        if refusal is None:
-            allowed.append(key)
+        problem = key_problem(key)
+        if refusal is not None:
+            shown = printable(key)
+            refused.append(RecordOutcome(Outcome.SKIPPED, bucket, shown, code=refusal[0], detail=refusal[1]))
+        elif problem is not None:
+            invalid.append((key, problem))
         else:
-            refused.append(RecordOutcome(Outcome.SKIPPED, bucket, key, code=refusal[0], detail=refusal[1]))
+            allowed.append(key)
     if not allowed:
-        return refused[0]
+        return refused[0] if refused else invalid_key(deps, event, *invalid[0])
     try:
         storage = deps.storage_for(bucket, region)
         for key in allowed:
@@ -171,6 +173,30 @@ def locate(event: OssRecord, deps: Deps) -> UploadAttempt | RecordOutcome:
     if refused:
         return refused[0]  # the key that exists is the refused form (one of our own objects): never read
     return RecordOutcome(Outcome.SKIPPED, bucket, allowed[0], code="NoSuchKey", detail="object is gone")
+
+
+def invalid_key(deps: Deps, event: OssRecord, key: str, problem: str) -> RecordOutcome:
+    """A key under the input prefix that no object can have (the event is malformed, and stays so on every
+    delivery): a failure record a person can find, in the `_long/<sha256>` form, and nothing read."""
+    error = EventError(f"the event names a key that is not an object key: {problem}", code="InvalidObjectKey")
+    shown = printable(key)
+    document = failure_document(
+        bucket=event.bucket, key=shown, etag=None, action=None, error=error, at=deps.clock()
+    )
+    try:
+        storage = deps.storage_for(event.bucket, event.region)
+        FailureRecords(storage, deps.layout).write(document, deps.layout.long_failure_key(key))
+    except SegflowError as storing:
+        retry = decide(storing) is Decision.RETRY
+        return RecordOutcome(
+            Outcome.RETRY if retry else Outcome.SKIPPED,
+            event.bucket,
+            shown,
+            code=storing.code,
+            detail=f"{error.message}; its failure record could not be written",
+            error=storing if retry else None,
+        )
+    return RecordOutcome(Outcome.FAILED, event.bucket, shown, code=error.code, detail=error.message)
 
 
 # -- identify -----------------------------------------------------------------------------------------
@@ -325,7 +351,3 @@ def fit(attempt: UploadAttempt) -> None:
     work_key = deps.layout.work_key(job.record_id, plan.extension)
     attempt.storage.put_bytes(work_key, plan.data, content_type=plan.content_type)
     attempt.job = attempt.records.save(job.evolve(submit_key=work_key, fit=plan.to_record()))
-
-
-def _text(value: object) -> str | None:
-    return value if isinstance(value, str) else None

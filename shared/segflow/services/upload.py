@@ -27,7 +27,7 @@ from segflow.deadline import Deadline
 from segflow.errors import DeadlineError, EventError, SegflowError
 from segflow.events import OssEvent, OssRecord
 from segflow.failure_policy import Decision, decide, isolated
-from segflow.logs import log_outcome
+from segflow.logs import log_outcome, utf8_text
 from segflow.services.attempt import RecordOutcome, UploadAttempt, claim, identify, locate, validate
 from segflow.services.common import safe_message
 from segflow.services.deps import Deps
@@ -81,7 +81,7 @@ class UploadSummary:
 
     def to_json(self) -> str:
         """What the handler returns: FC passes a string back as the response body unchanged."""
-        return json.dumps(self.to_dict(), ensure_ascii=False)
+        return utf8_text(json.dumps(self.to_dict(), ensure_ascii=False))
 
 
 def process_upload_event(
@@ -187,15 +187,8 @@ def _before_record(attempt: UploadAttempt, error: SegflowError) -> RecordOutcome
 def _unexpected(record: OssRecord, exc: Exception) -> RecordOutcome:
     unexpected = SegflowError(f"unexpected {type(exc).__name__}: {exc}", code="InternalError")
     unexpected.__cause__ = exc
-    described = record.describe()
-    bucket, key = described.get("bucket"), described.get("key")
-    return RecordOutcome(
-        Outcome.RETRY,
-        bucket if isinstance(bucket, str) else None,
-        key if isinstance(key, str) else None,
-        code=unexpected.code,
-        error=unexpected,
-    )
+    bucket, key = record.readable_location()
+    return RecordOutcome(Outcome.RETRY, bucket, key, code=unexpected.code, error=unexpected)
 
 
 # -- records left for later -----------------------------------------------------------------------------
@@ -204,29 +197,21 @@ def _unexpected(record: OssRecord, exc: Exception) -> RecordOutcome:
 def deferred_id(raw: Any) -> str:
     """A stable name for one event record (the same record deferred twice is one marker)."""
     material = json.dumps(raw, sort_keys=True, ensure_ascii=False, default=str)
-    return hashlib.sha256(material.encode("utf-8")).hexdigest()[:40]
+    return hashlib.sha256(material.encode("utf-8", "surrogatepass")).hexdigest()[:40]
 
 
 def defer(record: OssRecord, deps: Deps) -> RecordOutcome:
     """Not started: too little of the invocation is left. The record is written down under
     `<jobs>/deferred/` (the collector processes what no redelivery did) and the event is raised."""
     error = DeadlineError("not started: the invocation is about to reach its timeout")
-    described = record.describe()
-    bucket, key = described.get("bucket"), described.get("key")
-    outcome = RecordOutcome(
-        Outcome.DEFERRED,
-        bucket if isinstance(bucket, str) else None,
-        key if isinstance(key, str) else None,
-        code=error.code,
-        error=error,
-    )
+    bucket, key = record.readable_location()
+    outcome = RecordOutcome(Outcome.DEFERRED, bucket, key, code=error.code, error=error)
     if outcome.bucket is None:
         return outcome._replace(outcome=Outcome.SKIPPED, error=None, detail="no bucket to defer it in")
     try:
         storage = deps.storage_for(outcome.bucket)
-        body = json.dumps({"record": record.raw, "deferred_at": deps.clock()}, ensure_ascii=False).encode(
-            "utf-8"
-        )
+        # ASCII JSON: a malformed record's lone surrogates stay escapes, and read back as they came.
+        body = json.dumps({"record": record.raw, "deferred_at": deps.clock()}).encode("ascii")
         storage.put_bytes(
             deps.layout.deferred_key(deferred_id(record.raw)), body, content_type="application/json"
         )
