@@ -276,7 +276,7 @@ class _Redrive:
             if key in handed_over:
                 continue
             try:
-                self.records.mark_failed(record, dict(record.error or {}))
+                self.records.mark_failed(record, dict(record.payload.error or {}))
             except SegflowError as error:
                 print(f"{PROG}: could not hand back {record.key} ({error.code})", file=sys.stderr)
         for key, marker in taken.markers.items():

@@ -194,7 +194,6 @@ KNOWN_CYCLES: set[frozenset[str]] = {
     frozenset({"segflow_cli.redrive", "segflow_cli.redrive_run"}),
     frozenset({"segflow_cli.invoke", "segflow_cli.remote"}),
     frozenset({"segflow_cli.localbucket", "segflow_cli.presign"}),
-    frozenset({"segflow.services.pairs", "segflow.services.upload"}),  # a function-local import
 }
 
 
