@@ -167,6 +167,37 @@ def test_a_failure_superseded_by_a_result_is_cleared_and_never_sent(
     assert "1 had a result already" in out
 
 
+def test_a_failure_whose_attempt_was_superseded_is_never_sent_again(
+    bucket: Bucket, vision: FakeVision, api: FakeApi, fc: FcStandIn, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A record that ended `superseded` (issue 15 §1: its object was overwritten or deleted before its
+    outcome could be written) is not redriven, even if a failure record still names its key and ETag."""
+    keys = bucket.images(2)
+    info = bucket.storage.head(keys[0])
+    store = RecordStore(bucket.storage, LAYOUT)
+    record = store.begin(BUCKET, keys[0], info.etag, "SegmentCommonImage").record
+    store.mark_superseded(record)
+    FailureRecords(bucket.storage, LAYOUT).write(
+        {
+            "Key": keys[0],
+            "ETag": info.etag,
+            "Action": "SegmentCommonImage",
+            "Code": "InternalError",
+            "Time": "2026-01-01T00:00:00Z",
+            "RecordId": record.record_id,
+        }
+    )
+
+    status, out, _ = run_cli(capsys, *command("redrive", bucket, "--via", "fc", "--json"))
+
+    assert status == 0, out
+    assert fc.invocations == [] and api.count() == 0
+    assert json.loads(out)["counts"] == {"superseded": 1}
+    reread = store.load(record.record_id)
+    assert reread is not None and reread.state == RecordState.SUPERSEDED
+    assert bucket.keys(LAYOUT.jobs_prefix + "redrives/") == [], "no redrive marker was taken"
+
+
 def test_two_redrives_at_once_send_each_object_once(
     bucket: Bucket, vision: FakeVision, api: FakeApi, fc: FcStandIn, capsys: pytest.CaptureFixture[str]
 ) -> None:
