@@ -172,7 +172,7 @@ class FakeVision:
         self.expire_results = 0  # how many PROCESS_SUCCESS result URLs to hand out already expired
         self.video_result: bytes | None = None  # the "mask video" of video jobs (default: the input)
         self.fetched_sizes: list[tuple[int, int]] = []  # pixel sizes of the images the service fetched
-        self.fetched_digests: list[tuple[str, str]] = []  # (action, MD5 of the input) per segmentation call
+        self.calls: list[tuple[str, str, str]] = []  # (action, input URL, MD5 of the input) per call answered
         self._during_calls: list[Callable[[], Reply | None]] = []
         self._lock = threading.Lock()
         api.set_handler(self._handle)
@@ -188,7 +188,7 @@ class FakeVision:
         """Segmentation calls of `action` whose input was `data` (one version of an object)."""
         digest = hashlib.md5(data).hexdigest()
         with self._lock:
-            return sum(1 for called, fetched in self.fetched_digests if (called, fetched) == (action, digest))
+            return sum(1 for called, _, fetched in self.calls if (called, fetched) == (action, digest))
 
     def _fetch(self, url: str) -> bytes:
         response = requests.get(url, timeout=10)
@@ -200,7 +200,7 @@ class FakeVision:
             if size is not None:
                 self.fetched_sizes.append(size)
         if getattr(self._call, "digest", "") is None:
-            self._call.digest = hashlib.md5(data).hexdigest()
+            self._call.url, self._call.digest = url, hashlib.md5(data).hexdigest()
         return data
 
     def _handle(self, request: RecordedRequest) -> Reply | None:
@@ -213,7 +213,7 @@ class FakeVision:
         reply = self._segment(action, request.params)
         with self._lock:
             if self._call.digest is not None:
-                self.fetched_digests.append((action, self._call.digest))
+                self.calls.append((action, self._call.url, self._call.digest))
             hook = self._during_calls.pop(0) if self._during_calls and reply is not None else None
         if hook is not None:
             return hook() or reply
