@@ -234,8 +234,11 @@ class RecordStore:
     ) -> Taken:
         now = self.clock()
         generation = existing.claim.generation + 1
-        # A superseded record taken back is a new upload of the same content: its deliveries count anew.
-        attempts = 1 if existing.state == RecordState.SUPERSEDED else existing.claim.attempts + 1
+        # A superseded record taken back is a new upload of the same content: its deliveries and its paid
+        # calls count anew (a kept answer is still used first: `services.answers.holds_answer`).
+        renewed = existing.state == RecordState.SUPERSEDED
+        attempts = 1 if renewed else existing.claim.attempts + 1
+        calls = 0 if renewed else existing.claim.calls
         try:
             self.storage.put_bytes(
                 self.layout.claim_key(existing.record_id, generation),
@@ -249,8 +252,10 @@ class RecordStore:
             state=RecordState.SUBMITTING,
             params=dict(params),
             region=existing.region or region,
-            claim=existing.claim._replace(generation=generation, claimed_until=now + hold, attempts=attempts),
+            claim=Claim(generation, now + hold, attempts, calls),
         )
+        if renewed:  # what was stored or queued for the earlier upload is not this one's: only an answer is
+            taken = taken.with_payload(job_id=None, outputs=(), error=None)
         self._mark_inflight(taken)
         if existing.state == RecordState.SUPERSEDED:
             with contextlib.suppress(StorageError):
@@ -297,6 +302,8 @@ class RecordStore:
         self._clear_inflight(record.record_id)
         with contextlib.suppress(StorageError):
             self.storage.put_bytes(self.layout.superseded_key(record.record_id), b"")
+            if record.state == RecordState.DONE:  # its result was replaced: it no longer counts as done
+                self.storage.delete(self.layout.done_key(record.record_id))
         return saved
 
     def reopen(self, record_id: str) -> JobRecord | None:

@@ -9,12 +9,13 @@ The protocol's rationale is in shared/ARCHITECTURE.md ("One owner for a paid cal
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import TypeVar
 
 from segflow.catalogue import is_async_call
 from segflow.deadline import Deadline
-from segflow.errors import ApiConnectionError, ApiError, JobFailedError, SegflowError
+from segflow.errors import ApiConnectionError, ApiError, JobFailedError, ObjectNotFoundError, SegflowError
 from segflow.failure_policy import (
     Decision,
     PublishBusyError,
@@ -24,7 +25,7 @@ from segflow.failure_policy import (
 )
 from segflow.jobqueue import queue_job
 from segflow.outputs import Downloads, store_result
-from segflow.records import JobRecord, RecordStore
+from segflow.records import JobRecord, RecordStore, Taken
 from segflow.services.answers import holds_answer, kept_answer, with_answer
 from segflow.services.checks import fit, validate
 from segflow.services.common import call_action, error_record, failure_record
@@ -49,17 +50,12 @@ def pay(item: Identified, deps: Deps, deadline: Deadline) -> RecordOutcome:
     publisher = Publisher(deps, item.storage, deadline)
     records = deps.records(item.storage)
     try:
-        taken = records.begin(
-            item.storage.bucket,
-            item.key,
-            item.etag,
-            item.action.name,
-            item.route.params,
-            size=item.info.size,
-            region=item.event.region,
-            mask_key=item.mask.key if item.mask is not None else None,
-            hold_seconds=deps.hold_seconds(deadline),
-        )
+        taken = _begin(item, deps, records, deadline)
+        if taken.outcome is ClaimOutcome.DUPLICATE and _replaced(item, deps, taken.record):
+            # This content was done once, then a newer version's result replaced it, and now it is back (the
+            # same bytes uploaded again): the result must be this version's again.
+            records.mark_superseded(taken.record)
+            taken = _begin(item, deps, records, deadline)
         if taken.outcome is ClaimOutcome.DUPLICATE:
             if taken.record.state == RecordState.DONE:
                 # A result exists: an older failure record of this key must not (an interrupted cleanup).
@@ -71,6 +67,33 @@ def pay(item: Identified, deps: Deps, deadline: Deadline) -> RecordOutcome:
     if taken.outcome is ClaimOutcome.IN_PROGRESS:
         return item.outcome(Outcome.RETRY, RecordInProgressError(f"{item.key} is being processed elsewhere"))
     return PaidCall(deps, publisher, Claimed(item, records, taken.record), deadline).run()
+
+
+def _begin(item: Identified, deps: Deps, records: RecordStore, deadline: Deadline) -> Taken:
+    return records.begin(
+        item.storage.bucket,
+        item.key,
+        item.etag,
+        item.action.name,
+        item.route.params,
+        size=item.info.size,
+        region=item.event.region,
+        mask_key=item.mask.key if item.mask is not None else None,
+        hold_seconds=deps.hold_seconds(deadline),
+    )
+
+
+def _replaced(item: Identified, deps: Deps, record: JobRecord) -> bool:
+    """A done record whose result folder now holds another version's result (one read)."""
+    if record.state != RecordState.DONE:
+        return False
+    try:
+        manifest = json.loads(item.storage.get_bytes(deps.layout.manifest_key(record.key, record.action)))
+        return bool(manifest["Source"]["ETag"] != record.etag)
+    except ObjectNotFoundError:
+        return False
+    except (ValueError, KeyError, TypeError):
+        return False  # not a manifest we wrote: leave it to a person
 
 
 def refuse(deps: Deps, publisher: Publisher, refusal: Refusal) -> RecordOutcome:

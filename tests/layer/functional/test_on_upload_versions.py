@@ -264,3 +264,22 @@ def test_a_record_an_overwritten_version_left_submitting_is_closed_superseded_by
     assert h.collect()["redriven"] == 0
     assert h.manifest(IMAGE, IMAGE_ACTION)["Source"]["ETag"] == current(h, IMAGE)
     assert h.vision.calls_for_input(IMAGE_ACTION, V2) == 1
+
+
+def test_an_earlier_version_uploaded_again_gets_its_result_back(h: Harness) -> None:
+    """A → B → A: the same bytes as the first version, uploaded again after the second one's result
+    replaced the first one's, are the current version; their result is stored again (a new upload: paid
+    again), while A's event delivered again once A is back costs nothing."""
+    h.put(IMAGE, V1)
+    assert h.on_upload(oss_event(IMAGE))["done"] == 1
+    h.put(IMAGE, V2)
+    assert h.on_upload(oss_event(IMAGE))["done"] == 1
+    h.put(IMAGE, V1)
+
+    assert h.on_upload(oss_event(IMAGE))["done"] == 1
+
+    assert h.manifest(IMAGE, IMAGE_ACTION)["Source"]["ETag"] == current(h, IMAGE)
+    assert stored_size(h, IMAGE) == (320, 240)
+    assert h.vision.calls_for_input(IMAGE_ACTION, V1) == 2 and h.vision.calls_for_input(IMAGE_ACTION, V2) == 1
+    assert h.on_upload(oss_event(IMAGE))["duplicate"] == 1 and h.api.count(IMAGE_ACTION) == 3
+    assert len(h.keys("segflow-jobs/state/done/")) == 2 and h.keys("segflow-jobs/state/superseded/") == []
