@@ -1,29 +1,9 @@
-"""Read-only wrappers over the events FC hands a handler (as bytes).
+"""Read-only wrappers over the events FC hands a handler (as bytes); `object_created_event` builds one.
 
-The payload stays a dict; properties do the decoding, once, here — services never touch raw dicts.
-A malformed event is reported as narrowly as possible: invalid JSON or a missing `events` list fails
-the whole event (`EventError` from `from_payload`), but a bad record only fails when its own properties
-are read, so one bad record never hides the others (call `record.validate()` inside the per-record
-`try`).
-
-Object keys. OSS does not document whether `oss.object.key` arrives URL-encoded, so `OssRecord.key`
-decodes it **at most once**, and only when the raw key *looks encoded*: it contains at least one valid
-`%XX` escape **and** every character is one an encoder emits (ASCII letters and digits, `-._~/!*'()`,
-`%` and `+`). Then it is decoded with `unquote_plus` (`+` → space, `%2B` → `+`, `%25` → `%`). Otherwise the
-key is taken literally. Consequences, each tested:
-- `incoming/猫 咪+1.png` (raw: spaces, Chinese, `+`) stays as is — an encoder would have escaped them;
-- `incoming/%E7%8C%AB+%E5%92%AA%2B1.png` becomes `incoming/猫 咪+1.png`;
-- `incoming/100%25.png` becomes `incoming/100%.png` (decoded once: never `100%.png` → error);
-- `incoming/a+b.png` (no escape at all) stays `incoming/a+b.png`: a literal `+` is far more common in a
-  raw key than an encoded key made only of ASCII and spaces;
-- `incoming/50%.png`, `incoming/100% off.png` (a `%` not followed by two hex digits) stay as is, and so
-  does a key whose escapes do not decode as UTF-8 (`%FF`).
-The one key this rule gets wrong is a raw key that literally contains `%XX` and nothing an encoder would
-escape; `raw_key` keeps the original for a fallback lookup (`candidate_keys`). Whichever of the two is
-read, the service applies every check (input prefix, own prefixes) to that key.
-
-`object_created_event` builds the event FC delivers for one new object; `segflow run`, the collector's
-re-drives and the tests all use it.
+The payload stays a dict; properties do the decoding and the checks, once, here. Invalid JSON or a missing
+`events` list fails the whole event (`EventError` from `from_payload`); a bad record only fails when its
+own properties are read (`record.validate()` inside the per-record `try`), so one never hides the others.
+An object key is URL-decoded at most once (`decode_object_key` says when, and what that rule gets wrong).
 """
 
 from __future__ import annotations
@@ -57,7 +37,22 @@ MAX_OBJECT_BYTES = 48_800 * 1024**3
 
 
 def decode_object_key(raw: str) -> str:
-    """The object key for a key as it appears in an OSS event (see the module docstring for the rule)."""
+    """The object key for a key as it appears in an OSS event.
+
+    OSS does not document whether `oss.object.key` arrives URL-encoded, so it is decoded **at most once**,
+    and only when it *looks encoded*: at least one valid `%XX` escape **and** only characters an encoder
+    emits (ASCII letters and digits, `-._~/!*'()`, `%` and `+`); then with `unquote_plus` (`+` → space,
+    `%2B` → `+`, `%25` → `%`). Otherwise it is taken literally. Each of these is tested:
+    - `incoming/猫 咪+1.png` (raw: spaces, Chinese, `+`) stays as is — an encoder would have escaped them;
+    - `incoming/%E7%8C%AB+%E5%92%AA%2B1.png` becomes `incoming/猫 咪+1.png`;
+    - `incoming/100%25.png` becomes `incoming/100%.png` (decoded once: never `100%.png` → error);
+    - `incoming/a+b.png` (no escape) stays: a literal `+` is far more common in a raw key than an encoded
+      key made only of ASCII and spaces;
+    - `incoming/50%.png`, `incoming/100% off.png` (a `%` without two hex digits) stay, and so does a key
+      whose escapes are not UTF-8 (`%FF`).
+    The one key this gets wrong is a raw key that literally holds `%XX` and nothing an encoder would
+    escape: `OssRecord.candidate_keys` also offers the raw form, and every check (input prefix, own
+    prefixes) applies to whichever of the two is read."""
     if _ESCAPE.search(raw) and _ENCODED_ALPHABET.match(raw):
         try:
             return unquote_plus(raw, encoding="utf-8", errors="strict")

@@ -1,19 +1,12 @@
 """Idempotency records: one per (bucket, key, ETag, action), on plain object storage.
 
-OSS can create an object only if it is absent (`x-oss-forbid-overwrite`) but has no conditional update, so
-every decision two processes could race on is an *immutable* put-if-absent, and a record is only ever
-overwritten by the process that won the matching put-if-absent:
-
-- `begin` creates `records/<id>.json` put-if-absent (`submitting`); a duplicate delivery finds it and
-  learns what to do (`ClaimOutcome`); a record stuck in `submitting` past its claim (its owner died, or
-  released it after a retryable error) is taken over by creating `claims/<id>.<generation>` first.
-- `inflight/<id>.json` marks a record in `submitting`, so the collector can find (and re-drive) an upload
-  whose owner died after FC had stopped retrying its event.
-- the owner moves it on: `mark_submitted`, `mark_done`, `mark_failed`, `mark_superseded` (and `release`
-  to hand it back).
-
-The id is a hash of bucket, key, ETag and action, so a duplicate delivery of the same upload finds the
-record its first delivery made, and a new version of the object (new ETag) is processed again.
+OSS has no conditional update, so every decision two processes could race on is an immutable put-if-absent,
+and a record is only overwritten by the process that won the matching one: `begin` creates
+`records/<id>.json` (`submitting`, with `inflight/<id>.json` so the collector can find an upload whose
+owner died) or decides what an existing record means (`ClaimOutcome`); one stuck past its claim is taken
+over by creating `claims/<id>.<generation>` first; the owner moves it on (`mark_submitted`, `mark_done`,
+`mark_failed`, `mark_superseded`, `release`). The id hashes bucket, key, ETag and action: a duplicate
+delivery finds its record, a new version of the object gets its own.
 """
 
 import contextlib
