@@ -30,7 +30,6 @@ from segflow.events import TimerEvent
 from segflow.failure_policy import isolated
 from segflow.jobqueue import JobQueue
 from segflow.records import RecordStore
-from segflow.services.collect_job import Holding
 from segflow.services.deps import Deps
 from segflow.states import Outcome
 from segflow.storage.base import Storage
@@ -243,6 +242,8 @@ def _claim_and_start(
         tick.summary.skipped += 1
         return
     tick.summary.claimed += 1
+    from segflow.services.collect_job import Holding  # on the first job: a tick with none never loads it
+
     job = Holding(tick.deps, storage, records, queue, lease, tick.deadline)
     future = tick.pool.submit(
         isolated,

@@ -27,8 +27,7 @@ from segflow.results import AsyncJobResult, SegmentResult
 from segflow.services.common import call_action, error_record, failure_record
 from segflow.services.deps import Deps
 from segflow.services.inputs import input_url
-from segflow.services.publish import Publisher
-from segflow.services.stages import Version
+from segflow.services.publish import Publisher, Version
 from segflow.states import Outcome, RecordState
 from segflow.storage.base import Storage
 

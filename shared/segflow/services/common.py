@@ -11,7 +11,7 @@ from segflow.outputs import failure_document
 from segflow.records import JobRecord
 from segflow.results import SegmentResult
 from segflow.services.deps import Deps
-from segflow.services.stages import Version
+from segflow.services.publish import Version
 
 # PicWish takes an `image_url` of at most 512 characters (PicWish API, "image_url").
 PICWISH_MAX_URL = 512

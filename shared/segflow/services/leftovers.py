@@ -23,8 +23,8 @@ from segflow.records import JobRecord
 from segflow.services.common import failure_record
 from segflow.services.deps import Deps
 from segflow.services.pairs import MISSING_CODE
-from segflow.services.publish import Publisher
-from segflow.services.stages import RecordOutcome, Version
+from segflow.services.publish import Publisher, Version
+from segflow.services.stages import RecordOutcome
 from segflow.services.upload import RAISED, process_record
 from segflow.states import Outcome, RecordState
 from segflow.storage.base import Storage

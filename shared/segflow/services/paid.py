@@ -31,8 +31,8 @@ from segflow.services.checks import fit, validate
 from segflow.services.common import call_action, error_record, failure_record
 from segflow.services.deps import Deps
 from segflow.services.inputs import input_url
-from segflow.services.publish import Publisher
-from segflow.services.stages import Claimed, Identified, RecordOutcome, Refusal, Version, ended
+from segflow.services.publish import Publisher, Version
+from segflow.services.stages import Claimed, Identified, RecordOutcome, Refusal, ended
 from segflow.states import ClaimOutcome, Outcome, RecordState
 
 T = TypeVar("T")

@@ -6,28 +6,43 @@ written and the caller ends the attempt `superseded`. Why this is enough, and th
 in shared/ARCHITECTURE.md ("Versions").
 """
 
-from __future__ import annotations
-
 import contextlib
 import os
 import socket
 import time
 from collections.abc import Callable, Mapping
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from segflow.deadline import Deadline
 from segflow.errors import ObjectNotFoundError, SegflowError, StorageError
 from segflow.failure_policy import PublishBusyError
 from segflow.failure_records import FailureRecords
 from segflow.jobqueue import Lease, Leases
+from segflow.records import JobRecord
 from segflow.services.deps import Deps
-from segflow.services.stages import Version
 from segflow.storage.base import Storage
 
 T = TypeVar("T")
 
 POLL_SECONDS = 0.2
 """How often a publisher waiting for the lock looks again."""
+
+
+class Version(NamedTuple):
+    """One version of a source object: its key and ETag, and for a RefineMask pair the mask's too."""
+
+    key: str
+    etag: str
+    mask_key: str | None = None
+    mask_etag: str | None = None
+
+    @classmethod
+    def of(cls, job: JobRecord) -> "Version":
+        """The version a record is about (a pair's record ETag is `<image ETag>+<mask ETag>`)."""
+        if job.mask_key:
+            image, _, mask = job.etag.partition("+")
+            return cls(job.key, image, job.mask_key, mask)
+        return cls(job.key, job.etag)
 
 
 class Publisher:

@@ -5,7 +5,7 @@
     Claimed      … with its idempotency record                                (`services.paid`)
 
 plus `Refusal` (what the object cannot go through, before any record: a failure record to publish),
-`Version` (what publishing checks is still current) and `RecordOutcome` (how an event record ended).
+and `RecordOutcome` (how an event record ended); a version of an object is `services.publish.Version`.
 """
 
 import logging
@@ -17,6 +17,7 @@ from segflow.events import OssRecord
 from segflow.media import MediaInfo
 from segflow.records import JobRecord, RecordStore
 from segflow.routing import Route
+from segflow.services.publish import Version
 from segflow.states import Outcome
 from segflow.storage.base import ObjectInfo, Storage
 
@@ -68,23 +69,6 @@ def ended(
         fields.setdefault("code", error.code)
         fields.setdefault("request_id", error.request_id)
     return RecordOutcome(outcome, bucket, key, action, error=error, **fields)
-
-
-class Version(NamedTuple):
-    """One version of a source object: its key and ETag, and for a RefineMask pair the mask's too."""
-
-    key: str
-    etag: str
-    mask_key: str | None = None
-    mask_etag: str | None = None
-
-    @classmethod
-    def of(cls, job: JobRecord) -> "Version":
-        """The version a record is about (a pair's record ETag is `<image ETag>+<mask ETag>`)."""
-        if job.mask_key:
-            image, _, mask = job.etag.partition("+")
-            return cls(job.key, image, job.mask_key, mask)
-        return cls(job.key, job.etag)
 
 
 class Located(NamedTuple):
