@@ -212,9 +212,8 @@ def _heartbeat(tick: _Tick, storage: Storage) -> None:
 
 def _expire_waiting_pairs(tick: _Tick, storage: Storage) -> None:
     """RefineMask halves whose other half never came within the rule's time: one failure record each."""
-    from segflow.services.leftovers import (
-        expire_waiting,
-    )  # the collector's cold start skips on_upload's steps
+    # Imported here: the collector's cold start skips on_upload's steps (ARCHITECTURE.md, "Cold start").
+    from segflow.services.leftovers import expire_waiting
 
     deps = tick.deps
     for index, info in enumerate(storage.list(deps.layout.pairs_prefix)):
