@@ -43,7 +43,7 @@ HANDLER_LIMIT = 1.05
 CLIENT_LIMIT = 1.15
 FUNCTIONS = ("on_upload", "collect_jobs")
 OLD_VENDORED = ("requests", "urllib3", "idna", "certifi", "charset_normalizer")
-OLD_LOCAL_TOOLS = ("cli", "run", "invoke", "fccontext", "preview", "localbucket")
+OLD_LOCAL_TOOLS = ("main", "run", "invoke", "fccontext", "preview", "localbucket")
 
 
 @dataclass(frozen=True)

@@ -2,17 +2,19 @@
 
 For each action kind on the upload path — a synchronous image (SegmentCommonImage), an asynchronous video
 (SegmentVideoBody), a PicWish cut-out, an oversize image segmented on a fitted copy — and each fault mode
-— a lasting OSS outage, or the process dying — a failure is injected at every storage write that follows
-the paid call in turn (results, manifest, records, pending entry, clean-up). FC redelivers the event, the
-collector ticks, and the clock runs past claims, stall waits and the 30-minute result URLs, until the
-object has one result or one failure record (`tests/support/paid_faults.py`, the same scenarios the
-test `tests/layer/functional/test_on_upload_paid_bound.py` asserts on).
+— a lasting OSS outage, the process dying, or an overwrite during the call (a second version uploaded
+while the first one's call runs, with the outage too) — a failure is injected at every storage write
+that follows the paid call in turn (results, manifest, records, pending entry, publish lock, clean-up). FC
+redelivers the event, the collector ticks, and the clock runs past claims, stall waits and the 30-minute
+result URLs, until the object has one result or one failure record, of its current version
+(`tests/support/paid_faults.py`, the same scenarios `tests/layer/functional/test_on_upload_paid_bound.py`
+asserts on).
 
-Figure per kind: the worst number of paid calls for the object over all faults, against the bound the
-idempotency record enforces (`segflow.services.paid.MAX_PAID_CALLS`, counted before each call). The
-baseline is the clean run: one call.
+Figure per kind: the worst number of paid calls for one version of the object over all faults, against
+the bound the idempotency record enforces (`segflow.services.paid.MAX_PAID_CALLS`, counted before each
+call). The baseline is the clean run: one call per version.
 
-Run: `python bench/paid_calls.py [--quick] [--json]` (`--quick`: the outage mode only).
+Run: `python bench/paid_calls.py [--quick] [--json]` (`--quick`: the outage and overwrite modes only).
 """
 
 from __future__ import annotations
@@ -52,12 +54,12 @@ def measure(modes: list[str]) -> list[Row]:
                     problems += len(outcome.problems)
                 rows.append(
                     Row(
-                        f"paid calls per object, {kind.name} ({kind.action}): worst under any fault",
+                        f"paid calls per object version, {kind.name} ({kind.action}): worst under any fault",
                         f"{worst} (clean run: 1; {scenarios} faults: {', '.join(modes)} at each write)",
                         f"≤ {MAX_PAID_CALLS} (the record's bound)",
                         worst <= MAX_PAID_CALLS and problems == 0,
                         detail=(
-                            f"{kind.name}: every faulted object ended with one result or one failure record"
+                            f"{kind.name}: every faulted object ended with one outcome of its current version"
                             if problems == 0
                             else f"{kind.name}: {problems} faulted runs did not settle or exceeded the bound"
                         ),
@@ -71,7 +73,7 @@ def measure(modes: list[str]) -> list[Row]:
 
 def main() -> int:
     args = parse_args(__doc__.splitlines()[0])
-    modes = ["outage"] if args.quick else ["killed", "outage"]
+    modes = ["outage", "overwrite"] if args.quick else ["killed", "outage", "overwrite"]
     emit(measure(modes), as_json=args.json)
     return 0
 

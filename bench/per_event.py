@@ -1,10 +1,12 @@
 """Per event: what one upload costs on_upload, and what the collector holds in memory.
 
-Figures (each against a baseline measured in the same run):
+Figures (each against a baseline measured in the same run, unless marked as a count):
 - CPU per record: the handler thread's CPU time (`time.thread_time`, so the loopback servers' threads are
   not counted) for one ObjectCreated event of a 640×480 JPEG, end to end against the fake imageseg
   (signed request, presigned input fetched, cutout downloaded and stored, manifest, job record) — as a
   multiple of one bare `requests` POST to the same server.
+- Storage requests one upload costs (an image through on_upload; a video through on_upload and the
+  collector tick that finishes it), counted at the storage adapter, and how many the publish step adds.
 - Bytes read from storage to validate a 3 MB JPEG and a 1 GB MP4 (a sparse file: real header, moov at the
   tail), counted at the storage adapter by wrapping `read_range` / `get_bytes` / `open_stream` while the
   real handler runs. Target ≤ 64 KiB, plus the moov box for the video.
@@ -223,6 +225,50 @@ def cpu_per_record(records: int) -> list[Row]:
             None,
         )
     ]
+
+
+# ------------------------------------------------------------------------------------ storage requests
+
+
+def storage_requests() -> list[Row]:
+    """Every storage request one upload costs (a 640×480 JPEG through on_upload; a video through on_upload
+    and the collector tick that finishes it), counted at the storage adapter, and how many of them the
+    publish step makes: its lock (listed, created, deleted under `<jobs>/publish/`) and its HEAD of the
+    source after the call."""
+    from tests.support.counting_storage import CountingStorage
+    from tests.support.services_harness import jpeg, mp4, oss_event
+
+    rows = []
+    for kind, key, data in (
+        ("image (SegmentCommonImage, sync)", "incoming/bench/ops.jpg", jpeg((640, 480))),
+        ("video (SegmentVideoBody, async, with its collector tick)", "incoming/bench/ops.mp4", mp4()),
+    ):
+        with tempfile.TemporaryDirectory(prefix="segflow-bench-") as tmp:
+            h, api, results = new_harness(Path(tmp) / "buckets")
+            try:
+                h.vision.job_statuses = []
+                h.put(key, data)
+                counting = CountingStorage(h.storage)
+                h.deps.storage_for = lambda bucket, region=None, c=counting: c
+                ended = h.on_upload(oss_event(key))
+                if key.endswith(".mp4"):
+                    ended = h.collect()
+                if ended["done"] != 1:
+                    raise RuntimeError(f"{key} was not done: {ended}")
+            finally:
+                close_harness(api, results)
+        lock = sum(1 for _, where in counting.log if "/publish/" in where)
+        heads = [i for i, (op, where) in enumerate(counting.log) if (op, where) == ("head", key)]
+        publish = lock + max(0, len(heads) - 1)  # locate's HEAD is the first; the publish step's the last
+        rows.append(
+            Row(
+                f"per event: storage requests per record, {kind}",
+                f"{counting.requests} ({publish} of them the publish step: lock list, put, delete; HEAD)",
+                "(no target; comparison)",
+                None,
+            )
+        )
+    return rows
 
 
 # ------------------------------------------------------------------------------------ bytes read
@@ -456,6 +502,8 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[Row] = []
     log("per_event: CPU per record")
     rows += cpu_per_record(10 if args.quick else 40)
+    log("per_event: storage requests per record")
+    rows += storage_requests()
     log("per_event: bytes read to validate")
     rows += bytes_read(video_size)
     log("per_event: collector memory")

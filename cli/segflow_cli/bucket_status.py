@@ -3,6 +3,7 @@
 What it reads (every key from `BucketLayout`), in this order:
 
     <jobs>/state/done/           one marker per done record: the done count
+    <jobs>/state/superseded/     one marker per record whose object changed before its outcome was written
     <jobs>/state/failed/         the failure index: counts by kind (final or fault), code and action, and
                                  which failures are the newest (by the listing's LastModified)
     <jobs>/pending/              video jobs to collect: count, and the oldest one's age
@@ -14,10 +15,10 @@ What it reads (every key from `BucketLayout`), in this order:
     and, for each of the N newest failures only, its index entry (which names the source key) and its
     failure record `<failed>/<key>.json` (the message): two reads each.
 
-So a status costs, in requests: ceil(done/1000) + ceil(failures/1000) + ceil(pending/1000)
-+ ceil(submitting/1000) + ceil(deferred/1000) + ceil(waiting/1000) (each listing at least one request,
-1000 keys a page) + 1 + 2 x min(N, failures). No idempotency record and no result is read, however big
-the bucket; memory holds the counts and the N newest failures only.
+So a status costs, in requests: ceil(done/1000) + ceil(superseded/1000) + ceil(failures/1000)
++ ceil(pending/1000) + ceil(submitting/1000) + ceil(deferred/1000) + ceil(waiting/1000) (each listing at
+least one request, 1000 keys a page) + 1 + 2 x min(N, failures). No idempotency record and no result is
+read, however big the bucket; memory holds the counts and the N newest failures only.
 """
 
 from __future__ import annotations
@@ -83,6 +84,8 @@ class BucketStatus:
     bucket: str
     checked_at: float
     done: int
+    superseded: int
+    """Attempts that ended without writing (a newer version, or a deletion, took the key): not a problem."""
     failures: tuple[FailureCount, ...]
     pending: Backlog
     submitting: Backlog
@@ -126,6 +129,7 @@ class BucketStatus:
             "healthy": not self.problems,
             "problems": list(self.problems),
             "done": self.done,
+            "superseded": self.superseded,
             "failed": self._failures_json(FAILED),
             "faults": self._failures_json(FAULT),
             "pending": self._backlog_json(self.pending),
@@ -186,8 +190,8 @@ def gather_status(
 ) -> BucketStatus:
     """One listing per prefix, one heartbeat read, two reads for each of the `failures` newest failures."""
     records = FailureRecords(storage, layout)
-    done = sum(1 for info in storage.list(layout.done_prefix, page_size=PAGE_SIZE)
-               if "/" not in info.key[len(layout.done_prefix):])  # fmt: skip
+    done = _markers(storage, layout.done_prefix)
+    superseded = _markers(storage, layout.superseded_prefix)
     counts, newest = _failure_index(records, failures)
     pending = _backlog(storage, layout.pending_prefix)
     submitting = _backlog(storage, layout.inflight_prefix, stuck_before=now - stuck_after)
@@ -198,6 +202,7 @@ def gather_status(
         bucket=storage.bucket,
         checked_at=now,
         done=done,
+        superseded=superseded,
         failures=counts,
         pending=pending,
         submitting=submitting,
@@ -209,6 +214,11 @@ def gather_status(
         stale_after=stale_after,
         stuck_after=stuck_after,
     )
+
+
+def _markers(storage: Storage, prefix: str) -> int:
+    """Empty marker objects directly under `prefix`, counted from its listing."""
+    return sum(1 for info in storage.list(prefix, page_size=PAGE_SIZE) if "/" not in info.key[len(prefix) :])
 
 
 def _failure_index(records: FailureRecords, keep: int) -> tuple[tuple[FailureCount, ...], list[IndexEntry]]:
@@ -269,8 +279,9 @@ def _heartbeat(storage: Storage, layout: BucketLayout) -> tuple[float | None, st
 
 
 def _recent(records: FailureRecords, entry: IndexEntry) -> RecentFailure:
-    key = records.source_key(entry)
-    document = records.read(key) if key is not None else None
+    pointer = records.pointer(entry)
+    key, failure_key = pointer if pointer is not None else (None, None)
+    document = records.read(key, failure_key) if key is not None else None
     found = document or {}
     return RecentFailure(
         kind=entry.kind,
@@ -280,7 +291,5 @@ def _recent(records: FailureRecords, entry: IndexEntry) -> RecentFailure:
         key=key,
         time=found.get("Time") if isinstance(found.get("Time"), str) else None,
         message=found.get("Message") if isinstance(found.get("Message"), str) else None,
-        record_key=None
-        if document is None or key is None
-        else records.layout.failure_key(key, records.storage),
+        record_key=None if document is None else failure_key,
     )

@@ -160,7 +160,7 @@ def finish_jobs(
     pending = dict(summary.submitted)
 
     def settled(key: str, state: RecordState) -> None:
-        after = "done" if state == RecordState.DONE else "failed"
+        after = state.value if state in (RecordState.DONE, RecordState.SUPERSEDED) else "failed"
         summary.settle(key, "submitted", after)
         progress.add(finished=1, failed=1 if after == "failed" else 0)
 

@@ -173,7 +173,8 @@ class _Redrive:
         self, batch: list[IndexEntry], results: Sequence[ObjectResult], progress: TransferProgress
     ) -> None:
         added = self.summary.add(results)
-        sent = sum(v for k, v in added.items() if k not in ("held", "gone", "not-failed", "already-done"))
+        skipped = ("held", "gone", "not-failed", "already-done", "superseded")
+        sent = sum(v for k, v in added.items() if k not in skipped)
         finished = sum(v for k, v in added.items() if k in FINISHED_OUTCOMES or k in ("sent", "would-send"))
         failed = sum(added[k] for k in ("failed", "fault", "unfinished"))
         progress.add(sent=sent, finished=finished, failed=failed)
@@ -220,6 +221,9 @@ class _Redrive:
         except ObjectNotFoundError:
             return ObjectResult(key, "gone", action, code, "the object was deleted")
         record = self._record(key, document, info)
+        if record is not None and record.state == RecordState.SUPERSEDED:
+            # That version's outcome was never written (a newer one, or a deletion, came first): not resent.
+            return ObjectResult(key, "superseded", action, code, "replaced or deleted before it ended")
         if record is not None and record.state == RecordState.DONE:
             if not self.dry_run:
                 self.failures.clear(key)  # a result exists: the failure record is stale
@@ -276,7 +280,7 @@ class _Redrive:
             if key in handed_over:
                 continue
             try:
-                self.records.mark_failed(record, dict(record.error or {}))
+                self.records.mark_failed(record, dict(record.payload.error or {}))
             except SegflowError as error:
                 print(f"{PROG}: could not hand back {record.key} ({error.code})", file=sys.stderr)
         for key, marker in taken.markers.items():
@@ -295,6 +299,11 @@ class _Redrive:
             notes.append("interrupted: run the same command again to redrive the rest")
         if counts["held"]:
             notes.append(f"{counts['held']:,} held by another redrive (not sent again)")
+        if counts["superseded"]:
+            notes.append(
+                f"{counts['superseded']:,} ended superseded (a newer version or a deletion came first): "
+                "not sent"
+            )
         if counts["already-done"]:
             notes.append(
                 f"{counts['already-done']:,} had a result already: their stale failure records are cleared"

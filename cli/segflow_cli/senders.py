@@ -335,7 +335,7 @@ class LocalSender:
         self.runtime.close()
 
 
-_FINAL_OF_DUPLICATE = {"done": "done", "failed": "failed", "submitted": "submitted"}
+_FINAL_OF_DUPLICATE = {state: state for state in ("done", "failed", "submitted", "superseded")}
 
 
 def outcomes_of(

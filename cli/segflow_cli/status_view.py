@@ -37,6 +37,8 @@ def age(seconds: float | None) -> str:
 def state_rows(status: BucketStatus) -> list[tuple[str, str, str, str, str]]:
     """(state, count, code, action, note) rows, one per failure code and action."""
     rows = [("done", str(status.done), "", "", "")]
+    note = "a newer version or a deletion took the key first: nothing written" if status.superseded else ""
+    rows.append(("superseded", str(status.superseded), "", "", note))
     for kind, label, note in ((FAILED, "failed", "final"), (FAULT, "fault", "retryable once fixed")):
         found = [f for f in status.failures if f.kind == kind]
         rows += [(label, str(f.count), f.code, f.action, note) for f in found] or [(label, "0", "", "", "")]

@@ -14,7 +14,7 @@ from segflow_cli.senders import ObjectResult
 SHOWN_FAILURES = 20
 KEPT_FAILURES = 10_000
 BAD_OUTCOMES = frozenset({"failed", "fault", "unfinished", "pending"})
-FINISHED_OUTCOMES = frozenset({"done", "failed", "fault", "skipped", "already-done"})
+FINISHED_OUTCOMES = frozenset({"done", "failed", "fault", "skipped", "already-done", "superseded"})
 
 
 @dataclass

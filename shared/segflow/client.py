@@ -443,8 +443,8 @@ def _picwish_result(answer: Answer) -> SegmentResult:
     json_status = document.get("status")
     if status < 400 and isinstance(json_status, int) and json_status >= 400:
         status = json_status
-    data = document.get("data") if isinstance(document.get("data"), Mapping) else {}
-    assert isinstance(data, Mapping)
+    found = document.get("data")
+    data: Mapping[str, Any] = found if isinstance(found, Mapping) else {}
     request_id = request_id or str(data.get("task_id") or "")
     message = str(document.get("message") or answer.headers.get("x-ca-error-message") or "")
     if status >= 400 or not 200 <= status < 300:

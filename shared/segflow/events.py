@@ -1,29 +1,9 @@
-"""Read-only wrappers over the events FC hands a handler (as bytes).
+"""Read-only wrappers over the events FC hands a handler (as bytes); `object_created_event` builds one.
 
-The payload stays a dict; properties do the decoding, once, here — services never touch raw dicts.
-A malformed event is reported as narrowly as possible: invalid JSON or a missing `events` list fails
-the whole event (`EventError` from `from_payload`), but a bad record only fails when its own properties
-are read, so one bad record never hides the others (call `record.validate()` inside the per-record
-`try`).
-
-Object keys. OSS does not document whether `oss.object.key` arrives URL-encoded, so `OssRecord.key`
-decodes it **at most once**, and only when the raw key *looks encoded*: it contains at least one valid
-`%XX` escape **and** every character is one an encoder emits (ASCII letters and digits, `-._~/!*'()`,
-`%` and `+`). Then it is decoded with `unquote_plus` (`+` → space, `%2B` → `+`, `%25` → `%`). Otherwise the
-key is taken literally. Consequences, each tested:
-- `incoming/猫 咪+1.png` (raw: spaces, Chinese, `+`) stays as is — an encoder would have escaped them;
-- `incoming/%E7%8C%AB+%E5%92%AA%2B1.png` becomes `incoming/猫 咪+1.png`;
-- `incoming/100%25.png` becomes `incoming/100%.png` (decoded once: never `100%.png` → error);
-- `incoming/a+b.png` (no escape at all) stays `incoming/a+b.png`: a literal `+` is far more common in a
-  raw key than an encoded key made only of ASCII and spaces;
-- `incoming/50%.png`, `incoming/100% off.png` (a `%` not followed by two hex digits) stay as is, and so
-  does a key whose escapes do not decode as UTF-8 (`%FF`).
-The one key this rule gets wrong is a raw key that literally contains `%XX` and nothing an encoder would
-escape; `raw_key` keeps the original for a fallback lookup (`candidate_keys`). Whichever of the two is
-read, the service applies every check (input prefix, own prefixes) to that key.
-
-`object_created_event` builds the event FC delivers for one new object; `segflow run`, the collector's
-re-drives and the tests all use it.
+The payload stays a dict; properties do the decoding and the checks, once, here. Invalid JSON or a missing
+`events` list fails the whole event (`EventError` from `from_payload`); a bad record only fails when its
+own properties are read (`record.validate()` inside the per-record `try`), so one never hides the others.
+An object key is URL-decoded at most once (`decode_object_key` says when, and what that rule gets wrong).
 """
 
 from __future__ import annotations
@@ -36,6 +16,7 @@ from typing import Any
 from urllib.parse import unquote_plus
 
 from segflow.errors import EventError
+from segflow.logs import printable
 
 _ESCAPE = re.compile(r"%[0-9A-Fa-f]{2}")
 # OSS bucket names: 3–63 characters, lower-case letters, digits and hyphens, starting and ending with a
@@ -44,10 +25,34 @@ _BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$")
 OBJECT_CREATED = "ObjectCreated:"
 _ENCODED_ALPHABET = re.compile(r"^[A-Za-z0-9\-._~/!*'()%+]*$")
 _ARN_REGION = re.compile(r"^acs:oss:([a-z0-9-]+):")
+# A region id is part of the OSS endpoint's host name (`oss-<region>.aliyuncs.com`): lower-case words joined
+# by hyphens (`cn-shanghai`, `cn-shanghai-finance-1`, `ap-southeast-1`), nothing that could end a host.
+_REGION = re.compile(r"^[a-z]{2,4}(?:-[a-z0-9]{1,16}){1,4}$")
+# Event names (`ObjectCreated:PutObject`) and ETags (hex, `<hex>-<parts>` for multipart uploads) are short
+# printable ASCII; anything else is not what OSS writes.
+_EVENT_NAME = re.compile(r"^[A-Za-z]{1,64}:[A-Za-z0-9:_-]{0,64}$")
+_ETAG = re.compile(r"^[\x21-\x7e]{1,128}$")
+MAX_OBJECT_BYTES = 48_800 * 1024**3
+"""The largest object OSS stores (48.8 TB, OSS "Limits"): a bigger size is not one OSS reported."""
 
 
 def decode_object_key(raw: str) -> str:
-    """The object key for a key as it appears in an OSS event (see the module docstring for the rule)."""
+    """The object key for a key as it appears in an OSS event.
+
+    OSS does not document whether `oss.object.key` arrives URL-encoded, so it is decoded **at most once**,
+    and only when it *looks encoded*: at least one valid `%XX` escape **and** only characters an encoder
+    emits (ASCII letters and digits, `-._~/!*'()`, `%` and `+`); then with `unquote_plus` (`+` → space,
+    `%2B` → `+`, `%25` → `%`). Otherwise it is taken literally. Each of these is tested:
+    - `incoming/猫 咪+1.png` (raw: spaces, Chinese, `+`) stays as is — an encoder would have escaped them;
+    - `incoming/%E7%8C%AB+%E5%92%AA%2B1.png` becomes `incoming/猫 咪+1.png`;
+    - `incoming/100%25.png` becomes `incoming/100%.png` (decoded once: never `100%.png` → error);
+    - `incoming/a+b.png` (no escape) stays: a literal `+` is far more common in a raw key than an encoded
+      key made only of ASCII and spaces;
+    - `incoming/50%.png`, `incoming/100% off.png` (a `%` without two hex digits) stay, and so does a key
+      whose escapes are not UTF-8 (`%FF`).
+    The one key this gets wrong is a raw key that literally holds `%XX` and nothing an encoder would
+    escape: `OssRecord.candidate_keys` also offers the raw form, and every check (input prefix, own
+    prefixes) applies to whichever of the two is read."""
     if _ESCAPE.search(raw) and _ENCODED_ALPHABET.match(raw):
         try:
             return unquote_plus(raw, encoding="utf-8", errors="strict")
@@ -122,10 +127,19 @@ class OssRecord(_Wrapper):
             raise EventError(f"event record {self.index}: {'.'.join(path)} must be a non-empty string")
         return value
 
+    def _matching(self, pattern: re.Pattern[str], *path: str, code: str = "InvalidEvent") -> str:
+        value = self._str(*path)
+        if not pattern.match(value):
+            raise EventError(
+                f"event record {self.index}: {'.'.join(path)} {printable(value, 80)!r} is not one OSS writes",
+                code=code,
+            )
+        return value
+
     @property
     def event_name(self) -> str:
         """E.g. `ObjectCreated:PutObject` (no `oss:` prefix, unlike s.yaml's trigger config)."""
-        return self._str("eventName")
+        return self._matching(_EVENT_NAME, "eventName")
 
     @property
     def event_time(self) -> datetime:
@@ -142,7 +156,8 @@ class OssRecord(_Wrapper):
         name = self._str("oss", "bucket", "name")
         if not _BUCKET_NAME.match(name) or "--" in name:
             raise EventError(
-                f"event record {self.index}: {name!r} is not an OSS bucket name", code="InvalidBucketName"
+                f"event record {self.index}: {printable(name, 80)!r} is not an OSS bucket name",
+                code="InvalidBucketName",
             )
         return name
 
@@ -164,26 +179,42 @@ class OssRecord(_Wrapper):
 
     @property
     def region(self) -> str:
-        """The record's `region`, else the region inside the bucket ARN `acs:oss:<region>:<uid>:<bucket>`."""
-        region = self._optional("region")
-        if isinstance(region, str) and region:
-            return region
-        arn = self._optional("oss", "bucket", "arn")
-        match = _ARN_REGION.match(arn) if isinstance(arn, str) else None
-        if match:
-            return match.group(1)
-        raise EventError(f"event record {self.index}: neither region nor oss.bucket.arn tells the region")
+        """The record's `region`, else the region inside the bucket ARN `acs:oss:<region>:<uid>:<bucket>`;
+        only a region id (it names the OSS endpoint's host)."""
+        given = self._optional("region")
+        region = given if isinstance(given, str) else ""
+        if not region:
+            arn = self._optional("oss", "bucket", "arn")
+            match = _ARN_REGION.match(arn) if isinstance(arn, str) else None
+            if match is None:
+                raise EventError(
+                    f"event record {self.index}: neither region nor oss.bucket.arn tells the region"
+                )
+            region = match.group(1)
+        if not _REGION.match(region):
+            raise EventError(
+                f"event record {self.index}: {printable(region, 80)!r} is not a region id",
+                code="InvalidRegion",
+            )
+        return region
 
     @property
     def etag(self) -> str:
         """Upper-case hex, quotes removed (OSS writes it without; some tools add them)."""
-        return self._str("oss", "object", "eTag").strip('"').upper()
+        etag = self._str("oss", "object", "eTag").strip('"')
+        if not _ETAG.match(etag):
+            raise EventError(
+                f"event record {self.index}: oss.object.eTag {printable(etag, 80)!r} is not an ETag"
+            )
+        return etag.upper()
 
     @property
     def size(self) -> int:
         value = self._field("oss", "object", "size")
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise EventError(f"event record {self.index}: oss.object.size must be a non-negative integer")
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_OBJECT_BYTES:
+            raise EventError(
+                f"event record {self.index}: oss.object.size must be an integer from 0 to {MAX_OBJECT_BYTES}"
+            )
         return value
 
     @property
@@ -200,13 +231,18 @@ class OssRecord(_Wrapper):
 
     def describe(self) -> dict[str, object]:
         """Whatever is readable of bucket and key, for a log line about a record that failed."""
-        out: dict[str, object] = {"record": self.index}
+        bucket, key = self.readable_location()
+        return {"record": self.index, "bucket": bucket, "key": key}
+
+    def readable_location(self) -> tuple[str | None, str | None]:
+        """(bucket, key) as far as they can be read, as a log line can carry them (`logs.printable`)."""
+        found: list[str | None] = []
         for prop in ("bucket", "key"):
             try:
-                out[prop] = getattr(self, prop)
+                found.append(printable(getattr(self, prop)))
             except EventError:
-                out[prop] = None
-        return out
+                found.append(None)
+        return found[0], found[1]
 
 
 class OssEvent(_Wrapper):

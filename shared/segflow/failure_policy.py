@@ -55,6 +55,13 @@ class RecordInProgressError(SegflowError):
     default_code = IN_PROGRESS_CODE
 
 
+class PublishBusyError(RecordInProgressError):
+    """Another invocation is publishing an outcome of the same key right now (`services.publish`): no
+    attempt of this object failed, so it does not count towards the deliveries before a failure record."""
+
+    default_code = "PublishBusy"
+
+
 # Code families (the part before the first dot counts too) that say the deployment is wrong, whatever the
 # product: imageseg/videoseg error tables (InvalidAccessKeyId.NotFound, SignatureDoesNotMatch,
 # InvalidApi.NotPurchase, Unauthorized, InvalidTimeStamp.Expired), STS (InvalidSecurityToken.Expired),

@@ -55,10 +55,11 @@ class FailureRecords:
         parts = (kind, _segment(document.get("Code")), _segment(document.get("Action")))
         return f"{self.layout.failure_index_prefix}{'/'.join(parts)}/{key_hash(str(document['Key']))}"
 
-    def read(self, source_key: str) -> dict[str, Any] | None:
+    def read(self, source_key: str, failure_key: str | None = None) -> dict[str, Any] | None:
+        """The failure record of `source_key` (at `failure_key` when it is not the key's own place)."""
         try:
             document: dict[str, Any] = json.loads(
-                self.storage.get_bytes(self.layout.failure_key(source_key, self.storage))
+                self.storage.get_bytes(failure_key or self.layout.failure_key(source_key, self.storage))
             )
         except ObjectNotFoundError:
             return None
@@ -66,11 +67,13 @@ class FailureRecords:
             return {"Key": source_key, "Code": "CorruptFailureRecord"}
         return document
 
-    def write(self, document: Mapping[str, Any]) -> str:
-        """Write (or overwrite) the record of `document["Key"]` and its index entry; returns its key."""
+    def write(self, document: Mapping[str, Any], failure_key: str | None = None) -> str:
+        """Write (or overwrite) the record of `document["Key"]` and its index entry; returns its key.
+        `failure_key`: where it goes when not the key's own place (a key from an event that names no
+        object: `BucketLayout.long_failure_key`)."""
         source_key = str(document["Key"])
-        previous = self.read(source_key)
-        failure_key = self.layout.failure_key(source_key, self.storage)
+        failure_key = failure_key or self.layout.failure_key(source_key, self.storage)
+        previous = self.read(source_key, failure_key)
         body = json.dumps(document, ensure_ascii=False, indent=1, sort_keys=True).encode("utf-8")
         self.storage.put_bytes(failure_key, body, content_type="application/json")
         entry = self.index_key(document)
@@ -103,9 +106,19 @@ class FailureRecords:
 
     def source_key(self, entry: IndexEntry) -> str | None:
         """The source key an index entry stands for (one read)."""
+        pointer = self.pointer(entry)
+        return pointer[0] if pointer is not None else None
+
+    def pointer(self, entry: IndexEntry) -> tuple[str, str] | None:
+        """(source key, failure record key) an index entry points at (one read)."""
         try:
             pointer = json.loads(self.storage.get_bytes(entry.index_key))
         except (ObjectNotFoundError, ValueError):
             return None
         key = pointer.get("Key") if isinstance(pointer, dict) else None
-        return key if isinstance(key, str) else None
+        if not isinstance(key, str):
+            return None
+        failure_key = pointer.get("FailureKey")
+        return key, failure_key if isinstance(failure_key, str) else self.layout.failure_key(
+            key, self.storage
+        )

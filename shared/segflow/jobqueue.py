@@ -1,9 +1,13 @@
-"""The queue of asynchronous jobs still to collect, and the collectors' leases on them.
+"""The queue of asynchronous jobs still to collect, and the put-if-absent leases that guard them.
 
 <jobs>/pending/<id>.json        a copy of the job's record while it is unfinished; deleted when the job
                                 is finished, so a collector tick lists only what is still pending
-<jobs>/leases/<id>.<generation> a collector's lease: generation n+1 may only be created (put-if-absent)
-                                once generation n has expired or been released by its owner
+<jobs>/leases/<id>.<generation> a collector's lease on one job
+<jobs>/publish/<hash>.<gen>     the publish lock of one source key (`services.publish`), the same kind of
+                                lease
+
+A lease of generation n+1 may only be created (put-if-absent) once generation n has expired or been given
+up by its owner: of two takers, OSS lets exactly one create it.
 """
 
 import json
@@ -21,13 +25,76 @@ Clock = Callable[[], float]
 
 
 class Lease(NamedTuple):
-    """A collector's hold on one pending job until `expires_at`."""
+    """An owner's hold on one name until `expires_at`."""
 
     record_id: str
+    """What is held: a job's record id, or a publish lock's name."""
     generation: int
     owner: str
     expires_at: float
     key: str
+
+
+class Leases:
+    """Put-if-absent leases `<prefix><generation>`, one prefix per thing held."""
+
+    def __init__(self, storage: Storage, clock: Clock = time.time) -> None:
+        self.storage = storage
+        self.clock = clock
+
+    def _generations(self, prefix: str) -> list[tuple[int, str]]:
+        found = [(info.key[len(prefix) :], info.key) for info in self.storage.list(prefix)]
+        return sorted((int(suffix), key) for suffix, key in found if suffix.isdigit())
+
+    def _expiry(self, lease_key: str) -> float | None:
+        """When the lease in `lease_key` runs out; None when it vanished (its holder is cleaning up)."""
+        try:
+            body = json.loads(self.storage.get_bytes(lease_key))
+            return float(body.get("expires_at", 0.0))
+        except ObjectNotFoundError:
+            return None
+        except (ValueError, TypeError, AttributeError):
+            return 0.0  # unreadable lease: treat as expired rather than block the job forever
+
+    def take(self, name: str, prefix: str, owner: str, seconds: float) -> Lease | None:
+        """The next generation under `prefix`, or None while another owner holds it (or won it just now)."""
+        now = self.clock()
+        generations = self._generations(prefix)
+        generation = 0
+        if generations:
+            latest, latest_key = generations[-1]
+            expires_at = self._expiry(latest_key)
+            if expires_at is None or expires_at > now:
+                return None
+            generation = latest + 1
+        lease = Lease(name, generation, owner, now + seconds, f"{prefix}{generation:08d}")
+        try:
+            self.storage.put_bytes(lease.key, _lease_body(lease, now), if_absent=True)
+        except ObjectExistsError:
+            return None
+        # Older generations are expired or given up and can never be taken again (the next one is
+        # generation + 1, which exists now): drop them so one lease file stays.
+        for _, old_key in generations:
+            self.storage.delete(old_key)
+        return lease
+
+    def give_up(self, lease: Lease) -> None:
+        """Let the next taker have it at once (overwrites our own generation only)."""
+        self.storage.put_bytes(lease.key, _lease_body(lease._replace(expires_at=0.0), self.clock()))
+
+    def drop(self, lease: Lease) -> None:
+        """Give it up by deleting it: for a lock taken and let go at each use, so no file stays. Only the
+        owner deletes, and only while its lease runs, so no taker can have seen it expired."""
+        self.storage.delete(lease.key)
+
+    def clear(self, prefix: str) -> None:
+        for _, key in self._generations(prefix):
+            self.storage.delete(key)
+
+
+def _lease_body(lease: Lease, now: float) -> bytes:
+    body = {"owner": lease.owner, "generation": lease.generation, "expires_at": lease.expires_at, "at": now}
+    return json.dumps(body).encode("utf-8")
 
 
 class JobQueue:
@@ -45,6 +112,7 @@ class JobQueue:
         self.layout = layout
         self.clock = clock
         self.lease_seconds = lease_seconds
+        self.leases = Leases(storage, clock)
 
     # -- pending jobs ---------------------------------------------------------------------------------
     def put(self, record: JobRecord) -> None:
@@ -67,61 +135,17 @@ class JobQueue:
         self.clear_leases(record_id)
 
     # -- leases ---------------------------------------------------------------------------------------
-    def _generations(self, record_id: str) -> list[tuple[int, str]]:
-        prefix = self.layout.lease_prefix(record_id)
-        found = [(info.key[len(prefix) :], info.key) for info in self.storage.list(prefix)]
-        return sorted((int(suffix), key) for suffix, key in found if suffix.isdigit())
-
-    def _expiry(self, lease_key: str) -> float | None:
-        """When the lease in `lease_key` runs out; None when it vanished (its holder is cleaning up)."""
-        try:
-            body = json.loads(self.storage.get_bytes(lease_key))
-            return float(body.get("expires_at", 0.0))
-        except ObjectNotFoundError:
-            return None
-        except (ValueError, TypeError, AttributeError):
-            return 0.0  # unreadable lease: treat as expired rather than block the job forever
-
     def try_lease(self, record_id: str, owner: str, *, seconds: float | None = None) -> Lease | None:
         """Claim a pending job, or None when another collector holds it (or won the race just now)."""
-        now = self.clock()
-        generations = self._generations(record_id)
-        generation = 0
-        if generations:
-            latest, latest_key = generations[-1]
-            expires_at = self._expiry(latest_key)
-            if expires_at is None or expires_at > now:
-                return None
-            generation = latest + 1
-        lease = Lease(
-            record_id=record_id,
-            generation=generation,
-            owner=owner,
-            expires_at=now + (self.lease_seconds if seconds is None else seconds),
-            key=self.layout.lease_key(record_id, generation),
-        )
-        try:
-            self.storage.put_bytes(lease.key, _lease_body(lease, now), if_absent=True)
-        except ObjectExistsError:
-            return None
-        # Older generations are expired or released and can never be claimed again (the next claim is
-        # generation + 1, which exists now): drop them so a long-running job keeps one lease file.
-        for _, old_key in generations:
-            self.storage.delete(old_key)
-        return lease
+        prefix = self.layout.lease_prefix(record_id)
+        return self.leases.take(record_id, prefix, owner, self.lease_seconds if seconds is None else seconds)
 
     def release_lease(self, lease: Lease) -> None:
-        """Let the next tick claim the job at once (overwrites our own generation only)."""
-        self.storage.put_bytes(lease.key, _lease_body(lease._replace(expires_at=0.0), self.clock()))
+        """Let the next tick claim the job at once."""
+        self.leases.give_up(lease)
 
     def clear_leases(self, record_id: str) -> None:
-        for _, key in self._generations(record_id):
-            self.storage.delete(key)
-
-
-def _lease_body(lease: Lease, now: float) -> bytes:
-    body = {"owner": lease.owner, "generation": lease.generation, "expires_at": lease.expires_at, "at": now}
-    return json.dumps(body).encode("utf-8")
+        self.leases.clear(self.layout.lease_prefix(record_id))
 
 
 def queue_job(
@@ -129,8 +153,8 @@ def queue_job(
 ) -> JobRecord:
     """Queue an asynchronous job: the pending entry first, then the record, so a crash in between never
     leaves a submitted job that no collector will see (`RecordStore.begin` reads the pending entry)."""
-    submitted = record.evolve(
-        state=RecordState.SUBMITTED, job_id=job_id, request_id=request_id, submitted_at=records.clock()
+    submitted = record._replace(state=RecordState.SUBMITTED).with_payload(
+        job_id=job_id, request_id=request_id, submitted_at=records.clock()
     )
     queue.put(submitted)
     return records.mark_submitted(submitted, job_id=job_id, request_id=request_id)

@@ -12,6 +12,8 @@
     <jobs>/work/<id><ext>                     fitted or converted copies handed to the service
     <jobs>/deferred/<id>.json                 event records an invocation had no time left for
     <jobs>/state/done/<id>                    one marker per record that is done (status counts them)
+    <jobs>/state/superseded/<id>              one per record whose object changed before it could publish
+    <jobs>/publish/<hash>.<generation>        the publish lock of one source key (`services.publish`)
     <jobs>/state/failed/<kind>/<code>/<action>/<hash>   the failure records' index (failure_records)
     <jobs>/state/collector.json               when the collector last ran, and what it did
     <jobs>/redrives/<hash>.<time>             put-if-absent: one redrive of one failure, whoever asks
@@ -107,7 +109,9 @@ class BucketLayout:
         return self.long_failure_key(source_key)
 
     def long_failure_key(self, source_key: str) -> str:
-        digest = hashlib.sha256(source_key.encode("utf-8")).hexdigest()
+        """`<failed>/_long/<sha256>.json`: always a valid key, also for a key from an event that is not one
+        (a lone surrogate is hashed as its code point, `surrogatepass`, so it never meets a real key)."""
+        digest = hashlib.sha256(source_key.encode("utf-8", "surrogatepass")).hexdigest()
         return f"{self.failed_prefix}{LONG_FAILURES}{digest}.json"
 
     def derived_keys_fit(self, storage: Storage, source_key: str, action: str) -> bool:
@@ -151,6 +155,19 @@ class BucketLayout:
 
     def done_key(self, record_id: str) -> str:
         return f"{self.done_prefix}{record_id}"
+
+    @property
+    def superseded_prefix(self) -> str:
+        return f"{self.jobs_prefix}state/superseded/"
+
+    def superseded_key(self, record_id: str) -> str:
+        return f"{self.superseded_prefix}{record_id}"
+
+    def publish_lock_prefix(self, source_key: str) -> str:
+        """Where the publish lock of `source_key` lives: one per key, since the failure record is per key
+        (and a key has one result folder per action)."""
+        digest = hashlib.sha256(source_key.encode("utf-8", "surrogatepass")).hexdigest()[:40]
+        return f"{self.jobs_prefix}publish/{digest}."
 
     @property
     def failure_index_prefix(self) -> str:

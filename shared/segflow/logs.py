@@ -18,6 +18,9 @@ from typing import Any
 
 OUTCOME_FIELDS = ("bucket", "key", "action", "outcome", "code", "request_id", "ms")
 MASK = "<redacted>"
+PRINTABLE_CHARS = 1024
+"""Longest text from an event that a log line, a summary or a failure record carries (an object key is at
+most 1023 bytes; anything longer came from a malformed event)."""
 _MIN_SECRET_LENGTH = 6
 
 # A secret travels raw, or percent-encoded once or more (an OSS presigned URL encodes its `Signature` and
@@ -179,13 +182,29 @@ def install_redaction(secrets: Iterable[str] = ()) -> RedactingFilter:
         return _installed
 
 
+def utf8_text(text: str) -> str:
+    """`text` with every lone surrogate (which no UTF-8 text holds: a JSON event may carry one as an
+    escape) written as a `\\udXXX` escape, so a log handler, FC's response or a stored document can encode
+    it."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def printable(value: object, limit: int = PRINTABLE_CHARS) -> str:
+    """A value read from an event as a log line or a document may hold it: `utf8_text`, at most `limit`
+    characters (a longer one ends saying how long it was)."""
+    text = value if isinstance(value, str) else repr(value)
+    if len(text) > limit:
+        text = f"{text[:limit]}…({len(text)} characters)"
+    return utf8_text(text)
+
+
 def outcome_line(**fields: Any) -> str:
     """The JSON line `log_outcome` writes: the standard fields first (null when absent), then extras."""
     ordered: dict[str, Any] = {name: fields.pop(name, None) for name in OUTCOME_FIELDS}
     if isinstance(ordered["ms"], float):
         ordered["ms"] = round(ordered["ms"], 1)
     ordered.update(fields)
-    return json.dumps(ordered, ensure_ascii=False, default=str, separators=(",", ":"))
+    return utf8_text(json.dumps(ordered, ensure_ascii=False, default=str, separators=(",", ":")))
 
 
 def log_outcome(logger: logging.Logger, level: int = logging.INFO, **fields: Any) -> None:

@@ -228,13 +228,13 @@ def build_manifest(
         "Action": record.action,
         "Params": dict(record.params),
         "RequestId": request_id,
-        "JobId": record.job_id,
+        "JobId": record.payload.job_id,
         "Source": {"Bucket": record.bucket, "Key": record.key, "ETag": record.etag, "Size": record.size},
-        "SubmittedKey": record.submit_key,
-        "Fit": dict(record.fit) if record.fit else None,
+        "SubmittedKey": record.payload.submit_key,
+        "Fit": dict(record.payload.fit) if record.payload.fit else None,
         "Rule": rule,
         "CreatedAt": iso_time(record.created_at),
-        "SubmittedAt": iso_time(record.submitted_at) if record.submitted_at else None,
+        "SubmittedAt": iso_time(record.payload.submitted_at) if record.payload.submitted_at else None,
         "CompletedAt": iso_time(completed_at),
         "Files": list(files),
         "Elements": list(elements),
@@ -304,7 +304,7 @@ def store_result(
     files = [copier.copy(item, prefix + item.name) for item in plan_files(result, record.params)]
     manifest = build_manifest(
         record,
-        request_id=result.request_id or record.request_id,
+        request_id=result.request_id or record.payload.request_id,
         files=files,
         elements=copier.element_entries(files),
         completed_at=completed_at,
@@ -332,7 +332,7 @@ class _ResultCopier:
         self.record = record
         self.result = result
         self.limits = limits
-        self.fit = record.fit
+        self.fit = record.payload.fit
         # Pillow and the original are only needed to restore the results of a fitted copy.
         self.original = storage.get_bytes(record.key) if self.fit else None
 

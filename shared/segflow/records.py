@@ -1,18 +1,12 @@
 """Idempotency records: one per (bucket, key, ETag, action), on plain object storage.
 
-OSS can create an object only if it is absent (`x-oss-forbid-overwrite`) but has no conditional update, so
-every decision two processes could race on is an *immutable* put-if-absent, and a record is only ever
-overwritten by the process that won the matching put-if-absent:
-
-- `begin` creates `records/<id>.json` put-if-absent (`submitting`); a duplicate delivery finds it and
-  learns what to do (`ClaimOutcome`); a record stuck in `submitting` past its claim (its owner died, or
-  released it after a retryable error) is taken over by creating `claims/<id>.<generation>` first.
-- `inflight/<id>.json` marks a record in `submitting`, so the collector can find (and re-drive) an upload
-  whose owner died after FC had stopped retrying its event.
-- the owner moves it on: `mark_submitted`, `mark_done`, `mark_failed` (and `release` to hand it back).
-
-The id is a hash of bucket, key, ETag and action, so a duplicate delivery of the same upload finds the
-record its first delivery made, and a new version of the object (new ETag) is processed again.
+OSS has no conditional update, so every decision two processes could race on is an immutable put-if-absent,
+and a record is only overwritten by the process that won the matching one: `begin` creates
+`records/<id>.json` (`submitting`, with `inflight/<id>.json` so the collector can find an upload whose
+owner died) or decides what an existing record means (`ClaimOutcome`); one stuck past its claim is taken
+over by creating `claims/<id>.<generation>` first; the owner moves it on (`mark_submitted`, `mark_done`,
+`mark_failed`, `mark_superseded`, `release`). The id hashes bucket, key, ETag and action: a duplicate
+delivery finds its record, a new version of the object gets its own.
 """
 
 import contextlib
@@ -38,11 +32,44 @@ def record_id_for(bucket: str, key: str, etag: str, action: str) -> str:
     return hashlib.sha256(material.encode("utf-8")).hexdigest()[:40]
 
 
-class JobRecord(NamedTuple):
-    """Everything known about one source object going through one action.
+class Claim(NamedTuple):
+    """Who holds a record, until when, and what it has cost so far: the part only `RecordStore` moves."""
 
-    A NamedTuple (immutable, compared by value) rather than a dataclass: building a 25-field dataclass
-    costs the handlers' cold start about 2 ms."""
+    generation: int = 0
+    """Which claim owns the record: 0 for the creator, n for the n-th takeover."""
+    claimed_until: float = 0.0
+    """A `submitting` record belongs to its owner until then; 0 once released after a retryable error."""
+    attempts: int = 1
+    """How many deliveries tried to submit it (the first included)."""
+    calls: int = 0
+    """Paid calls made (or begun) for it: written before each call, so a crash cannot hide one."""
+
+
+class Payload(NamedTuple):
+    """What the attempts learned: the job, the paid answer, the stored result, the error."""
+
+    job_id: str | None = None
+    request_id: str | None = None
+    submitted_at: float | None = None
+    resubmits: int = 0
+    submit_key: str | None = None
+    """The object actually given to the API when it is not the source (a fitted or converted copy)."""
+    fit: Mapping[str, Any] | None = None
+    outputs: tuple[str, ...] = ()
+    """The stored result's keys; in a `submitting` record: stored, but marking it done failed."""
+    error: Mapping[str, Any] | None = None
+    answer: Mapping[str, Any] | None = None
+    """A paid synchronous answer (its result URLs) not stored yet: a retried event stores it instead of
+    calling again, until `answer_expires_at` (result URLs live 30 minutes)."""
+    answer_expires_at: float | None = None
+
+
+_MAPPINGS = ("params", "fit", "error", "answer")
+
+
+class JobRecord(NamedTuple):
+    """One source object (one version: its ETag) going through one action: what it is, the claim on it,
+    and what its attempts learned. Stored flat, as one JSON object (every field at the top level)."""
 
     record_id: str
     bucket: str
@@ -54,58 +81,46 @@ class JobRecord(NamedTuple):
     size: int | None = None
     region: str | None = None
     """The bucket's region, from the event (re-driving a stalled upload needs it)."""
-    generation: int = 0
-    """Which claim owns the record: 0 for the creator, n for the n-th takeover."""
-    claimed_until: float = 0.0
-    """A `submitting` record belongs to its owner until then; 0 once released after a retryable error."""
-    attempts: int = 1
-    """How many deliveries tried to submit it (the first included)."""
-    calls: int = 0
-    """Paid calls made (or begun) for it: written before each call, so a crash cannot hide one."""
-    created_at: float = 0.0
-    updated_at: float = 0.0
-    job_id: str | None = None
-    request_id: str | None = None
-    submitted_at: float | None = None
-    resubmits: int = 0
-    submit_key: str | None = None
-    """The object actually given to the API when it is not the source (a fitted or converted copy)."""
     mask_key: str | None = None
     """RefineMask pairs: the coarse mask given with the image (the record's ETag is both ETags)."""
-    fit: Mapping[str, Any] | None = None
-    outputs: tuple[str, ...] = ()
-    """The stored result's keys; in a `submitting` record: stored, but marking it done failed."""
-    error: Mapping[str, Any] | None = None
-    answer: Mapping[str, Any] | None = None
-    """A paid synchronous answer (its result URLs) not stored yet: a retried event stores it instead of
-    calling again, until `answer_expires_at` (result URLs live 30 minutes)."""
-    answer_expires_at: float | None = None
+    created_at: float = 0.0
+    updated_at: float = 0.0
+    claim: Claim = Claim()
+    payload: Payload = Payload()
 
-    def evolve(self, **changes: Any) -> "JobRecord":
-        return self._replace(**changes)
+    def with_claim(self, **changes: Any) -> "JobRecord":
+        return self._replace(claim=self.claim._replace(**changes))
+
+    def with_payload(self, **changes: Any) -> "JobRecord":
+        return self._replace(payload=self.payload._replace(**changes))
 
     def to_json(self) -> bytes:
-        data = self._asdict()
+        data: dict[str, Any] = {**self._asdict(), **self.claim._asdict(), **self.payload._asdict()}
+        del data["claim"], data["payload"]
         data["state"] = RecordState(self.state).value
-        for name in ("params", "fit", "error", "answer"):
+        for name in _MAPPINGS:
             value = data[name]
             data[name] = dict(value) if value is not None else None
-        data["outputs"] = list(self.outputs)
+        data["outputs"] = list(self.payload.outputs)
         return json.dumps(data, ensure_ascii=False, sort_keys=True, indent=1).encode("utf-8")
 
     @classmethod
     def from_json(cls, raw: bytes | str) -> "JobRecord":
+        """A record as any version of segflow wrote it (the flat object is the format since the first)."""
         try:
             data = json.loads(raw)
             data["state"] = RecordState(data["state"])
             data["params"] = {str(k): str(v) for k, v in (data.get("params") or {}).items()}
             data["outputs"] = tuple(data.get("outputs") or ())
-            return cls(**{k: v for k, v in data.items() if k in cls._fields})
+            claim = Claim(**{k: data[k] for k in Claim._fields if k in data})
+            payload = Payload(**{k: data[k] for k in Payload._fields if k in data})
+            fields = {k: v for k, v in data.items() if k in cls._fields and k not in ("claim", "payload")}
+            return cls(**fields, claim=claim, payload=payload)
         except (ValueError, TypeError, KeyError, AttributeError) as exc:
             raise StorageError(f"unreadable job record: {exc}", code="CorruptJobRecord") from exc
 
 
-class Claim(NamedTuple):
+class Taken(NamedTuple):
     """What `RecordStore.begin` decided for this delivery, and the record it decided on."""
 
     outcome: ClaimOutcome
@@ -127,8 +142,8 @@ class RecordStore:
         self.storage = storage
         self.layout = layout
         self.clock = clock
-        # Must outlive the function's timeout: a record is taken over only when its owner is surely gone.
         self.claim_seconds = claim_seconds
+        """How long a claim lasts when `begin` is not told (no known deadline: `Deps.hold_seconds`)."""
         self._queued = queued or (lambda record_id: None)
 
     def load(self, record_id: str) -> JobRecord | None:
@@ -139,7 +154,7 @@ class RecordStore:
 
     def save(self, record: JobRecord) -> JobRecord:
         """Overwrite the record; only its owner (creator, takeover winner or lease holder) calls this."""
-        record = record.evolve(updated_at=self.clock())
+        record = record._replace(updated_at=self.clock())
         key = self.layout.record_key(record.record_id)
         self.storage.put_bytes(key, record.to_json(), content_type="application/json")
         return record
@@ -156,9 +171,13 @@ class RecordStore:
         size: int | None = None,
         region: str | None = None,
         mask_key: str | None = None,
-    ) -> Claim:
-        """Create the record put-if-absent, or decide what an existing one means for this delivery."""
+        hold_seconds: float | None = None,
+    ) -> Taken:
+        """Create the record put-if-absent, or decide what an existing one means for this delivery. The
+        claim lasts `hold_seconds` (the invocation's remaining time and a margin: it must outlive its
+        owner, or two owners could pay)."""
         now = self.clock()
+        hold = self.claim_seconds if hold_seconds is None else hold_seconds
         fresh = JobRecord(
             record_id=record_id_for(bucket, key, etag, action),
             bucket=bucket,
@@ -170,9 +189,9 @@ class RecordStore:
             size=size,
             region=region,
             mask_key=mask_key,
-            claimed_until=now + self.claim_seconds,
             created_at=now,
             updated_at=now,
+            claim=Claim(claimed_until=now + hold),
         )
         try:
             self.storage.put_bytes(
@@ -182,27 +201,37 @@ class RecordStore:
                 if_absent=True,
             )
         except ObjectExistsError:
-            return self._existing(fresh, params)
+            return self._existing(fresh, params, hold)
         self._mark_inflight(fresh)
-        return Claim(ClaimOutcome.ACQUIRED, fresh)
+        return Taken(ClaimOutcome.ACQUIRED, fresh)
 
-    def _existing(self, fresh: JobRecord, params: Mapping[str, str] | None) -> Claim:
+    def _existing(self, fresh: JobRecord, params: Mapping[str, str] | None, hold: float) -> Taken:
         existing = self.load(fresh.record_id)
         if existing is None:  # deleted between our put and our read: someone is cleaning up, try later
-            return Claim(ClaimOutcome.IN_PROGRESS, fresh)
+            return Taken(ClaimOutcome.IN_PROGRESS, fresh)
+        if existing.state == RecordState.SUPERSEDED:
+            # The caller just found this version current again (the same content uploaded once more).
+            return self._take_over(existing, params or existing.params, fresh.region, hold)
         if existing.state != RecordState.SUBMITTING:
-            return Claim(ClaimOutcome.DUPLICATE, existing)
+            return Taken(ClaimOutcome.DUPLICATE, existing)
         queued = self._queued(fresh.record_id)
         if queued is not None:
             # The owner submitted and queued the job but died before updating the record.
-            return Claim(ClaimOutcome.DUPLICATE, queued)
-        if existing.claimed_until > self.clock():
-            return Claim(ClaimOutcome.IN_PROGRESS, existing)
-        return self._take_over(existing, params or existing.params, fresh.region)
+            return Taken(ClaimOutcome.DUPLICATE, queued)
+        if existing.claim.claimed_until > self.clock():
+            return Taken(ClaimOutcome.IN_PROGRESS, existing)
+        return self._take_over(existing, params or existing.params, fresh.region, hold)
 
-    def _take_over(self, existing: JobRecord, params: Mapping[str, str], region: str | None) -> Claim:
+    def _take_over(
+        self, existing: JobRecord, params: Mapping[str, str], region: str | None, hold: float
+    ) -> Taken:
         now = self.clock()
-        generation = existing.generation + 1
+        generation = existing.claim.generation + 1
+        # A superseded record taken back is a new upload of the same content: its deliveries and its paid
+        # calls count anew (a kept answer is still used first: `services.answers.holds_answer`).
+        renewed = existing.state == RecordState.SUPERSEDED
+        attempts = 1 if renewed else existing.claim.attempts + 1
+        calls = 0 if renewed else existing.claim.calls
         try:
             self.storage.put_bytes(
                 self.layout.claim_key(existing.record_id, generation),
@@ -211,43 +240,43 @@ class RecordStore:
                 if_absent=True,
             )
         except ObjectExistsError:
-            return Claim(ClaimOutcome.IN_PROGRESS, existing)
-        taken = existing.evolve(
-            generation=generation,
-            claimed_until=now + self.claim_seconds,
-            attempts=existing.attempts + 1,
+            return Taken(ClaimOutcome.IN_PROGRESS, existing)
+        taken = existing._replace(
+            state=RecordState.SUBMITTING,
             params=dict(params),
             region=existing.region or region,
+            claim=Claim(generation, now + hold, attempts, calls),
         )
+        if renewed:  # what was stored or queued for the earlier upload is not this one's: only an answer is
+            taken = taken.with_payload(job_id=None, outputs=(), error=None)
         self._mark_inflight(taken)
-        return Claim(ClaimOutcome.ACQUIRED, self.save(taken))
+        if existing.state == RecordState.SUPERSEDED:
+            with contextlib.suppress(StorageError):
+                self.storage.delete(self.layout.superseded_key(existing.record_id))
+        return Taken(ClaimOutcome.ACQUIRED, self.save(taken))
 
     def release(self, record: JobRecord) -> JobRecord:
         """Give a `submitting` record up after a retryable failure so the retried event takes it at once."""
-        return self.save(record.evolve(claimed_until=0.0))
+        return self.save(record.with_claim(claimed_until=0.0))
 
     # -- moving it on ---------------------------------------------------------------------------------
     def note_call(self, record: JobRecord) -> JobRecord:
         """Count a paid call before making it: whatever fails after the call, the record knows of it."""
-        return self.save(record.evolve(calls=record.calls + 1))
+        return self.save(record.with_claim(calls=record.claim.calls + 1))
 
     def mark_submitted(self, record: JobRecord, *, job_id: str, request_id: str | None) -> JobRecord:
         """The record of a queued asynchronous job (queue it first: see `jobqueue.queue_job`)."""
-        submitted = record.evolve(
-            state=RecordState.SUBMITTED,
-            job_id=job_id,
-            request_id=request_id,
-            submitted_at=record.submitted_at or self.clock(),
+        submitted = record._replace(state=RecordState.SUBMITTED).with_payload(
+            job_id=job_id, request_id=request_id, submitted_at=record.payload.submitted_at or self.clock()
         )
         saved = self.save(submitted)
         self._clear_inflight(record.record_id)
         return saved
 
     def mark_done(self, record: JobRecord, *, outputs: tuple[str, ...], request_id: str | None) -> JobRecord:
-        done = record.evolve(
-            state=RecordState.DONE,
+        done = record._replace(state=RecordState.DONE).with_payload(
             outputs=outputs,
-            request_id=request_id or record.request_id,
+            request_id=request_id or record.payload.request_id,
             answer=None,
             answer_expires_at=None,
         )
@@ -258,16 +287,28 @@ class RecordStore:
             self.storage.put_bytes(self.layout.done_key(record.record_id), b"")
         return saved
 
+    def mark_superseded(self, record: JobRecord) -> JobRecord:
+        """The object changed (or went) before this version's outcome could be published: final, and
+        counted apart (`<jobs>/state/superseded/<id>`). The answer stays: the same content uploaded again
+        is this version again (`begin` takes the record back) and can be stored without a call."""
+        saved = self.save(record._replace(state=RecordState.SUPERSEDED))
+        self._clear_inflight(record.record_id)
+        with contextlib.suppress(StorageError):
+            self.storage.put_bytes(self.layout.superseded_key(record.record_id), b"")
+            if record.state == RecordState.DONE:  # its result was replaced: it no longer counts as done
+                self.storage.delete(self.layout.done_key(record.record_id))
+        return saved
+
     def reopen(self, record_id: str) -> JobRecord | None:
         """Hand a `failed` record back for one more try (a redrive after the cause was fixed): it becomes
         `submitting` and unclaimed, its paid-call count starts over (an operator asked). None when it is
-        done, missing, or another redrive reopened it first (the claim is put-if-absent)."""
+        done or superseded, missing, or another redrive reopened it first (the claim is put-if-absent)."""
         record = self.load(record_id)
-        if record is None or record.state == RecordState.DONE:
+        if record is None or record.state in (RecordState.DONE, RecordState.SUPERSEDED):
             return None
         if record.state != RecordState.FAILED:
             return record  # submitting (a deployment fault left it retryable) or submitted: nothing to undo
-        generation = record.generation + 1
+        generation = record.claim.generation + 1
         try:
             self.storage.put_bytes(
                 self.layout.claim_key(record_id, generation),
@@ -277,14 +318,14 @@ class RecordStore:
             )
         except ObjectExistsError:
             return None
-        reopened = record.evolve(
-            state=RecordState.SUBMITTING, generation=generation, claimed_until=0.0, attempts=0, calls=0
+        reopened = record._replace(
+            state=RecordState.SUBMITTING, claim=Claim(generation=generation, attempts=0, calls=0)
         )
         self._mark_inflight(reopened)
         return self.save(reopened)
 
     def mark_failed(self, record: JobRecord, error: Mapping[str, Any]) -> JobRecord:
-        saved = self.save(record.evolve(state=RecordState.FAILED, error=dict(error)))
+        saved = self.save(record._replace(state=RecordState.FAILED).with_payload(error=dict(error)))
         self._clear_inflight(record.record_id)
         return saved
 
@@ -312,6 +353,6 @@ class RecordStore:
             self.storage.delete(self.layout.inflight_key(record_id))
             return None
         now = self.clock()
-        if record.claimed_until > now or record.updated_at + quiet_seconds > now:
+        if record.claim.claimed_until > now or record.updated_at + quiet_seconds > now:
             return None
         return record

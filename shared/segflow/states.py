@@ -11,16 +11,18 @@ from enum import Enum
 
 class RecordState(str, Enum):
     """Where one (bucket, key, ETag, action) stands: created `submitting`, then `submitted` (an async job
-    is queued), then `done` or `failed`."""
+    is queued), then `done`, `failed`, or `superseded` (the object was overwritten or deleted before this
+    version's outcome could be published: nothing was written for it)."""
 
     SUBMITTING = "submitting"
     SUBMITTED = "submitted"
     DONE = "done"
     FAILED = "failed"
+    SUPERSEDED = "superseded"
 
     @property
     def final(self) -> bool:
-        return self in (RecordState.DONE, RecordState.FAILED)
+        return self in (RecordState.DONE, RecordState.FAILED, RecordState.SUPERSEDED)
 
 
 class ClaimOutcome(str, Enum):
@@ -47,6 +49,9 @@ class Outcome(str, Enum):
     """Half of a RefineMask pair: it waits for the other half (recorded), nothing called yet."""
     DEFERRED = "deferred"
     """Not started before the invocation's deadline: left to the redelivery (and the collector)."""
+    SUPERSEDED = "superseded"
+    """The object was overwritten or deleted meanwhile: this version's result or failure is not written
+    (the current version's own event decides the outcome); never redriven."""
     PENDING = "pending"
     RESUBMITTED = "resubmitted"
     GONE = "gone"

@@ -234,8 +234,6 @@ KNOWN_CYCLES: set[frozenset[str]] = {
     frozenset({"segflow_cli.backfill", "segflow_cli.backfill_run"}),
     frozenset({"segflow_cli.redrive", "segflow_cli.redrive_run"}),
     frozenset({"segflow_cli.invoke", "segflow_cli.remote"}),
-    frozenset({"segflow.media", "segflow.media.probe"}),
-    frozenset({"segflow.services.pairs", "segflow.services.upload"}),  # a function-local import
 }
 
 

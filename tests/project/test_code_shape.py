@@ -17,11 +17,6 @@ MAX_FUNCTION_LINES = 60
 KNOWN_ASSERTS: set[str] = {
     # Today's files with an `assert` in product code, each to be removed (issue 16, "One owner for a paid
     # call"); the test fails when one is clean and still listed, so this list only shrinks.
-    "shared/segflow/client.py",
-    "shared/segflow/services/paid.py",
-    "shared/segflow/services/collect.py",
-    "shared/segflow/services/pairs.py",
-    "shared/segflow/services/attempt.py",
     "cli/segflow_cli/backfill_run.py",
     "cli/segflow_cli/redrive_run.py",
 }

@@ -22,6 +22,8 @@ class CountingStorage(Storage):
         self.pages: Counter[str] = Counter()
         """Listing requests per prefix."""
         self.reads: list[str] = []
+        self.log: list[tuple[str, str]] = []
+        """(method, key or prefix) of every request, in order."""
 
     @property
     def requests(self) -> int:
@@ -36,24 +38,29 @@ class CountingStorage(Storage):
 
     def head(self, key: str) -> ObjectInfo:
         self.reads.append(key)
+        self.log.append(("head", key))
         return self.inner.head(key)
 
     def read_range(self, key: str, offset: int, length: int) -> bytes:
         self.reads.append(key)
+        self.log.append(("read_range", key))
         return self.inner.read_range(key, offset, length)
 
     def get_bytes(self, key: str) -> bytes:
         self.reads.append(key)
+        self.log.append(("get_bytes", key))
         return self.inner.get_bytes(key)
 
     def open_stream(self, key: str, chunk_size: int = DEFAULT_CHUNK_SIZE) -> Iterator[bytes]:
         self.reads.append(key)
+        self.log.append(("open_stream", key))
         return self.inner.open_stream(key, chunk_size)
 
     def put_bytes(
         self, key: str, data: bytes, *, content_type: str | None = None, if_absent: bool = False
     ) -> str:
         self.calls["put_bytes"] += 1
+        self.log.append(("put_bytes", key))
         return self.inner.put_bytes(key, data, content_type=content_type, if_absent=if_absent)
 
     def put_stream(
@@ -65,6 +72,7 @@ class CountingStorage(Storage):
         part_size: int = DEFAULT_PART_SIZE,
     ) -> str:
         self.calls["put_stream"] += 1
+        self.log.append(("put_stream", key))
         return self.inner.put_stream(key, chunks, content_type=content_type, part_size=part_size)
 
     def list(self, prefix: str, *, start_after: str = "", page_size: int = 1000) -> Iterator[ObjectInfo]:
@@ -73,15 +81,18 @@ class CountingStorage(Storage):
 
         def pages() -> Iterator[ObjectInfo]:
             self.pages[prefix] += 1
+            self.log.append(("list", prefix))
             for index, info in enumerate(inner):
                 if index and index % page_size == 0:
                     self.pages[prefix] += 1
+                    self.log.append(("list", prefix))
                 yield info
 
         return pages()
 
     def delete(self, key: str) -> None:
         self.calls["delete"] += 1
+        self.log.append(("delete", key))
         self.inner.delete(key)
 
     def presign_get(self, key: str, expires_seconds: int) -> str:

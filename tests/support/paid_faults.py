@@ -3,21 +3,27 @@
 One scenario: an upload of one action kind, with the `fail_at`-th storage write after the first paid
 call failing (a lasting outage, or the process dying there), FC redelivering the event, the collector
 ticking and the clock running past claims, stall waits and result-URL lifetimes, for `ROUNDS` rounds or
-until the object is settled. `sweep` runs one scenario per write step of a clean run.
+until the object is settled. Mode `overwrite` adds an overwrite during the call: while the first paid call
+runs, the user uploads a second version under the same key and its event is delivered, and the outage
+still hits every write step in turn; each version is paid within the bound, and the object ends with the
+second version's outcome. `sweep` runs one scenario per write step of a clean run.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
 
 from segflow.errors import SegflowError, StorageError
+from segflow.records import JobRecord
 from segflow.services.paid import MAX_PAID_CALLS
 from segflow.storage.base import Storage
 from tests.support.fake_api import FakeApi
+from tests.support.media_files import cached_video
 from tests.support.services_harness import Harness, ResultServer, harness, jpeg, mp4, oss_event
 from tests.support.write_faults import WriteFaults
 
@@ -37,21 +43,33 @@ class Kind(NamedTuple):
     action: str
     data: Callable[[], bytes]
     overrides: dict[str, Any]
+    second: Callable[[], bytes]
+    """The version a user uploads over the first during its call (mode `overwrite`)."""
 
 
 KINDS = [
-    Kind("sync", "incoming/bound/photo.jpg", "SegmentCommonImage", lambda: jpeg((320, 240)), {}),
-    Kind("async", "incoming/bound/clip.mp4", "SegmentVideoBody", mp4, {}),
+    Kind(
+        "sync", "incoming/bound/photo.jpg", "SegmentCommonImage", lambda: jpeg((320, 240)), {},
+        lambda: jpeg((200, 150)),
+    ),
+    Kind(
+        "async", "incoming/bound/clip.mp4", "SegmentVideoBody", mp4, {},
+        lambda: cached_video("mp4", "libx264", 160, 120, 4),
+    ),
     Kind(
         "picwish",
         "incoming/shop/item.jpg",
         "PicWish",
         lambda: jpeg((320, 240)),
         {"rules": ({"prefix": "incoming/shop/", "action": "PicWish"},)},
+        lambda: jpeg((200, 150)),
     ),
     # SegmentCommonImage takes < 1280 × 1280: a 2000 × 1500 photo is segmented on a fitted copy.
-    Kind("fitted", "incoming/bound/big.jpg", "SegmentCommonImage", lambda: jpeg((2000, 1500)), {}),
-]
+    Kind(
+        "fitted", "incoming/bound/big.jpg", "SegmentCommonImage", lambda: jpeg((2000, 1500)), {},
+        lambda: jpeg((1500, 2000)),
+    ),
+]  # fmt: skip
 
 
 class AfterThePaidCall(WriteFaults):
@@ -92,7 +110,7 @@ def _killed() -> BaseException:
     return Killed("injected: the instance died")
 
 
-MODES = {"outage": (_outage, OUTAGE_WRITES), "killed": (_killed, 1)}
+MODES = {"outage": (_outage, OUTAGE_WRITES), "killed": (_killed, 1), "overwrite": (_outage, OUTAGE_WRITES)}
 
 
 def paid_calls(api: FakeApi, kind: Kind) -> int:
@@ -100,16 +118,39 @@ def paid_calls(api: FakeApi, kind: Kind) -> int:
     return sum(1 for r in api.requests_for(kind.action) if r.signature_error is None)
 
 
+def paid_per_version(h: Harness, kind: Kind) -> dict[str, int]:
+    """Calls the service answered, by the ETag of the version they were for: the input's MD5 (a local
+    bucket's ETag), or for a fitted copy the version its record (named in the copy's key) is about."""
+    counted: dict[str, int] = {}
+    for action, url, digest in list(h.vision.calls):
+        if action != kind.action:
+            continue
+        etag = digest.upper()
+        if "/work/" in url:
+            record_id = url.split("/work/", 1)[1].split(".", 1)[0]
+            etag = JobRecord.from_json(h.storage.get_bytes(h.deps.layout.record_key(record_id))).etag
+        counted[etag] = counted.get(etag, 0) + 1
+    return counted
+
+
+def worst_per_version(h: Harness, kind: Kind) -> int:
+    return max(paid_per_version(h, kind).values(), default=0)
+
+
 def scenario(
     root: Path, api: FakeApi, results: ResultServer, kind: Kind, fail_at: int | None, mode: str
 ) -> tuple[Harness, AfterThePaidCall]:
     api.clear()
-    h = harness(root, api, results, **kind.overrides)
+    # Two versions make two jobs: one collector worker keeps their writes in one order, run after run.
+    overrides = {**kind.overrides, **({"collect_concurrency": 1} if mode == "overwrite" else {})}
+    h = harness(root, api, results, **overrides)
     h.vision.job_statuses = []  # an async job is done at its first poll
     h.put(kind.key, kind.data())
     error, span = MODES[mode]
     faulty = AfterThePaidCall(h.storage, lambda: paid_calls(api, kind), fail_at, span, error)
     h.deps.storage_for = lambda bucket, region=None: faulty  # type: ignore[method-assign]
+    if mode == "overwrite":
+        h.vision.during_next_call(lambda: _overwrite(h, faulty, kind))
     for _ in range(ROUNDS):
         with contextlib.suppress(SegflowError, Killed):
             h.on_upload(oss_event(kind.key))
@@ -123,10 +164,25 @@ def scenario(
     return h, faulty
 
 
+def _overwrite(h: Harness, faulty: AfterThePaidCall, kind: Kind) -> None:
+    """The user uploads the second version while the first one's call runs (the upload itself is OSS's,
+    never one of our failing writes), and FC delivers its event."""
+    faulty.inner.put_bytes(kind.key, kind.second())
+    with contextlib.suppress(SegflowError, Killed):
+        h.on_upload(oss_event(kind.key))
+
+
 def settled(h: Harness, key: str) -> bool:
+    """One result or one failure record, of the object's current version, and no job left pending."""
     results, failure = h.results_for(key), h.failure(key)
     pending = h.keys(f"{h.deps.layout.jobs_prefix}pending/")
-    return (len(results) == 1) != (failure is not None) and not pending
+    if (len(results) == 1) == (failure is not None) or pending:
+        return False
+    current = h.storage.head(key).etag
+    if failure is not None:
+        return bool(failure.get("ETag") == current)
+    manifest = json.loads(h.storage.get_bytes(results[0]))
+    return bool(manifest["Source"]["ETag"] == current)
 
 
 class Sweep(NamedTuple):
@@ -138,15 +194,18 @@ class Sweep(NamedTuple):
 
 
 def sweep(root: Path, api: FakeApi, results: ResultServer, kind: Kind, mode: str) -> Sweep:
-    """One clean run (it must pay once and settle), then one run per write step with the fault there."""
+    """One clean run (it must pay once per version and settle), then one run per write step with the fault
+    there. `worst`: the most paid calls one version of the object cost."""
     h, clean = scenario(root / "clean", api, results, kind, None, mode)
-    assert settled(h, kind.key) and h.results_for(kind.key) and paid_calls(api, kind) == 1
+    versions = 2 if mode == "overwrite" else 1
+    assert settled(h, kind.key) and h.results_for(kind.key) and paid_calls(api, kind) == versions
+    assert set(paid_per_version(h, kind).values()) == {1}
     problems: dict[str, Any] = {}
     worst = 0
     for fail_at in range(1, len(clean.after) + 1):
         h, faulty = scenario(root / f"at-{fail_at}", api, results, kind, fail_at, mode)
         step = clean.after[fail_at - 1]
-        calls = paid_calls(api, kind)
+        calls = worst_per_version(h, kind)
         worst = max(worst, calls)
         if not faulty.failed:
             problems[step] = "the failure was never injected"

@@ -11,6 +11,7 @@ themselves (`functions/*/index.py`) are loaded from their files and driven with 
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import io
 import json
@@ -157,14 +158,30 @@ class FakeVision:
         self.results = results
         self.jobs: dict[str, FakeJob] = {}
         self.fetched: list[str] = []
+        self._call = threading.local()  # the MD5 of the first input the current call (thread) fetched
         self.job_statuses: list[str] = ["PROCESSING"]  # what a new job reports before PROCESS_SUCCESS
         self.poll_delay = 0.0
         self.segment_delay = 0.0  # seconds a synchronous segmentation takes (to make calls overlap)
         self.expire_results = 0  # how many PROCESS_SUCCESS result URLs to hand out already expired
         self.video_result: bytes | None = None  # the "mask video" of video jobs (default: the input)
         self.fetched_sizes: list[tuple[int, int]] = []  # pixel sizes of the images the service fetched
+        self.calls: list[tuple[str, str, str]] = []  # (action, input URL, MD5 of the input) per call answered
+        self._during_calls: list[Callable[[], Reply | None]] = []
         self._lock = threading.Lock()
         api.set_handler(self._handle)
+
+    def during_next_call(self, hook: Callable[[], Reply | None]) -> None:
+        """Run `hook` inside the next segmentation call (sync, or an async submission), after the service
+        fetched its input and before it answers: an overwrite or a deletion while a call runs. A `Reply`
+        the hook returns is the call's answer instead."""
+        with self._lock:
+            self._during_calls.append(hook)
+
+    def calls_for_input(self, action: str, data: bytes) -> int:
+        """Segmentation calls of `action` whose input was `data` (one version of an object)."""
+        digest = hashlib.md5(data).hexdigest()
+        with self._lock:
+            return sum(1 for called, _, fetched in self.calls if (called, fetched) == (action, digest))
 
     def _fetch(self, url: str) -> bytes:
         response = requests.get(url, timeout=10)
@@ -175,18 +192,30 @@ class FakeVision:
             self.fetched.append(url)
             if size is not None:
                 self.fetched_sizes.append(size)
+        if getattr(self._call, "digest", "") is None:
+            self._call.url, self._call.digest = url, hashlib.md5(data).hexdigest()
         return data
 
     def _handle(self, request: RecordedRequest) -> Reply | None:
         action = request.action
-        params = request.params
         if action == "AuthorizeFileUpload":
-            return self._authorize(params)
+            return self._authorize(request.params)
+        if action == "GetAsyncJobResult":
+            return self._poll(request.params.get("JobId", ""))
+        self._call.digest = None
+        reply = self._segment(action, request.params)
+        with self._lock:
+            if self._call.digest is not None:
+                self.calls.append((action, self._call.url, self._call.digest))
+            hook = self._during_calls.pop(0) if self._during_calls and reply is not None else None
+        if hook is not None:
+            return hook() or reply
+        return reply
+
+    def _segment(self, action: str, params: Mapping[str, str]) -> Reply | None:
         if action == "PicWish":
             data = self._fetch(params["image_url"])
             return Reply.picwish(image=self.results.add(half_mask_cutout(data), ".png"))
-        if action == "GetAsyncJobResult":
-            return self._poll(params.get("JobId", ""))
         if action in ("SegmentVideoBody", "SegmentHalfBody", "SegmentGreenScreenVideo"):
             url = params.get("VideoUrl") or params.get("VideoURL") or ""
             return self._submit(action, url)
@@ -513,6 +542,9 @@ def build_deps(root: Path, api: FakeApi, clock: Callable[[], float], **overrides
     init_fields = set(Deps.TUNABLES)
     deps_fields = {k: overrides.pop(k) for k in list(overrides) if k in init_fields}
     deps_fields.setdefault("storage_retry", FAST_STORAGE_RETRY)
+    # A publisher waits this long for another of the same key (a lock a "killed" one left expires with the
+    # clock the tests advance, not with real time).
+    deps_fields.setdefault("publish_wait_seconds", 0.5)
     settings_fields.update(overrides)
     settings = Settings(**settings_fields)
     storages: dict[str, Storage] = {}

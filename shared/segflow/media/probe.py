@@ -91,28 +91,29 @@ def _is_ps(h: bytes) -> bool:
 
 def _family(name: str) -> ModuleType:
     """The parser module of a container family, imported on first use (plain imports, so the layer
-    builder's import closure still sees every one)."""
+    builder's import closure still sees every one; `import a.b as b`, not `from a import b`, which would
+    import the package `segflow.media` back from the module it imports)."""
     if name == "images":
-        from segflow.media import images
+        import segflow.media.images as images
 
         return images
     if name == "isobmff":
-        from segflow.media import isobmff
+        import segflow.media.isobmff as isobmff
 
         return isobmff
     if name == "avi":
-        from segflow.media import avi
+        import segflow.media.avi as avi
 
         return avi
     if name == "flv":
-        from segflow.media import flv
+        import segflow.media.flv as flv
 
         return flv
     if name == "matroska":
-        from segflow.media import matroska
+        import segflow.media.matroska as matroska
 
         return matroska
-    from segflow.media import mpeg
+    import segflow.media.mpeg as mpeg
 
     return mpeg
 

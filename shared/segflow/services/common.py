@@ -1,17 +1,17 @@
-"""What both services share: calling the chosen action, and the failure records of objects."""
+"""What both services share: calling the chosen action, safe error messages, the failure document."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 from segflow.catalogue import Action
 from segflow.errors import InputValidationError, SegflowError
-from segflow.failure_records import FailureRecords
 from segflow.outputs import failure_document
-from segflow.records import JobRecord, RecordStore
+from segflow.records import JobRecord
 from segflow.results import SegmentResult
 from segflow.services.deps import Deps
-from segflow.storage.base import Storage
+from segflow.services.publish import Version
 
 # PicWish takes an `image_url` of at most 512 characters (PicWish API, "image_url").
 PICWISH_MAX_URL = 512
@@ -72,25 +72,22 @@ def error_record(deps: Deps, error: SegflowError) -> dict[str, object]:
     return record
 
 
-def write_failure(
+def failure_record(
     deps: Deps,
-    storage: Storage,
+    bucket: str,
+    version: Version,
     *,
-    key: str,
-    etag: str | None,
     action: str | None,
     error: SegflowError,
-    store: RecordStore | None = None,
     record: JobRecord | None = None,
     fault: bool = False,
-) -> str:
-    """The one failure record `<failed>/<source key>.json` (the `_long/` form for a key too long to carry
-    the suffix) with its index entry, and the job record marked failed. `fault`: a deployment fault, the
-    object stays retryable and the record says so."""
+) -> dict[str, Any]:
+    """The failure record of one version (`<failed>/<source key>.json`, written by `services.publish`).
+    `fault`: a deployment fault, the object stays retryable and the record says so."""
     document = failure_document(
-        bucket=storage.bucket,
-        key=key,
-        etag=etag,
+        bucket=bucket,
+        key=version.key,
+        etag=version.etag if record is None else record.etag,
         action=action,
         error=error,
         at=deps.clock(),
@@ -101,13 +98,5 @@ def write_failure(
         document["Retryable"] = True
     if record is not None:
         document["RecordId"] = record.record_id
-        document["JobId"] = record.job_id
-    failure_key = FailureRecords(storage, deps.layout).write(document)
-    if store is not None and record is not None:
-        store.mark_failed(record, error_record(deps, error))
-    return failure_key
-
-
-def clear_stale_failure(deps: Deps, storage: Storage, key: str) -> None:
-    """A new version (or a later attempt) succeeded: an old failure record would contradict the result."""
-    FailureRecords(storage, deps.layout).clear(key)
+        document["JobId"] = record.payload.job_id
+    return document

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Protocol
 
+from segflow.deadline import Deadline
 from segflow.errors import ConfigError, SegflowError
 from segflow.jobqueue import JobQueue
 from segflow.layout import BucketLayout
@@ -25,9 +27,12 @@ if TYPE_CHECKING:
 
 LOGGER_NAME = "segflow.services"
 
-# A record stuck in `submitting` is taken over only after this; it must outlive the function timeout
-# (FC's maximum for an event-triggered function is far below it in our s.yaml).
+# How long a claim or a publish lock lasts when the invocation's deadline is unknown (a script calling the
+# services directly): longer than any function timeout in our s.yaml.
 DEFAULT_CLAIM_SECONDS = 900.0
+# Added to the invocation's remaining time for a claim or a lock: FC stops the owner at its deadline, and
+# this covers the clocks of two instances disagreeing (NTP keeps them within milliseconds).
+CLAIM_MARGIN_SECONDS = 60.0
 # How long an upload record may sit unclaimed in `submitting` before the collector re-drives it (and
 # `segflow status` calls it stuck).
 DEFAULT_STALL_SECONDS = 300.0
@@ -46,25 +51,24 @@ STORAGE_RETRY = RetryPolicy(max_attempts=3, base_delay=0.2, max_delay=1.0, max_t
 class Deps:
     """The collaborators of the services. `storage_for(bucket, region)` returns one bucket's storage.
 
-    The tunables, with their defaults (a test makes them small):
-    - `claim_seconds` (900): a record stuck in `submitting` is taken over only after this; it must outlive
-      the function timeout.
-    - `max_event_attempts` (4): deliveries of one object before a retryable failure is recorded as final:
-      FC's default is the first invocation plus 3 async retries, after which the event is dropped.
-    - `download_timeout` (60): socket timeout of result downloads.
-    - `stall_seconds` (300): an upload unclaimed in `submitting`, or a deferred record, this long is taken
-      up by the collector (FC's own retry of the event gets this long to come first).
-    - `collect_stop_seconds` (15): the collector claims no new job once the invocation has less than this.
-    - `record_seconds` (45): on_upload starts a record only while this much of the invocation is left (a
-      synchronous call, its download and its writes fit in it); the rest of the event is deferred.
-    - `copy_margin_seconds` (5): a result copy still running when less than this is left is abandoned (its
-      job stays pending), so FC never kills the function in the middle of a write.
-    - `storage_retry`: backoff of the storage writes that follow a paid call, retried in place (handing the
-      record back to FC instead would pay for the call again).
-    - `secrets`: the current secret values (AccessKey secret, STS token, AppCode) to mask in stored messages.
+    The tunables a test makes small (their defaults are in the signature):
+    - `claim_seconds`: a claim's or a publish lock's life when the deadline is unknown (`hold_seconds`);
+    - `claim_margin_seconds`: added to the invocation's remaining time for a claim or a lock;
+    - `max_event_attempts`: deliveries of one object before a retryable failure is recorded as final (FC's
+      default is the first invocation plus 3 async retries, after which the event is dropped);
+    - `download_timeout`: socket timeout of result downloads;
+    - `stall_seconds`: an upload unclaimed in `submitting`, or a deferred record, this long is taken up by
+      the collector (FC's own retry of the event gets this long to come first);
+    - `collect_stop_seconds`: the collector claims no new job once the invocation has less than this;
+    - `record_seconds`: on_upload starts a record only while this much of the invocation is left;
+    - `copy_margin_seconds`: a result copy still running with less than this left is abandoned;
+    - `publish_wait_seconds`: how long a publisher waits for another one of the same key (`services.publish`);
+    - `storage_retry`: backoff of the writes that follow a paid call, retried in place (handing the record
+      back to FC instead would pay for the call again);
+    - `secrets`: the current secret values (AccessKey secret, STS token, AppCode) to mask in stored messages;
     - `buckets`: the buckets the collector scans when the timer event names none.
 
-    A plain class, not a dataclass: building one costs the handlers' cold start about 1.5 ms.
+    A plain class (ARCHITECTURE.md, "Cold start").
     """
 
     TUNABLES = (
@@ -72,12 +76,14 @@ class Deps:
         "clock",
         "logger",
         "claim_seconds",
+        "claim_margin_seconds",
         "max_event_attempts",
         "download_timeout",
         "stall_seconds",
         "collect_stop_seconds",
         "record_seconds",
         "copy_margin_seconds",
+        "publish_wait_seconds",
         "storage_retry",
         "secrets",
         "buckets",
@@ -94,12 +100,14 @@ class Deps:
         clock: Callable[[], float] = time.time,
         logger: logging.Logger | None = None,
         claim_seconds: float = DEFAULT_CLAIM_SECONDS,
+        claim_margin_seconds: float = CLAIM_MARGIN_SECONDS,
         max_event_attempts: int = 4,
         download_timeout: float = 60.0,
         stall_seconds: float = DEFAULT_STALL_SECONDS,
         collect_stop_seconds: float = 15.0,
         record_seconds: float = 45.0,
         copy_margin_seconds: float = 5.0,
+        publish_wait_seconds: float = 10.0,
         storage_retry: RetryPolicy | None = None,
         secrets: Callable[[], tuple[str, ...]] | None = None,
         buckets: tuple[str, ...] = (),
@@ -112,12 +120,14 @@ class Deps:
         self.clock = clock
         self.logger = logger or logging.getLogger(LOGGER_NAME)
         self.claim_seconds = claim_seconds
+        self.claim_margin_seconds = claim_margin_seconds
         self.max_event_attempts = max_event_attempts
         self.download_timeout = download_timeout
         self.stall_seconds = stall_seconds
         self.collect_stop_seconds = collect_stop_seconds
         self.record_seconds = record_seconds
         self.copy_margin_seconds = copy_margin_seconds
+        self.publish_wait_seconds = publish_wait_seconds
         self.storage_retry = storage_retry or STORAGE_RETRY
         self.secrets: Callable[[], tuple[str, ...]] = secrets or (lambda: ())
         self.buckets = buckets
@@ -125,6 +135,12 @@ class Deps:
         self.layout = BucketLayout(
             settings.output_prefix, settings.jobs_prefix, settings.failed_prefix, settings.input_prefix
         )
+
+    def hold_seconds(self, deadline: Deadline) -> float:
+        """How long a claim or a publish lock this invocation takes must last: past the moment FC stops the
+        invocation (its deadline) by a margin, so no other owner can take it while this one still runs."""
+        remaining = deadline.remaining()
+        return self.claim_seconds if math.isinf(remaining) else remaining + self.claim_margin_seconds
 
     def records(self, storage: Storage) -> RecordStore:
         """The idempotency records of one bucket (they read its job queue: see `RecordStore.begin`)."""

@@ -5,21 +5,17 @@ and the idempotency record, whose ETag is both ETags (`<image>+<mask>`), so uplo
 is a duplicate, not a second call. The first to arrive waits in `<jobs>/pairs/<id>.json`; each upload's
 event is delivered after that upload completed, so the later of the two always finds the other. A partner
 that never arrives within the rule's `pair_timeout` becomes a failure record of the file that did, naming
-the one that is missing (the collector's duty: `expire_waiting`).
+the one that is missing (the collector's duty: `services.leftovers.expire_waiting`).
 """
-
-from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any
 
-from segflow.errors import InputValidationError, ObjectNotFoundError, SegflowError
+from segflow.errors import ObjectNotFoundError
 from segflow.media import MediaError, probe_media
 from segflow.routing import Pairing, route
-from segflow.services.attempt import RecordOutcome, UploadAttempt
-from segflow.services.common import write_failure
 from segflow.services.deps import Deps
+from segflow.services.stages import Identified, Located, RecordOutcome, Refusal
 from segflow.states import Outcome
 from segflow.storage.base import ObjectInfo, Storage
 from segflow.validation import media_error_for_action
@@ -32,31 +28,30 @@ def pair_id(bucket: str, pairing: Pairing) -> str:
     return hashlib.sha256(material.encode("utf-8")).hexdigest()[:40]
 
 
-def pair(attempt: UploadAttempt) -> RecordOutcome | None:
-    """Find the other half; without it, wait (recorded); with it, make the attempt the image's, with the
-    mask beside it. None when there is nothing to pair or the pair is complete."""
-    pairing = attempt.route.pair if attempt.route is not None else None
+def pair(item: Identified, deps: Deps) -> Identified | RecordOutcome | Refusal:
+    """Find the other half: without it, wait (recorded); with it, the image's `Identified` with the mask
+    beside it (unchanged when there is nothing to pair)."""
+    pairing = item.route.pair
     if pairing is None:
-        return None
-    deps, storage = attempt.deps, attempt.storage
-    partner = find_partner(storage, deps, pairing, attempt.key)
+        return item
+    storage = item.storage
+    partner = find_partner(storage, deps, pairing, item.key)
     if partner is None:
         missing = pairing.mask_key if pairing.role == "image" else f"{pairing.image_prefix}*"
-        _wait(attempt, pairing, missing)
-        return attempt.outcome(Outcome.WAITING, detail=f"waiting for {missing}")
+        _wait(item, deps, pairing, missing)
+        return item.outcome(Outcome.WAITING, detail=f"waiting for {missing}")
     if pairing.role == "mask":
-        mask, image = attempt.info, partner
-        attempt.key, attempt.info = image.key, image
+        mask, image = item.info, partner
         try:
-            attempt.media = probe_media(storage.reader(image.key), image.size)
+            media = probe_media(storage.reader(image.key), image.size)
         except MediaError as error:
-            assert attempt.action is not None
-            return attempt.fail(media_error_for_action(attempt.action, error), attempt.action.name)
+            located = Located(item.event, storage, image.key, image)
+            return Refusal(located, media_error_for_action(item.action, error), item.action.name)
+        item = item._replace(key=image.key, info=image, media=media)
     else:
         mask = partner
-    attempt.mask = mask
-    storage.delete(deps.layout.pair_key(pair_id(attempt.bucket, pairing)))  # no longer waiting
-    return None
+    storage.delete(deps.layout.pair_key(pair_id(storage.bucket, pairing)))  # no longer waiting
+    return item._replace(mask=mask)
 
 
 def find_partner(storage: Storage, deps: Deps, pairing: Pairing, key: str) -> ObjectInfo | None:
@@ -76,49 +71,17 @@ def find_partner(storage: Storage, deps: Deps, pairing: Pairing, key: str) -> Ob
     return None
 
 
-def _wait(attempt: UploadAttempt, pairing: Pairing, missing: str) -> None:
-    deps = attempt.deps
+def _wait(item: Identified, deps: Deps, pairing: Pairing, missing: str) -> None:
     body = {
-        "Bucket": attempt.bucket,
-        "Region": attempt.event.region,
-        "Present": {"Key": attempt.key, "ETag": attempt.info.etag, "Size": attempt.info.size},
+        "Bucket": item.storage.bucket,
+        "Region": item.event.region,
+        "Present": {"Key": item.key, "ETag": item.info.etag, "Size": item.info.size},
         "Role": pairing.role,
         "Missing": missing,
         "Since": deps.clock(),
         "Timeout": pairing.timeout,
     }
-    key = deps.layout.pair_key(pair_id(attempt.bucket, pairing))
-    attempt.storage.put_bytes(
+    key = deps.layout.pair_key(pair_id(item.storage.bucket, pairing))
+    item.storage.put_bytes(
         key, json.dumps(body, ensure_ascii=False).encode("utf-8"), content_type="application/json"
     )
-
-
-def expire_waiting(deps: Deps, storage: Storage, marker_key: str) -> Outcome | None:
-    """A half still waiting past its pair's timeout: processed again if the other half has arrived since
-    (its event was lost), else one failure record of the half that came, naming the missing one."""
-    try:
-        waiting: dict[str, Any] = json.loads(storage.get_bytes(marker_key))
-        present, since, timeout = waiting["Present"], float(waiting["Since"]), float(waiting["Timeout"])
-    except (SegflowError, ValueError, KeyError, TypeError):
-        return None
-    if deps.clock() < since + timeout:
-        return None
-    from segflow.events import OssRecord, object_created_event
-    from segflow.services.upload import process_record
-
-    region = str(waiting.get("Region") or deps.settings.region)
-    event = object_created_event(
-        storage.bucket, present["Key"], etag=present["ETag"], size=int(present["Size"]), region=region
-    )
-    outcome = process_record(OssRecord(event["events"][0], 0), deps)
-    if outcome.outcome is not Outcome.WAITING:
-        return outcome.outcome  # the pair is complete now (or the file is gone)
-    role = "mask" if waiting.get("Role") == "image" else "image"
-    error = InputValidationError(
-        f"RefineMask needs the {role} of {present['Key']}; {waiting.get('Missing')} did not arrive within "
-        f"{timeout:.0f} s",
-        code=MISSING_CODE,
-    )
-    write_failure(deps, storage, key=present["Key"], etag=present["ETag"], action="RefineMask", error=error)
-    storage.delete(marker_key)
-    return Outcome.FAILED

@@ -1,12 +1,12 @@
 """on_upload: every record of an OSS event ends as a result, a queued job, a failure record or a skip.
 
-Each record goes through the steps of `services.attempt` and `services.paid` (locate → identify →
-claim → validate → fit → submit → store or queue, and settle when one fails). One record never hides the
-others: each runs on its own (`failure_policy.isolated`). What a retry can fix (throttling and 5xx that
-outlived the client's retries, storage hiccups, an object another invocation is working on, a deployment
-fault) leaves the record handed back and is raised after all records had their go, so FC delivers the
-event again and the records already finished are skipped as duplicates. What it cannot fix writes
-`<failed>/<source key>.json`.
+Each record goes through `locate` and `identify` (`services.locate`), `pair` (`services.pairs`) and the
+paid call's owner (`services.paid.pay`: claim, count, call, keep, store or queue, release or record). One
+record never hides the others: each runs on its own (`failure_policy.isolated`). What a retry can fix
+(throttling and 5xx that outlived the client's retries, storage hiccups, an object another invocation is
+working on, a deployment fault) leaves the record handed back and is raised after all records had their
+go, so FC delivers the event again and the records already finished are skipped as duplicates. What it
+cannot fix writes `<failed>/<source key>.json`.
 
 An event with many records has a time budget: a record is only started while `Deps.record_seconds` of the
 invocation remain. The records left over are written down as deferred (the collector picks them up if no
@@ -26,14 +26,16 @@ from typing import Any
 from segflow.deadline import Deadline
 from segflow.errors import DeadlineError, EventError, SegflowError
 from segflow.events import OssEvent, OssRecord
-from segflow.failure_policy import Decision, decide, isolated
-from segflow.logs import log_outcome
-from segflow.services.attempt import RecordOutcome, UploadAttempt, claim, identify, locate, validate
+from segflow.failure_policy import isolated
+from segflow.logs import log_outcome, utf8_text
 from segflow.services.common import safe_message
 from segflow.services.deps import Deps
-from segflow.services.paid import settle, store_or_queue, submit
+from segflow.services.locate import identify, locate
+from segflow.services.paid import pay, refuse
 from segflow.services.pairs import pair
-from segflow.states import Outcome, RecordState
+from segflow.services.publish import Publisher
+from segflow.services.stages import RecordOutcome, Refusal
+from segflow.states import Outcome
 
 _COUNTED = (
     Outcome.DONE,
@@ -45,8 +47,9 @@ _COUNTED = (
     Outcome.FAULT,
     Outcome.DEFERRED,
     Outcome.WAITING,
+    Outcome.SUPERSEDED,
 )
-_RAISED = frozenset({Outcome.RETRY, Outcome.FAULT, Outcome.DEFERRED})
+RAISED = frozenset({Outcome.RETRY, Outcome.FAULT, Outcome.DEFERRED})
 
 
 class UploadSummary:
@@ -81,7 +84,7 @@ class UploadSummary:
 
     def to_json(self) -> str:
         """What the handler returns: FC passes a string back as the response body unchanged."""
-        return json.dumps(self.to_dict(), ensure_ascii=False)
+        return utf8_text(json.dumps(self.to_dict(), ensure_ascii=False))
 
 
 def process_upload_event(
@@ -106,7 +109,7 @@ def process_upload_event(
         t0 = time.monotonic()
         if deadline.has(deps.record_seconds):
             outcome = isolated(
-                partial(process_record, record, deps),
+                partial(process_record, record, deps, deadline),
                 partial(_unexpected, record),
                 logger=deps.logger,
                 what=f"record {record.index} of the event",
@@ -115,7 +118,7 @@ def process_upload_event(
             outcome = defer(record, deps)
         log_outcome(deps.logger, outcome.level, **outcome.fields(), ms=(time.monotonic() - t0) * 1000.0)
         summary.add(outcome)
-        if outcome.outcome in _RAISED and outcome.error is not None:
+        if outcome.outcome in RAISED and outcome.error is not None:
             raised.append(outcome.error)
     summary.seconds = time.monotonic() - started
     if raised:
@@ -147,55 +150,34 @@ def _safe_to_raise(deps: Deps, error: SegflowError) -> SegflowError:
         )
 
 
-def process_record(record: OssRecord, deps: Deps) -> RecordOutcome:
-    """One record through the steps of `services.attempt`."""
+def process_record(record: OssRecord, deps: Deps, deadline: Deadline | None = None) -> RecordOutcome:
+    """One record: which object, what it is, its pair, then its paid call's owner (`services.paid`)."""
+    deadline = deadline or Deadline.none()
     located = locate(record, deps)
     if isinstance(located, RecordOutcome):
         return located
-    attempt = located
     try:
-        stopped = identify(attempt) or pair(attempt) or claim(attempt)
-    except SegflowError as error:
-        return _before_record(attempt, error)
-    if stopped is not None:
-        return stopped
+        identified = identify(located, deps)
+    except SegflowError as error:  # the probe's reads
+        identified = Refusal(located, error, None)
+    if isinstance(identified, Refusal):
+        return refuse(deps, Publisher(deps, located.storage, deadline), identified)
     try:
-        validate(attempt)
-        submit(attempt)
-        return store_or_queue(attempt)
-    except SegflowError as error:
-        return settle(attempt, error)
-    except Exception:
-        # A bug or an unexpected library error: give the record back so the retried event can proceed.
-        if attempt.records is not None and attempt.job is not None:
-            attempt.records.release(attempt.job)
-        raise
-
-
-def _before_record(attempt: UploadAttempt, error: SegflowError) -> RecordOutcome:
-    """A failure before the record exists (probe reads, taking the record): nothing to release."""
-    decision = decide(error)
-    if decision is Decision.RETRY:
-        return attempt.outcome(Outcome.RETRY, error)
-    if decision is Decision.FAULT:
-        return attempt.outcome(Outcome.FAULT, error)
-    if decision is Decision.SKIP:
-        return attempt.outcome(Outcome.SKIPPED, error, detail=error.message)
-    return attempt.fail(error)
+        paired = pair(identified, deps)
+    except SegflowError as error:  # finding the other half, or writing down that this one waits
+        paired = Refusal(located, error, identified.action.name)
+    if isinstance(paired, Refusal):
+        return refuse(deps, Publisher(deps, located.storage, deadline), paired)
+    if isinstance(paired, RecordOutcome):
+        return paired
+    return pay(paired, deps, deadline)
 
 
 def _unexpected(record: OssRecord, exc: Exception) -> RecordOutcome:
     unexpected = SegflowError(f"unexpected {type(exc).__name__}: {exc}", code="InternalError")
     unexpected.__cause__ = exc
-    described = record.describe()
-    bucket, key = described.get("bucket"), described.get("key")
-    return RecordOutcome(
-        Outcome.RETRY,
-        bucket if isinstance(bucket, str) else None,
-        key if isinstance(key, str) else None,
-        code=unexpected.code,
-        error=unexpected,
-    )
+    bucket, key = record.readable_location()
+    return RecordOutcome(Outcome.RETRY, bucket, key, code=unexpected.code, error=unexpected)
 
 
 # -- records left for later -----------------------------------------------------------------------------
@@ -204,29 +186,21 @@ def _unexpected(record: OssRecord, exc: Exception) -> RecordOutcome:
 def deferred_id(raw: Any) -> str:
     """A stable name for one event record (the same record deferred twice is one marker)."""
     material = json.dumps(raw, sort_keys=True, ensure_ascii=False, default=str)
-    return hashlib.sha256(material.encode("utf-8")).hexdigest()[:40]
+    return hashlib.sha256(material.encode("utf-8", "surrogatepass")).hexdigest()[:40]
 
 
 def defer(record: OssRecord, deps: Deps) -> RecordOutcome:
     """Not started: too little of the invocation is left. The record is written down under
     `<jobs>/deferred/` (the collector processes what no redelivery did) and the event is raised."""
     error = DeadlineError("not started: the invocation is about to reach its timeout")
-    described = record.describe()
-    bucket, key = described.get("bucket"), described.get("key")
-    outcome = RecordOutcome(
-        Outcome.DEFERRED,
-        bucket if isinstance(bucket, str) else None,
-        key if isinstance(key, str) else None,
-        code=error.code,
-        error=error,
-    )
+    bucket, key = record.readable_location()
+    outcome = RecordOutcome(Outcome.DEFERRED, bucket, key, code=error.code, error=error)
     if outcome.bucket is None:
         return outcome._replace(outcome=Outcome.SKIPPED, error=None, detail="no bucket to defer it in")
     try:
         storage = deps.storage_for(outcome.bucket)
-        body = json.dumps({"record": record.raw, "deferred_at": deps.clock()}, ensure_ascii=False).encode(
-            "utf-8"
-        )
+        # ASCII JSON: a malformed record's lone surrogates stay escapes, and read back as they came.
+        body = json.dumps({"record": record.raw, "deferred_at": deps.clock()}).encode("ascii")
         storage.put_bytes(
             deps.layout.deferred_key(deferred_id(record.raw)), body, content_type="application/json"
         )
@@ -235,67 +209,3 @@ def defer(record: OssRecord, deps: Deps) -> RecordOutcome:
             "record %d could not be deferred (%s): only FC's redelivery has it", record.index, storing.code
         )
     return outcome
-
-
-def process_deferred(
-    deps: Deps, bucket: str, marker_id: str, *, quiet_seconds: float = 0.0
-) -> Outcome | None:
-    """Process one deferred record once it has waited `quiet_seconds` (FC's redelivery gets them to come
-    first); the marker is dropped once the record's outcome is final. None when the marker is too young,
-    gone or unreadable."""
-    storage = deps.storage_for(bucket)
-    key = deps.layout.deferred_key(marker_id)
-    try:
-        marker = json.loads(storage.get_bytes(key))
-        raw = marker["record"]
-        if float(marker.get("deferred_at", 0.0)) + quiet_seconds > deps.clock():
-            return None
-    except (SegflowError, ValueError, KeyError, TypeError):
-        return None
-    outcome = process_record(OssRecord(raw, 0), deps)
-    log_outcome(deps.logger, outcome.level, **outcome.fields(), deferred=True)
-    if outcome.outcome not in _RAISED:
-        storage.delete(key)
-    return outcome.outcome
-
-
-def redrive_stalled(deps: Deps, job: Any) -> Outcome:
-    """Process again an upload whose record is stuck in `submitting` (its owner died after FC stopped
-    retrying the event): the same path as a redelivered event, so the claim takeover, the attempt count
-    and the failure record after the last attempt all apply. Returns the outcome."""
-    from segflow.events import object_created_event
-    from segflow.outputs import iso_time
-
-    region = job.region or deps.settings.region
-    event = object_created_event(
-        job.bucket,
-        job.key,
-        etag=job.etag,
-        size=job.size or 0,
-        region=region,
-        event_name="ObjectCreated:Redrive",
-        event_time=iso_time(deps.clock()),
-        rule_id="segflow-collect-jobs",
-    )
-    t0 = time.monotonic()
-    outcome = process_record(OssRecord(event["events"][0], 0), deps)
-    log_outcome(
-        deps.logger, outcome.level, **outcome.fields(), redriven=True, ms=(time.monotonic() - t0) * 1000.0
-    )
-    _settle_rerouted(deps, job, outcome)
-    return outcome.outcome
-
-
-_SETTLED = frozenset({Outcome.DONE, Outcome.SUBMITTED, Outcome.FAILED, Outcome.DUPLICATE, Outcome.WAITING})
-
-
-def _settle_rerouted(deps: Deps, job: Any, outcome: RecordOutcome) -> None:
-    """The object now goes to another action (a rule was changed since, and a redrive reopened the old
-    record): its new action's record has it, so the old one is closed, or every tick would send it again."""
-    if outcome.action in (None, job.action) or outcome.outcome not in _SETTLED:
-        return
-    records = deps.records(deps.storage_for(job.bucket, job.region))
-    current = records.load(job.record_id)
-    if current is not None and current.state == RecordState.SUBMITTING:
-        message = f"superseded: the object now goes to {outcome.action}"
-        records.mark_failed(current, {"Code": "RouteChanged", "Message": message})

@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import NamedTuple
 
 from segflow.errors import StorageError
+from segflow.logs import printable
 
 ReadAt = Callable[[int, int], bytes]
 """read_at(offset, length) -> up to `length` bytes starting at `offset` (fewer at the end of the object)."""
@@ -29,10 +30,36 @@ class ObjectInfo(NamedTuple):
     """Seconds since the epoch, when the store tells."""
 
 
+MAX_KEY_BYTES = 1023
+
+
+def key_problem(key: str) -> str | None:
+    """Why OSS would refuse `key` as an object name (OSS "Object naming conventions": UTF-8, 1 to 1023
+    bytes, no leading `/` or `\\`; NUL ends a C string in every SDK), or None for a key it accepts."""
+    if not key:
+        return "it is empty"
+    try:
+        size = len(key.encode("utf-8"))
+    except UnicodeEncodeError:
+        return "it is not UTF-8 text (it holds a lone surrogate)"
+    if size > MAX_KEY_BYTES:
+        return f"it is {size} bytes long (at most {MAX_KEY_BYTES})"
+    if "\x00" in key:
+        return "it holds a NUL character"
+    if key.startswith(("/", "\\")):
+        return "it starts with / or \\"
+    return None
+
+
 def check_key(key: str) -> str:
-    """Refuse keys OSS itself refuses (empty, leading `/` or `\\`, longer than 1023 UTF-8 bytes)."""
-    if not key or key.startswith(("/", "\\")) or len(key.encode("utf-8")) > 1023 or "\x00" in key:
-        raise StorageError(f"invalid object key {key!r}", code="InvalidObjectName", http_status=400)
+    """Refuse keys OSS itself refuses (`key_problem`) with OSS's own code."""
+    problem = key_problem(key)
+    if problem is not None:
+        raise StorageError(
+            f"invalid object key {printable(key, 200)!r}: {problem}",
+            code="InvalidObjectName",
+            http_status=400,
+        )
     return key
 
 

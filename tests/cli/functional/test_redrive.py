@@ -142,6 +142,20 @@ def test_failing_again_leaves_one_failure_record_with_the_new_code_and_time(
     assert submitted_keys(api) == {key: 3}
 
 
+def left_failure(bucket: Bucket, key: str, etag: str, record_id: str) -> None:
+    """A SegmentCommonImage failure record of `key` as an earlier attempt wrote it."""
+    FailureRecords(bucket.storage, LAYOUT).write(
+        {
+            "Key": key,
+            "ETag": etag,
+            "Action": "SegmentCommonImage",
+            "Code": "InternalError",
+            "Time": "2026-01-01T00:00:00Z",
+            "RecordId": record_id,
+        }
+    )
+
+
 def test_a_failure_superseded_by_a_result_is_cleared_and_never_sent(
     bucket: Bucket, vision: FakeVision, api: FakeApi, fc: FcStandIn, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -149,22 +163,35 @@ def test_a_failure_superseded_by_a_result_is_cleared_and_never_sent(
     assert run_cli(capsys, *command("backfill", bucket, "--local"))[0] == 0
     info = bucket.storage.head(keys[0])
     # A failure record left behind by an earlier attempt (its cleanup after the result was interrupted).
-    FailureRecords(bucket.storage, LAYOUT).write(
-        {
-            "Key": keys[0],
-            "ETag": info.etag,
-            "Action": "SegmentCommonImage",
-            "Code": "InternalError",
-            "Time": "2026-01-01T00:00:00Z",
-            "RecordId": record_id_for(BUCKET, keys[0], info.etag, "SegmentCommonImage"),
-        }
-    )
+    left_failure(bucket, keys[0], info.etag, record_id_for(BUCKET, keys[0], info.etag, "SegmentCommonImage"))
 
     status, out, _ = run_cli(capsys, *command("redrive", bucket, "--via", "fc"))
 
     assert status == 0, out
     assert fc.invocations == [] and bucket.failures() == {}
     assert "1 had a result already" in out
+
+
+def test_a_failure_whose_attempt_was_superseded_is_never_sent_again(
+    bucket: Bucket, vision: FakeVision, api: FakeApi, fc: FcStandIn, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A record that ended `superseded` (issue 15 §1: its object was overwritten or deleted before its
+    outcome could be written) is not redriven, even if a failure record still names its key and ETag."""
+    keys = bucket.images(2)
+    info = bucket.storage.head(keys[0])
+    store = RecordStore(bucket.storage, LAYOUT)
+    record = store.begin(BUCKET, keys[0], info.etag, "SegmentCommonImage").record
+    store.mark_superseded(record)
+    left_failure(bucket, keys[0], info.etag, record.record_id)
+
+    status, out, _ = run_cli(capsys, *command("redrive", bucket, "--via", "fc", "--json"))
+
+    assert status == 0, out
+    assert fc.invocations == [] and api.count() == 0
+    assert json.loads(out)["counts"] == {"superseded": 1}
+    reread = store.load(record.record_id)
+    assert reread is not None and reread.state == RecordState.SUPERSEDED
+    assert bucket.keys(LAYOUT.jobs_prefix + "redrives/") == [], "no redrive marker was taken"
 
 
 def test_two_redrives_at_once_send_each_object_once(

@@ -159,6 +159,31 @@ def test_a_bucket_where_everything_is_done_and_the_collector_runs_is_healthy(
     assert status_json(h, capsys)[1]["problems"] == []
 
 
+def test_an_attempt_superseded_by_a_newer_version_is_counted_apart_and_needs_no_one(
+    h: Harness, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A slow call for an image's first version answers after the second version was done: the first
+    ends `superseded` (issue 15 §1), counted neither done nor failed, and the bucket is healthy."""
+    key = DONE[0]
+    h.put(key, jpeg((64, 64)))
+
+    def overwrite() -> None:
+        h.put(key, jpeg((48, 48)))
+        h.on_upload(oss_event(key))
+
+    h.vision.during_next_call(overwrite)
+    assert h.on_upload(oss_event(key))["superseded"] == 1
+    h.collect()
+
+    code, shape = status_json(h, capsys, "--fail-on-failures")
+    assert code == 0 and (shape["done"], shape["superseded"], shape["failed"]["total"]) == (1, 1, 0)
+    assert (shape["healthy"], shape["problems"]) == (True, [])
+    code, out, _ = status(capsys, "--bucket-dir", str(h.root))
+    rows = {line.split("│")[1].strip(): line for line in out.splitlines() if line.count("│") >= 6}
+    assert "1" in rows["superseded"] and "nothing written" in rows["superseded"]
+    assert out.rstrip().endswith("healthy")
+
+
 def test_a_collector_that_stopped_running_fails_the_check(
     h: Harness, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -177,9 +202,9 @@ def test_the_table_shows_each_state_the_newest_failures_and_a_verdict(
     code, out, _ = status(capsys, "--bucket-dir", str(with_every_state(h).root))
     assert code == 0
     rows = {line.split("│")[1].strip(): line for line in out.splitlines() if line.count("│") >= 6}
-    assert {"done", "failed", "fault", "pending", "submitting", "deferred", "waiting", "collector"} <= set(
-        rows
-    )
+    assert {
+        "done", "superseded", "failed", "fault", "pending", "submitting", "deferred", "waiting", "collector"
+    } <= set(rows)  # fmt: skip
     assert "InvalidImage.Content" in out and "SignatureDoesNotMatch" in out and "retryable" in rows["fault"]
     assert "3 most recent failures" in out and REFUSED in out and "The image cannot be decoded." in out
     assert "needs attention: final failures, deployment faults" in out

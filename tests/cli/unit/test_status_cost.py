@@ -73,9 +73,11 @@ def failure(number: int, *, code: str = "InvalidImage.Content", action: str = "S
 
 
 def fill(storage: OssStorage, *, done: int = 0, failures: int = 0, pending: int = 0, inflight: int = 0,
-         deferred: int = 0, waiting: int = 0) -> None:  # fmt: skip
+         deferred: int = 0, waiting: int = 0, superseded: int = 0) -> None:  # fmt: skip
     for number in range(done):
         storage.put_bytes(LAYOUT.done_key(record_id(number)), b"")
+    for number in range(superseded):
+        storage.put_bytes(LAYOUT.superseded_key(record_id(number)), b"")
     records = FailureRecords(storage, LAYOUT)
     for number in range(failures):
         records.write(failure(number))
@@ -108,11 +110,11 @@ def set_last_modified(fake: FakeOssBucket, key: str, epoch: float) -> None:
 # -- what it costs ---------------------------------------------------------------------------------------
 
 COST_CASES = [
-    # done, failures, pending, submitting, deferred, waiting pairs, failures shown
-    (0, 0, 0, 0, 0, 0, 10),
-    (2500, 1001, 3, 2, 1, 4, 10),
-    (1000, 5, 1000, 0, 0, 1001, 10),
-    (1, 3, 0, 0, 0, 0, 0),
+    # done, failures, pending, submitting, deferred, waiting pairs, superseded, failures shown
+    (0, 0, 0, 0, 0, 0, 0, 10),
+    (2500, 1001, 3, 2, 1, 4, 2, 10),
+    (1000, 5, 1000, 0, 0, 1001, 1001, 10),
+    (1, 3, 0, 0, 0, 0, 0, 0),
 ]
 
 
@@ -120,23 +122,23 @@ COST_CASES = [
 def test_a_status_costs_one_listing_per_page_one_heartbeat_read_and_two_reads_per_failure_shown(
     storage: OssStorage, fake: FakeOssBucket, counts: tuple[int, ...]
 ) -> None:
-    done, failures, pending, inflight, deferred, waiting, shown = counts
+    done, failures, pending, inflight, deferred, waiting, superseded, shown = counts
     fill(storage, done=done, failures=failures, pending=pending, inflight=inflight, deferred=deferred,
-         waiting=waiting)  # fmt: skip
+         waiting=waiting, superseded=superseded)  # fmt: skip
     fake.calls.clear()
     counting = CountingStorage(storage)
 
     status = status_of(counting, failures=shown)
 
-    listed = (done, failures, pending, inflight, deferred, waiting)
+    listed = (done, failures, pending, inflight, deferred, waiting, superseded)
     pages = sum(max(1, math.ceil(n / PAGE_SIZE)) for n in listed)
     reads = 1 + 2 * min(shown, failures)
     assert counting.requests == pages + reads
     assert (len(fake.calls_to("list_objects_v2")), len(fake.calls_to("get_object"))) == (pages, reads)
-    assert counting.calls["list"] == 6 and counting.writes == 0, "one listing per prefix, nothing written"
+    assert counting.calls["list"] == 7 and counting.writes == 0, "one listing per prefix, nothing written"
     assert all(call["max_keys"] == PAGE_SIZE for call in fake.calls_to("list_objects_v2"))
     found = (status.done, status.total("failed"), status.pending.count, status.submitting.count,
-             status.deferred.count, status.waiting.count)  # fmt: skip
+             status.deferred.count, status.waiting.count, status.superseded)  # fmt: skip
     assert found == listed and len(status.recent) == min(shown, failures)
 
 

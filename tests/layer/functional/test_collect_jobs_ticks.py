@@ -367,7 +367,7 @@ def test_a_reopened_record_of_an_action_the_object_no_longer_routes_to_is_closed
     assert h.collect(payload=TIMER)["redriven"] == 1
     closed = store.load(old.record_id)
     assert closed is not None and closed.state == RecordState.FAILED
-    assert closed.error is not None and closed.error["Code"] == "RouteChanged"
+    assert closed.payload.error is not None and closed.payload.error["Code"] == "RouteChanged"
     assert h.keys("segflow-jobs/inflight/") == []
     assert h.collect(payload=TIMER)["redriven"] == 0
     assert h.api.count("SegmentCommonImage") == 1 and h.api.count("SegmentBody") == 0

@@ -347,8 +347,10 @@ def test_collector_killed_halfway_and_restarted_finishes_every_job_once(
     faulty.fail_at, faulty.sticky = None, False
     h.deps.vision.get_async_job_result = poll  # type: ignore[method-assign]
     restarted = h.collect()
-    assert restarted["skipped"] >= 1  # the dead run's leases still hold its jobs …
-    h.clock.advance(h.settings.lease_seconds + 1)
+    assert (
+        restarted["skipped"] >= 1
+    )  # the dead run's leases still hold its jobs (and a publish lock its key) …
+    h.clock.advance(max(h.settings.lease_seconds, h.deps.claim_seconds) + 1)
     h.collect()  # … until they expire
 
     outcomes = assert_one_outcome_each(h, keys)

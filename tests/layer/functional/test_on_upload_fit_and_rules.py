@@ -10,7 +10,9 @@ from typing import Any
 import pytest
 from PIL import Image
 
+from segflow.deadline import Deadline
 from segflow.errors import SegflowError
+from segflow.records import JobRecord
 from segflow.services.deps import use_handler_deps
 from tests.support.fake_api import TEST_CREDENTIALS, FakeApi
 from tests.support.services_harness import (
@@ -219,7 +221,11 @@ def test_record_left_submitting_by_a_crash_is_taken_over_after_its_claim_expires
     assert summary["done"] == 1 and h.api.count("SegmentCommonImage") == 1
     (record_key,) = h.keys("segflow-jobs/records/")
     record = store.load(record_key.rsplit("/", 1)[1][: -len(".json")])
-    assert record is not None and (record.state, record.generation, record.attempts) == ("done", 1, 2)
+    assert record is not None and (record.state, record.claim.generation, record.claim.attempts) == (
+        "done",
+        1,
+        2,
+    )
 
 
 def test_handler_builds_its_deps_from_the_environment_once(
@@ -277,3 +283,33 @@ def test_picwish_url_over_its_512_character_limit_fails_clearly_without_a_call(m
     failure = h.failure(key)
     assert failure is not None and failure["Code"] == "InvalidParameter" and "512" in failure["Message"]
     assert h.api.requests == []
+
+
+def test_a_claim_lasts_the_invocations_timeout_and_a_margin_then_a_redelivery_takes_it_over(
+    make: Any,
+) -> None:
+    """A claim must outlive its owner, who FC stops at the function's timeout (`context.function.timeout`,
+    fc-contract.md): it lasts the invocation's remaining time plus `Deps.claim_margin_seconds`, not a fixed
+    900 s, so the object of an owner that died is taken over as soon as that owner is surely gone."""
+    h: Harness = make()
+    key = "incoming/photos/claimed.jpg"
+    h.put(key, jpeg())
+    seen: list[float] = []
+
+    def look_at_the_claim() -> None:
+        (record_key,) = h.keys("segflow-jobs/records/")
+        record = JobRecord.from_json(h.storage.get_bytes(record_key))
+        seen.append(record.claim.claimed_until - h.clock())
+
+    h.vision.during_next_call(look_at_the_claim)
+    assert h.on_upload(oss_event(key), fc_context(timeout=120))["done"] == 1
+    margin = h.deps.claim_margin_seconds
+    assert len(seen) == 1 and 120 + margin - 5 < seen[0] <= 120 + margin
+
+    other = "incoming/photos/orphan.jpg"  # its owner died right after the claim
+    h.put(other, jpeg())
+    store = h.deps.records(h.storage)
+    hold = h.deps.hold_seconds(Deadline(120.0))
+    store.begin(BUCKET, other, h.storage.head(other).etag, "SegmentCommonImage", hold_seconds=hold)
+    h.clock.advance(120 + margin + 1)
+    assert h.on_upload(oss_event(other))["done"] == 1

@@ -3,10 +3,12 @@
 GIVEN one upload of each action kind — a synchronous image (SegmentCommonImage), an asynchronous video
 (SegmentVideoBody), a PicWish cut-out and an oversize image segmented on a fitted copy — WHEN a failure is
 injected at each step that follows the paid call in turn (every write: results, manifest, records,
-pending entry, cleanup), as a storage error that lasts a while, or as the process dying there — with FC
+pending entry, publish lock, cleanup), as a storage error that lasts a while, or as the process dying
+there, or with a second version uploaded during the call (and the storage error too) — with FC
 redelivering the event, the collector ticking, and the clock running past result-URL lifetimes — THEN the
-service is paid at most `MAX_PAID_CALLS` times for it, and the object ends with exactly one result or one
-failure record (the record enforces the bound: the call is counted before it is made).
+service is paid at most `MAX_PAID_CALLS` times for each version, and the object ends with exactly one
+result or one failure record, of its current version (the record enforces the bound: the call is counted
+before it is made).
 """
 
 from __future__ import annotations

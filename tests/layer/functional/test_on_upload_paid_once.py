@@ -203,11 +203,11 @@ def test_a_write_failing_past_the_in_place_retries_resumes_from_the_record_on_re
     assert len(storage.failed) == IN_PLACE_ATTEMPTS
     assert kept.state == "submitting"
     if write.action == VIDEO_ACTION:
-        assert kept.job_id is not None
+        assert kept.payload.job_id is not None
     elif write.name == "record-done":
-        assert kept.outputs  # the result is stored: only the record's `done` is left to write
+        assert kept.payload.outputs  # the result is stored: only the record's `done` is left to write
     else:
-        assert kept.answer is not None and kept.answer_expires_at is not None
+        assert kept.payload.answer is not None and kept.payload.answer_expires_at is not None
 
     h.clock.advance(60)
     deliveries = deliver_until_handled(h, write.key)
@@ -216,7 +216,7 @@ def test_a_write_failing_past_the_in_place_retries_resumes_from_the_record_on_re
     assert api.count(write.action) == 1
     assert_one_result(h, write.key)
     (done,) = records(h)
-    assert done.state == "done" and done.answer is None
+    assert done.state == "done" and done.payload.answer is None
 
 
 @pytest.mark.parametrize(
@@ -263,7 +263,7 @@ def test_a_stored_result_whose_record_could_not_be_marked_done_is_finished_by_th
     storage = flaky(h, write.match(h), times=1_000)
     assert deliver_until_handled(h, write.key) == FC_DELIVERIES
     (stuck,) = records(h)
-    assert stuck.state == "submitting" and stuck.outputs
+    assert stuck.state == "submitting" and stuck.payload.outputs
 
     storage.times = 0  # storage is healthy again
     h.clock.advance(h.deps.stall_seconds + 1)

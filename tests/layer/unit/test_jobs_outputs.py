@@ -15,7 +15,7 @@ from segflow.outputs import (
     url_extension,
     video_file_name,
 )
-from segflow.records import JobRecord
+from segflow.records import JobRecord, Payload
 from segflow.results import Element, SegmentResult
 from segflow.states import RecordState
 
@@ -97,8 +97,7 @@ def test_manifest_carries_source_etag_action_request_and_times() -> None:
         state=DONE,
         size=10,
         created_at=0.0,
-        submitted_at=60.0,
-        job_id=None,
+        payload=Payload(submitted_at=60.0, job_id=None),
     )
     elements = [{"X": 1, "Y": 2, "Width": 3, "Height": 4, "Name": None, "File": "element-0.png"}]
     manifest = build_manifest(record, request_id="RID", files=[], elements=elements, completed_at=120.0)

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 
 from segflow.errors import StorageError
 from segflow.jobqueue import JobQueue, queue_job
 from segflow.layout import BucketLayout, as_prefix
-from segflow.records import Claim, JobRecord, RecordStore, record_id_for
+from segflow.records import Claim, JobRecord, Payload, RecordStore, Taken, record_id_for
 from segflow.states import ClaimOutcome, RecordState
 from tests.support.memory_storage import MemoryStorage
 
@@ -48,7 +49,7 @@ def store(storage: MemoryStorage, clock: FakeClock, queue: JobQueue) -> RecordSt
     return RecordStore(storage, LAYOUT, clock=clock, claim_seconds=600, queued=queue.load)
 
 
-def begin(store: RecordStore, etag: str = "ETAG1", action: str = "SegmentCommonImage") -> Claim:
+def begin(store: RecordStore, etag: str = "ETAG1", action: str = "SegmentCommonImage") -> Taken:
     return store.begin("segflow-demo", "incoming/cat.jpg", etag, action, {"ReturnForm": "mask"}, size=10)
 
 
@@ -74,7 +75,7 @@ def test_first_delivery_acquires_a_submitting_record_created_put_if_absent(
 ) -> None:
     claim = begin(store)
     assert claim.outcome == ACQUIRED
-    assert claim.record.state == SUBMITTING and claim.record.attempts == 1
+    assert claim.record.state == SUBMITTING and claim.record.claim.attempts == 1
     stored = store.load(claim.record.record_id)
     assert stored == claim.record
     rid = claim.record.record_id
@@ -86,7 +87,7 @@ def test_duplicate_after_done_is_skipped(store: RecordStore) -> None:
     store.mark_done(record, outputs=("segmented/x/cutout.png",), request_id="R1")
     again = begin(store)
     assert again.outcome == DUPLICATE and again.record.state == DONE
-    assert again.record.outputs == ("segmented/x/cutout.png",)
+    assert again.record.payload.outputs == ("segmented/x/cutout.png",)
 
 
 def test_duplicate_while_owner_is_working_is_in_progress(store: RecordStore, clock: FakeClock) -> None:
@@ -102,7 +103,7 @@ def test_record_stuck_in_submitting_is_taken_over_after_the_claim_expires(
     clock.now += 601
     second = begin(store)
     assert second.outcome == ACQUIRED
-    assert (second.record.generation, second.record.attempts) == (1, 2)
+    assert (second.record.claim.generation, second.record.claim.attempts) == (1, 2)
     assert storage.keys("segflow-jobs/claims/") == [f"segflow-jobs/claims/{first.record_id}.00000001"]
     assert begin(store).outcome == IN_PROGRESS  # the new owner holds it again
 
@@ -111,7 +112,7 @@ def test_released_record_is_taken_over_by_the_next_delivery_at_once(store: Recor
     record = begin(store).record
     store.release(record)
     claim = begin(store)
-    assert claim.outcome == ACQUIRED and claim.record.generation == 1
+    assert claim.outcome == ACQUIRED and claim.record.claim.generation == 1
 
 
 def test_only_one_of_many_concurrent_takeovers_wins(store: RecordStore, clock: FakeClock) -> None:
@@ -151,7 +152,7 @@ def test_submitted_job_is_pending_until_finished(store: RecordStore, queue: JobQ
     assert record.state == SUBMITTED
     assert list(queue.ids()) == [record.record_id]
     pending = queue.load(record.record_id)
-    assert pending is not None and pending.job_id == "JOB-1"
+    assert pending is not None and pending.payload.job_id == "JOB-1"
     assert begin(store).outcome == DUPLICATE
     store.mark_done(record, outputs=(), request_id="JOB-1")
     queue.finish(record.record_id)
@@ -162,9 +163,9 @@ def test_pending_entry_written_before_a_crash_makes_the_redelivery_a_duplicate(
     store: RecordStore, queue: JobQueue
 ) -> None:
     record = begin(store).record
-    queue.put(record.evolve(state=SUBMITTED, job_id="JOB-1"))  # the crash: record not updated
+    queue.put(record._replace(state=SUBMITTED).with_payload(job_id="JOB-1"))  # the crash: record not updated
     claim = begin(store)
-    assert claim.outcome == DUPLICATE and claim.record.job_id == "JOB-1"
+    assert claim.outcome == DUPLICATE and claim.record.payload.job_id == "JOB-1"
 
 
 def test_pending_listing_pages_through_many_jobs(store: RecordStore, queue: JobQueue) -> None:
@@ -231,9 +232,7 @@ def test_record_survives_a_json_round_trip() -> None:
         action="SegmentBody",
         state=DONE,
         params={"Async": "true"},
-        fit={"width": 4000, "height": 3000},
-        outputs=("a", "b"),
-        error={"code": "X"},
+        payload=Payload(fit={"width": 4000, "height": 3000}, outputs=("a", "b"), error={"code": "X"}),
     )
     assert JobRecord.from_json(record.to_json()) == record
 
@@ -276,6 +275,28 @@ def test_stalled_check_clears_the_mark_of_a_finished_record(
     store: RecordStore, storage: MemoryStorage
 ) -> None:
     record = begin(store).record
-    store.save(record.evolve(state=DONE))  # finished, but the mark was not removed (crash)
+    store.save(record._replace(state=DONE))  # finished, but the mark was not removed (crash)
     assert store.stalled(record.record_id, quiet_seconds=0) is None
     assert storage.keys("segflow-jobs/inflight/") == []
+
+
+OLD_RECORD = Path(__file__).parents[2] / "support" / "data" / "job-record-b841c74.json"
+"""A record exactly as segflow wrote it before the claim and the payload were split (commit b841c74:
+every field at the top level). A deployed bucket holds such records."""
+
+
+def test_a_record_written_before_the_split_reads_into_claim_and_payload_and_writes_back_the_same() -> None:
+    raw = OLD_RECORD.read_bytes()
+    record = JobRecord.from_json(raw)
+    assert (record.key, record.state, record.params) == (
+        "incoming/photos/猫 1.jpg",
+        SUBMITTING,
+        {"ReturnForm": "mask"},
+    )
+    assert record.claim == Claim(generation=2, claimed_until=1767225900.5, attempts=3, calls=1)
+    assert record.payload.submit_key == "segflow-jobs/work/3f1c0d6a.jpg"
+    assert record.payload.fit == {"width": 1280, "height": 960, "scale": 0.5}
+    assert record.payload.answer is not None and record.payload.answer_expires_at == 1767227090.0
+    assert record.payload.error == {"code": "ServiceUnavailable", "message": "injected"}
+    # Written back byte for byte: an instance still running the older code reads what this one writes.
+    assert record.to_json() == raw
