@@ -8,17 +8,22 @@ import itertools
 import sys
 import time
 from collections.abc import Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING
 
 from segflow.storage.base import ObjectInfo
-from segflow_cli.backfill import INTERRUPTED, PROG
 from segflow_cli.batches import Prefetch, RunEnd, batched, run_batches
 from segflow_cli.checkpoint import BucketCheckpoint, Checkpoint, CheckpointStore, FileCheckpoint, resume
 from segflow_cli.objects import ObjectFilter, list_objects, parse_when, resolve_prefix
 from segflow_cli.operate import Operation, open_operation
+from segflow_cli.output import INTERRUPTED
 from segflow_cli.progress import TransferProgress
-from segflow_cli.senders import ObjectResult
+from segflow_cli.senders import LocalSender, ObjectResult, Sender
 from segflow_cli.summary import FINISHED_OUTCOMES, RunSummary
 
+if TYPE_CHECKING:
+    from segflow_cli.localrun import LocalRuntime
+
+PROG = "segflow backfill"
 SAVE_EVERY = 2.0
 
 
@@ -101,12 +106,13 @@ class _Backfill:
         if first is None:
             return self._nothing_listed()
         objects = itertools.chain([first], objects)
-        if self.args.dry_run:
+        sender = self.operation.sender
+        if sender is None:  # a dry run
             from segflow_cli.dryrun import plan, print_plan
 
             print_plan(plan(self.operation, objects, workers=self.args.workers), via=None)
             return 0
-        return self._send(objects)
+        return self._send(objects, sender)
 
     def _nothing_listed(self) -> int:
         if self.checkpoint.start_after:
@@ -122,9 +128,7 @@ class _Backfill:
         )
         return 2
 
-    def _send(self, objects: Iterator[ObjectInfo]) -> int:
-        sender = self.operation.sender
-        assert sender is not None
+    def _send(self, objects: Iterator[ObjectInfo], sender: Sender) -> int:
         label = "queued in FC" if sender.via == "fc" else "finished"
         progress = TransferProgress(f"{PROG} {self.operation.bucket}", finished_label=label)
         prefetch = Prefetch(objects, on_item=lambda: progress.add(listed=1), on_end=progress.listing_ended)
@@ -138,11 +142,11 @@ class _Backfill:
             progress.listing_ended()
             self._finish(end)
             if (
-                sender.via == "local"
+                isinstance(sender, LocalSender)
                 and self.summary.submitted
                 and not (self.args.no_wait or end.interrupted)
             ):
-                self._wait(progress)
+                self._wait(progress, sender.runtime)
         finally:
             prefetch.close()
             progress.close()
@@ -175,12 +179,11 @@ class _Backfill:
         self.checkpoint.finished = end.completed and not self.more_left
         self._save(force=True)
 
-    def _wait(self, progress: TransferProgress) -> None:
+    def _wait(self, progress: TransferProgress, runtime: LocalRuntime) -> None:
         from segflow_cli.localrun import finish_jobs
 
-        assert self.operation.runtime is not None
         before = dict(self.summary.counts)
-        finish_jobs(self.operation.runtime, self.summary, progress, timeout=self.args.timeout)
+        finish_jobs(runtime, self.summary, progress, timeout=self.args.timeout)
         # The checkpoint counts what became of the jobs too.
         self.checkpoint.add({k: v - before.get(k, 0) for k, v in self.summary.counts.items()})
         self._save(force=True)

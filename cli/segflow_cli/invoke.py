@@ -161,12 +161,6 @@ def load_handler(path: Any, function: str) -> Any:
     return handler
 
 
-def print_json(value: Any) -> None:
-    import json
-
-    print(json.dumps(value, ensure_ascii=False, indent=2, default=str))
-
-
 def _run_local(args: argparse.Namespace, event: bytes, environ: dict[str, str]) -> int:
     import logging
     import os
@@ -179,6 +173,7 @@ def _run_local(args: argparse.Namespace, event: bytes, environ: dict[str, str]) 
     from segflow.settings import Settings
     from segflow_cli.fccontext import local_context
     from segflow_cli.localbucket import LocalBuckets
+    from segflow_cli.output import print_body, print_json
     from segflow_cli.urlserver import BackgroundUrls
 
     settings = Settings.from_env(environ)
@@ -212,19 +207,3 @@ def _run_local(args: argparse.Namespace, event: bytes, environ: dict[str, str]) 
         use_handler_deps(None)
     print_body(result)
     return 0
-
-
-def print_body(result: Any) -> None:
-    """Print what FC would send back as the response body: a str or bytes as is (pretty when it is
-    JSON), anything else as JSON."""
-    import json
-
-    if isinstance(result, (bytes, bytearray)):
-        result = bytes(result).decode("utf-8", "replace")
-    if isinstance(result, str):
-        try:
-            print_json(json.loads(result))
-        except ValueError:
-            print(result)
-        return
-    print_json(result)

@@ -35,7 +35,7 @@ class Operation:
     layout: BucketLayout
     via: str | None
     sender: Sender | None = None
-    runtime: LocalRuntime | None = None
+    """None for a dry run, which sends nothing."""
     notes: list[str] = field(default_factory=list)
 
 
@@ -60,8 +60,6 @@ def open_operation(args: argparse.Namespace, environ: Mapping[str, str]) -> Iter
         root = args.bucket_dir or env.get("SEGFLOW_LOCAL_BUCKET_DIR", "").strip() or None
         buckets = _local_buckets(Path(root) if root else None, bucket)
         operation = _open(args, env, settings, bucket, via, buckets)
-        if operation.runtime is not None:
-            stack.callback(operation.runtime.close)
         if operation.sender is not None:
             stack.callback(operation.sender.close)
         yield operation
@@ -84,7 +82,7 @@ def _open(
         runtime = LocalRuntime(settings, bucket, buckets, verbose=args.verbose)
         shape = EventShape(bucket, args.region or settings.region, *_names(args))
         sender: Sender = LocalSender(runtime, shape, keep_going=args.keep_going)
-        return Operation(settings, bucket, runtime.storage, layout, via, sender, runtime)
+        return Operation(settings, bucket, runtime.storage, layout, via, sender)
     storage = buckets(bucket) if buckets is not None else storage_for(settings, bucket)
     operation = Operation(settings, bucket, storage, layout, via)
     if via == "fc":

@@ -190,9 +190,6 @@ def test_the_segmenter_registry_names_the_module_that_registers_each_segmenter()
 KNOWN_CYCLES: set[frozenset[str]] = {
     # Today's cycles, each to be removed (issue 16, "A layout that shows the architecture"); the test fails
     # when one is gone and still listed, so this list only shrinks.
-    frozenset({"segflow_cli.backfill", "segflow_cli.backfill_run"}),
-    frozenset({"segflow_cli.redrive", "segflow_cli.redrive_run"}),
-    frozenset({"segflow_cli.invoke", "segflow_cli.remote"}),
     frozenset({"segflow_cli.localbucket", "segflow_cli.presign"}),
     frozenset({"segflow.media", "segflow.media.probe"}),
     frozenset({"segflow.services.pairs", "segflow.services.upload"}),  # a function-local import

@@ -22,8 +22,6 @@ KNOWN_ASSERTS: set[str] = {
     "shared/segflow/services/collect.py",
     "shared/segflow/services/pairs.py",
     "shared/segflow/services/attempt.py",
-    "cli/segflow_cli/backfill_run.py",
-    "cli/segflow_cli/redrive_run.py",
 }
 
 
