@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import sys
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING
@@ -15,7 +14,7 @@ from segflow_cli.batches import Prefetch, RunEnd, batched, run_batches
 from segflow_cli.checkpoint import BucketCheckpoint, Checkpoint, CheckpointStore, FileCheckpoint, resume
 from segflow_cli.objects import ObjectFilter, list_objects, parse_when, resolve_prefix
 from segflow_cli.operate import Operation, open_operation
-from segflow_cli.output import INTERRUPTED
+from segflow_cli.output import INTERRUPTED, refuse
 from segflow_cli.progress import TransferProgress
 from segflow_cli.senders import LocalSender, ObjectResult, Sender
 from segflow_cli.summary import FINISHED_OUTCOMES, RunSummary
@@ -50,13 +49,25 @@ def run_backfill(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
             via=operation.via or "dry-run",
         )
         if found is checkpoint and checkpoint.finished:
-            print(
-                f"{PROG}: the backfill of {operation.bucket} ({wanted.text()}) finished already "
+            message = (
+                f"the backfill of {operation.bucket} ({wanted.text()}) finished already "
                 f"({_counted(checkpoint.counts)}; {store.where}): nothing to do. --restart lists it again "
                 "(objects already done cost no vision call)."
             )
+            _said(operation, message, args.json, counts=checkpoint.counts)
             return 0
         return _Backfill(operation, wanted, checkpoint, store, args).run()
+
+
+def _said(operation: Operation, message: str, as_json: bool, *, counts: Mapping[str, int]) -> None:
+    """A run that ends before sending anything: one line, or with `--json` a summary holding it."""
+    if not as_json:
+        print(f"{PROG}: {message}")
+        return
+    summary = RunSummary("backfill", operation.bucket, operation.via or "dry-run")
+    summary.counts.update({k: v for k, v in counts.items() if v})
+    summary.notes.append(message)
+    summary.print(as_json=True)
 
 
 def _counted(counts: Mapping[str, int]) -> str:
@@ -108,9 +119,14 @@ class _Backfill:
         objects = itertools.chain([first], objects)
         sender = self.operation.sender
         if sender is None:  # a dry run
-            from segflow_cli.dryrun import plan, print_plan
+            from segflow_cli.dryrun import plan, plan_document, print_plan
+            from segflow_cli.output import print_json
 
-            print_plan(plan(self.operation, objects, workers=self.args.workers), via=None)
+            planned = plan(self.operation, objects, workers=self.args.workers)
+            if self.args.json:
+                print_json(plan_document(planned, bucket=self.operation.bucket))
+            else:
+                print_plan(planned, via=None)
             return 0
         return self._send(objects, sender)
 
@@ -119,14 +135,15 @@ class _Backfill:
             if not self.args.dry_run:
                 self.checkpoint.finished = True
                 self._save(force=True)
-            print(f"{PROG}: nothing left after {self.checkpoint.start_after}: the backfill is finished.")
+            message = f"nothing left after {self.checkpoint.start_after}: the backfill is finished."
+            _said(self.operation, message, self.args.json, counts={})
             return 0
-        print(
-            f"{PROG}: no object of bucket {self.operation.bucket} matches ({self.wanted.text()}): "
-            "nothing to do",
-            file=sys.stderr,
+        return refuse(
+            PROG,
+            f"no object of bucket {self.operation.bucket} matches ({self.wanted.text()}): nothing to do",
+            as_json=self.args.json,
+            code="NothingMatches",
         )
-        return 2
 
     def _send(self, objects: Iterator[ObjectInfo], sender: Sender) -> int:
         label = "queued in FC" if sender.via == "fc" else "finished"

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from segflow.catalogue import get_action
 from segflow.errors import SegflowError, UnknownActionError
@@ -24,6 +24,7 @@ from segflow.storage.base import ObjectInfo
 from segflow_cli.operate import Operation
 
 UNROUTED = "(would fail)"
+NOTE = "Media from each file's header bytes (ranged reads); routes from SEGFLOW_RULES of this environment."
 
 
 class Planned(NamedTuple):
@@ -69,12 +70,30 @@ def _plan_one(
     return Planned(info.key, info.size, action.name, state)
 
 
+def plan_document(planned: list[Planned], *, bucket: str) -> dict[str, Any]:
+    """The plan as `--json` prints it: the shape of a run's summary (`RunSummary.to_dict`) plus `plan`,
+    per action the objects, their bytes and how many are in each state."""
+    by_action, sizes = _by_action(planned)
+    states: Counter[str] = Counter()
+    for counted in by_action.values():
+        states.update(counted)
+    return {
+        "command": "backfill",
+        "bucket": bucket,
+        "via": "dry-run",
+        "counts": dict(sorted(states.items())),
+        "actions": {action: sum(counted.values()) for action, counted in sorted(by_action.items())},
+        "plan": {
+            action: {"objects": sum(counted.values()), "bytes": sizes[action], "states": dict(counted)}
+            for action, counted in sorted(by_action.items())
+        },
+        "failures": [],
+        "notes": [NOTE],
+    }
+
+
 def print_plan(planned: list[Planned], *, via: str | None) -> None:
-    by_action: dict[str, Counter[str]] = defaultdict(Counter)
-    sizes: Counter[str] = Counter()
-    for item in planned:
-        by_action[item.action][item.state] += 1
-        sizes[item.action] += item.size
+    by_action, sizes = _by_action(planned)
     print(f"{len(planned):,} objects would be sent{f' (--via {via})' if via else ''}:")
     for action in sorted(by_action):
         states = by_action[action]
@@ -84,9 +103,16 @@ def print_plan(planned: list[Planned], *, via: str | None) -> None:
     failed = sum(c["failed"] for c in by_action.values())
     if failed:
         print(f"  {failed:,} already failed: a backfill leaves them as they are; use `segflow redrive`.")
-    print(
-        "Media from each file's header bytes (ranged reads); routes from SEGFLOW_RULES of this environment."
-    )
+    print(NOTE)
+
+
+def _by_action(planned: list[Planned]) -> tuple[dict[str, Counter[str]], Counter[str]]:
+    by_action: dict[str, Counter[str]] = defaultdict(Counter)
+    sizes: Counter[str] = Counter()
+    for item in planned:
+        by_action[item.action][item.state] += 1
+        sizes[item.action] += item.size
+    return by_action, sizes
 
 
 def _words(state: str) -> str:

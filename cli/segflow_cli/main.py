@@ -12,6 +12,7 @@ import importlib
 import sys
 from collections.abc import Sequence
 from types import ModuleType
+from typing import NoReturn
 
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "run": ("segflow_cli.run", "run the whole pipeline over local files (local engine by default)"),
@@ -45,8 +46,21 @@ def _load(module_name: str) -> ModuleType | None:
         raise
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse's parser; with `--json` on the command line a usage error is also a JSON document."""
+
+    json_errors = False
+
+    def error(self, message: str) -> NoReturn:
+        if _Parser.json_errors:
+            from segflow_cli.output import USAGE, error_document, print_json
+
+            print_json(error_document(self.prog.split()[-1], message, code="UsageError", exit_status=USAGE))
+        super().error(message)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="segflow",
         description="Image and video segmentation on Alibaba Cloud OSS uploads, runnable on one machine.",
     )
@@ -63,8 +77,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    _Parser.json_errors = "--json" in arguments
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(arguments)
     if args.command is None:
         parser.print_help()
         return 2

@@ -30,7 +30,7 @@ from segflow.storage.base import ObjectInfo
 from segflow_cli.batches import Prefetch, batched, run_batches
 from segflow_cli.objects import parse_when, resolve_prefix
 from segflow_cli.operate import Operation, open_operation
-from segflow_cli.output import INTERRUPTED
+from segflow_cli.output import INTERRUPTED, refuse
 from segflow_cli.progress import TransferProgress
 from segflow_cli.senders import LocalSender, ObjectResult, SendRefused
 from segflow_cli.summary import FINISHED_OUTCOMES, RunSummary
@@ -71,11 +71,12 @@ def run_redrive(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
         candidates = _candidates(failures, wanted, args.limit)
         first = next(candidates, None)
         if first is None:
-            print(
-                f"{PROG}: no failure record of bucket {operation.bucket} matches: nothing to do",
-                file=sys.stderr,
+            return refuse(
+                PROG,
+                f"no failure record of bucket {operation.bucket} matches: nothing to do",
+                as_json=args.json,
+                code="NothingMatches",
             )
-            return 2
         redrive = _Redrive(operation, failures, wanted, dry_run=args.dry_run)
         return redrive.run(_chain(first, candidates), args)
 

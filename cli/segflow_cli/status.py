@@ -83,12 +83,12 @@ def _seconds_arg(text: str) -> float:
 def run(args: argparse.Namespace) -> int:
     import json
     import os
-    import sys
     import time
 
     from segflow.errors import SegflowError
     from segflow.services.deps import DEFAULT_STALL_SECONDS
     from segflow_cli.bucket_status import gather_status
+    from segflow_cli.output import refuse
 
     root = args.bucket_dir or os.environ.get("SEGFLOW_LOCAL_BUCKET_DIR", "").strip() or None
     try:
@@ -98,8 +98,7 @@ def run(args: argparse.Namespace) -> int:
             stuck_after=args.stuck_after or DEFAULT_STALL_SECONDS,
         )  # fmt: skip
     except SegflowError as exc:
-        print(f"{PROG}: {access_message(exc, args.bucket, root)}", file=sys.stderr)
-        return 2
+        return refuse(PROG, access_message(exc, args.bucket, root), as_json=args.json, code=exc.code)
     if args.json:
         print(json.dumps(status.to_json(), ensure_ascii=False, indent=2))
     else:
