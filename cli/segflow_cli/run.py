@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from segflow_cli.console import Progress, print_table
-from segflow_cli.localengine import engine_environment, engine_keys, free_port, local_engine
+from segflow_cli.localengine import engine_environment, engine_keys, ensure_port_free, free_port, local_engine
 
 DEFAULT_BUCKET = "segflow-local"
 FC_ASYNC_ATTEMPTS = 4  # FC's default for async invocations: the first one plus 3 retries
@@ -163,7 +163,10 @@ def run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, stop)
     try:
         return _run(args)
-    except (SegflowError, ValueError, FileNotFoundError, RuntimeError) as exc:
+    except SegflowError as exc:
+        print(f"segflow run: {exc.message} ({exc.code})", file=sys.stderr)
+        return 2
+    except (ValueError, FileNotFoundError) as exc:
         print(f"segflow run: {exc}", file=sys.stderr)
         return 2
 
@@ -187,6 +190,8 @@ def _run(args: argparse.Namespace) -> int:
             raise ValueError("--engine cloud needs --bucket (a bucket in cn-shanghai)")
         return _pipeline(args, out, inputs, rules, env_overrides={}, bucket_dir=None)
 
+    if args.port:
+        ensure_port_free(args.port)
     access_key, appcode = engine_keys()
     port = args.port or free_port()
     print(
