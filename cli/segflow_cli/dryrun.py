@@ -18,8 +18,9 @@ from typing import Any, NamedTuple
 from segflow.catalogue import get_action
 from segflow.errors import SegflowError, UnknownActionError
 from segflow.media import MediaError, probe_media
-from segflow.records import RecordStore, record_id_for
+from segflow.records import RecordStore, params_changed, record_id_for
 from segflow.routing import Rule, parse_rules, route
+from segflow.states import RecordState
 from segflow.storage.base import ObjectInfo
 from segflow_cli.operate import Operation
 
@@ -34,8 +35,9 @@ class Planned(NamedTuple):
     size: int
     action: str
     state: str
-    """new | done | failed | submitted | submitting (a record exists in that state), or the code of the
-    failure the object would get before any call."""
+    """new | done | failed | submitted | submitting (a record exists in that state), rerun (done or
+    failed with other rule parameters: processed again), or the code of the failure the object would get
+    before any call."""
 
 
 def plan(operation: Operation, objects: Iterable[ObjectInfo], *, workers: int) -> list[Planned]:
@@ -66,8 +68,11 @@ def _plan_one(
     if action.media != media.media:
         return Planned(info.key, info.size, chosen.action, action.codes.format)
     record = records.load(record_id_for(operation.bucket, info.key, info.etag, action.name))
-    state = "new" if record is None else str(record.state.value)
-    return Planned(info.key, info.size, action.name, state)
+    if record is None:
+        return Planned(info.key, info.size, action.name, "new")
+    if params_changed(record, chosen.params) and record.state in (RecordState.DONE, RecordState.FAILED):
+        return Planned(info.key, info.size, action.name, "rerun")
+    return Planned(info.key, info.size, action.name, str(record.state.value))
 
 
 def plan_document(planned: list[Planned], *, bucket: str) -> dict[str, Any]:
@@ -118,6 +123,7 @@ def _by_action(planned: list[Planned]) -> tuple[dict[str, Counter[str]], Counter
 def _words(state: str) -> str:
     return {
         "new": "to process",
+        "rerun": "done or failed with other rule parameters (to process again)",
         "done": "already done (no-op)",
         "failed": "already failed (no-op)",
         "submitted": "job running (no-op)",

@@ -12,7 +12,9 @@ overwritten by the process that won the matching put-if-absent:
 - the owner moves it on: `mark_submitted`, `mark_done`, `mark_failed` (and `release` to hand it back).
 
 The id is a hash of bucket, key, ETag and action, so a duplicate delivery of the same upload finds the
-record its first delivery made, and a new version of the object (new ETag) is processed again.
+record its first delivery made, and a new version of the object (new ETag) is processed again. The
+action's parameters count too, without being part of the id (records made before they counted are still
+found): a final record of other parameters is claimed again, as new work (`_redo`).
 """
 
 import contextlib
@@ -105,6 +107,11 @@ class JobRecord(NamedTuple):
             raise StorageError(f"unreadable job record: {exc}", code="CorruptJobRecord") from exc
 
 
+def params_changed(record: JobRecord, params: Mapping[str, str] | None) -> bool:
+    """The action's parameters are part of what makes an upload the same (None: the caller does not say)."""
+    return params is not None and dict(record.params) != {k: str(v) for k, v in params.items()}
+
+
 class Claim(NamedTuple):
     """What `RecordStore.begin` decided for this delivery, and the record it decided on."""
 
@@ -190,6 +197,8 @@ class RecordStore:
         existing = self.load(fresh.record_id)
         if existing is None:  # deleted between our put and our read: someone is cleaning up, try later
             return Claim(ClaimOutcome.IN_PROGRESS, fresh)
+        if existing.state in (RecordState.DONE, RecordState.FAILED) and params_changed(existing, params):
+            return self._redo(existing, fresh)
         if existing.state != RecordState.SUBMITTING:
             return Claim(ClaimOutcome.DUPLICATE, existing)
         queued = self._queued(fresh.record_id)
@@ -221,6 +230,25 @@ class RecordStore:
         )
         self._mark_inflight(taken)
         return Claim(ClaimOutcome.ACQUIRED, self.save(taken))
+
+    def _redo(self, existing: JobRecord, fresh: JobRecord) -> Claim:
+        """A final record of other parameters (the rule changed since): new work, claimed and paid anew
+        under the same id, so records made before parameters counted are still found."""
+        generation = existing.generation + 1
+        try:
+            self.storage.put_bytes(
+                self.layout.claim_key(existing.record_id, generation),
+                json.dumps({"claimed_at": fresh.created_at, "params_changed": True}).encode(),
+                content_type="application/json",
+                if_absent=True,
+            )
+        except ObjectExistsError:
+            return Claim(ClaimOutcome.IN_PROGRESS, existing)
+        redone = fresh.evolve(generation=generation, created_at=existing.created_at)
+        self._mark_inflight(redone)
+        with contextlib.suppress(StorageError):
+            self.storage.delete(self.layout.done_key(existing.record_id))  # not done with these parameters
+        return Claim(ClaimOutcome.ACQUIRED, self.save(redone))
 
     def release(self, record: JobRecord) -> JobRecord:
         """Give a `submitting` record up after a retryable failure so the retried event takes it at once."""
