@@ -22,6 +22,7 @@ from segflow.records import RecordStore, params_changed, record_id_for
 from segflow.routing import Rule, parse_rules, route
 from segflow.states import RecordState
 from segflow.storage.base import ObjectInfo
+from segflow.validation import media_mismatch, unreadable_failure
 from segflow_cli.operate import Operation
 
 UNROUTED = "(would fail)"
@@ -54,8 +55,9 @@ def _plan_one(
     storage = operation.storage
     try:
         media = probe_media(storage.reader(info.key), info.size)
-    except MediaError as error:
-        return Planned(info.key, info.size, UNROUTED, error.code)
+    except MediaError as error:  # the action and code on_upload records for it (one rule for both)
+        action_name, coded = unreadable_failure(info.key, error, rules)
+        return Planned(info.key, info.size, action_name or UNROUTED, coded.code)
     except SegflowError as error:
         return Planned(info.key, info.size, UNROUTED, f"unreadable: {error.code}")
     chosen = route(info.key, media.media, rules)
@@ -65,8 +67,9 @@ def _plan_one(
         action = get_action(chosen.action)
     except UnknownActionError as error:
         return Planned(info.key, info.size, chosen.action, error.code)
-    if action.media != media.media:
-        return Planned(info.key, info.size, chosen.action, action.codes.format)
+    mismatch = media_mismatch(action, info.key, media)
+    if mismatch is not None:
+        return Planned(info.key, info.size, chosen.action, mismatch.code)
     record = records.load(record_id_for(operation.bucket, info.key, info.etag, action.name))
     if record is None:
         return Planned(info.key, info.size, action.name, "new")

@@ -35,11 +35,12 @@ from segflow.validation import (
     LimitViolationError,
     limit_violations,
     media_error_for_action,
+    media_mismatch,
+    unreadable_failure,
     validate_against_limits,
 )
 
 ALIBABA_PRODUCTS = frozenset({"imageseg", "videoseg"})
-_VIDEO_EXTENSIONS = (".mp4", ".mov", ".avi", ".flv", ".mkv", ".ts", ".mpg", ".mpeg", ".m4v")
 
 
 class RecordOutcome(NamedTuple):
@@ -183,7 +184,7 @@ def identify(attempt: UploadAttempt) -> RecordOutcome | None:
     try:
         attempt.media = probe_media(storage.reader(attempt.key), attempt.info.size)
     except MediaError as error:
-        action_name, coded = _unreadable(attempt.key, error, deps)
+        action_name, coded = unreadable_failure(attempt.key, error, deps.rules)
         return attempt.fail(coded, action_name)
     attempt.route = route(attempt.key, attempt.media.media, deps.rules)
     if attempt.route is None:  # pragma: no cover - probe_media only knows images and videos
@@ -192,30 +193,13 @@ def identify(attempt: UploadAttempt) -> RecordOutcome | None:
         )
     try:
         action = get_action(attempt.route.action)
-        if action.media != attempt.media.media:
-            raise InputValidationError(
-                f"{action.name} takes {action.media} files; {attempt.key} is a "
-                f"{attempt.media.format} {attempt.media.media}",
-                code=action.codes.format,
-                http_status=action.codes.http_status,
-            )
+        mismatch = media_mismatch(action, attempt.key, attempt.media)
+        if mismatch is not None:
+            raise mismatch
     except (UnknownActionError, InputValidationError) as error:
         return attempt.fail(error, attempt.route.action)
     attempt.action = action
     return None
-
-
-def _unreadable(key: str, error: MediaError, deps: Deps) -> tuple[str | None, InputValidationError]:
-    """The action the file would have gone to (media guessed from the probe, else the extension) and the
-    error that action's service gives for a file it cannot read."""
-    media = error.media or ("video" if key.lower().endswith(_VIDEO_EXTENSIONS) else "image")
-    chosen = route(key, media, deps.rules)
-    if chosen is None:
-        return None, error
-    try:
-        return chosen.action, media_error_for_action(get_action(chosen.action), error)
-    except UnknownActionError:
-        return chosen.action, error
 
 
 # -- claim --------------------------------------------------------------------------------------------
