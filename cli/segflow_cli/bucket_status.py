@@ -93,6 +93,8 @@ class BucketStatus:
     recent: tuple[RecentFailure, ...]
     stale_after: float
     stuck_after: float
+    collector_deployed: bool = True
+    """False for a local-directory bucket: no timer runs its collector, only the command while it waits."""
 
     def total(self, kind: str) -> int:
         return sum(f.count for f in self.failures if f.kind == kind)
@@ -107,13 +109,20 @@ class BucketStatus:
         return age is None or age > self.stale_after
 
     @property
+    def collector_awaited(self) -> bool:
+        """Whether a silent collector leaves work undone: always for a deployed bucket; for a local one,
+        only while jobs, deferred uploads or RefineMask halves wait for it."""
+        waiting = self.pending.count + self.deferred.count + self.waiting.count
+        return self.collector_deployed or waiting > 0
+
+    @property
     def problems(self) -> tuple[str, ...]:
         """What needs a person, in a fixed order (empty: healthy)."""
         present = (
             self.total(FAILED) > 0,
             self.total(FAULT) > 0,
             self.submitting.stuck > 0,
-            self.collector_stale,
+            self.collector_stale and self.collector_awaited,
         )
         return tuple(name for name, found in zip(PROBLEMS, present, strict=True) if found)
 
@@ -135,7 +144,7 @@ class BucketStatus:
             "waiting": self._backlog_json(self.waiting),
             "collector": {"last_run": _iso(self.collector_at), "age_seconds": _round(self.collector_age),
                           "owner": self.collector_owner, "stale": self.collector_stale,
-                          "stale_after_seconds": self.stale_after},
+                          "stale_after_seconds": self.stale_after, "deployed": self.collector_deployed},
             "recent_failures": [_recent_json(item) for item in self.recent],
         }  # fmt: skip
 
@@ -183,6 +192,7 @@ def gather_status(
     failures: int,
     stale_after: float,
     stuck_after: float,
+    collector_deployed: bool = True,
 ) -> BucketStatus:
     """One listing per prefix, one heartbeat read, two reads for each of the `failures` newest failures."""
     records = FailureRecords(storage, layout)
@@ -208,6 +218,7 @@ def gather_status(
         recent=tuple(_recent(records, entry) for entry in newest),
         stale_after=stale_after,
         stuck_after=stuck_after,
+        collector_deployed=collector_deployed,
     )
 
 
