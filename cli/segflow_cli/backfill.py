@@ -10,6 +10,8 @@ import argparse
 
 from segflow_cli.options import add_common_arguments, positive_int
 
+CONSOLE_LOG_LEVEL = "WARNING"
+
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.description = (

@@ -15,6 +15,10 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from segflow_cli.logsetup import add_verbose
+
+CONSOLE_LOG_LEVEL = "INFO"
+"""The handler's own log lines, as FC's log shows them."""
 FUNCTIONS = ("on_upload", "collect_jobs")
 DEPLOYED_NAMES = {"on_upload": "segflow-on-upload", "collect_jobs": "segflow-collect-jobs"}
 """The functionName each handler has in s.yaml."""
@@ -33,12 +37,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--functions-dir", help="where functions/<name>/index.py live (default: ./functions)")
     parser.add_argument("--timeout", type=int, help="function timeout in seconds for the local context")
-    parser.add_argument(
-        "-v",
-        "--verbose",
-        action="store_true",
-        help="debug log lines, and the traceback of a handler that raises",
-    )
+    add_verbose(parser, ", and the traceback of a handler that raises a segflow error")
     remote = parser.add_argument_group(
         "remote mode (the deployed function: FC 3.0 API, or FC 2.0 through aliyun-fc2 with --service)"
     )
@@ -168,7 +167,6 @@ def load_handler(path: Any, function: str) -> Any:
 
 
 def _run_local(args: argparse.Namespace, event: bytes, environ: dict[str, str]) -> int:
-    import logging
     import sys
 
     from segflow.credentials import credentials_from_context
@@ -188,10 +186,6 @@ def _run_local(args: argparse.Namespace, event: bytes, environ: dict[str, str]) 
             "when it started",
             code=error.code,
         ) from error
-    if not logging.getLogger().handlers:
-        logging.basicConfig(
-            level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(name)s %(message)s"
-        )
     handler, context = _local_handler(args, settings, environ)
     try:
         result = handler(event, context)

@@ -49,8 +49,11 @@ def ensure_port_free(port: int) -> None:
 
 
 @contextlib.contextmanager
-def local_engine(port: int, state_dir: Path, access_key: tuple[str, str], appcode: str) -> Iterator[str]:
-    """`segflow engine` in a child process on 127.0.0.1:<port>; yields its base URL, stops it after."""
+def local_engine(
+    port: int, state_dir: Path, access_key: tuple[str, str], appcode: str, *, debug: bool = False
+) -> Iterator[str]:
+    """`segflow engine` in a child process on 127.0.0.1:<port> (`debug`: its log at DEBUG); yields its
+    base URL, stops it after."""
     state_dir.mkdir(parents=True, exist_ok=True)
     log_path = state_dir / "engine.log"
     env = dict(os.environ)
@@ -59,6 +62,7 @@ def local_engine(port: int, state_dir: Path, access_key: tuple[str, str], appcod
     command = [
         sys.executable, "-m", "segflow_cli", "engine",
         "--host", "127.0.0.1", "--port", str(port), "--state-dir", str(state_dir / "results"),
+        *(["--log-level", "debug"] if debug else []),
     ]  # fmt: skip
     with log_path.open("ab") as log:
         process = subprocess.Popen(

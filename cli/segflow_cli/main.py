@@ -1,6 +1,7 @@
 """The `segflow` command.
 
-Each subcommand lives in its own module that exposes `configure_parser(parser)` and `run(args) -> int`;
+Each subcommand lives in its own module that exposes `configure_parser(parser)` and `run(args) -> int`
+(and, for segflow_cli's own, `CONSOLE_LOG_LEVEL`: the console log is set up here, `segflow_cli.logsetup`);
 this file only maps names to modules, so `segflow --help` stays fast and the engine's models are loaded
 only for `segflow engine` and `segflow models`. Nothing in this package ships to Function Compute.
 """
@@ -72,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
             sub_parser.set_defaults(_missing=module_name)
             continue
         module.configure_parser(sub_parser)
-        sub_parser.set_defaults(_run=module.run)
+        sub_parser.set_defaults(_run=module.run, _log_level=getattr(module, "CONSOLE_LOG_LEVEL", None))
     return parser
 
 
@@ -92,6 +93,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
+    if args._log_level is not None:  # the engine and models commands keep their own logging
+        import os
+
+        from segflow.errors import ConfigError
+        from segflow_cli.logsetup import configure
+
+        try:
+            configure(verbose=args.verbose, environ=os.environ, default=args._log_level)
+        except ConfigError as error:
+            print(f"segflow {args.command}: {error.message}", file=sys.stderr)
+            return 2
     result: int = args._run(args)
     return result
 

@@ -24,8 +24,10 @@ from typing import Any
 
 from segflow_cli.console import Progress, print_table
 from segflow_cli.localengine import engine_environment, engine_keys, ensure_port_free, free_port, local_engine
+from segflow_cli.logsetup import add_verbose
 from segflow_cli.runfiles import collect_inputs, distinct_files, reason_of
 
+CONSOLE_LOG_LEVEL = "WARNING"
 DEFAULT_BUCKET = "segflow-local"
 FC_ASYNC_ATTEMPTS = 4  # FC's default for async invocations: the first one plus 3 retries
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -73,6 +75,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         help="give up waiting for video jobs after this many seconds (default 1200)",
     )
     parser.add_argument("--no-preview", action="store_true", help="skip contact sheets and frame strips")
+    add_verbose(parser, " (and the engine's, in its log)")
 
 
 @dataclass
@@ -193,7 +196,7 @@ def _start(
     print(
         f"starting the local engine on 127.0.0.1:{port} (models load once; log in {out}/.engine/engine.log)"
     )
-    with local_engine(port, out / ".engine", access_key, appcode) as base_url:
+    with local_engine(port, out / ".engine", access_key, appcode, debug=args.verbose) as base_url:
         env = engine_environment(base_url, access_key, appcode)
         os.environ.pop("ALIBABA_CLOUD_SECURITY_TOKEN", None)
         return _pipeline(args, out, inputs, rules, env_overrides=env, bucket_dir=out / "buckets")

@@ -18,6 +18,7 @@ import argparse
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
+from segflow_cli.logsetup import add_verbose
 from segflow_cli.options import ENV_BUCKET
 
 if TYPE_CHECKING:
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
     from segflow.storage.base import Storage
 
 PROG = "segflow status"
+CONSOLE_LOG_LEVEL = "WARNING"
 DEFAULT_FAILURES = 10
 MAX_FAILURES = 1000
 DEFAULT_STALE_AFTER = 180.0
@@ -59,6 +61,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         "--stale-after", type=_seconds_arg, default=DEFAULT_STALE_AFTER, metavar="SECONDS",
         help=f"the collector is silent when it has not run for this long (default {DEFAULT_STALE_AFTER:.0f})",
     )  # fmt: skip
+    add_verbose(parser)
     parser.add_argument(
         "--stuck-after", type=_seconds_arg, metavar="SECONDS",
         help="an upload is stuck when it has been submitting this long (default: the collector's stall "

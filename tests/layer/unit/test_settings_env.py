@@ -185,3 +185,12 @@ def test_oss_endpoint_is_internal_only_inside_fc_for_the_functions_region(
     environ: dict[str, str], region: str | None, expected: str
 ) -> None:
     assert Settings.from_env(environ).oss_endpoint_for(region) == expected
+
+
+def test_log_level_is_one_of_the_logging_levels_named_in_its_error() -> None:
+    assert Settings.from_env({}).log_level == "INFO"
+    assert Settings.from_env({"SEGFLOW_LOG_LEVEL": "debug"}).log_level == "DEBUG"
+    with pytest.raises(
+        ConfigError, match="SEGFLOW_LOG_LEVEL='loud' must be one of debug, info, warning, error"
+    ):
+        Settings.from_env({"SEGFLOW_LOG_LEVEL": "loud"})
