@@ -14,10 +14,8 @@ What it reads (every key from `BucketLayout`), in this order:
     and, for each of the N newest failures only, its index entry (which names the source key) and its
     failure record `<failed>/<key>.json` (the message): two reads each.
 
-So a status costs, in requests: ceil(done/1000) + ceil(failures/1000) + ceil(pending/1000)
-+ ceil(submitting/1000) + ceil(deferred/1000) + ceil(waiting/1000) (each listing at least one request,
-1000 keys a page) + 1 + 2 x min(N, failures). No idempotency record and no result is read, however big
-the bucket; memory holds the counts and the N newest failures only.
+No idempotency record and no result is read, however big the bucket (the cost in requests:
+docs/operations.md); memory holds the counts and the N newest failures only.
 """
 
 from __future__ import annotations
