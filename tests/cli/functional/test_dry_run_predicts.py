@@ -16,17 +16,14 @@ from pathlib import Path
 import pytest
 
 from tests.support.fake_api import FakeApi
-from tests.support.ops import BUCKET, Bucket, clean_environment, point_at, run_cli
+from tests.support.ops import BUCKET, Bucket, local_bucket, run_cli
 from tests.support.services_harness import FakeVision, ResultServer, jpeg
 
 
 @pytest.fixture
 def bucket(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, api: FakeApi, results: ResultServer) -> Bucket:
-    clean_environment(monkeypatch)
-    point_at(monkeypatch, api)
     FakeVision(api, results)
-    (tmp_path / "buckets" / BUCKET).mkdir(parents=True)
-    return Bucket(tmp_path / "buckets")
+    return local_bucket(tmp_path, monkeypatch, api)
 
 
 def test_the_dry_run_names_the_failure_the_real_run_records(

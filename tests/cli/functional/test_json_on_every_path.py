@@ -17,16 +17,13 @@ import pytest
 
 from segflow_cli import backfill_run
 from tests.support.fake_api import FakeApi
-from tests.support.ops import BUCKET, Bucket, clean_environment, point_at, run_cli
+from tests.support.ops import BUCKET, Bucket, local_bucket, run_cli
 from tests.support.services_harness import FakeVision, ResultServer
 
 
 @pytest.fixture
 def bucket(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, api: FakeApi) -> Bucket:
-    clean_environment(monkeypatch)
-    point_at(monkeypatch, api)
-    (tmp_path / "buckets" / BUCKET).mkdir(parents=True)
-    return Bucket(tmp_path / "buckets")
+    return local_bucket(tmp_path, monkeypatch, api)
 
 
 @pytest.fixture
