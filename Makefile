@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.segflow-setup-done
 
-.PHONY: setup models demo test test-fast test-fc lint layer bench clean
+.PHONY: setup models demo test test-fast test-fc lint layer engine-fc bench clean
 
 # Virtual environment, the package (layer + engine + test tools) and the engine's model weights.
 $(STAMP): pyproject.toml scripts/setup.sh
@@ -21,8 +21,16 @@ models: setup
 demo: setup
 	$(VENV)/bin/segflow run --samples --out segflow-out
 
+# The cp310 wheels of the engine's Function Compute package (~300 MB in build/engine-fc/wheels), fetched once
+# from PyPI for make engine-fc and the tests that build it (tests reach nothing beyond loopback); make demo
+# does without them.
+ENGINE_FC_WHEELS := build/engine-fc/.wheels-ready
+$(ENGINE_FC_WHEELS): scripts/engine-fc-requirements.txt | setup
+	$(PY) scripts/build_engine_fc.py --download-only
+	touch $@
+
 # README command 2: set everything up and run the whole test suite.
-test: setup
+test: setup $(ENGINE_FC_WHEELS)
 	$(PY) -m pytest -q
 
 test-fast: setup
@@ -37,6 +45,13 @@ lint: setup
 # python3.10 built-ins are pinned in scripts/fc-python310-builtins.txt).
 layer:
 	$(PYTHON) scripts/build_layer.py --out dist/segflow-layer.zip
+
+# The engine as a Function Compute custom-runtime package (custom.debian10, Python 3.10): the engine, the
+# cp310 wheels its actions need and the ISNet weights. ACTIONS=cutout (or a comma list of actions and groups)
+# leaves the rest out; see docs/engine-on-fc.md.
+ACTIONS ?= all
+engine-fc: setup $(ENGINE_FC_WHEELS)
+	$(PY) scripts/build_engine_fc.py --actions $(ACTIONS) --out dist/segflow-engine-fc.zip
 
 # The handlers' functional tests on Python 3.10 with only FC's built-in package versions, importing the
 # layer from the unzipped zip (needs a Python 3.10: PYTHON310=/path/to/python3.10 if it is not found).

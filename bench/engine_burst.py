@@ -7,6 +7,11 @@
   models are loaded and it listens (the baseline, same run). No target: the figure to watch.
 - **What dominates the rest**: the working set of ISNet at 1024² alone (the engine's salient segmenter in a
   fresh process, two inferences): RSS added by loading it, and the peak above that.
+- **Round trip**: one signed call that needs no model (GetAsyncJobResult of an unknown job, answered 400),
+  on a kept-alive connection, median of 50: what the HTTP side and the signature check cost per call.
+- **Slow clients**: 400 connections that trickle a request head, one byte each every 100 ms for 6 s. The
+  engine's threads (`Threads` of /proc) at most meanwhile, against before (target: not one more), and one
+  signed call made meanwhile, against the same call alone just before (target: answered, within 2×+1 s).
 
 The calls are SegmentBody, SegmentCommonImage, SegmentHead, SegmentHair and ParseFace, six each, on the
 astronaut composite (1024², 512² with `--quick`), one pixel changed per call so no cache answers. Signed with
@@ -32,16 +37,24 @@ from _common import REPO_ROOT, Row, child_env, emit, log, parse_args, setup_path
 setup_paths()
 
 BURST = 30
+SLOW_CLIENTS = 400
+ROUND_TRIPS = 50
+TRICKLE_SECONDS = 6.0
+TRICKLE_HEAD = b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: " + b"z" * 4096
 ACTIONS = ("SegmentBody", "SegmentCommonImage", "SegmentHead", "SegmentHair", "ParseFace")
 ACCESS_KEY = ("bench-burst-key", "bench-burst-secret")
 
 
-def rss_mib(pid: int, field: str = "VmRSS") -> float:
+def proc_status(pid: int, field: str) -> int:
     with open(f"/proc/{pid}/status") as status:
         for line in status:
             if line.startswith(field + ":"):
-                return int(line.split()[1]) / 1024.0
+                return int(line.split()[1])
     raise RuntimeError(f"no {field} for process {pid}")
+
+
+def rss_mib(pid: int) -> float:
+    return proc_status(pid, "VmRSS") / 1024.0
 
 
 class RssSampler:
@@ -131,6 +144,72 @@ def burst(base_url: str, urls: list[str]) -> tuple[list[int], list[str]]:
     return statuses, unanswered
 
 
+def one_call(base_url: str, url: str) -> float:
+    """Seconds one signed SegmentCommonImage call takes (it must be answered 200)."""
+    import requests
+
+    from segflow.signing import Credentials, sign_v1
+
+    query = {"Action": "SegmentCommonImage", "Version": "2019-12-30", "ImageURL": url}
+    params = sign_v1("GET", query, Credentials(*ACCESS_KEY))
+    started = time.monotonic()
+    status = requests.get(base_url + "/", params=params.params, timeout=120).status_code
+    if status != 200:
+        raise RuntimeError(f"a call answered HTTP {status}")
+    return time.monotonic() - started
+
+
+def round_trip_ms(base_url: str) -> float:
+    """Median milliseconds of `ROUND_TRIPS` signed calls that need no model, on one kept-alive session."""
+    import requests
+
+    from segflow.signing import Credentials, sign_v1
+
+    credentials = Credentials(*ACCESS_KEY)
+    samples = []
+    with requests.Session() as session:
+        for index in range(ROUND_TRIPS):
+            query = {"Action": "GetAsyncJobResult", "Version": "2020-03-20", "JobId": f"none-{index}"}
+            params = sign_v1("GET", query, credentials).params
+            started = time.perf_counter()
+            status = session.get(base_url + "/", params=params, timeout=30).status_code
+            samples.append((time.perf_counter() - started) * 1000.0)
+            if status != 400:
+                raise RuntimeError(f"GetAsyncJobResult of no job answered HTTP {status}")
+    return sorted(samples)[len(samples) // 2]
+
+
+def slow_clients(base_url: str, pid: int, url: str) -> tuple[int, int, float, float, int]:
+    """(threads before, most threads, one call alone, the same call meanwhile (s), clients still open)
+    with `SLOW_CLIENTS` connections trickling a request head for `TRICKLE_SECONDS`."""
+    import socket
+
+    alone = one_call(base_url, url)
+    before = proc_status(pid, "Threads")
+    port = int(base_url.rsplit(":", 1)[1])
+    clients = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(SLOW_CLIENTS)]
+    most, meanwhile, sent = before, -1.0, 0
+    deadline = time.monotonic() + TRICKLE_SECONDS
+    try:
+        while time.monotonic() < deadline:
+            for client in list(clients):
+                try:
+                    client.send(TRICKLE_HEAD[sent : sent + 1])
+                except OSError:  # dropped by the engine
+                    clients.remove(client)
+                    client.close()
+            sent = min(sent + 1, len(TRICKLE_HEAD) - 1)
+            most = max(most, proc_status(pid, "Threads"))
+            if meanwhile < 0 and sent > 5:
+                meanwhile = one_call(base_url, url)
+            time.sleep(0.1)
+    finally:
+        still_open = len(clients)
+        for client in clients:
+            client.close()
+    return before, most, alone, meanwhile, still_open
+
+
 ISNET_PROBE = """
 import sys, threading, time
 import numpy as np
@@ -179,11 +258,41 @@ def measure(size: int) -> list[Row]:
             with RssSampler(process.pid) as sampler:
                 statuses, unanswered = burst(base_url, [files.url(f"p{i}.png") for i in range(BURST)])
             seconds = time.monotonic() - started
+            trip = round_trip_ms(base_url)
+            log(f"engine_burst: {SLOW_CLIENTS} slow clients for {TRICKLE_SECONDS:g} s")
+            slow = slow_clients(base_url, process.pid, files.url("p0.png"))
         finally:
             process.terminate()
             process.wait(timeout=60)
         tracebacks = stderr_path.read_text().count("Traceback")
-    return rows(size, idle, sampler.peak, seconds, statuses, unanswered, tracebacks)
+    trip_row = Row(
+        f"engine: one signed call with no model work, kept-alive connection (median of {ROUND_TRIPS})",
+        f"{trip:.1f} ms",
+        "(no target)",
+        None,
+    )
+    return [
+        *rows(size, idle, sampler.peak, seconds, statuses, unanswered, tracebacks),
+        trip_row,
+        *slow_rows(*slow),
+    ]
+
+
+def slow_rows(before: int, most: int, alone: float, meanwhile: float, still_open: int) -> list[Row]:
+    return [
+        Row(
+            f"engine: threads while {SLOW_CLIENTS} clients trickle a request head ({TRICKLE_SECONDS:g} s)",
+            f"{most} at most vs {before} before ({still_open} clients still connected at the end)",
+            "not one more",
+            most <= before,
+        ),
+        Row(
+            "engine: one call made while they trickle vs the same call alone",
+            f"{meanwhile:.2f} s vs {alone:.2f} s",
+            "answered, ≤ 2× + 1 s",
+            0 <= meanwhile <= 2 * alone + 1.0,
+        ),
+    ]
 
 
 def rows(

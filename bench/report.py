@@ -19,7 +19,10 @@ if __package__ in (None, ""):
     sys.path.insert(0, os.path.dirname(__file__))
 from _common import REPO_ROOT, ROW_PREFIX, Row, child_env, log, met_text, print_table
 
-SCRIPTS = ("cold_start", "per_event", "paid_calls", "collector", "backfill", "engine", "engine_burst")
+SCRIPTS = (
+    *("cold_start", "per_event", "paid_calls", "collector", "backfill"),
+    *("engine", "engine_burst", "engine_fc"),
+)
 
 
 def run_script(name: str, quick: bool) -> tuple[list[Row], float]:

@@ -35,10 +35,10 @@ if [ ! -f "$STAMP" ] || [ scripts/fc-python310-builtins.txt -nt "$STAMP" ] || [ 
   "$PY310" -m venv "$ENV"
   PIP=("$ENV/bin/python" -m pip --disable-pip-version-check -q)
   "${PIP[@]}" install --upgrade pip >&2
-  # The runtime's built-ins, exactly; then only test tools (PyAV and numpy make the test videos), never
-  # moving a built-in's version.
+  # The runtime's built-ins, exactly; then only test tools (PyAV and numpy make the test videos; waitress
+  # serves the local buckets' presigned URLs), never moving a built-in's version.
   "${PIP[@]}" install -r scripts/fc-python310-builtins.txt >&2
-  "${PIP[@]}" install 'pytest>=8' 'pytest-mock>=3.12' 'pytest-timeout>=2.2' 'av>=12' numpy \
+  "${PIP[@]}" install 'pytest>=8' 'pytest-mock>=3.12' 'pytest-timeout>=2.2' 'av>=12' numpy 'waitress>=3.0.1,<4' \
     -c <("$ENV/bin/python" -m pip freeze) >&2
   touch "$STAMP"
 fi

@@ -21,7 +21,6 @@ import contextlib
 import errno
 import hashlib
 import os
-import re
 import stat
 import tempfile
 import threading
@@ -36,17 +35,15 @@ from segflow.storage.base import (
     DEFAULT_PART_SIZE,
     ObjectInfo,
     Storage,
-    check_key,
     check_range,
 )
+from segflow_cli.bucketpaths import BUCKET_NAME, MAX_NAME_BYTES, check_bucket, object_path
 from segflow_cli.presign import LocalPresignServer, Presigner
 
 __all__ = ["LocalBuckets", "LocalDirStorage", "LocalPresignServer", "Presigner"]
 
-_BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$")
 _TMP_DIR = ".segflow-tmp"
 _COPY_CHUNK = 1024 * 1024
-_MAX_NAME_BYTES = 255  # a file name's limit on Linux file systems; OSS allows longer key segments
 _WRITE_ATTEMPTS = 50
 """Tries of one write whose folder another process's `delete` keeps removing; each try is two system calls,
 so this bounds a pathological loop, not a real race (which the second try wins)."""
@@ -79,8 +76,7 @@ class LocalDirStorage(Storage):
         *,
         presign_server: Presigner | None = None,
     ) -> None:
-        if not _BUCKET_NAME.match(bucket):
-            raise StorageError(f"invalid bucket name {bucket!r}", code="InvalidBucketName", http_status=400)
+        check_bucket(bucket)
         self.root = Path(root).resolve()
         self.bucket = bucket
         self.bucket_dir = self.root / bucket
@@ -92,17 +88,7 @@ class LocalDirStorage(Storage):
     # -- paths ---------------------------------------------------------------------------------------
     def path_for(self, key: str) -> Path:
         """The file that holds `key`; keys that would leave the bucket directory are refused."""
-        check_key(key)
-        parts = key.split("/")
-        too_long = any(len(part.encode("utf-8")) > _MAX_NAME_BYTES for part in parts)
-        if too_long or any(part in ("", ".", "..") for part in parts) or "\\" in key:
-            # OSS accepts these, a file system cannot hold them faithfully: refuse rather than alias.
-            raise StorageError(
-                f"key {key!r} cannot be stored in a local directory",
-                code="InvalidObjectName",
-                http_status=400,
-            )
-        return self.bucket_dir.joinpath(*parts)
+        return object_path(self.bucket_dir, key)
 
     def accepts_key(self, key: str) -> bool:
         try:
@@ -315,7 +301,7 @@ class LocalDirStorage(Storage):
         # visits finished records.
         directory, _, _ = prefix.rpartition("/")
         parts = directory.split("/")
-        unholdable = any(len(part.encode("utf-8")) > _MAX_NAME_BYTES or "\x00" in part for part in parts)
+        unholdable = any(len(part.encode("utf-8")) > MAX_NAME_BYTES or "\x00" in part for part in parts)
         if directory and (unholdable or any(part in ("", ".", "..") for part in parts)):
             return []  # no stored key can start so: an empty listing, as OSS gives for any unmatched prefix
         start = self.bucket_dir.joinpath(*directory.split("/")) if directory else self.bucket_dir
@@ -417,4 +403,4 @@ class LocalBuckets:
             return ()
         except OSError as exc:
             raise _os_error(exc, f"listing the buckets in {self.root}") from exc
-        return tuple(sorted(p.name for p in entries if p.is_dir() and _BUCKET_NAME.match(p.name)))
+        return tuple(sorted(p.name for p in entries if p.is_dir() and BUCKET_NAME.match(p.name)))

@@ -3,7 +3,8 @@
 `LocalPresignServer` serves `http://127.0.0.1:<port>/<root-id>/<bucket>/<key>?Expires=<epoch>&Signature=<hmac>`
 the way OSS serves a presigned URL: expired or tampered 403, missing 404, one `Range` honoured (206/416).
 The signature is an HMAC-SHA256 over root id, bucket, key and expiry under the server's key, so a changed
-path or expiry is refused (like OSS's `SignatureDoesNotMatch` / `AccessDenied`).
+path or expiry is refused (like OSS's `SignatureDoesNotMatch` / `AccessDenied`). It is a WSGI application
+on waitress (`segflow_engine.wsgiserver`, as the engine is); files are sent by waitress's I/O thread.
 
 Running in the process that signs, it lives as long as that process: right for `segflow run` (which
 waits for every job) and the tests. `segflow invoke` exits before queued jobs fetch their input, so it
@@ -15,25 +16,40 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import hmac
-import io
 import mimetypes
 import os
 import re
 import secrets
 import threading
 import time
-from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO, ClassVar, Protocol
+from typing import Any, BinaryIO, ClassVar, Protocol
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 from segflow.errors import StorageError
-from segflow_engine.httpwire import QuietThreadingHTTPServer
+from segflow_cli.bucketpaths import bucket_object_path
+from segflow_engine.limits import ServerLimits
+from segflow_engine.wsgiserver import WsgiServer, listening_socket
 
 _COPY_CHUNK = 1024 * 1024
 CONTROL_PREFIX = "/.segflow/"
 """Paths a subclass may answer itself (`control`); no object URL starts so (root ids never have a dot)."""
+MAX_CONTROL_BODY = 64 * 1024
+# Loopback clients only (the engine, the services' tests): a few threads, since files go out on the I/O
+# thread; a control body is small.
+URL_SERVER_LIMITS = ServerLimits(threads=8, max_connections=256, max_body_bytes=MAX_CONTROL_BODY)
+StartResponse = Callable[..., Any]
+
+
+@dataclass(frozen=True)
+class Reply:
+    """An answer of the server: status, headers, body."""
+
+    status: int
+    body: bytes = b""
+    headers: list[tuple[str, str]] = field(default_factory=list)
 
 
 class Presigner(Protocol):
@@ -66,9 +82,8 @@ class LocalPresignServer:
         self._lock = threading.Lock()
         self.last_activity = time.monotonic()
         self.in_flight = 0
-        self._httpd = QuietThreadingHTTPServer((host, port), _make_handler(self))
-        self._thread = threading.Thread(target=self._httpd.serve_forever, name="segflow-presign", daemon=True)
-        self._thread.start()
+        self._host = host
+        self._http = WsgiServer(self._wsgi, listening_socket(host, port), URL_SERVER_LIMITS).start()
 
     @classmethod
     def shared(cls) -> LocalPresignServer:
@@ -80,17 +95,14 @@ class LocalPresignServer:
 
     @property
     def base_url(self) -> str:
-        host, port = self._httpd.server_address[:2]
-        return f"http://{host!s}:{port}"
+        return f"http://{self._host}:{self.port}"
 
     @property
     def port(self) -> int:
-        return int(self._httpd.server_address[1])
+        return int(self._http.port)
 
     def close(self) -> None:
-        self._httpd.shutdown()
-        self._httpd.server_close()
-        self._thread.join(timeout=5)
+        self._http.stop()
 
     def _root_id(self, root: Path) -> str:
         with self._lock:
@@ -128,14 +140,39 @@ class LocalPresignServer:
                 self.in_flight -= 1
                 self.last_activity = time.monotonic()
 
-    def control(self, request: BaseHTTPRequestHandler) -> bool:
-        """Answer a request under `CONTROL_PREFIX` (True when answered); this server has none."""
-        return False
+    def _wsgi(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        """The WSGI application: control requests, then the signed object URLs (GET and HEAD)."""
+        method = str(environ.get("REQUEST_METHOD", "GET"))
+        head = method == "HEAD"
+        target = _request_target(environ)
+        with self.serving():
+            if target.startswith(CONTROL_PREFIX):
+                headers = {
+                    k[5:].replace("_", "-").lower(): str(v)
+                    for k, v in environ.items()
+                    if k.startswith("HTTP_")
+                }
+                reply = self.control(method, target, headers, _control_body(environ))
+                if reply is not None:
+                    return _reply(start_response, reply, head=head)
+            if method not in ("GET", "HEAD"):
+                return _error(start_response, 405, head=head)
+            status, path = self.resolve(target)
+            if path is None:
+                return _error(start_response, status, head=head)
+            try:
+                # Held open while sent: a concurrent delete cannot cut the answer short.
+                handle = open(path, "rb")  # noqa: SIM115 - closed once sent
+            except OSError:  # deleted (or its folder removed) since resolve: gone, as OSS would say
+                return _error(start_response, 404, head=head)
+            return _send_file(handle, path, environ, start_response)
+
+    def control(self, method: str, path: str, headers: Mapping[str, str], body: bytes) -> Reply | None:
+        """The answer to a request under `CONTROL_PREFIX`, or None; this server has none."""
+        return None
 
     def resolve(self, raw_path: str) -> tuple[int, Path | None]:
         """(HTTP status, file) for a request path with query: 200 and the file, or 403 / 404 / 400."""
-        from segflow_cli.localbucket import LocalDirStorage  # the key rules live with the storage
-
         parts = urlsplit(raw_path)
         query = parse_qs(parts.query)
         segments = unquote(parts.path).lstrip("/").split("/", 2)
@@ -153,7 +190,7 @@ class LocalPresignServer:
         if root is None:
             return 403, None
         try:
-            path = LocalDirStorage(root, bucket, presign_server=self).path_for(key)
+            path = bucket_object_path(root, bucket, key)
         except StorageError:
             return 400, None
         if not path.is_file():
@@ -181,90 +218,71 @@ def _parse_range(header: str, size: int) -> tuple[int, int] | None:
     return first, min(last, size - 1)
 
 
-class PresignHandler(BaseHTTPRequestHandler):
-    """Serves the signed object URLs of one `LocalPresignServer` (`presign`, set by `_make_handler`)."""
-
-    protocol_version = "HTTP/1.1"
-    presign: LocalPresignServer
-
-    def log_message(self, format: str, *args: object) -> None:
-        """Quiet: request lines would carry signatures into test output."""
-
-    def _error(self, status: int) -> None:
-        body = f"{status}\n".encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "text/plain")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(body)
-
-    def do_POST(self) -> None:
-        with self.presign.serving():
-            if not (self.path.startswith(CONTROL_PREFIX) and self.presign.control(self)):
-                self._error(405)
-
-    def do_HEAD(self) -> None:
-        self.do_GET()
-
-    def do_GET(self) -> None:
-        with self.presign.serving():
-            if not (self.path.startswith(CONTROL_PREFIX) and self.presign.control(self)):
-                self._get_object()
-
-    def _get_object(self) -> None:
-        status, path = self.presign.resolve(self.path)
-        if path is None:
-            self._error(status)
-            return
-        try:
-            # Held open while sent: a concurrent delete cannot cut the answer short.
-            handle = open(path, "rb")  # noqa: SIM115 - closed by the `with` below
-        except OSError:  # deleted (or its folder removed) since resolve: gone, as OSS would say
-            self._error(404)
-            return
-        with handle:
-            self._send_file(handle, path)
-
-    def _send_file(self, handle: BinaryIO, path: Path) -> None:
-        size = os.fstat(handle.fileno()).st_size
-        first, last = 0, size - 1
-        range_header = self.headers.get("Range")
-        if range_header:
-            parsed = _parse_range(range_header, size)
-            if parsed is None:
-                self.send_response(416)
-                self.send_header("Content-Range", f"bytes */{size}")
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-                return
-            first, last = parsed
-            self.send_response(206)
-            self.send_header("Content-Range", f"bytes {first}-{last}/{size}")
-        else:
-            self.send_response(200)
-        length = max(0, last - first + 1)
-        content_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(length))
-        self.send_header("Accept-Ranges", "bytes")
-        self.end_headers()
-        if self.command == "HEAD":
-            return
-        handle.seek(first)
-        _copy(handle, self.wfile, length)
+def _request_target(environ: Mapping[str, Any]) -> str:
+    """The path and query as sent (waitress's `REQUEST_URI`; else rebuilt from the decoded parts)."""
+    target = environ.get("REQUEST_URI")
+    if target:
+        return str(target)
+    query = str(environ.get("QUERY_STRING", ""))
+    return quote(str(environ.get("PATH_INFO", "/")), safe="/") + (f"?{query}" if query else "")
 
 
-def _make_handler(server: LocalPresignServer) -> type[BaseHTTPRequestHandler]:
-    return type("BoundPresignHandler", (PresignHandler,), {"presign": server})
+def _control_body(environ: Mapping[str, Any]) -> bytes:
+    length = int(environ.get("CONTENT_LENGTH") or 0)
+    return environ["wsgi.input"].read(min(length, MAX_CONTROL_BODY + 1)) if length > 0 else b""
 
 
-def _copy(source: BinaryIO, target: io.BufferedIOBase, length: int) -> None:
-    write = target.write
-    remaining = length
-    while remaining > 0:
-        block = source.read(min(_COPY_CHUNK, remaining))
-        if not block:
-            break
-        write(block)
-        remaining -= len(block)
+def _reply(start_response: StartResponse, reply: Reply, *, head: bool = False) -> list[bytes]:
+    headers = [*reply.headers, ("Content-Length", str(len(reply.body)))]
+    start_response(f"{reply.status} {_PHRASES.get(reply.status, 'Status')}", headers)
+    return [] if head else [reply.body]
+
+
+def _error(start_response: StartResponse, status: int, *, head: bool) -> list[bytes]:
+    return _reply(
+        start_response, Reply(status, f"{status}\n".encode(), [("Content-Type", "text/plain")]), head=head
+    )
+
+
+_PHRASES = {200: "OK", 206: "Partial Content", 400: "Bad Request", 403: "Forbidden", 404: "Not Found",
+            405: "Method Not Allowed", 413: "Request Entity Too Large", 416: "Range Not Satisfiable",
+            503: "Service Unavailable"}  # fmt: skip
+
+
+def _send_file(
+    handle: BinaryIO, path: Path, environ: Mapping[str, Any], start_response: StartResponse
+) -> Iterable[bytes]:
+    size = os.fstat(handle.fileno()).st_size
+    first, last = 0, size - 1
+    headers = [("Accept-Ranges", "bytes")]
+    range_header = environ.get("HTTP_RANGE")
+    status = 200
+    if range_header:
+        parsed = _parse_range(str(range_header), size)
+        if parsed is None:
+            handle.close()
+            return _reply(start_response, Reply(416, b"", [("Content-Range", f"bytes */{size}")]))
+        first, last = parsed
+        status = 206
+        headers.append(("Content-Range", f"bytes {first}-{last}/{size}"))
+    length = max(0, last - first + 1)
+    content_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+    headers += [("Content-Type", content_type), ("Content-Length", str(length))]
+    start_response(f"{status} {_PHRASES[status]}", headers)
+    if environ.get("REQUEST_METHOD") == "HEAD":
+        handle.close()
+        return []
+    handle.seek(first)
+    wrapper = environ.get("wsgi.file_wrapper")
+    if wrapper is not None:  # waitress sends `length` bytes from here, on its I/O thread
+        sent: Iterable[bytes] = wrapper(handle, _COPY_CHUNK)
+        return sent
+    return _blocks(handle, length)
+
+
+def _blocks(handle: BinaryIO, length: int) -> Iterator[bytes]:
+    with handle:
+        remaining = length
+        while remaining > 0 and (block := handle.read(min(_COPY_CHUNK, remaining))):
+            remaining -= len(block)
+            yield block

@@ -39,12 +39,13 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 from segflow.errors import StorageError
-from segflow_cli.presign import CONTROL_PREFIX, LocalPresignServer
+from segflow_cli.bucketpaths import bucket_object_path
+from segflow_cli.presign import CONTROL_PREFIX, LocalPresignServer, Reply
 
 STATE_DIR = ".segflow-urls"
 STATE_FILE = "state.json"
@@ -159,31 +160,22 @@ class UrlServer(LocalPresignServer):
     def state(self) -> State:
         return State(os.getpid(), self.port, self._key, self.until)
 
-    def control(self, request: BaseHTTPRequestHandler) -> bool:
-        if request.command != "POST" or request.path != SIGN_PATH:
-            return False
-        status, answer = self._sign_request(request)
-        request.send_response(status)
-        request.send_header("Content-Type", "application/json")
-        request.send_header("Content-Length", str(len(answer)))
-        request.send_header(AUTH_HEADER, mac(self._key, "signed", answer))
-        request.end_headers()
-        request.wfile.write(answer)
-        return True
+    def control(self, method: str, path: str, headers: Mapping[str, str], body: bytes) -> Reply | None:
+        if method != "POST" or path != SIGN_PATH:
+            return None
+        status, answer = self._sign_request(headers, body)
+        content = [("Content-Type", "application/json"), (AUTH_HEADER, mac(self._key, "signed", answer))]
+        return Reply(status, answer, content)
 
-    def _sign_request(self, request: BaseHTTPRequestHandler) -> tuple[int, bytes]:
-        from segflow_cli.localbucket import LocalDirStorage
-
-        length = int(request.headers.get("Content-Length") or 0)
-        if not 0 < length <= _MAX_BODY:
+    def _sign_request(self, headers: Mapping[str, str], body: bytes) -> tuple[int, bytes]:
+        if not 0 < len(body) <= _MAX_BODY or len(body) != int(headers.get("content-length") or len(body)):
             return 413, b'{"error": "body size"}'
-        body = request.rfile.read(length)
-        if not hmac.compare_digest(request.headers.get(AUTH_HEADER, ""), mac(self._key, "sign", body)):
+        if not hmac.compare_digest(headers.get(AUTH_HEADER.lower(), ""), mac(self._key, "sign", body)):
             return 403, b'{"error": "not signed with this server\'s key"}'
         try:
             fields = json.loads(body)
             bucket, key, seconds = str(fields["bucket"]), str(fields["key"]), int(fields["expires_seconds"])
-            LocalDirStorage(self.root, bucket, presign_server=self).path_for(key)
+            bucket_object_path(self.root, bucket, key)
         except (ValueError, KeyError, TypeError, StorageError) as exc:
             return 400, json.dumps({"error": str(exc)}).encode()
         if not 0 < seconds <= MAX_EXPIRES_SECONDS:

@@ -5,7 +5,9 @@ documents, as encoded bytes. The server stores them and turns them into URLs (se
 segmenter (by its name in `segmenters.base`) and the renderer that turns the segmentation into the action's
 outputs. Whether an action is an image call or a video job is the catalogue's word (`is_async`), not this
 module's: the table is checked against it when it is built. Video actions have no renderer: every frame's
-mask is streamed into a grey mask video (mp4, H.264) by `run_video_action`.
+mask is streamed into a grey mask video (mp4, H.264) by `run_video_action`. `ALL_ACTIONS` is every action
+the engine has a model for; `ACTIONS` keeps those this process serves (`segflow_engine.served`: a package
+built without some actions refuses them).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import numpy as np
 
 from segflow.catalogue import get_action
 from segflow.errors import InputValidationError, UnknownActionError
-from segflow_engine import picwish, render
+from segflow_engine import picwish, render, served
 from segflow_engine.segmenters.base import ElementMask, Segmentation, get_segmenter, get_typed
 from segflow_engine.segmenters.facedetect import MAX_FACES
 
@@ -308,7 +310,7 @@ def action_table(*entries: EngineAction) -> Mapping[str, EngineAction]:
     return MappingProxyType(table)
 
 
-ACTIONS: Mapping[str, EngineAction] = action_table(
+ALL_ACTIONS: Mapping[str, EngineAction] = action_table(
     # imageseg. person: ISNet gated by MediaPipe selfie + pose; salient: ISNet.
     EngineAction("SegmentBody", "person", _cutout),
     EngineAction("SegmentCommonImage", "salient", _cutout_or_mask),
@@ -331,6 +333,19 @@ ACTIONS: Mapping[str, EngineAction] = action_table(
 )
 
 
+def only_served(table: Mapping[str, EngineAction], names: frozenset[str]) -> Mapping[str, EngineAction]:
+    """The entries of `table` whose action is in `names`, in the table's order."""
+    return MappingProxyType({name: entry for name, entry in table.items() if name in names})
+
+
+ACTIONS: Mapping[str, EngineAction] = only_served(ALL_ACTIONS, served.served_actions())
+
+
+def segmenters_of(entry: EngineAction) -> frozenset[str]:
+    """The segmenters that answer an action (PicWish: one per `type`)."""
+    return frozenset(PICWISH_SEGMENTERS.values()) if entry.name == "PicWish" else frozenset({entry.segmenter})
+
+
 def run_image_action(
     action: str,
     params: Mapping[str, str],
@@ -339,6 +354,7 @@ def run_image_action(
 ) -> ActionOutput:
     """Run one image action on a decoded or encoded image. `extra_images` holds further inputs by parameter
     name (RefineMask's `MaskImageURL`). Raises `UnknownActionError` or `InputValidationError`."""
+    served.require_served(action)
     rgb = _as_image(image)
     entry = ACTIONS.get(action)
     if entry is None or entry.render is None:
@@ -349,12 +365,20 @@ def run_image_action(
 WARM_UP_SEGMENTERS = ("salient", "pose_person", "face", "person", "head", "hair", "parse_face", "stamp")
 
 
-def warm_up(names: tuple[str, ...] = WARM_UP_SEGMENTERS) -> dict[str, float]:
-    """Load the segmenters now (seconds each), so the first request does not pay for the model loads."""
+def served_warm_up() -> tuple[str, ...]:
+    """The segmenters of `WARM_UP_SEGMENTERS` the served actions use (a segmenter loads the ones it builds
+    on, `pose_person` with `person`)."""
+    used = frozenset().union(*(segmenters_of(entry) for entry in ACTIONS.values()))
+    return tuple(name for name in WARM_UP_SEGMENTERS if name in used)
+
+
+def warm_up(names: tuple[str, ...] | None = None) -> dict[str, float]:
+    """Load the segmenters now (seconds each), so the first request does not pay for the model loads.
+    By default those the served actions use (`served_warm_up`)."""
     import time
 
     timings = {}
-    for name in names:
+    for name in served_warm_up() if names is None else names:
         started = time.monotonic()
         get_segmenter(name)
         timings[name] = time.monotonic() - started
@@ -364,6 +388,7 @@ def warm_up(names: tuple[str, ...] = WARM_UP_SEGMENTERS) -> dict[str, float]:
 def run_video_action(action: str, params: Mapping[str, str], src_path: Path, dst_path: Path) -> VideoOutput:
     """Segment every frame of `src_path` and write the grey mask video (mp4, H.264) to `dst_path`, streaming:
     memory stays flat whatever the length."""
+    served.require_served(action)
     entry = ACTIONS.get(action)
     if entry is None or not entry.is_async:
         raise UnknownActionError(f"the engine has no video model for action {action!r}")

@@ -1,7 +1,9 @@
-"""The engine's HTTP side: a request read by the bounded server (`segflow_engine.httpd`) becomes a
-`Request`, the application answers it (`segflow_engine.server.Engine.handle`), the answer is written back.
-The application also says which routes stream their body (`Application.streams`): their `Request` carries
-a `stream` to read instead of a `body`.
+"""The engine's HTTP side as WSGI: an environ becomes a `Request`, the application's `Answer` the response.
+
+The server (waitress, `segflow_engine.wsgiserver`) has received each request whole before the application
+sees it; a body beyond `ServerLimits.spool_bytes` waits in a temporary file. The application says which
+routes take their body as a stream (`Application.streams`: the temporary bucket's uploads, up to 1 GiB);
+every other body is an API call's, read into memory, and refused `413` beyond `max_call_body_bytes`.
 
 No query string is ever logged: they hold signatures and AccessKeyIds.
 """
@@ -9,30 +11,32 @@ No query string is ever logged: they hold signatures and AccessKeyIds.
 from __future__ import annotations
 
 import logging
-import shutil
+import os
 import uuid
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from http import HTTPStatus
 from pathlib import Path
-from typing import Any, Protocol, TypeAlias
-from urllib.parse import parse_qsl, urlsplit
+from typing import Any, BinaryIO, Protocol, TypeAlias
+from urllib.parse import parse_qsl, quote, urlsplit
 from xml.sax.saxutils import escape
 
-from segflow_engine.httpd import BoundedHTTPServer
-from segflow_engine.httpwire import BodyStream, BufferedRequestHandler
-from segflow_engine.limits import ServerLimits
-from segflow_engine.protocol import HttpAnswer
+from segflow_engine.protocol import HttpAnswer, render_json
 
 LOG = logging.getLogger("segflow_engine.server")
+
+FILE_BLOCK = 256 * 1024
+StartResponse = Callable[..., Any]
 
 
 @dataclass(frozen=True)
 class Request:
     method: str
-    path: str  # without the query
+    path: str  # without the query, percent-encoded as sent (signatures cover it so)
     query: dict[str, str]
     headers: dict[str, str]  # names in lower case
-    body: bytes
-    stream: BodyStream | None = None  # a streamed route's body, read as it arrives (then `body` is empty)
+    body: bytes = b""
+    stream: BinaryIO | None = None  # a streamed route's body (then `body` is empty)
 
     def header(self, name: str, default: str = "") -> str:
         return self.headers.get(name.lower(), default)
@@ -51,8 +55,7 @@ class Application(Protocol):
     def handle(self, request: Request) -> Answer: ...
 
     def streams(self, method: str, path: str) -> bool:
-        """Whether requests to this route get their body as a `Request.stream` (read by the handler as it
-        arrives) rather than read whole into memory first."""
+        """Whether requests to this route get their body as `Request.stream` rather than read whole."""
         ...
 
 
@@ -68,83 +71,90 @@ def oss_error(status: int, code: str, message: str, host_id: str = "") -> HttpAn
     return HttpAnswer(status, "application/xml", text.encode("utf-8"))
 
 
-class EngineHttpServer(BoundedHTTPServer):
-    """The bounded server and the application it hands requests to (set once the port is known and the
-    application built, before serving)."""
-
-    app: Application
-
-    def __init__(self, address: tuple[str, int], limits: ServerLimits) -> None:
-        super().__init__(address, EngineHandler, limits)
-
-    def streams(self, method: str, path: str) -> bool:
-        return self.app.streams(method, path)
+def serve_wsgi(
+    app: Application, environ: dict[str, Any], start_response: StartResponse, max_call_body: int
+) -> Iterable[bytes]:
+    """One WSGI call of `app`: its request read from `environ`, its answer given to `start_response`."""
+    request = read_request(environ, app.streams, max_call_body)
+    answer = request if isinstance(request, HttpAnswer) else app.handle(request)
+    return respond(answer, environ, start_response)
 
 
-class EngineHandler(BufferedRequestHandler):
-    server: EngineHttpServer  # type: ignore[assignment]
-    server_version = "segflow-engine/0.1"
+def read_request(
+    environ: dict[str, Any], streams: Callable[[str, str], bool], max_call_body: int
+) -> Request | HttpAnswer:
+    """The request of `environ`, or the `413` of an API call's body over `max_call_body` bytes."""
+    method = str(environ.get("REQUEST_METHOD", "GET")).upper()
+    path = _raw_path(environ)
+    headers = {
+        name[5:].replace("_", "-").lower(): str(value)
+        for name, value in environ.items()
+        if name.startswith("HTTP_")
+    }
+    for name in ("CONTENT_TYPE", "CONTENT_LENGTH"):
+        if environ.get(name):
+            headers[name.replace("_", "-").lower()] = str(environ[name])
+    query = dict(parse_qsl(str(environ.get("QUERY_STRING", "")), keep_blank_values=True))
+    body_input: BinaryIO = environ["wsgi.input"]
+    if streams(method, path):
+        return Request(method, path, query, headers, stream=body_input)
+    length = int(headers.get("content-length") or 0)
+    if length > max_call_body:
+        message = f"the request body is {length} bytes; at most {max_call_body} are accepted"
+        return render_json(413, {"Code": "RequestEntityTooLarge", "Message": message})
+    return Request(method, path, query, headers, body=body_input.read(length) if length else b"")
 
-    def do_GET(self) -> None:
-        self._serve()
 
-    def do_POST(self) -> None:
-        self._serve()
+def _raw_path(environ: dict[str, Any]) -> str:
+    """The path as the client sent it: waitress gives the request line's target (`REQUEST_URI`); another
+    server (or a test's environ) only the decoded `PATH_INFO`, encoded again here."""
+    target = environ.get("REQUEST_URI") or environ.get("RAW_URI")
+    if target:
+        return urlsplit(str(target)).path or "/"
+    decoded = str(environ.get("SCRIPT_NAME", "")) + str(environ.get("PATH_INFO", ""))
+    return quote(decoded.encode("latin-1"), safe="/:@!$&'()*+,;=-._~") or "/"
 
-    def do_HEAD(self) -> None:
-        self._serve(head=True)
 
-    def do_PUT(self) -> None:
-        self._serve()
-
-    def do_DELETE(self) -> None:
-        self._serve()
-
-    def _serve(self, head: bool = False) -> None:
-        split = urlsplit(self.path)
-        request = Request(
-            method=self.command,
-            path=split.path or "/",
-            query=dict(parse_qsl(split.query, keep_blank_values=True)),
-            headers={name.lower(): value for name, value in self.headers.items()},
-            body=self.request_body,
-            stream=self.request_stream,
-        )
-        answer = self.server.app.handle(request)
-        if isinstance(answer, FileAnswer):
-            self._write_file(answer, head=head)
-        else:
-            self._write(answer, head=head)
-
-    def _write(self, answer: HttpAnswer, *, head: bool = False) -> None:
-        self.send_response(answer.status)
-        self.send_header("Content-Type", answer.content_type)
-        self.send_header("Content-Length", str(len(answer.body)))
-        if answer.status == 401:
-            self.send_header("X-Ca-Error-Message", "Invalid AppCode")
-        if self.request_stream is not None and self.request_stream.remaining > 0:
-            # The body was refused before its end: this connection carries no further request.
-            self.send_header("Connection", "close")
-            self.close_connection = True
-        self.end_headers()
-        if not head:
-            self.wfile.write(answer.body)
-
-    def _write_file(self, answer: FileAnswer, *, head: bool) -> None:
+def respond(answer: Answer, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+    head = environ.get("REQUEST_METHOD") == "HEAD"
+    if isinstance(answer, FileAnswer):
         try:
             handle = answer.path.open("rb")
-        except FileNotFoundError:
-            self._write(oss_error(404, "NoSuchKey", "no such result"), head=head)
-            return
-        with handle:
-            size = answer.path.stat().st_size
-            self.send_response(200)
-            self.send_header("Content-Type", answer.content_type)
-            self.send_header("Content-Length", str(size))
-            self.end_headers()
-            if not head:
-                shutil.copyfileobj(handle, self.wfile, 256 * 1024)
+        except FileNotFoundError:  # expired and removed since it was resolved
+            answer = oss_error(404, "NoSuchKey", "no such result")
+        else:
+            return _file_response(handle, answer.content_type, environ, start_response, head=head)
+    headers = [("Content-Type", answer.content_type), ("Content-Length", str(len(answer.body)))]
+    if answer.status == 401:
+        headers.append(("X-Ca-Error-Message", "Invalid AppCode"))
+    start_response(_status_line(answer.status), headers)
+    return [] if head else [answer.body]
 
-    def log_message(self, format: str, *args: Any) -> None:
-        path = urlsplit(self.path).path if hasattr(self, "path") else ""
-        LOG.debug("%s %s -> %s", getattr(self, "command", ""), path, args[1] if len(args) > 1 else "")
+
+def _file_response(
+    handle: BinaryIO, content_type: str, environ: dict[str, Any], start_response: StartResponse, *, head: bool
+) -> Iterable[bytes]:
+    """A file, sent by the server's I/O thread (`wsgi.file_wrapper`) so no thread waits on the client."""
+    size = os.fstat(handle.fileno()).st_size
+    start_response(_status_line(200), [("Content-Type", content_type), ("Content-Length", str(size))])
+    if head:
+        handle.close()
+        return []
+    wrapper = environ.get("wsgi.file_wrapper")
+    if wrapper is not None:
+        wrapped: Iterable[bytes] = wrapper(handle, FILE_BLOCK)
+        return wrapped
+    return _blocks(handle)
+
+
+def _blocks(handle: BinaryIO) -> Iterator[bytes]:
+    with handle:
+        while block := handle.read(FILE_BLOCK):
+            yield block
+
+
+def _status_line(status: int) -> str:
+    try:
+        return f"{status} {HTTPStatus(status).phrase}"
+    except ValueError:
+        return f"{status} Unknown"

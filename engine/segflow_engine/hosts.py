@@ -1,5 +1,6 @@
-"""Which hosts are this machine's and which are the public internet's: one rule, used where the engine
-listens (`segflow engine --host`) and where its input downloads may be redirected (`fetch`).
+"""Which hosts name this machine: one rule, for where the engine listens (`segflow engine --host`: beyond
+loopback its inputs must be public) and for whether a download may use the environment's proxy (`fetch`).
+Which addresses are public is requests-hardened's rule, applied to the address a download connects to.
 
 Only the standard library, so `segflow engine --help` stays light.
 """
@@ -7,7 +8,6 @@ Only the standard library, so `segflow engine --help` stays light.
 from __future__ import annotations
 
 import ipaddress
-import socket
 
 IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -38,26 +38,3 @@ def is_loopback(host: str) -> bool:
         return True
     address = _literal(name)
     return address is not None and address.is_loopback
-
-
-def is_public(host: str) -> bool:
-    """True when every address `host` names or resolves to is a public internet address (not loopback,
-    private, link-local such as the cloud metadata address 169.254.169.254, shared CGNAT space, the
-    unspecified 0.0.0.0 — which connects to this machine — nor multicast). A name that does not resolve
-    is not public."""
-    name = _normalised_name(host)
-    if not name or is_loopback(name):
-        return False
-    literal = _literal(name)
-    if literal is not None:
-        return _is_public_address(literal)
-    try:
-        infos = socket.getaddrinfo(name, None, proto=socket.IPPROTO_TCP)
-    except (OSError, UnicodeError):
-        return False
-    addresses = [_literal(str(info[4][0]).split("%", 1)[0]) for info in infos]
-    return bool(addresses) and all(a is not None and _is_public_address(a) for a in addresses)
-
-
-def _is_public_address(address: IpAddress) -> bool:
-    return address.is_global and not address.is_multicast

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from segflow.errors import ConfigError
+from segflow_engine import served
 
 ENV_MODEL_DIR = "SEGFLOW_MODEL_DIR"
 SETUP_HINT = "run `make setup` (or `segflow models install`) in the segflow checkout"
@@ -96,12 +97,24 @@ def mediapipe_root() -> Path | None:
     return Path(next(iter(spec.submodule_search_locations)))
 
 
-def missing_models(directory: Path | None = None, *, verify_hash: bool = False) -> list[str]:
-    """What is missing, one human-readable line per problem; empty when the engine can start."""
+def missing_models(
+    directory: Path | None = None, *, verify_hash: bool = False, needs: frozenset[str] | None = None
+) -> list[str]:
+    """What is missing, one human-readable line per problem; empty when the engine can start. `needs` names
+    the components to check (`segflow_engine.served`; default: what the served actions need)."""
+    if needs is None:
+        needs = served.needs(served.served_actions())
     problems: list[str] = []
     path = isnet_path(directory)
-    if not _isnet_ok(path, verify_hash=verify_hash):
+    if "isnet" in needs and not _isnet_ok(path, verify_hash=verify_hash):
         problems.append(f"ISNet weights missing or damaged: {path}")
+    if "mediapipe" in needs:
+        problems.extend(_missing_mediapipe())
+    return problems
+
+
+def _missing_mediapipe() -> list[str]:
+    problems: list[str] = []
     root = mediapipe_root()
     if root is None:
         problems.append(f"mediapipe=={MEDIAPIPE_VERSION} is not installed")
@@ -112,9 +125,11 @@ def missing_models(directory: Path | None = None, *, verify_hash: bool = False) 
     return problems
 
 
-def check_installed(directory: Path | None = None, *, verify_hash: bool = False) -> None:
+def check_installed(
+    directory: Path | None = None, *, verify_hash: bool = False, needs: frozenset[str] | None = None
+) -> None:
     """Raise `ModelsNotInstalledError` naming the setup command when anything the engine needs is missing."""
-    problems = missing_models(directory, verify_hash=verify_hash)
+    problems = missing_models(directory, verify_hash=verify_hash, needs=needs)
     if problems:
         raise ModelsNotInstalledError("; ".join(problems) + f" — {SETUP_HINT}")
 

@@ -11,13 +11,15 @@ from urllib.parse import parse_qsl
 
 from segflow.catalogue import Action, get_action
 from segflow.errors import InputValidationError, UnknownActionError
+from segflow_engine.served import require_served
 
 PRODUCT_BY_VERSION = {"2019-12-30": "imageseg", "2020-03-20": "videoseg"}
 ASYNC_RESULT_ACTION = "GetAsyncJobResult"
 
 
-def route(params: Mapping[str, str]) -> Action:
-    """The catalogue action an RPC call names; `UnsupportedOperation` if unknown or of another Version."""
+def route(params: Mapping[str, str], served: frozenset[str] | None = None) -> Action:
+    """The catalogue action an RPC call names; `UnsupportedOperation` if unknown or of another Version,
+    `InvalidApi.NotPurchase` if this engine does not serve it (`served`, default: the process's)."""
     name = params.get("Action", "").strip()
     version = params.get("Version", "").strip()
     if not name:
@@ -43,6 +45,7 @@ def route(params: Mapping[str, str]) -> Action:
         raise unsupported
     if action.media not in ("image", "video", "none") or action.product == "picwish":
         raise unsupported
+    require_served(action.name, served)
     return action
 
 

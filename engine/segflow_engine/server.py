@@ -1,96 +1,27 @@
-"""The engine's HTTP server: imageseg (2019-12-30), videoseg (2020-03-20) and PicWish on one port.
+"""The engine on a socket: its WSGI application (`segflow_engine.app.Engine`) served by waitress
+(`segflow_engine.wsgiserver`), a temporary state folder, and the periodic cleanup of expired results.
 
-Routes:
-- `GET|POST /` (any path but the two below) — RPC calls, parameters in the query or a urlencoded form
-  body, routed by `Action` + `Version` (v3 clients may name them in `x-acs-action` / `x-acs-version`),
-  signed with v1 or v3 (`segflow_engine.verify.verify_request`).
-- `POST /tasks/visual/segmentation` and `GET /tasks/visual/segmentation/<task_id>` — PicWish, AppCode auth.
-- `GET|HEAD /results/<id>/<name>?Expires=…&Signature=…` — the result files the answers link to.
-- `AuthorizeFileUpload` (RPC, version 2019-12-19), `POST /viapi-customer-temp/` (the form upload it
-  grants) and `GET /viapi-customer-temp/<key>` — the temporary bucket (`segflow_engine.tempstore`).
-
-`Engine` is the application (a request in, an answer out, no sockets) so the routing is testable on its
-own; `EngineServer` puts it behind the bounded HTTP server (`segflow_engine.httpd`: a fixed pool of
-`limits.threads` threads, deadlines for slow clients, bounded connections and bodies). Model work runs on a
-`WorkerPool` of `workers` threads, so HTTP threads stay free to answer polls and downloads while models run.
+    with EngineServer(EngineConfig(port=0), credentials, actions) as server:   # serves on a thread
+        server.base_url, server.endpoint, server.open_connections
+    serve(host="0.0.0.0", port=9000)                                          # serves on this thread
 """
 
 from __future__ import annotations
 
-import concurrent.futures
 import contextlib
-import io
-import logging
 import shutil
 import tempfile
 import threading
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-from urllib.parse import unquote, urlsplit
 
-from segflow.catalogue import Action, get_action, is_async_call
-from segflow.errors import ApiError, InputValidationError, SegflowError
-from segflow_engine import picwish
-from segflow_engine.auth import Authenticator, EngineCredentials
-from segflow_engine.fetch import IMAGE_POLICY, PICWISH_POLICY, VIDEO_POLICY, FetchPolicy, check_url
-from segflow_engine.handler import Answer, EngineHttpServer, FileAnswer, Request, oss_error
-from segflow_engine.httpd import ServerStats
-from segflow_engine.jobs import WorkerPool
-from segflow_engine.limits import ServerLimits
-from segflow_engine.pipeline import ActionsModule, Pipeline
-from segflow_engine.protocol import (
-    HttpAnswer,
-    RpcFailure,
-    new_request_id,
-    render_error,
-    render_json,
-    render_success,
-    wants_xml,
-)
-from segflow_engine.quota import CallQuota
-from segflow_engine.resultstore import (
-    PICWISH_RESULT_TTL_SECONDS,
-    RESULT_TTL_SECONDS,
-    PeriodicCleaner,
-    ResultAccessError,
-    ResultStore,
-)
-from segflow_engine.rpc import ASYNC_RESULT_ACTION, PRODUCT_BY_VERSION, form_fields, require_media_url, route
-from segflow_engine.tempstore import TEMP_BUCKET, TempBucket
-from segflow_engine.verify import SignatureMismatchError
+from segflow_engine.app import Engine
+from segflow_engine.auth import EngineCredentials
+from segflow_engine.config import EngineConfig
+from segflow_engine.pipeline import ActionsModule
+from segflow_engine.resultstore import PeriodicCleaner
+from segflow_engine.wsgiserver import WsgiServer, listening_socket
 
-LOG = logging.getLogger("segflow_engine.server")
-
-INTERNAL_ERROR = {"imageseg": "InternalError", "videoseg": "InternalServerError"}
-RESULTS_PREFIX = "/results/"
-PICWISH_TASK_SECONDS = 30.0  # beyond this a PicWish task ends with state -8
-SIGNATURE_MISMATCH_MESSAGE = (
-    "Specified signature is not matched with our calculation. server string to sign is:"
-)
-SHUTDOWN_POLL_SECONDS = 0.05  # how quickly serve_forever notices a shutdown request
-
-
-@dataclass(frozen=True)
-class EngineConfig:
-    host: str = "127.0.0.1"
-    port: int = 8780
-    workers: int = 2
-    state_dir: Path | None = None  # None: a temporary directory removed at shutdown
-    public_url: str | None = None  # how clients reach the engine; default http://<host>:<port>
-    cleanup_interval_seconds: float = 60.0
-    result_ttl_seconds: int = RESULT_TTL_SECONDS
-    picwish_result_ttl_seconds: int = PICWISH_RESULT_TTL_SECONDS
-    image_policy: FetchPolicy = IMAGE_POLICY
-    video_policy: FetchPolicy = VIDEO_POLICY
-    picwish_policy: FetchPolicy = PICWISH_POLICY
-    # A synchronous call whose model is not done after this is answered 408 `Timeout` (a service code).
-    sync_timeout_seconds: float = 300.0
-    qps: float | None = None  # per AccessKeyId and action (PicWish: per AppCode); None never throttles
-    limits: ServerLimits = field(
-        default_factory=ServerLimits
-    )  # connections, threads, timeouts and sizes of the HTTP side
+__all__ = ["Engine", "EngineConfig", "EngineServer", "load_actions_module", "serve"]
 
 
 def load_actions_module() -> ActionsModule:
@@ -99,249 +30,6 @@ def load_actions_module() -> ActionsModule:
 
     module: ActionsModule = importlib.import_module("segflow_engine.actions")
     return module
-
-
-@dataclass
-class Engine:
-    """Routes one request to its answer."""
-
-    credentials: EngineCredentials
-    actions: ActionsModule
-    state_dir: Path
-    base_url: str
-    config: EngineConfig = field(default_factory=EngineConfig)
-
-    def __post_init__(self) -> None:
-        self.auth = Authenticator(self.credentials)
-        self.store = ResultStore(self.state_dir / "results", base_url=self.base_url)
-        work_dir = self.state_dir / "work"
-        work_dir.mkdir(parents=True, exist_ok=True)
-        self.pool = WorkerPool(self.config.workers)
-        self.pipeline = Pipeline(
-            self.actions,
-            self.store,
-            self.pool,
-            work_dir,
-            image_policy=self.config.image_policy,
-            video_policy=self.config.video_policy,
-        )
-        self.quota = CallQuota(self.config.qps) if self.config.qps else None
-        self._picwish_tasks: dict[str, tuple[float, dict[str, Any]]] = {}
-        self._picwish_lock = threading.Lock()
-        self.temp_bucket = TempBucket(self.state_dir / "temp", urlsplit(self.base_url).netloc)
-
-    # -- entry ---------------------------------------------------------------------------------------
-    def streams(self, method: str, path: str) -> bool:
-        """The one rule for which requests stream their body instead of having it read into memory first:
-        the temporary bucket's form uploads (up to 1 GiB, written to disk as they arrive)."""
-        return TempBucket.is_upload(method, path)
-
-    def handle(self, request: Request) -> Answer:
-        try:
-            if self.streams(request.method, request.path):
-                return self._receive_upload(request)
-            if request.path.startswith(RESULTS_PREFIX):
-                return self._handle_result(request)
-            if self.temp_bucket.is_object_path(request.path):
-                return self._handle_temp_object(request)
-            if request.path == picwish.PATH or request.path.startswith(picwish.PATH + "/"):
-                return self._handle_picwish(request)
-            return self._handle_rpc(request)
-        except Exception:
-            LOG.exception("unexpected failure on %s %s", request.method, request.path)
-            return render_json(500, {"Code": "InternalError", "Message": "the engine failed"})
-
-    def cleanup(self) -> None:
-        self.store.cleanup()
-        self.pool.cleanup()
-        self.temp_bucket.cleanup()
-        cutoff = self.store.clock() - self.config.picwish_result_ttl_seconds
-        with self._picwish_lock:
-            for task_id in [t for t, (made, _) in self._picwish_tasks.items() if made < cutoff]:
-                del self._picwish_tasks[task_id]
-
-    def close(self) -> None:
-        self.pool.shutdown(wait=True)
-
-    # -- RPC -----------------------------------------------------------------------------------------
-    def _handle_rpc(self, request: Request) -> HttpAnswer:
-        request_id = new_request_id()
-        unverified = {**request.query, **form_fields(request.header("content-type"), request.body)}
-        xml = wants_xml(unverified)
-        version = unverified.get("Version") or request.header("x-acs-version")
-        product = PRODUCT_BY_VERSION.get(version, "imageseg")
-        host_id = request.header("host") or urlsplit(self.base_url).netloc
-        if request.method not in ("GET", "POST"):
-            failure = RpcFailure("UnsupportedHTTPMethod", f"{request.method} is not supported", 405)
-            return render_error(failure, request_id, host_id, xml=xml)
-        try:
-            verified = self.auth.verify_rpc(
-                request.method, request.path, request.query, request.headers, request.body
-            )
-            params = verified.params
-            xml = wants_xml(params)
-            quota_key = f"{verified.access_key_id}/{params.get('Action', '')}"
-            if self.quota is not None and not self.quota.allow(quota_key):
-                raise ApiError(
-                    "Request was denied due to user flow control.", code="Throttling.User", http_status=400
-                )
-            if self.temp_bucket.is_authorize_call(params):  # answered at the top level, not in Data
-                return render_json(200, {"RequestId": request_id, **self.temp_bucket.authorize(params)})
-            action, data = self._dispatch(params, request_id)
-            return render_success(action, request_id, data, xml=xml)
-        except concurrent.futures.TimeoutError:
-            message = f"the model did not finish within {self.config.sync_timeout_seconds:g} s"
-            return render_error(RpcFailure("Timeout", message, 408), request_id, host_id, xml=xml)
-        except SignatureMismatchError as exc:
-            # The service tells the caller its string-to-sign after this exact prefix, and
-            # aliyun-python-sdk-core parses it (split on ':') to tell a wrong secret from a bad signer.
-            # It holds no secret (an STS token is redacted by the layer).
-            message = f"{SIGNATURE_MISMATCH_MESSAGE}{exc.server_string_to_sign}"
-            failure = RpcFailure("SignatureDoesNotMatch", message, exc.http_status or 400)
-            return render_error(failure, request_id, host_id, xml=xml)
-        except SegflowError as exc:
-            failure = RpcFailure.from_error(exc)
-            return render_error(failure, request_id, host_id, xml=xml)
-        except Exception as exc:
-            LOG.exception("RPC %s failed", request_id)
-            failure = RpcFailure(INTERNAL_ERROR[product], f"{type(exc).__name__}: {exc}", 500)
-            return render_error(failure, request_id, host_id, xml=xml)
-
-    def _dispatch(self, params: Mapping[str, str], request_id: str) -> tuple[str, dict[str, Any]]:
-        action = route(params)
-        if action.name == ASYNC_RESULT_ACTION:
-            return action.name, self._job_result(params)
-        url = require_media_url(action, params)
-        for name in action.required_params:
-            if not params.get(name):
-                raise InputValidationError(f"{name} is mandatory for {action.name}", code="MissingParameter")
-        check_url(action, url)
-        if not is_async_call(action, params):
-            stored = self.pipeline.run_image(
-                action,
-                params,
-                ttl_seconds=self.config.result_ttl_seconds,
-                timeout=self.config.sync_timeout_seconds,
-            )
-            return action.name, stored.data
-        self.pool.submit_job(
-            request_id,
-            self._job_work(action, dict(params)),
-            internal_error_code=f"{INTERNAL_ERROR[action.product]}.Algo",
-        )
-        return action.name, {}
-
-    def _job_work(self, action: Action, params: dict[str, str]) -> Callable[[], Mapping[str, Any]]:
-        if action.media == "video":
-            return lambda: self.pipeline.run_video(action, params)
-
-        def image_job() -> Mapping[str, Any]:
-            stored = self.pipeline.run_image(
-                action, params, ttl_seconds=self.config.result_ttl_seconds, on_worker=True
-            )
-            return {"ImageURL": stored.image_url}
-
-        return image_job
-
-    def _job_result(self, params: Mapping[str, str]) -> dict[str, Any]:
-        job_id = params.get("JobId", "").strip()
-        if not job_id:
-            raise InputValidationError("JobId is mandatory for GetAsyncJobResult", code="MissingParameter")
-        state = self.pool.get(job_id)
-        if state is None:
-            raise InputValidationError(f"no job {job_id!r} (or it expired)", code="InvalidParameter")
-        return state.to_data()
-
-    # -- PicWish -------------------------------------------------------------------------------------
-    def _handle_picwish(self, request: Request) -> HttpAnswer:
-        if not self.auth.appcode_accepted(request.header("authorization")):
-            return render_json(401, picwish.error_envelope(401, "Invalid AppCode"))
-        if self.quota is not None and not self.quota.allow(f"picwish/{request.header('authorization')}"):
-            return render_json(429, picwish.error_envelope(429, "Too Many Requests"))
-        if request.method == "GET" and request.path.startswith(picwish.PATH + "/"):
-            task_id = request.path[len(picwish.PATH) + 1 :]
-            with self._picwish_lock:
-                found = self._picwish_tasks.get(task_id)
-            if found is None:
-                return render_json(404, picwish.error_envelope(404, "task not found"))
-            return render_json(200, picwish.envelope(found[1]))
-        if request.method != "POST" or request.path != picwish.PATH:
-            return render_json(404, picwish.error_envelope(404, "not found"))
-        try:
-            task = picwish.parse_request(request.header("content-type"), request.body, request.query)
-        except picwish.PicWishBadRequest as exc:
-            return render_json(exc.status, picwish.error_envelope(exc.status, exc.message))
-        action = get_action("PicWish")
-        try:
-            check_url(action, task.image_url)
-        except SegflowError as exc:
-            return render_json(400, picwish.error_envelope(400, exc.message))
-        data = self._run_picwish(action, task)
-        with self._picwish_lock:
-            self._picwish_tasks[data["task_id"]] = (self.store.clock(), data)
-        return render_json(200, picwish.envelope(data))
-
-    def _run_picwish(self, action: Action, task: picwish.PicWishRequest) -> dict[str, Any]:
-        task_id = picwish.new_task_id()
-        created = picwish.now_ms()
-
-        def finish(
-            state: int, detail: str | None = None, image: str | None = None, mask: str | None = None
-        ) -> dict[str, Any]:
-            return picwish.task_data(
-                task, task_id, state=state, created_at=created, image=image, mask=mask, detail=detail
-            )
-
-        try:
-            stored = self.pipeline.run_image(
-                action,
-                task.action_params(),
-                ttl_seconds=self.config.picwish_result_ttl_seconds,
-                policy=self.config.picwish_policy,
-                timeout=PICWISH_TASK_SECONDS,
-            )
-        except concurrent.futures.TimeoutError:
-            return finish(picwish.STATE_TIMEOUT, f"not done within {PICWISH_TASK_SECONDS:g} s")
-        except SegflowError as exc:
-            return finish(picwish.state_for_code(exc.code), exc.message)
-        except Exception as exc:
-            LOG.exception("PicWish task %s failed", task_id)
-            return finish(picwish.STATE_FAILED, f"{type(exc).__name__}: {exc}")
-        return finish(picwish.STATE_DONE, image=stored.image_url, mask=stored.mask_url)
-
-    # -- results -------------------------------------------------------------------------------------
-    def _handle_result(self, request: Request) -> Answer:
-        if request.method not in ("GET", "HEAD"):
-            return oss_error(405, "MethodNotAllowed", "results are read-only")
-        parts = request.path[len(RESULTS_PREFIX) :].split("/")
-        if len(parts) != 2:
-            return oss_error(404, "NoSuchKey", "no such result")
-        result_id, name = parts[0], unquote(parts[1])
-        try:
-            path = self.store.resolve(
-                result_id, name, request.query.get("Expires"), request.query.get("Signature")
-            )
-        except ResultAccessError as exc:
-            code = "AccessDenied" if exc.status == 403 else "NoSuchKey"
-            return oss_error(exc.status, code, exc.reason)
-        return FileAnswer(path, self.store.content_type(name))
-
-    # -- the temporary bucket ------------------------------------------------------------------------
-    def _receive_upload(self, request: Request) -> HttpAnswer:
-        """A PostObject. Its body is the server's stream (the connection is closed if the refusal leaves
-        some of it unread); a body read whole (a direct call) is read from memory."""
-        body = request.stream if request.stream is not None else io.BytesIO(request.body)
-        length = int(request.header("content-length") or len(request.body))
-        answer, _ = self.temp_bucket.receive(request.headers, body, length)
-        return answer
-
-    def _handle_temp_object(self, request: Request) -> Answer:
-        if request.method not in ("GET", "HEAD"):
-            return oss_error(405, "MethodNotAllowed", "temporary objects are read-only here", TEMP_BUCKET)
-        path = self.temp_bucket.object_path(request.path)
-        if path is None:
-            return oss_error(404, "NoSuchKey", "The specified key does not exist.", TEMP_BUCKET)
-        return FileAnswer(path, "application/octet-stream")
 
 
 class EngineServer:
@@ -359,23 +47,17 @@ class EngineServer:
         self.state_dir = self.config.state_dir or Path(tempfile.mkdtemp(prefix="segflow-engine-"))
         self.state_dir.mkdir(parents=True, exist_ok=True)
         actions_module = actions if actions is not None else load_actions_module()
-
-        self._httpd = EngineHttpServer((self.config.host, self.config.port), self.config.limits)
-        base_url = self.config.public_url or f"http://{_client_host(self.config.host)}:{self.port}"
+        sock = listening_socket(self.config.host, self.config.port, self.config.limits.backlog)
+        self.port = int(sock.getsockname()[1])
+        base_url = self.config.public_url or f"http://{self.host}:{self.port}"
         try:
             self.engine = Engine(self.credentials, actions_module, self.state_dir, base_url, self.config)
+            self._http = WsgiServer(self.engine, sock, self.config.limits)
         except BaseException:
-            self._httpd.server_close()
+            sock.close()
             raise
-        self._httpd.app = self.engine
         self._cleaner = PeriodicCleaner([self.engine.cleanup], self.config.cleanup_interval_seconds)
-        self._thread: threading.Thread | None = None
         self._stopped = threading.Event()
-        self._serving = threading.Event()
-
-    @property
-    def port(self) -> int:
-        return int(self._httpd.server_address[1])
 
     @property
     def host(self) -> str:
@@ -390,51 +72,33 @@ class EngineServer:
     def base_url(self) -> str:
         return self.engine.base_url
 
-    def http_stats(self) -> ServerStats:
-        """Open connections, threads, requests being answered or waiting, slow clients dropped."""
-        return self._httpd.stats()
+    @property
+    def open_connections(self) -> int:
+        """Client connections open now, idle or not."""
+        return self._http.open_connections
 
     def start(self) -> EngineServer:
         """Serves on a background thread and returns at once."""
-        self._serving.set()
         self._cleaner.start()
-        self._thread = threading.Thread(
-            target=self._httpd.serve_forever,
-            kwargs={"poll_interval": SHUTDOWN_POLL_SECONDS},
-            name="segflow-engine-http",
-            daemon=True,
-        )
-        self._thread.start()
+        self._http.start()
         return self
 
     def serve_forever(self) -> None:
         """Serves on the calling thread until `shutdown()` is called from another thread (or a signal)."""
-        self._serving.set()
         self._cleaner.start()
         try:
-            self._httpd.serve_forever(poll_interval=SHUTDOWN_POLL_SECONDS)
+            self._http.serve_forever()
         finally:
-            self._close()
+            self.shutdown()
 
     def shutdown(self) -> None:
         """Stops accepting requests, lets running model work finish, deletes a temporary state dir."""
         if self._stopped.is_set():
             return
-        if not self._serving.is_set():  # never started: nothing to wait for
-            self._close()
-            return
-        self._httpd.shutdown()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-            self._close()
-
-    def _close(self) -> None:
-        if self._stopped.is_set():
-            return
         self._stopped.set()
+        self._http.stop()
         self._cleaner.stop()
         self.engine.close()
-        self._httpd.server_close()
         if self._owns_state_dir:
             shutil.rmtree(self.state_dir, ignore_errors=True)
 

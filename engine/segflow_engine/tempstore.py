@@ -9,8 +9,8 @@ with the object's URL. This module plays both parts for the engine:
   engine's own `host:port`), `ObjectKey` (under a random prefix), `AccessKeyId`, `EncodedPolicy`,
   `Signature`, `UseAccelerate`. The policy expires after `policy_seconds` and allows one key prefix and
   a file of at most the product's largest documented input (imageseg 4 MiB, videoseg 1 GiB).
-- `receive(...)`: the PostObject, streamed to disk from a reader of the request body (a 1 GB video is
-  never held in memory: `is_upload` is the route the engine's server streams), checked the way
+- `receive(...)`: the PostObject, copied to disk from a reader of the request body (a 1 GB video is
+  never held in memory: `is_upload` is the route whose body the engine hands over as a file), checked the way
   OSS documents it (PostObject; "How to handle common errors when the PostObject operation is called"):
   the form's `Signature` is Base64(HMAC-SHA1(AccessKeySecret, policy)); a wrong one is 403 `AccessDenied`,
   an expired policy 403 `AccessDenied` ("Invalid according to Policy: Policy expired."), an unknown
@@ -18,9 +18,9 @@ with the object's URL. This module plays both parts for the engine:
   `conditions` 400 `InvalidPolicyDocument`, a broken form 400 `MalformedPOSTRequest`; a key outside the
   policy's prefix is 403 `AccessDenied` ("Policy Condition failed", the policy-mismatch case), a file
   over `content-length-range` 400 `EntityTooLarge`. `success_action_status=201` is answered 201 with the
-  `PostResponse` XML (Bucket, Location, Key, ETag). A body that stops arriving in time (the server's stream
-  deadlines) is 400 `RequestTimeout`, OSS's code for a socket not read from or written to in time. Errors
-  are OSS's `<Error>` XML.
+  `PostResponse` XML (Bucket, Location, Key, ETag). A body whose reader times out is 400
+  `RequestTimeout`, OSS's code for a socket not read from or written to in time (behind waitress a body
+  that stops arriving never reaches the bucket: the server drops it). Errors are OSS's `<Error>` XML.
 - `object_path(path)`: the stored object for a GET, unsigned as the platform's temporary URLs are, for
   `object_ttl_seconds` (then 404 `NoSuchKey`; `cleanup()` deletes it).
 
@@ -70,7 +70,8 @@ _EXPIRATION_FORMAT = "%Y-%m-%dT%H:%M:%S.000Z"
 
 
 class BodyReader(Protocol):
-    """A request body: a file, or the server's `BodyStream` (which raises `TimeoutError` when it stalls)."""
+    """A request body: the server's received body (a file beyond its spool size) or one in memory; a reader
+    that stalls may raise `TimeoutError` (the tests' http.server stand-in of the bucket reads a socket)."""
 
     def read(self, size: int = -1, /) -> bytes: ...
 

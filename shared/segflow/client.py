@@ -29,8 +29,9 @@ from segflow.settings import (
     DEFAULT_OPENPLATFORM_ENDPOINT,
     DEFAULT_PICWISH_ENDPOINT,
     DEFAULT_VIDEOSEG_ENDPOINT,
+    SIGNATURE_VERSIONS,
 )
-from segflow.signing import Credentials, percent_encode, sign_v1, sign_v3
+from segflow.signing import Credentials, percent_encode, sign_fc_trigger, sign_v1, sign_v3
 from segflow.transport import USER_AGENT, Answer, HttpTransport
 
 if TYPE_CHECKING:
@@ -38,7 +39,6 @@ if TYPE_CHECKING:
 
     from segflow.deadline import Deadline
 
-SIGNATURE_VERSIONS = ("v3", "v1")
 PICWISH_PATH = "/tasks/visual/segmentation"
 _ALIBABA_SUFFIX = ".aliyuncs.com"
 OPENPLATFORM_VERSION = "2019-12-19"
@@ -92,7 +92,9 @@ CredentialsSource = Callable[[], Credentials] | Credentials
 
 
 class VisionClient:
-    """imageseg and videoseg over RPC, signed with v3 (default, as the official SDK 4.x) or v1."""
+    """imageseg and videoseg over RPC, signed with v3 (default, as the official SDK 4.x) or v1; or, for the
+    engine deployed on Function Compute behind an HTTP trigger with `authType: function`, `fc-trigger`
+    (the same requests as v3, signed as FC's gateway checks: `segflow.signing.sign_fc_trigger`)."""
 
     def __init__(
         self,
@@ -234,34 +236,58 @@ class VisionClient:
         query: Mapping[str, str],
         http_method: str | None = None,
     ) -> tuple[str, str, dict[str, str]]:
-        credentials = self._credentials()
         parts = urlsplit(endpoint)
         pathname = parts.path or "/"
         base = f"{parts.scheme}://{parts.netloc}{pathname}"
-        if self.signature_version == "v3":
-            # As alibabacloud-tea-openapi's do_request for style RPC: POST, parameters in the query,
-            # Action/Version in x-acs-* headers, empty body. Format=JSON is explicit: the docs disagree on
-            # the default. A GET (AuthorizeFileUpload) carries exactly the SDK's query; it answers JSON.
-            method = http_method or "POST"
-            v3_query = {**query, "Format": "JSON"} if method == "POST" else dict(query)
-            signed3 = sign_v3(
-                method,
-                parts.netloc,
-                action,
-                version,
-                v3_query,
-                b"",
-                credentials,
-                headers={"user-agent": USER_AGENT},
-                pathname=pathname,
-            )
-            return method, f"{base}?{_encode_query(v3_query)}", signed3.headers
+        if self.signature_version != "v1":
+            return self._v3_request(parts.netloc, base, pathname, action, version, query, http_method)
         method = http_method or self.v1_method
         signed1 = sign_v1(
-            method, {"Action": action, "Version": version, "Format": "JSON", **query}, credentials
+            method, {"Action": action, "Version": version, "Format": "JSON", **query}, self._credentials()
         )
         headers = {"accept": "application/json", "user-agent": USER_AGENT}
         return method, f"{base}?{_encode_query(signed1.params)}", headers
+
+    def _v3_request(
+        self,
+        host: str,
+        base: str,
+        pathname: str,
+        action: str,
+        version: str,
+        query: Mapping[str, str],
+        http_method: str | None,
+    ) -> tuple[str, str, dict[str, str]]:
+        """As alibabacloud-tea-openapi's do_request for style RPC: POST, parameters in the query,
+        Action/Version in x-acs-* headers, empty body. Format=JSON is explicit: the docs disagree on the
+        default. A GET (AuthorizeFileUpload) carries exactly the SDK's query; it answers JSON. With
+        `fc-trigger` the same request is sent, signed for the trigger's gateway instead."""
+        credentials = self._credentials()
+        method = http_method or "POST"
+        v3_query = {**query, "Format": "JSON"} if method == "POST" else dict(query)
+        url = f"{base}?{_encode_query(v3_query)}"
+        if self.signature_version == "fc-trigger":
+            signed = sign_fc_trigger(method, pathname, v3_query, credentials)
+            headers = {
+                "x-acs-action": action,
+                "x-acs-version": version,
+                "accept": "application/json",
+                "user-agent": USER_AGENT,
+                **signed.headers,
+            }
+            return method, url, headers
+        signed3 = sign_v3(
+            method,
+            host,
+            action,
+            version,
+            v3_query,
+            b"",
+            credentials,
+            headers={"user-agent": USER_AGENT},
+            pathname=pathname,
+        )
+        return method, url, signed3.headers
 
 
 def _param_text(value: object) -> str:

@@ -20,6 +20,7 @@ DEFAULT_OPENPLATFORM_ENDPOINT = "https://openplatform.aliyuncs.com"
 DEFAULT_REGION = "cn-shanghai"
 INPUT_URL_MODES = ("upload", "presign")
 LOG_LEVELS = ("debug", "info", "warning", "error")
+SIGNATURE_VERSIONS = ("v3", "v1", "fc-trigger")
 
 CREDENTIAL_VARIABLES = (
     "ALIBABA_CLOUD_ACCESS_KEY_ID",
@@ -59,8 +60,10 @@ class Settings(NamedTuple):
     """`SEGFLOW_PICWISH_ENDPOINT` (default `https://picwish.market.alicloudapi.com`): the PicWish API
     (Alibaba Cloud Marketplace)."""
     signature_version: str = "v3"
-    """`SEGFLOW_SIGNATURE_VERSION` (`v3` default, or `v1`): how imageseg/videoseg requests are signed
-    (v3 = ACS3-HMAC-SHA256 as today's SDKs; v1 = HMAC-SHA1 RPC signature as the older SDKs)."""
+    """`SEGFLOW_SIGNATURE_VERSION` (`v3` default, `v1` or `fc-trigger`): how imageseg/videoseg requests are
+    signed (v3 = ACS3-HMAC-SHA256 as today's SDKs; v1 = HMAC-SHA1 RPC signature as the older SDKs;
+    fc-trigger = as a Function Compute HTTP trigger with `authType: function` checks it, for the endpoints
+    set to the trigger URL of the engine deployed on FC: the function's own STS keys, no shared secret)."""
     picwish_appcode: str | None = None
     """`SEGFLOW_PICWISH_APPCODE` (no default): the Marketplace AppCode for PicWish rules. A secret: set it in
     the console or with `s deploy` variables, never in s.yaml; never printed."""
@@ -177,7 +180,7 @@ class Settings(NamedTuple):
         return cls(
             **_prefix_fields(env),
             **endpoints,
-            signature_version=env.choice("SEGFLOW_SIGNATURE_VERSION", "v3", ("v3", "v1")),
+            signature_version=env.choice("SEGFLOW_SIGNATURE_VERSION", "v3", SIGNATURE_VERSIONS),
             picwish_appcode=env.get("SEGFLOW_PICWISH_APPCODE"),
             rules=_rules(env.get("SEGFLOW_RULES")),
             oversize=env.choice("SEGFLOW_OVERSIZE", "fit", ("fit", "reject")),

@@ -5,6 +5,8 @@ they return the string-to-sign / canonical request with the signature, so a `Sig
 can be explained by comparing it with the server's. `sign_v3` produces the headers an RPC call of the
 official Tea SDK (alibabacloud-tea-openapi 0.4.x) sends, parameters in the query; with `pathname` and a
 body it signs ROA-style calls the same way (FC 3.0's `POST /2023-03-30/functions/{name}/invocations`).
+`sign_fc_trigger` signs a call to a Function Compute HTTP trigger with `authType: function` (the engine
+deployed on FC) the way FC's own example does, which covers less than `sign_v3` (see there).
 
 The server side (verification, as the service and the local engine do it) lives in
 `segflow_engine.verify`: a function never verifies a signature, so it stays out of the layer.
@@ -100,9 +102,11 @@ def _new_nonce() -> str:
     return os.urandom(16).hex()
 
 
-def _canonical_query(params: Mapping[str, str]) -> str:
-    """Sorted `k=v&k=v` with names and values percent-encoded (shared by v1 and v3)."""
-    return "&".join(f"{percent_encode(k)}={percent_encode(params[k])}" for k in sorted(params))
+def _canonical_query(params: Mapping[str, str], *, encode_names: bool = True) -> str:
+    """Sorted `k=v&k=v` with names and values percent-encoded (shared by v1 and v3). `encode_names=False`
+    leaves the names as they are, as alibabacloud-openapi-util's `get_canonical_query_string` does."""
+    name = percent_encode if encode_names else str
+    return "&".join(f"{name(k)}={percent_encode(params[k])}" for k in sorted(params))
 
 
 # ---------------------------------------------------------------------------------------------- v1
@@ -175,6 +179,8 @@ def v3_canonical_request(
     headers: Mapping[str, str],
     signed_headers: list[str],
     payload_hash: str,
+    *,
+    encode_names: bool = True,
 ) -> str:
     """Method, path, sorted encoded query, `name:value` lines of the signed headers, their list, body hash.
 
@@ -185,7 +191,7 @@ def v3_canonical_request(
         [
             method.upper(),
             pathname or "/",
-            _canonical_query(query),
+            _canonical_query(query, encode_names=encode_names),
             header_lines,
             ";".join(signed_headers),
             payload_hash,
@@ -244,12 +250,56 @@ def sign_v3(
         out["x-acs-security-token"] = credentials.security_token
     signed_headers = sorted(out)
     canonical = v3_canonical_request(method, pathname, query, out, signed_headers, payload_hash)
+    return _signed_v3(out, "Authorization", canonical, signed_headers, credentials)
+
+
+def _signed_v3(
+    headers: dict[str, str],
+    authorization_name: str,
+    canonical: str,
+    signed_headers: list[str],
+    credentials: Credentials,
+) -> SignedV3:
+    """Sign the canonical request and add the `Authorization` header (under `authorization_name`)."""
     string_to_sign = v3_string_to_sign(canonical)
     signature = v3_signature(string_to_sign, credentials.access_key_secret)
-    out["Authorization"] = (
+    headers[authorization_name] = (
         f"{V3_ALGORITHM} Credential={credentials.access_key_id},"
         f"SignedHeaders={';'.join(signed_headers)},Signature={signature}"
     )
     return SignedV3(
-        headers=out, canonical_request=canonical, string_to_sign=string_to_sign, signature=signature
+        headers=headers, canonical_request=canonical, string_to_sign=string_to_sign, signature=signature
     )
+
+
+# ------------------------------------------------------------------------- FC HTTP trigger (function auth)
+
+FC_TRIGGER_SIGNED_HEADERS = ("x-acs-date", "x-acs-security-token")
+
+
+def sign_fc_trigger(
+    method: str,
+    pathname: str,
+    query: Mapping[str, str],
+    credentials: Credentials,
+    *,
+    now: datetime | None = None,
+) -> SignedV3:
+    """Sign a call to a Function Compute HTTP trigger with `authType: function`, as FC's own example does.
+
+    FC, "Configure signature authentication for HTTP triggers": the Python example hands
+    `alibabacloud_openapi_util.client.Client.get_authorization(request, "ACS3-HMAC-SHA256", "", ak, sk)` a
+    request made of the method, the URL's path with `$` written `%24`, the query (one value per name) and
+    exactly two headers, `x-acs-date` and `x-acs-security-token` (the STS token, or empty). So the payload
+    is "" (the body is not covered), Host is not signed, and the query names go unencoded as that function
+    writes them. `pathname` is the path exactly as the URL carries it. Returns the three headers to send
+    (`x-acs-date`, `x-acs-security-token`, `authorization`) besides the request's own.
+    """
+    headers = {
+        "x-acs-date": utc_timestamp(_now_utc(now)),
+        "x-acs-security-token": credentials.security_token or "",
+    }
+    signed_headers = sorted(FC_TRIGGER_SIGNED_HEADERS)
+    path = (pathname or "/").replace("$", "%24")
+    canonical = v3_canonical_request(method, path, query, headers, signed_headers, "", encode_names=False)
+    return _signed_v3(headers, "authorization", canonical, signed_headers, credentials)

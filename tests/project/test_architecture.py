@@ -5,13 +5,17 @@
   foundation < knowledge < adapters < bookkeeping < services;
 - the engine imports only the API's facts from the layer, never the command;
 - the engine's segmenters depend on each other one way (no cycle), face detection on no other segmenter,
-  and the registry's name → module map matches the `@register` classes.
+  and the registry's name → module map matches the `@register` classes;
+- no module of the product serves HTTP by hand: no HTTP server or request-handler class, no `selectors`,
+  `socketserver` or `http.server` (the one server is waitress, `segflow_engine.wsgiserver`), and the tests'
+  helpers never reach into the engine's HTTP side.
 """
 
 from __future__ import annotations
 
 import ast
 import graphlib
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -125,6 +129,43 @@ def test_layer_value_types_are_built_from_real_annotations() -> None:
     assert not offenders
 
 
+HAND_WRITTEN_HTTP_MODULES = ("selectors", "socketserver", "http.server")
+SERVER_BASE = re.compile(
+    r"(HTTPServer|TCPServer|UDPServer|WSGIServer|RequestHandler|HTTPChannel|dispatcher)$"
+)
+ENGINE_HTTP_SIDE = {"segflow_engine.handler", "segflow_engine.wsgiserver"}
+
+
+def product_modules() -> Iterator[tuple[str, Path]]:
+    for folder, package in PACKAGES:
+        yield from modules(REPO_ROOT / folder, package)
+
+
+def test_no_product_module_serves_http_by_hand() -> None:
+    """Issue 16 §1: the engine and the local URL server are WSGI applications on waitress."""
+    found = []
+    for name, path in product_modules():
+        used = imports(path)
+        found += [f"{name} imports {m}" for m in HAND_WRITTEN_HTTP_MODULES if m in used or any(
+            u.startswith(m + ".") for u in used)]  # fmt: skip
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ClassDef):
+                bases = [ast.unparse(base) for base in node.bases]
+                found += [f"{name}.{node.name}({base})" for base in bases if SERVER_BASE.search(base)]
+    assert not found, found
+
+
+def test_the_tests_helpers_do_not_reach_into_the_engines_http_side() -> None:
+    support = REPO_ROOT / "tests" / "support"
+    reaching = {
+        f"{path.name} → {target}"
+        for path in support.glob("*.py")
+        for target in imports(path)
+        if ".".join(target.split(".")[:2]) in ENGINE_HTTP_SIDE
+    }
+    assert not reaching
+
+
 SEGMENTERS_DIR = REPO_ROOT / "engine" / "segflow_engine" / "segmenters"
 
 
@@ -190,7 +231,6 @@ def test_the_segmenter_registry_names_the_module_that_registers_each_segmenter()
 KNOWN_CYCLES: set[frozenset[str]] = {
     # Today's cycles, each to be removed (issue 16, "A layout that shows the architecture"); the test fails
     # when one is gone and still listed, so this list only shrinks.
-    frozenset({"segflow_cli.localbucket", "segflow_cli.presign"}),
     frozenset({"segflow.media", "segflow.media.probe"}),
     frozenset({"segflow.services.pairs", "segflow.services.upload"}),  # a function-local import
 }

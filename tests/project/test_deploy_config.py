@@ -24,12 +24,13 @@ def load_s_yaml() -> dict[str, Any]:
     return document
 
 
-def test_s_yaml_is_edition_3_with_two_fc3_functions() -> None:
+def test_s_yaml_is_edition_3_with_two_fc3_functions_and_the_engine() -> None:
     document = load_s_yaml()
     assert document["edition"] == "3.0.0"
     assert {name: r["component"] for name, r in document["resources"].items()} == {
         "on-upload": "fc3",
         "collect-jobs": "fc3",
+        "engine": "fc3",
     }
 
 
@@ -40,9 +41,12 @@ def test_no_secret_like_value_anywhere_in_s_yaml() -> None:
 
 def test_s_yaml_takes_the_appcode_only_from_the_deployers_environment() -> None:
     """The one secret a function may hold: s.yaml names the variable, the value never lives in the file."""
-    for resource in load_s_yaml()["resources"].values():
+    for name, resource in load_s_yaml()["resources"].items():
         environment = resource["props"]["environmentVariables"]
         secrets = {n for n in environment if any(w in n for w in ("SECRET", "TOKEN", "APPCODE", "PASSWORD"))}
+        if name == "engine":  # trusts its trigger's signature check: no key of its own
+            assert not secrets and "SEGFLOW_ENGINE_ACCESS_KEYS" not in environment
+            continue
         assert secrets == {"SEGFLOW_PICWISH_APPCODE"}
         assert environment["SEGFLOW_PICWISH_APPCODE"] == "${env('SEGFLOW_PICWISH_APPCODE', '')}"
 
@@ -151,3 +155,53 @@ def test_policy_grants_the_upload_authorisation_as_the_platform_documents_it() -
     assert wildcards == {("viapi:*", "*")}
     (statement,) = [s for s in policy["Statement"] if "viapi:*" in s["Action"]]
     assert statement["Action"] == ["viapi:*"] and "Condition" not in statement
+
+
+# -- the engine's role (ram-policy-engine.json) and calling it ------------------------------------------
+ENGINE_FUNCTION_ARN = "acs:fc:*:*:functions/segflow-engine"
+
+
+def load_engine_policy() -> dict[str, Any]:
+    policy: dict[str, Any] = json.loads((REPO_ROOT / "ram-policy-engine.json").read_text(encoding="utf-8"))
+    return policy
+
+
+def engine_props() -> dict[str, Any]:
+    props: dict[str, Any] = load_s_yaml()["resources"]["engine"]["props"]
+    return props
+
+
+def test_the_engine_role_writes_only_under_its_own_prefix() -> None:
+    prefix = engine_props()["environmentVariables"]["SEGFLOW_ENGINE_PREFIX"]
+    bucket = "acs:oss:*:*:segflow-demo"
+    oss = {(a, r) for a, r in grants(load_engine_policy()) if a.startswith("oss:")}
+    expected = {
+        (action, f"{bucket}/{prefix}*")
+        for action in ("oss:GetObject", "oss:PutObject", "oss:DeleteObject", "oss:AbortMultipartUpload")
+    }
+    assert oss == expected | {("oss:ListObjects", bucket)}
+    (listing,) = [s for s in load_engine_policy()["Statement"] if "oss:ListObjects" in s["Action"]]
+    assert listing["Condition"] == {"StringLike": {"oss:Prefix": [f"{prefix}*"]}}
+
+
+def test_the_engines_prefix_is_apart_from_the_inputs_and_the_functions_prefixes() -> None:
+    # The OSS trigger must never see the engine's writes, and neither role may touch the other's objects.
+    prefix = engine_props()["environmentVariables"]["SEGFLOW_ENGINE_PREFIX"]
+    settings = Settings()
+    for other in (settings.input_prefix, *settings.own_prefixes):
+        assert not prefix.startswith(other) and not other.startswith(prefix)
+
+
+def test_the_engine_may_invoke_itself_and_nothing_else_of_fc() -> None:
+    """Video jobs are queued as asynchronous invocations of the engine itself (InvokeFunction). Whether a
+    function ARN narrows `fc:InvokeFunction` is unconfirmed (fc-engine.md §5: the API page lists "All
+    Resources"); the README says what to grant if FC refuses it."""
+    fc = {(a, r) for a, r in grants(load_engine_policy()) if a.startswith("fc:")}
+    assert fc == {("fc:InvokeFunction", ENGINE_FUNCTION_ARN)}
+    assert ENGINE_FUNCTION_ARN.endswith(f"/{engine_props()['functionName']}")
+    assert not [a for a, _ in grants(load_engine_policy()) if a.endswith("*")]
+
+
+def test_the_functions_may_call_the_engine_and_no_other_function() -> None:
+    fc = {(a, r) for a, r in grants(load_policy()) if a.startswith("fc:")}
+    assert fc == {("fc:InvokeFunction", ENGINE_FUNCTION_ARN)}

@@ -17,6 +17,7 @@ import pytest
 
 from segflow.settings import Settings
 from tests.conftest import REPO_ROOT
+from tests.support.engine_package import load_builder
 from tests.support.serverless_devs import ServerlessDevs, copy_template, pinned_version
 
 jsonschema = pytest.importorskip("jsonschema")
@@ -35,6 +36,14 @@ USER_ENV = {
     "SEGFLOW_RULES": json.dumps([{"prefix": "incoming/shop/", "action": "SegmentCommodity"}]),
     "SEGFLOW_PICWISH_APPCODE": "sample-appcode-0123456789",
 }
+# What a user sets after `s engine deploy` (docs/engine-on-fc.md): the trigger's URL, and signing for it.
+TRIGGER_URL = "https://segflow-engine-abcdefghij.cn-shanghai.fcapp.run"
+ENGINE_ENV = {
+    "SEGFLOW_IMAGESEG_ENDPOINT": TRIGGER_URL,
+    "SEGFLOW_VIDEOSEG_ENDPOINT": TRIGGER_URL,
+    "SEGFLOW_SIGNATURE_VERSION": "fc-trigger",
+    "SEGFLOW_ENGINE_ROLE_ARN": "acs:ram::1234567890123456:role/my-engine-role",
+}
 # FC docs, "Configure environment variables": a key starts with a letter and holds letters, digits and
 # underscores; all variables together stay within 4 KB; FC_* is reserved.
 _FC_ENV_KEY = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
@@ -51,6 +60,11 @@ def sdevs(tmp_path_factory: pytest.TempPathFactory) -> ServerlessDevs:
 @pytest.fixture(scope="module")
 def defaults(sdevs: ServerlessDevs, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     return sdevs.render(copy_template(S_YAML, tmp_path_factory.mktemp("defaults")))
+
+
+@pytest.fixture(scope="module")
+def with_engine(sdevs: ServerlessDevs, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    return sdevs.render(copy_template(S_YAML, tmp_path_factory.mktemp("engine")), env=ENGINE_ENV)
 
 
 @pytest.fixture(scope="module")
@@ -78,16 +92,16 @@ def test_setup_installed_the_pinned_cli(sdevs: ServerlessDevs) -> None:
 def test_nothing_is_left_unrendered(defaults: dict[str, Any], custom: dict[str, Any]) -> None:
     for document in (defaults, custom):
         assert "${" not in json.dumps(document)
-        assert set(document["resources"]) == {"on-upload", "collect-jobs"}
+        assert set(document["resources"]) == {"on-upload", "collect-jobs", "engine"}
 
 
 def test_every_function_validates_against_the_fc3_schema(
-    defaults: dict[str, Any], custom: dict[str, Any]
+    defaults: dict[str, Any], custom: dict[str, Any], with_engine: dict[str, Any]
 ) -> None:
     if not SCHEMA_PATH.is_file():
         pytest.skip(f"the fc3 props schema is not at {SCHEMA_PATH} (reference file beside the checkout)")
     schema = json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
-    for document in (defaults, custom):
+    for document in (defaults, custom, with_engine):
         for name in document["resources"]:
             resource_props = props(document, name)
             jsonschema.validate(resource_props, schema)  # raises with the failing path
@@ -196,3 +210,62 @@ def test_functions_use_python310_the_layer_and_the_handlers_in_the_repo(defaults
 def test_collector_lease_outlives_its_timeout(defaults: dict[str, Any]) -> None:
     function = props(defaults, "collect-jobs")
     assert Settings.from_env(environment(defaults)).lease_seconds > function["timeout"]
+
+
+# -- the engine ---------------------------------------------------------------------------------------------
+
+
+def test_the_engine_is_a_custom_runtime_web_function_of_the_built_package(defaults: dict[str, Any]) -> None:
+    engine = props(defaults, "engine")
+    builder = load_builder()
+    assert engine["runtime"] == "custom.debian10"  # Python 3.10.9, what the package is built for
+    assert REPO_ROOT / engine["code"] == builder.DEFAULT_OUT  # what `make engine-fc` writes
+    runtime = engine["customRuntimeConfig"]
+    assert runtime["command"] == ["/code/bootstrap"]  # FC unpacks the code package at /code
+    # The server listens where FC sends requests (fc-engine.md §1, "Port").
+    assert str(runtime["port"]) == engine["environmentVariables"]["SEGFLOW_ENGINE_PORT"]
+
+
+def test_the_engines_size_is_within_fcs_rules(defaults: dict[str, Any]) -> None:
+    """FC 3.0 CreateFunctionInput: memory 128 MB–32 GB in multiples of 64 MB, vCPU in multiples of 0.05 with
+    vCPU : memory (GB) between 1:1 and 1:4; instanceConcurrency 1–200 (fc-engine.md §1, §3)."""
+    engine = props(defaults, "engine")
+    cpu, memory_gb = engine["cpu"], engine["memorySize"] / 1024
+    assert engine["memorySize"] % 64 == 0 and round(cpu / 0.05, 6).is_integer()
+    assert cpu <= memory_gb <= 4 * cpu
+    assert 1 <= engine["instanceConcurrency"] <= 200
+    assert engine["diskSize"] in (512, 10240)
+
+
+def test_the_engine_loads_its_models_in_the_initializer(defaults: dict[str, Any]) -> None:
+    """Custom runtime lifecycle hooks: `instanceLifecycleConfig.initializer` makes FC call POST /initialize
+    before the first request (at most 300 s); FC gives the server itself 120 s to listen."""
+    initializer = props(defaults, "engine")["instanceLifecycleConfig"]["initializer"]
+    assert 0 < initializer["timeout"] <= 300 and initializer["handler"]
+
+
+def test_the_engine_is_reached_through_a_signed_http_trigger(defaults: dict[str, Any]) -> None:
+    (trigger,) = props(defaults, "engine")["triggers"]
+    assert trigger["triggerType"] == "http"
+    assert trigger["triggerConfig"]["authType"] == "function"  # ACS3 signature, checked by FC's gateway
+    assert {"GET", "POST"} <= set(trigger["triggerConfig"]["methods"])
+
+
+def test_the_engine_has_its_own_role(defaults: dict[str, Any], with_engine: dict[str, Any]) -> None:
+    assert props(defaults, "engine")["role"] == f"acs:ram::{ACCOUNT}:role/segflow-engine-role"
+    assert props(with_engine, "engine")["role"] == ENGINE_ENV["SEGFLOW_ENGINE_ROLE_ARN"]
+    assert props(defaults, "engine")["role"] != props(defaults, "on-upload")["role"]
+
+
+def test_the_engines_environment_is_within_fcs_limits(defaults: dict[str, Any]) -> None:
+    env = props(defaults, "engine")["environmentVariables"]
+    assert all(isinstance(value, str) for value in env.values())
+    assert all(_FC_ENV_KEY.match(name) and not name.startswith("FC_") for name in env)
+    assert env["SEGFLOW_ENGINE_BUCKET"] == "segflow-demo" and env["SEGFLOW_ENGINE_AUTH"] == "fc-gateway"
+
+
+def test_the_functions_call_the_engine_when_the_user_says_so(with_engine: dict[str, Any]) -> None:
+    settings = Settings.from_env(environment(with_engine))
+    assert settings.imageseg_endpoint == settings.videoseg_endpoint == TRIGGER_URL
+    assert settings.signature_version == "fc-trigger"
+    assert settings.openplatform_endpoint == TRIGGER_URL  # the engine grants its own temporary uploads

@@ -13,9 +13,15 @@ can hold every call at a gate (to watch a job sit in QUEUING / PROCESSING) and c
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
+import socket
 import struct
+import subprocess
+import sys
 import threading
+import time
 import zlib
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -32,9 +38,9 @@ from segflow.errors import SegflowError
 from segflow.media import probe_media
 from segflow.signing import Credentials, sign_v1, sign_v3
 from segflow_engine.auth import EngineCredentials
-from segflow_engine.httpwire import QuietThreadingHTTPServer
 from segflow_engine.server import EngineConfig, EngineServer
 from tests.support.loopback_files import answer_file
+from tests.support.loopback_http import LoopbackServer
 
 PARSE_FACE_NAMES = ("skin", "l_brow", "r_brow", "l_eye", "r_eye", "nose", "u_lip", "l_lip")
 
@@ -322,13 +328,81 @@ def serve_files(files: Mapping[str, bytes]) -> Iterator[LoopbackFiles]:
         def log_message(self, format: str, *args: Any) -> None:
             return
 
-    httpd = QuietThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    served.base_url = f"http://127.0.0.1:{httpd.server_address[1]}"
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with LoopbackServer(Handler) as server:
+        served.base_url = server.base_url
         yield served
+
+
+# -- the `segflow engine` command in a child process ---------------------------------------------------
+@dataclass
+class EngineProcess:
+    """`segflow engine` running in a child process: what `call_rpc` needs, its output and log so far."""
+
+    process: subprocess.Popen[str]
+    port: int
+    access_key_id: str
+    access_key_secret: str
+    banner: list[str]
+    state_dir: Path
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def endpoint(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def credentials(self) -> Credentials:
+        return Credentials(self.access_key_id, self.access_key_secret)
+
+    def stop(self) -> str:
+        """SIGTERM, wait, and everything it wrote on stderr."""
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            _, err = self.process.communicate(timeout=30)
+        finally:
+            if self.process.poll() is None:
+                self.process.kill()
+        return err
+
+
+@contextmanager
+def engine_process(state_dir: Path, *options: str, timeout: float = 120.0) -> Iterator[EngineProcess]:
+    """`segflow engine --port <free> --state-dir <state_dir> <options>`, its key pair chosen here; yields
+    once it prints that it listens, stops it after (SIGTERM)."""
+    from tests.conftest import REPO_ROOT, SOURCE_ROOTS
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = int(sock.getsockname()[1])
+    key = ("engine-process-key", "engine-process-secret")
+    env = dict(os.environ, SEGFLOW_ENGINE_ACCESS_KEYS=":".join(key))
+    env["PYTHONPATH"] = os.pathsep.join([*map(str, SOURCE_ROOTS), str(REPO_ROOT), env.get("PYTHONPATH", "")])
+    command = [
+        sys.executable,
+        "-m",
+        "segflow_cli",
+        "engine",
+        "--port",
+        str(port),
+        "--state-dir",
+        str(state_dir),
+    ]
+    process = subprocess.Popen(
+        [*command, *options], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+    )
+    running = EngineProcess(process, port, *key, [], state_dir)
+    try:
+        assert process.stdout is not None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and (line := process.stdout.readline()):
+            running.banner.append(line.rstrip("\n"))
+            if line.startswith("  inputs:"):  # the banner's last line but the log's
+                break
+        assert any(line.startswith("segflow engine listening on") for line in running.banner), running.banner
+        yield running
     finally:
-        httpd.shutdown()
-        httpd.server_close()
-        thread.join(timeout=5)
+        if process.poll() is None:
+            running.stop()

@@ -33,13 +33,13 @@ import uuid
 from collections import defaultdict, deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from types import TracebackType
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 from segflow.signing import Credentials
-from segflow_engine.httpwire import QuietThreadingHTTPServer
+from tests.support.loopback_http import LoopbackServer
 
 TEST_CREDENTIALS = Credentials("test-access-key-id", "test-access-key-secret")
 TEST_STS_CREDENTIALS = Credentials("STS.test-key-id", "test-sts-secret", "test-security-token")
@@ -181,8 +181,7 @@ class FakeApi:
         self._queues: dict[str, deque[Reply]] = defaultdict(deque)
         self._handler: Handler | None = None
         self._requests: list[RecordedRequest] = []
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
+        self._server: LoopbackServer | None = None
         self._nonces: Any = None
         self.handler_errors: list[BaseException] = []  # exceptions raised by the handler callback
 
@@ -194,22 +193,14 @@ class FakeApi:
         from segflow_engine.verify import NonceCache
 
         self._nonces = NonceCache()
-        server = _Server(("127.0.0.1", 0), _make_handler_class(self))
-        self._server = server
-        self._thread = threading.Thread(
-            target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
-        self._thread.start()
+        self._server = LoopbackServer(_make_handler_class(self))
         return self
 
     def stop(self) -> None:
         server, self._server = self._server, None
         if server is None:
             return
-        server.shutdown()
-        server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
+        server.close()
 
     def __enter__(self) -> FakeApi:
         return self.start()
@@ -223,7 +214,7 @@ class FakeApi:
     def port(self) -> int:
         if self._server is None:
             raise RuntimeError("FakeApi is not started")
-        return int(self._server.server_address[1])
+        return self._server.port
 
     @property
     def url(self) -> str:
@@ -357,10 +348,6 @@ class FakeApi:
         if record.action == "PicWish":
             return Reply.picwish()
         return Reply.ok({})
-
-
-class _Server(QuietThreadingHTTPServer):
-    """Many client threads may connect at once; clients that give up are not errors."""
 
 
 def _body_params(headers: Mapping[str, str], body: bytes) -> dict[str, str]:

@@ -26,6 +26,14 @@ What it checks and answers, and where each fact is documented:
   A function deployed with `runs=` really runs: an accepted asynchronous event is handed to it on a
   background thread (FC's async queue) and, while it raises, delivered again up to 3 more times (the
   default `maxAsyncRetryAttempts`, "Asynchronous invocations"); `drain()` waits for the queue.
+  A web function deployed with `instances=` (custom runtime, "Custom runtime: principles" and "Event
+  handlers"): an accepted asynchronous event is converted to `POST /invoke` with the payload as body
+  (`Content-Type: application/octet-stream`), the context headers of "Context and log format" (FC 3.0:
+  `x-fc-request-id`, the role's keys in `x-fc-access-key-id` / `-secret` / `x-fc-security-token`,
+  `x-fc-function-name`, `x-fc-region`, … and `x-fc-control-path: /invoke`) and sent to one of the
+  instances in turn; a delivery fails when the connection fails, the answer is not 2xx, or it carries
+  `x-fc-status: 404` (how a custom runtime reports a failed invocation), and is retried on the next
+  instance up to `async_retries` more times (`asyncInvokeConfig.maxAsyncRetryAttempts`, default 3).
 - FC 2.0, "API reference (2016-08-15)" and "Signature authentication": `POST /2016-08-15/services/
   {service}[.{qualifier}]/functions/{function}/invocations`, `Authorization: FC <AccessKeyId>:<signature>`
   with signature = Base64(HMAC-SHA256(secret, VERB \\n Content-MD5 \\n Content-Type \\n Date \\n
@@ -52,13 +60,15 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from types import TracebackType
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from segflow.errors import SigningError
+from segflow.signing import Credentials
 from tests.support.fake_api import DEFAULT_SECRETS, new_request_id
+from tests.support.loopback_http import LoopbackServer
 
 ACCOUNT_ID = "1234567890123456"
 FC3_PATH = re.compile(r"^/2023-03-30/functions/([^/]+)/invocations$")
@@ -67,7 +77,49 @@ LOG_TAIL_LIMIT = 4096
 MAX_ASYNC_PAYLOAD = 128 * 1024
 MAX_SYNC_PAYLOAD = 32 * 1024 * 1024
 ASYNC_RETRIES = 3
+ASYNC_TIMEOUT = 600.0  # seconds one delivery may run (the function's `timeout`, bounded for tests)
 FC2_MAX_DATE_SKEW = 15 * 60
+
+
+@dataclass(frozen=True)
+class FunctionContext:
+    """What FC tells a custom-runtime instance about the function on every request (FC 3.0, "Context and
+    log format": the x-fc-* request headers). `role` is the function role's STS key."""
+
+    name: str
+    role: Credentials
+    region: str = "cn-shanghai"
+    account_id: str = ACCOUNT_ID
+    memory_mb: int = 4096
+
+    def headers(self, request_id: str, control_path: str) -> dict[str, str]:
+        return {
+            "x-fc-request-id": request_id,
+            "x-fc-access-key-id": self.role.access_key_id,
+            "x-fc-access-key-secret": self.role.access_key_secret,
+            "x-fc-security-token": self.role.security_token or "",
+            "x-fc-function-handler": "true",  # meaningless for a custom runtime
+            "x-fc-function-memory": str(self.memory_mb),
+            "x-fc-region": self.region,
+            "x-fc-account-id": self.account_id,
+            "x-fc-qualifier": "LATEST",
+            "x-fc-version-id": "LATEST",
+            "x-fc-function-name": self.name,
+            "x-fc-service-logproject": "",
+            "x-fc-service-logstore": "",
+            "x-fc-control-path": control_path,
+        }
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One `POST /invoke` of an asynchronous event to an instance, and how it ended."""
+
+    instance: str
+    request_id: str
+    status: int  # 0: the connection failed
+    fc_status: str | None
+    succeeded: bool
 
 
 @dataclass
@@ -80,6 +132,10 @@ class Deployed:
     qualifiers: frozenset[str] = frozenset({"LATEST"})
     runs: Callable[[bytes], object] | None = None
     """The function's code for asynchronous events (run in the background, retried while it raises)."""
+    instances: tuple[str, ...] = ()
+    """Base URLs of a web function's instances: asynchronous events are delivered to them as POST /invoke."""
+    context: FunctionContext | None = None
+    async_retries: int = ASYNC_RETRIES
 
 
 @dataclass(frozen=True)
@@ -142,16 +198,14 @@ class FcStandIn:
         self._queue = ThreadPoolExecutor(max_workers=4, thread_name_prefix="fc-async")
         self._queued: list[Future[None]] = []
         self.async_failures: list[str] = []  # events whose function still raised after FC's retries
+        self.deliveries: list[Delivery] = []  # POST /invoke to a web function's instances, in order
+        self._next_instance = 0
         self._nonces = NonceCache()
         self._lock = threading.Lock()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_class(self))
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
+        self._server: LoopbackServer | None = None
 
     def __enter__(self) -> FcStandIn:
-        self._thread.start()
+        self._server = LoopbackServer(_handler_class(self))
         return self
 
     def __exit__(
@@ -159,14 +213,14 @@ class FcStandIn:
     ) -> None:
         self.drain()
         self._queue.shutdown(wait=True)
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=10)
+        if self._server is not None:
+            self._server.close()
 
     @property
     def url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host!s}:{port}"
+        if self._server is None:
+            raise RuntimeError("the FC stand-in is not started (use it as a context manager)")
+        return self._server.base_url
 
     def refuse(self, count: int, status: int, code: str, message: str = "scripted refusal") -> None:
         """Answer the next `count` well-signed FC 3.0 invocations with this error instead of running them."""
@@ -280,8 +334,12 @@ class FcStandIn:
         if invocation_type == "Async":
             if deployed.runs is not None:
                 future = self._queue.submit(self._run_async, deployed.runs, record.body)
-                with self._lock:
-                    self._queued.append(future)
+            elif deployed.instances:
+                future = self._queue.submit(self._deliver, deployed, name, record.body, request_id)
+            else:
+                return _Answer(202, b"", headers)
+            with self._lock:
+                self._queued.append(future)
             return _Answer(202, b"", headers)
         if log_type == "Tail":
             tail = deployed.log.encode()[-LOG_TAIL_LIMIT:]
@@ -302,6 +360,27 @@ class FcStandIn:
                 failure = traceback.format_exc()
         with self._lock:
             self.async_failures.append(failure)
+
+    def _deliver(self, deployed: Deployed, name: str, event: bytes, request_id: str) -> None:
+        context = deployed.context or FunctionContext(name, Credentials("STS.standin", "standin-secret"))
+        headers = {
+            **context.headers(request_id, "/invoke"),
+            "Content-Type": "application/octet-stream",
+            "x-fc-invocation-type": "Async",
+        }
+        for _attempt in range(1 + deployed.async_retries):
+            with self._lock:
+                instance = deployed.instances[self._next_instance % len(deployed.instances)]
+                self._next_instance += 1
+            delivery = _post_invoke(instance, headers, event, request_id)
+            with self._lock:
+                self.deliveries.append(delivery)
+            if delivery.succeeded:
+                return
+        with self._lock:
+            self.async_failures.append(
+                f"{request_id}: not delivered after {1 + deployed.async_retries} tries"
+            )
 
     # --- FC 2.0 -----------------------------------------------------------------------------------
 
@@ -373,6 +452,20 @@ class FcStandIn:
             "Arn": f"acs:ram::{self.account_id}:user/segflow",
         }
         return _Answer(200, json.dumps(document).encode(), {"Content-Type": "application/json;charset=utf-8"})
+
+
+def _post_invoke(instance: str, headers: Mapping[str, str], event: bytes, request_id: str) -> Delivery:
+    import requests
+
+    try:
+        response = requests.post(
+            f"{instance}/invoke", data=event, headers=dict(headers), timeout=ASYNC_TIMEOUT
+        )
+    except requests.RequestException:
+        return Delivery(instance, request_id, 0, None, False)
+    fc_status = response.headers.get("x-fc-status")
+    succeeded = 200 <= response.status_code < 300 and fc_status != "404"
+    return Delivery(instance, request_id, response.status_code, fc_status, succeeded)
 
 
 def _api_of(path: str, headers: Mapping[str, str]) -> str:

@@ -37,10 +37,10 @@ from segflow.services.deps import Deps
 from segflow.settings import Settings
 from segflow.storage.base import Storage
 from segflow_cli.localbucket import LocalDirStorage
-from segflow_engine.httpwire import QuietThreadingHTTPServer
 from tests.conftest import REPO_ROOT
 from tests.support.fake_api import TEST_CREDENTIALS, FakeApi, RecordedRequest, Reply, new_request_id
 from tests.support.loopback_files import answer_file
+from tests.support.loopback_http import LoopbackServer
 
 BUCKET = "segflow-demo"
 VIDEO_SUFFIXES = (".mp4", ".mov", ".avi", ".flv")
@@ -80,16 +80,11 @@ class ResultServer:
             def log_message(self, format: str, *args: Any) -> None:
                 return
 
-        self._httpd = QuietThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._thread = threading.Thread(
-            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
-        self._thread.start()
+        self._server = LoopbackServer(Handler)
 
     @property
     def base_url(self) -> str:
-        host, port = self._httpd.server_address[:2]
-        return f"http://{host!s}:{port}"
+        return self._server.base_url
 
     def add(self, data: bytes, extension: str) -> str:
         name = f"results/{uuid.uuid4().hex}{extension}"
@@ -110,9 +105,7 @@ class ResultServer:
             self._throttles.extend([bytes_per_second] * count)
 
     def close(self) -> None:
-        self._httpd.shutdown()
-        self._httpd.server_close()
-        self._thread.join(timeout=5)
+        self._server.close()
 
 
 # ---------------------------------------------------------------------------------------- fake service

@@ -140,3 +140,14 @@ def capture_official_rpc_call(
 
 class _Captured(Exception):
     """Raised by the fake transport once it has the request."""
+
+
+@dataclass
+class TeaRequest:
+    """The fields of the official SDK's request object (`Tea.request.TeaRequest`) that
+    alibabacloud-openapi-util's `get_authorization` reads."""
+
+    method: str
+    pathname: str
+    query: dict[str, str]
+    headers: dict[str, str]

@@ -12,13 +12,14 @@ from __future__ import annotations
 import contextlib
 import tempfile
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
 from segflow.results import parse_document
 from segflow_engine.tempstore import TempBucket
+from tests.support.loopback_http import LoopbackServer
 
 
 class TempBucketServer:
@@ -33,14 +34,9 @@ class TempBucketServer:
         self.gets: list[str] = []
         self._failures: list[int] = []
         self._lock = threading.Lock()
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
-        self._httpd.daemon_threads = True
-        host, port = self._httpd.server_address[:2]
-        self.bucket = TempBucket(Path(root or self._tmp.name), f"{host!s}:{port}")  # type: ignore[union-attr]
-        self._thread = threading.Thread(
-            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
-        self._thread.start()
+        self._server = LoopbackServer(_handler(self))
+        endpoint = f"127.0.0.1:{self._server.port}"
+        self.bucket = TempBucket(Path(root or self._tmp.name), endpoint)  # type: ignore[union-attr]
 
     @classmethod
     def shared(cls) -> TempBucketServer:
@@ -67,9 +63,7 @@ class TempBucketServer:
             self.posts.append((status, code))
 
     def close(self) -> None:
-        self._httpd.shutdown()
-        self._httpd.server_close()
-        self._thread.join(timeout=5)
+        self._server.close()
         if self._tmp is not None:
             self._tmp.cleanup()
 

@@ -24,7 +24,6 @@ import pytest
 from segflow.catalogue import get_action
 from segflow.errors import InputValidationError
 from segflow_engine.fetch import FetchPolicy, fetch_bytes
-from segflow_engine.httpwire import QuietThreadingHTTPServer
 from tests.support.engine_server import (
     LoopbackFiles,
     RunningEngine,
@@ -34,6 +33,7 @@ from tests.support.engine_server import (
     serve_files,
     start_engine,
 )
+from tests.support.loopback_http import LoopbackServer
 
 PHOTO = make_png(40, 30, channels=3)
 # Short bounds so the stalled and refused cases end quickly (the defaults are 5 s / 10 s / 30 s).
@@ -98,13 +98,9 @@ def other() -> Iterator[LoopbackFiles]:
 @pytest.fixture(scope="module")
 def trap(other: LoopbackFiles) -> Iterator[str]:
     _Trap.other_port = int(other.base_url.rsplit(":", 1)[1])
-    httpd = QuietThreadingHTTPServer(("127.0.0.1", 0), _Trap)
-    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    _Trap.released.set()
-    httpd.shutdown()
-    httpd.server_close()
+    with LoopbackServer(_Trap) as server:
+        yield server.base_url
+        _Trap.released.set()
 
 
 @pytest.fixture(scope="module")

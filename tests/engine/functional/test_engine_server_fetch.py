@@ -8,7 +8,6 @@ THEN  it stops at the action's byte limit (VISION-API.md §2: SegmentBody ≤ 3 
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler
@@ -20,7 +19,7 @@ import pytest
 from segflow.catalogue import MiB, get_action
 from segflow.errors import InputValidationError
 from segflow_engine.fetch import FetchPolicy, fetch_bytes, fetch_to_file
-from segflow_engine.httpwire import QuietThreadingHTTPServer
+from tests.support.loopback_http import LoopbackServer
 
 CHUNK = b"\0" * 65536
 
@@ -58,12 +57,8 @@ class _Handler(BaseHTTPRequestHandler):
 
 @pytest.fixture(scope="module")
 def base_url() -> Iterator[str]:
-    httpd = QuietThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
-    httpd.server_close()
+    with LoopbackServer(_Handler) as server:
+        yield server.base_url
 
 
 def test_stream_without_length_stops_at_3_mb_for_segment_body(base_url: str) -> None:

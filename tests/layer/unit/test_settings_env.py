@@ -194,3 +194,17 @@ def test_log_level_is_one_of_the_logging_levels_named_in_its_error() -> None:
         ConfigError, match="SEGFLOW_LOG_LEVEL='loud' must be one of debug, info, warning, error"
     ):
         Settings.from_env({"SEGFLOW_LOG_LEVEL": "loud"})
+
+
+def test_the_engine_on_function_compute_is_signed_for_its_http_trigger() -> None:
+    # Its trigger URL replaces both endpoints; the functions sign with their own STS keys (no shared secret).
+    trigger = "https://segflow-engine-abcdefghij.cn-shanghai.fcapp.run"
+    settings = Settings.from_env(
+        {
+            "SEGFLOW_IMAGESEG_ENDPOINT": trigger,
+            "SEGFLOW_VIDEOSEG_ENDPOINT": trigger,
+            "SEGFLOW_SIGNATURE_VERSION": "FC-Trigger",
+        }
+    )
+    assert settings.signature_version == "fc-trigger"
+    assert settings.openplatform_endpoint == trigger  # the engine grants its own temporary uploads

@@ -7,7 +7,6 @@ dependencies: the layer never imports them.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from types import ModuleType
 from typing import Any
@@ -32,6 +31,7 @@ from tests.support.signing_cases import (
     PARAMETER_SETS,
     PLAIN,
     STS,
+    TeaRequest,
     capture_official_rpc_call,
 )
 
@@ -50,16 +50,6 @@ def _core_function(name: str) -> Any:
 
 def _unsigned(params: dict[str, str]) -> dict[str, str]:
     return {k: v for k, v in params.items() if k != "Signature"}
-
-
-@dataclass
-class _TeaRequest:
-    """The shape of the official SDK's request object that `get_authorization` reads."""
-
-    method: str
-    pathname: str
-    query: dict[str, str]
-    headers: dict[str, str]
 
 
 @pytest.mark.parametrize(("params", "creds"), CASES)
@@ -109,7 +99,7 @@ def test_v3_authorization_matches_openapi_get_authorization(
         nonce=FIXED_NONCE,
     )
     sent = {k: v for k, v in signed.headers.items() if k != "Authorization"}
-    request = _TeaRequest(method="POST", pathname="/", query=dict(params), headers=sent)
+    request = TeaRequest(method="POST", pathname="/", query=dict(params), headers=sent)
 
     theirs = util.get_authorization(
         request,
@@ -206,7 +196,7 @@ def test_v3_roa_path_and_binary_body_match_openapi_get_authorization(creds: Cred
         pathname=ROA_PATH,
     )
     sent = {k: v for k, v in signed.headers.items() if k != "Authorization"}
-    request = _TeaRequest(method="POST", pathname=ROA_PATH, query=query, headers=sent)
+    request = TeaRequest(method="POST", pathname=ROA_PATH, query=query, headers=sent)
 
     theirs = util.get_authorization(
         request,
