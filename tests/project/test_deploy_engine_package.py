@@ -129,7 +129,10 @@ def test_the_package_serves_its_actions_on_python_310_with_nothing_else(
     code: Path, files: LoopbackFiles
 ) -> None:
     env = {"SEGFLOW_ENGINE_ACCESS_KEYS": f"{KEY.access_key_id}:{KEY.access_key_secret}"}
-    with start_instance(code, env) as instance:
+    # Bound to 0.0.0.0, the engine takes inputs from public addresses only: the test's file server is let
+    # through by name, as `customRuntimeConfig.args` could name a host on FC.
+    host = files.url("photo.png").split("/")[2]
+    with start_instance(code, env, ["--allow-input-host", host]) as instance:
         endpoints = Endpoints(imageseg=instance.url, videoseg=instance.url, openplatform=instance.url)
         client = VisionClient(KEY, endpoints=endpoints, retry=RetryPolicy(max_attempts=1), timeout=120)
         result = client.segment("SegmentCommonImage", files.url("photo.png"))
