@@ -227,11 +227,12 @@ def run(args: argparse.Namespace) -> int:
 def _start(args: argparse.Namespace) -> tuple[EngineServer, EngineCredentials] | int:
     """The engine, its models loaded (unless --no-warm-up) and its port bound; or the exit status."""
     from segflow.errors import ConfigError
-    from segflow_engine.auth import EngineCredentials
+    from segflow_engine.auth import EngineCredentials, gateway_trusted
     from segflow_engine.models import check_installed
     from segflow_engine.server import EngineConfig, EngineServer
 
     try:
+        trust_gateway = gateway_trusted(os.environ)  # fc-gateway only inside Function Compute
         check_installed()
         credentials = EngineCredentials.from_env(os.environ)
     except ConfigError as exc:
@@ -253,6 +254,7 @@ def _start(args: argparse.Namespace) -> tuple[EngineServer, EngineCredentials] |
         qps=args.qps,
         limits=server_limits(args),
         input_addresses=address_rule(args),
+        trust_gateway=trust_gateway,
     )
     try:
         return EngineServer(config, credentials), credentials
