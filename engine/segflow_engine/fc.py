@@ -15,18 +15,11 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import signal
 import sys
-import threading
 from collections.abc import Sequence
-from types import FrameType
-from typing import TYPE_CHECKING
 
 from segflow.errors import ConfigError
 from segflow_engine import command, served
-
-if TYPE_CHECKING:
-    from segflow_engine.server import EngineServer
 
 KEEP_ALIVE_SECONDS = 16 * 60
 # One model worker: on an instance's 2 vCPU a second model call at once gains nothing (bench/engine_fc.py:
@@ -80,24 +73,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     where = f"OSS {deployment.bucket}/{deployment.prefix}" if deployment.bucket else "this instance"
     print(f"segflow engine on Function Compute: serves {', '.join(actions)}", flush=True)
     print(f"segflow engine listening on {server.base_url}; state in {where}", flush=True)
-    _serve_until_stopped(server)
+    command.serve_until_stopped(server)
     return 0
-
-
-def _serve_until_stopped(server: EngineServer) -> None:
-    stop = threading.Event()
-
-    def request_stop(signum: int, frame: FrameType | None) -> None:
-        stop.set()
-
-    previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        server.start()
-        stop.wait()  # a signal's handler sets it; nothing runs meanwhile (FC may freeze an idle instance)
-    finally:
-        server.shutdown()
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
 
 
 if __name__ == "__main__":
