@@ -211,7 +211,7 @@ def test_the_engines_jobs_and_runtime_agree_with_its_function_settings() -> None
     """A job shows PROCESSING until the function's `timeout` has passed since its last attempt began, and
     QUEUING until FC drops its event (`maxAsyncEventAgeInSeconds`); after that it reads TIMEOUT_FAILED
     (segflow_engine.cloudjobs). FC retries a failed delivery (`maxAsyncRetryAttempts`) and calls the
-    Initializer, where the models load; the engine trusts the gateway because the trigger checks signatures."""
+    Initializer, where the models load; the engine trusts the gateway, as the trigger checks signatures."""
     from segflow_engine import cloudjobs, fc
 
     props = engine_props()
