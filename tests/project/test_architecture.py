@@ -33,6 +33,9 @@ LEVELS = {
 LEVEL_OF = {name: level for level, names in LEVELS.items() for name in names}
 ENGINE_MAY_USE = {"segflow", "segflow.catalogue", "segflow.errors", "segflow.media", "segflow.signing"}
 ENGINE_MAY_USE |= {"segflow.validation"}
+# The engine on Function Compute keeps its state in OSS with the layer's storage adapter, reached with the
+# role key the layer reads from the environment (shared/ARCHITECTURE.md, "Who may import whom").
+ENGINE_MAY_USE |= {"segflow.storage", "segflow.settings", "segflow.credentials"}
 
 
 PACKAGES = (("shared", "segflow"), ("engine", "segflow_engine"), ("cli", "segflow_cli"))
