@@ -146,6 +146,8 @@ def _function_error(body: bytes) -> str:
 def _invoke_fc2(
     args: argparse.Namespace, function_name: str, event: bytes, credentials: Credentials, endpoint: str
 ) -> int:
+    """A function of an FC 2.0 service, through its SDK (`/2016-08-15/services/{service}/functions/{name}/
+    invocations`)."""
     import fc2  # aliyun-fc2: a test/deploy dependency, only for functions of FC 2.0 services
 
     from segflow_cli.fcapi import decode_log_tail
