@@ -4,7 +4,8 @@
   `retry.RetryPolicy.run(…)`) resolves to a module or an attribute; a bare layer module name is read
   under `segflow`;
 - the levels of the layer in "Who may import whom" are `LEVELS`, and the layer modules the engine may
-  import are `ENGINE_MAY_USE`.
+  import are `ENGINE_MAY_USE`;
+- every package pyproject.toml installs for the product has its line of why in "Third-party packages".
 """
 
 from __future__ import annotations
@@ -97,3 +98,17 @@ def test_the_drawn_engine_rule_is_the_checked_one() -> None:
             for group in re.findall(r"segflow\.\{([^}]*)\}", line):
                 drawn |= {f"segflow.{name.strip()}" for name in group.split(",")}
     assert drawn == ENGINE_MAY_USE - {"segflow"}
+
+
+def product_requirements() -> set[str]:
+    """The distributions pyproject.toml installs for the product: the layer's, the command's, the engine's."""
+    tomllib = pytest.importorskip("tomllib")
+    project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    lines = [*project["dependencies"], *project["optional-dependencies"]["cli"]]
+    lines += project["optional-dependencies"]["engine"]
+    return {re.split(r"[<>=!~;\[ ]", line, maxsplit=1)[0].lower() for line in lines}
+
+
+def test_every_package_the_product_installs_has_its_reason_on_the_page() -> None:
+    named = {code.lower() for code in re.findall(r"`([^`\n]+)`", section("Third-party packages"))}
+    assert product_requirements() - named == set()
