@@ -1,9 +1,8 @@
 """What every benchmark script shares: paths, medians, the row format `report.py` collects.
 
 Each script prints a human table and, with `--json`, one JSON object per figure on stdout lines that start
-with `BENCH ` (so library chatter on stdout never confuses the report). Every figure is a ratio or an amount
-measured against a baseline taken in the same run, repeated and reduced to a median: the machines these run
-on are shared and noisy.
+with `ROW_PREFIX` (so library chatter on stdout never confuses the report). Why every figure has a baseline
+measured in the same run: bench/README.md.
 """
 
 from __future__ import annotations

@@ -1,23 +1,8 @@
 """Backfill throughput: 10,000 objects of a local-directory bucket against a slow, rate-capped imageseg.
 
-The fake service (tests/support/capped_api.py on tests/support/fake_api.py, signatures verified) takes
-200 ms to answer each SegmentCommonImage and counts arrivals in a sliding one-second window; above 50 it
-answers `Throttling.User`, as imageseg does above the account's QPS. It runs in a child process, as the
-real service runs elsewhere: in the same interpreter its threads would compete with the backfill's for
-the GIL and delay requests between the limiter's slot and their arrival. `segflow backfill --local` runs as a
-user runs it (`segflow_cli.main.main`, the real on_upload handler in the process, SEGFLOW_QPS=50,
-16 workers, events of 10 records), with SEGFLOW_INPUT_URL=presign so that each object costs exactly one
-vision call (the upload path adds AuthorizeFileUpload, limited apart).
-
-It runs twice: SEGFLOW_QPS=50 (the quota itself) over 10,000 objects, and SEGFLOW_QPS=48 (4 % headroom)
-over 2,000, as bench/collector.py does.
-
-Figures:
-- objects per second against the ceiling: the handler's limiter lets at most ⌊QPS⌋ calls start in any
-  1.06 s (a second plus its jitter margin), so the best possible rate is QPS / 1.06; target ≥ 90 % of it;
-- the most requests the service saw in any one-second window, and how many it throttled: ≤ 50 and 0;
-- submissions per object: exactly one for each of the 10,000 keys;
-- a second run (the checkpoint says finished) and a `--restart` (every object a duplicate): 0 calls.
+`segflow backfill --local` as a user runs it (`segflow_cli.main.main`) against the fake service of
+tests/support/capped_api.py in a child process, at SEGFLOW_QPS=50 and 48; the figures, their ceiling and
+targets: bench/README.md ("backfill.py").
 
 Run: `python bench/backfill.py [--quick] [--json]` (quick: 1,000 and 500 objects).
 """

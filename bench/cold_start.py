@@ -1,22 +1,8 @@
 """Cold start as FC pays it: a fresh interpreter importing oss2, requests and a function's handler.
 
-The handlers are loaded the way FC loads them: on Python 3.10 with only the runtime's built-in packages
-(`.venv-fc310`, made by `scripts/fc-python310-env.sh`), the layer zip (`scripts/build_layer.py`, built in
-this run, with its 3.10 bytecode) unzipped read-only as /opt/python, the function folder as the code
-directory, no bytecode written, nothing else of the checkout on the path. Baselines, measured in the
-same run and interleaved with the candidates (round-robin, one fresh interpreter per import and
-repetition, medians):
-- `import oss2, requests` with the same path — the floor any OSS-triggered Python function pays;
-- `import requests` — the floor for `import segflow.client`;
-- the official Tea SDK clients (`alibabacloud_imageseg20191230.client`,
-  `alibabacloud_videoseg20200320.client`), what a handler written with Alibaba's
-  SDK would import instead of `segflow.client`.
-
-Targets: `import oss2, requests` + handler ≤ 1.05 × `import oss2, requests`, for each handler;
-`import segflow.client` ≤ 1.15 × `import requests`. When one is missed, `python -X importtime` names the
-modules that cost. Also reported: the layer zip's size and file count, and what the same code would weigh
-packaged the old way (every module of the package, the local tools, requests and its dependencies
-vendored).
+On Python 3.10 with only the runtime's built-ins (`.venv-fc310`), the layer zip built in this run unzipped
+read-only as /opt/python, against baselines measured in the same run and interleaved; what is compared and
+the targets: bench/README.md ("cold_start.py").
 
 Run: `python bench/cold_start.py [--quick] [--json]`.
 """

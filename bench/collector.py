@@ -1,19 +1,7 @@
 """Collector throughput: 1,000 finished async jobs against a slow, rate-capped loopback videoseg.
 
-The fake service (tests/support/fake_api.py, signatures verified) takes 200 ms to answer every request and
-counts arrivals in a sliding one-second window: above 50 it answers `Throttling.User`, as the real
-service does above the account's QPS. Every job is PROCESS_SUCCESS with a small result file, so each job
-costs one GetAsyncJobResult plus one download and a few storage writes.
-
-- Concurrent: `collect_finished_jobs` with the production wiring (`Deps.from_settings`, SEGFLOW_QPS=50,
-  SEGFLOW_COLLECT_CONCURRENCY=32) over all N jobs.
-- Sequential loop (the baseline): the same collector with concurrency 1 over a sample of the jobs, scaled
-  to N (a sequential loop is linear in the job count: N × 200 ms would be minutes).
-
-Targets: concurrent ≥ 10× faster than the sequential loop; the server never saw more than 50 requests in
-any one-second window and never had to answer Throttling.User. (At 50 QPS, N calls take at least N/50 s,
-and the sequential loop at least N × 0.2 s: 10× is the ceiling, met only when the limiter keeps the pipe
-full.)
+`collect_finished_jobs` with the production wiring against tests/support/fake_api.py, concurrent against a
+sequential loop; figures and targets: bench/README.md ("collector.py").
 
 Run: `python bench/collector.py [--quick] [--json]`.
 """

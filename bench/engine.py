@@ -1,18 +1,9 @@
 """The local engine: per-action latency, IoU on known-truth composites, video throughput, and the salient
 cut-out against rembg running the same ISNet weights.
 
-Baselines, measured in the same run:
-- latency: the bare ISNet forward pass at 1024² (an onnxruntime session on the same file with the engine's
-  thread settings) — what no action that uses the model can go below;
-- video: decoding and re-encoding the same 720p clip with no model (`videoio.process_video` with a
-  trivial mask function);
-- cut-out: `rembg.remove` with `new_session("dis_custom", model_path=<the same isnet-medium.onnx>)`.
-
-Every image gets one pixel changed per repetition so the engine's per-image ISNet cache never answers.
-IoU is against the exact masks of tests/support/composites.py (pasted foregrounds), at threshold 128.
-
-Needs the models (`make models`) and, for the rembg row, `pip install --no-deps rembg pooch platformdirs
-jsonschema` in the same environment. Run: `python bench/engine.py [--quick] [--json]`.
+Baselines and how each figure is made: bench/README.md ("engine.py"). Needs the models (`make models`)
+and, for the rembg row, `pip install --no-deps rembg pooch platformdirs jsonschema` in the same environment.
+Run: `python bench/engine.py [--quick] [--json]`.
 """
 
 from __future__ import annotations

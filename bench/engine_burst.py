@@ -1,23 +1,9 @@
 """The local engine under a burst: 30 signed calls at once, each on a new connection, against `segflow engine`
 (real models, default options) in a child process, and the engine's memory meanwhile.
 
-- **Resets**: calls that got no HTTP answer (reset, refused, aborted). Target 0.
-- **Tracebacks** the engine printed on stderr during the burst. Target 0.
-- **Peak RSS** of the engine process during the burst (`VmRSS` sampled every 10 ms), against its RSS once the
-  models are loaded and it listens (the baseline, same run). No target: the figure to watch.
-- **What dominates the rest**: the working set of ISNet at 1024² alone (the engine's salient segmenter in a
-  fresh process, two inferences): RSS added by loading it, and the peak above that.
-- **Round trip**: one signed call that needs no model (GetAsyncJobResult of an unknown job, answered 400),
-  on a kept-alive connection, median of 50: what the HTTP side and the signature check cost per call.
-- **Slow clients**: 400 connections that trickle a request head, one byte each every 100 ms for 6 s. The
-  engine's threads (`Threads` of /proc) at most meanwhile, against before (target: not one more), and one
-  signed call made meanwhile, against the same call alone just before (target: answered, within 2×+1 s).
-
-The calls are SegmentBody, SegmentCommonImage, SegmentHead, SegmentHair and ParseFace, six each, on the
-astronaut composite (1024², 512² with `--quick`), one pixel changed per call so no cache answers. Signed with
-segflow's v1 signer (what the official SDKs send), the inputs served from this process over loopback.
-
-Needs the models (`make models`). Run: `python bench/engine_burst.py [--quick] [--json]`.
+Also the round trip of a call that needs no model, and 400 slow clients; figures, baselines and targets:
+bench/README.md ("engine_burst.py"). Needs the models (`make models`).
+Run: `python bench/engine_burst.py [--quick] [--json]`.
 """
 
 from __future__ import annotations

@@ -1,22 +1,8 @@
 """The engine as one Function Compute instance: what `cpu`, `memorySize` and `instanceConcurrency` in s.yaml
 come from, what 1,000 images cost in FC compute units, and how FC scales out for a day's backlog.
 
-- **Throughput**: images per second of one engine process at 1024², the models of every action loaded as an
-  instance of the full package loads them (`actions.warm_up()`), each image a different one (one pixel
-  changed, so no cache answers), run by 1 and then by 2 threads at once (what `instanceConcurrency` 1 and 2
-  hand an instance). Measured for SegmentCommonImage (ISNet alone: the default route) and SegmentBody
-  (MediaPipe gating ISNet). Each configuration runs in a fresh child process on this machine's 2 cores.
-- **Peak memory** of that process (`VmHWM`: models loaded plus the busiest moment), what `memorySize` must
-  hold.
-- **Cost per 1,000 images in CU**, FC 3.0's unit since 2024-08-27 (fc-engine.md §6): active vCPU 1 CU per
-  vCPU·s, memory 0.15 CU per GB·s, invocations 75 CU per 10,000, idle vCPU and the first 512 MB of disk free.
-  Beside it the vision API's, as a formula of the per-call price, which is not confirmed here.
-- **Scale-out on paper**: instances and CU for 100,000 images in one hour, and the time the same backlog
-  takes through the API at its default 2 QPS.
-
-The baseline of every ratio is the 1-thread figure of the same run. This runs in the checkout's virtual
-environment (CPython 3.11, its wheel versions); the package runs CPython 3.10 with the versions pinned in
-scripts/engine-fc-requirements.txt (same models, same thread settings). Needs the models (`make models`).
+Throughput with 1 and 2 threads, peak memory, cost per 1,000 images and scale-out on paper, each against the
+1-thread figure of the same run: bench/README.md ("engine_fc.py"). Needs the models (`make models`).
 Run: `python bench/engine_fc.py [--quick] [--json]`.
 """
 

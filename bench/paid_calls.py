@@ -1,19 +1,7 @@
 """Paid calls per object under every injected fault: the bound, and the worst case seen.
 
-For each action kind on the upload path — a synchronous image (SegmentCommonImage), an asynchronous video
-(SegmentVideoBody), a PicWish cut-out, an oversize image segmented on a fitted copy — and each fault mode
-— a lasting OSS outage, the process dying, or an overwrite during the call (a second version uploaded
-while the first one's call runs, with the outage too) — a failure is injected at every storage write
-that follows the paid call in turn (results, manifest, records, pending entry, publish lock, clean-up). FC
-redelivers the event, the collector ticks, and the clock runs past claims, stall waits and the 30-minute
-result URLs, until the object has one result or one failure record, of its current version
-(`tests/support/paid_faults.py`, the same scenarios `tests/layer/functional/test_on_upload_paid_bound.py`
-asserts on).
-
-Figure per kind: the worst number of paid calls for one version of the object over all faults, against
-the bound the idempotency record enforces (`segflow.services.paid.MAX_PAID_CALLS`, counted before each
-call). The baseline is the clean run: one call per version.
-
+The scenarios of tests/layer/functional/test_on_upload_paid_bound.py (`tests/support/paid_faults.py`) per
+action kind and fault mode, against `segflow.services.paid.MAX_PAID_CALLS`: bench/README.md ("paid_calls.py").
 Run: `python bench/paid_calls.py [--quick] [--json]` (`--quick`: the outage and overwrite modes only).
 """
 

@@ -1,20 +1,7 @@
 """Per event: what one upload costs on_upload, and what the collector holds in memory.
 
-Figures (each against a baseline measured in the same run, unless marked as a count):
-- CPU per record: the handler thread's CPU time (`time.thread_time`, so the loopback servers' threads are
-  not counted) for one ObjectCreated event of a 640×480 JPEG, end to end against the fake imageseg
-  (signed request, presigned input fetched, cutout downloaded and stored, manifest, job record) — as a
-  multiple of one bare `requests` POST to the same server.
-- Storage requests one upload costs (an image through on_upload; a video through on_upload and the
-  collector tick that finishes it), counted at the storage adapter, and how many the publish step adds.
-- Bytes read from storage to validate a 3 MB JPEG and a 1 GB MP4 (a sparse file: real header, moov at the
-  tail), counted at the storage adapter by wrapping `read_range` / `get_bytes` / `open_stream` while the
-  real handler runs. Target ≤ 64 KiB, plus the moov box for the video.
-- Peak memory while the collector streams a 1 GB result (served by a separate process generating bytes)
-  into the bucket: VmRSS sampled every 5 ms in a thread (and VmHWM after clearing it), above the idle
-  process measured just before. Target ≤ 64 MB. Runs in a fresh child process so nothing earlier in the
-  run inflates it.
-
+CPU per record, storage requests per upload, bytes read to validate, and the collector's peak memory while
+it streams a 1 GB result, each against a baseline of the same run: bench/README.md ("per_event.py").
 Run: `python bench/per_event.py [--quick] [--json]`.
 """
 

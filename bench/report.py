@@ -1,9 +1,6 @@
 """Run every benchmark (each in its own process) and print one table: figure, measured, target, met?
 
-`make bench` runs this. `--quick` is passed on to every script (fewer repetitions, smaller sizes);
-`--only cold_start,collector` runs a subset. A script that crashes shows up as a row that did not meet its
-target, with the last lines of its error output, and the others still run. Exit status: 1 when a
-script did not run to the end, else 0 (a missed target is a figure to report, not a broken build).
+`make bench` runs this; its options (`--quick`, `--only`) and exit status: bench/README.md.
 """
 
 from __future__ import annotations

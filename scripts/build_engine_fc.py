@@ -1,27 +1,10 @@
 """Build the engine's Function Compute package: `make engine-fc` → dist/segflow-engine-fc.zip.
 
-A code package for the custom runtime `custom.debian10` (CPython 3.10.9 at /var/fc/lang/python3.10, Debian 10,
-glibc 2.28, x86_64). FC unpacks it at /code:
-
-    bootstrap       starts the engine on 0.0.0.0:${SEGFLOW_ENGINE_PORT:-9000} (`python -m segflow_engine.fc`)
-    manifest.json   what the package serves and holds: actions, components, distributions, weights
-    python/         the only entry of PYTHONPATH: segflow_engine, the segflow modules it imports, and the
-                    third-party packages of scripts/engine-fc-requirements.txt the chosen actions need
-    models/         the ISNet weights (`segflow models install`'s file, sha256 checked), unless
-                    --no-weights: then SEGFLOW_MODEL_DIR must name a copy mounted from OSS
-
-`--actions` (action and group names of `segflow_engine.served`, default all) chooses what the package
-serves: `--actions cutout` holds ISNet and onnxruntime and no MediaPipe; the bootstrap tells the engine
-(`SEGFLOW_ENGINE_ACTIONS`), which refuses the others as the service does.
-
-Third-party packages are the cp310 manylinux wheels PyPI publishes for glibc <= 2.28 (`pip download
---platform … --python-version 3.10 --implementation cp --only-binary=:all:`, cached in
-build/engine-fc/wheels),
-installed with `pip install --target --no-deps --no-compile`: nothing is compiled on this machine. With a
-Python 3.10 at hand (PYTHON310, python3.10 or pyenv's) every module gets its cpython-310 bytecode,
-hash-based and unchecked as in `make layer`, so a new instance does not compile numpy or matplotlib again.
-The zip is reproducible (sorted entries, fixed times and modes) and must stay under FC's 500 MB limit for a
-code package uploaded by the console, Serverless Devs or OSS.
+A code package for the custom runtime `custom.debian10` (CPython 3.10.9 at /var/fc/lang/python3.10, Debian
+10, glibc 2.28, x86_64), unpacked at /code: `bootstrap`, `manifest.json`, `python/` and `models/`
+(docs/engine-on-fc.md, "Build the package", says what each holds). `--actions` chooses what it serves
+(`segflow_engine.served`); third-party packages are PyPI's cp310 manylinux wheels (`PLATFORMS`), installed
+without compiling anything here, then given Python 3.10 bytecode (`compile_bytecode`) in a reproducible zip.
 """
 
 from __future__ import annotations
@@ -288,8 +271,9 @@ def _weights(components: frozenset[str]) -> list[str]:
 
 
 def compile_bytecode(python_dir: Path, python310: str) -> None:
-    """cpython-310 bytecode for every module, hash-based and unchecked (valid whatever the unpacked files'
-    times), with /code/python paths in tracebacks; a fixed hash seed keeps the zip reproducible."""
+    """cpython-310 bytecode for every module, so a new instance does not compile numpy or matplotlib again:
+    hash-based and unchecked as the layer's (`build_layer.compile_bytecode` says why), with /code/python
+    paths in tracebacks; a fixed hash seed keeps the zip reproducible."""
     # One process: parallel workers marshal some constants differently (interned strings), and the zip must
     # not change from one build to the next.
     command = [python310, "-m", "compileall", "-q", "-f", "--invalidation-mode", "unchecked-hash"]

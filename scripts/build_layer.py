@@ -1,26 +1,10 @@
 """Build the Function Compute layer zip: `make layer` → dist/segflow-layer.zip.
 
-The layer holds exactly what the two handlers import, directly or lazily (an `import` inside a function
-counts): starting from `functions/*/index.py`, every `segflow.*` module reachable through import
-statements, with the `__init__.py` of each package on the way. Nothing else of `shared/segflow` ships;
-the local tools (`segflow_cli`) and the engine never do.
-
-Third-party packages are not vendored: the layer relies on the packages FC's python3.10 runtime has
-built in, pinned in `scripts/fc-python310-builtins.txt` (what `make test-fc` installs to prove it). The
-build fails when a handler path imports a third-party package that is not in that list, or a first-party
-package that is not the layer's (`segflow_cli`, `segflow_engine`).
-
-FC mounts a layer on /opt and puts /opt/python on sys.path, so the code sits under `python/` in the zip.
-Every new instance unpacks the layer afresh, so without bytecode in the zip each cold start compiles every
-module again; the build therefore compiles the modules with a Python 3.10 (the runtime's version: same
-bytecode magic for every 3.10.x) into `__pycache__/*.cpython-310.pyc`, hash-based and
-unchecked (PEP 552: valid whatever the unpacked files' times; the layer is read-only, so the source is not
-read again at import). Without a Python 3.10 here the zip
-ships sources only, and says so. The zip is reproducible: sorted entries, fixed times.
-
-Publish it with (Serverless Devs, installed in .venv by `make setup`)
-    .venv/bin/s cli fc3 layer publish --code dist/segflow-layer.zip --layer-name segflow \
-        --compatible-runtime python3.10 --region cn-shanghai -a default
+The layer holds exactly what the two handlers import, directly or lazily (`import_closure`); the local tools
+and the engine never ship, nor any third-party package: the handlers use only the runtime's built-ins
+(`runtime_builtins`). FC mounts a layer on /opt and puts /opt/python on sys.path, so the code sits under
+`python/`, with its Python 3.10 bytecode (`compile_bytecode`), in a reproducible zip (sorted entries, fixed
+times). Publishing it: docs/deploy.md.
 """
 
 from __future__ import annotations
@@ -53,7 +37,8 @@ class LayerError(Exception):
 
 
 def runtime_builtins(path: Path = BUILTINS_FILE) -> dict[str, str]:
-    """Import name → pinned version of each package the FC python3.10 runtime ships and the layer uses."""
+    """Import name → pinned version of each package the FC python3.10 runtime ships and the layer uses
+    (`make test-fc` installs exactly these to prove the handlers need nothing else)."""
     pinned: dict[str, str] = {}
     for line in path.read_text(encoding="utf-8").splitlines():
         line = line.split("#", 1)[0].strip()
@@ -115,7 +100,10 @@ def _parents(name: str) -> Iterable[str]:
 
 
 def import_closure(entry_points: Sequence[Path]) -> tuple[dict[str, Path], set[str]]:
-    """(layer module → file, third-party top-level names) reachable from the entry point files."""
+    """(layer module → file, third-party top-level names) reachable from the entry point files through
+    import statements, an `import` inside a function included, with the `__init__.py` of each package on
+    the way. `LayerError` for a first-party package that is not the layer's (`segflow_cli`,
+    `segflow_engine`)."""
     modules: dict[str, Path] = {}
     third_party: set[str] = set()
     pending: list[tuple[str, Path]] = [(f"<{path.parent.name}>", path) for path in entry_points]
@@ -180,7 +168,9 @@ def compile_bytecode(
     entries: list[tuple[str, Path]], python310: str, staging: Path
 ) -> list[tuple[str, Path]]:
     """The entries plus their `__pycache__/<name>.cpython-310.pyc`, compiled by `python310` in `staging`
-    with hash-based invalidation and /opt paths in tracebacks.
+    with hash-based invalidation and /opt paths in tracebacks. Every new instance unpacks the layer afresh,
+    so without bytecode in the zip each cold start compiles every module again; any 3.10.x will do (same
+    bytecode magic).
 
     Unchecked hashes: a layer is unpacked read-only and never changes under the runtime, so making each
     import read and hash the source again (checked-hash) would buy nothing and costs every cold start

@@ -1,14 +1,8 @@
 """The loop both `backfill` and `redrive` run: list ahead, batch, hand batches to workers, settle in order.
 
-- A lister thread runs ahead of the senders (bounded, so 100,000 keys never sit in memory), which is
-  what "listed" counts on the progress bar.
-- Batches of `batch_size` go to `workers` threads; at most `2 × workers` are in flight.
-- Batches are settled **in listing order** (`on_settled`), whatever order they finish in: a backfill's
-  checkpoint only ever moves past a key once every key before it was handled.
-- A batch that raises `SendRefused` stops the run: nothing after it is started, the batches already in
-  flight finish and are counted, but settled as out of order (a checkpoint stays before the refused one).
-- Ctrl-C stops starting new batches and lets the ones in flight finish (their objects are settled, so the
-  checkpoint is exact); a second Ctrl-C leaves at once.
+A lister thread runs ahead of the senders (`Prefetch`: bounded, so 100,000 keys never sit in memory; what
+"listed" counts on the progress bar), and `run_batches` settles batches **in listing order**, whatever order
+they finish in: a backfill's checkpoint only ever moves past a key once every key before it was handled.
 """
 
 from __future__ import annotations
@@ -112,7 +106,11 @@ def run_batches(
     *,
     workers: int,
 ) -> RunEnd:
-    """Hand each batch to `handle` on a worker; call `on_settled` for each batch in order."""
+    """Hand each batch to `handle` on one of `workers` threads, at most `2 × workers` in flight; call
+    `on_settled` for each batch in order. A batch that raises `SendRefused` stops the run: nothing after it
+    is started, the batches already in flight finish and are counted, but settled as out of order (a
+    checkpoint stays before the refused one). Ctrl-C stops starting new batches and lets the ones in
+    flight finish (their objects are settled, so the checkpoint is exact); a second Ctrl-C leaves at once."""
     end = RunEnd()
     in_flight: deque[tuple[list[T], Future[list[ObjectResult]]]] = deque()
     pool = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="segflow-send")

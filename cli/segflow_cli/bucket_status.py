@@ -1,22 +1,9 @@
 """What `segflow status` knows of one bucket (`BucketStatus`), and how it is gathered: from listings.
 
-What it reads (every key from `BucketLayout`), in this order:
-
-    <jobs>/state/done/           one marker per done record: the done count
-    <jobs>/state/superseded/     one marker per record whose object changed before its outcome was written
-    <jobs>/state/failed/         the failure index: counts by kind (final or fault), code and action, and
-                                 which failures are the newest (by the listing's LastModified)
-    <jobs>/pending/              video jobs to collect: count, and the oldest one's age
-    <jobs>/inflight/             uploads in `submitting`: count, and how many are stuck (older than the
-                                 collector's stall time)
-    <jobs>/deferred/             event records an invocation deferred: count and oldest age
-    <jobs>/pairs/                halves of RefineMask pairs waiting for the other file: count, oldest age
-    <jobs>/state/collector.json  the collector's heartbeat: one read
-    and, for each of the N newest failures only, its index entry (which names the source key) and its
-    failure record `<failed>/<key>.json` (the message): two reads each.
-
-No idempotency record and no result is read, however big the bucket (the cost in requests:
-docs/operations.md); memory holds the counts and the N newest failures only.
+`gather_status` lists each prefix it counts (every key from `BucketLayout`), reads the collector's heartbeat,
+and for each of the N newest failures only, its index entry (which names the source key) and its failure
+record (the message). No idempotency record and no result is read, however big the bucket (the cost in
+requests: docs/operations.md); memory holds the counts and the N newest failures only.
 """
 
 from __future__ import annotations
@@ -196,7 +183,9 @@ def gather_status(
     stuck_after: float,
     collector_deployed: bool = True,
 ) -> BucketStatus:
-    """One listing per prefix, one heartbeat read, two reads for each of the `failures` newest failures."""
+    """One listing per prefix, one heartbeat read, two reads for each of the `failures` newest failures.
+    Uploads in `submitting` (`inflight/`) count as stuck when older than `stuck_after`, the collector's
+    stall time."""
     records = FailureRecords(storage, layout)
     done = _markers(storage, layout.done_prefix)
     superseded = _markers(storage, layout.superseded_prefix)

@@ -1,14 +1,8 @@
 """Where a backfill stopped, so the next run continues from there.
 
-A checkpoint names the bucket, the filters (`ObjectFilter.describe()`), the last key whose batch — and
-every batch before it — was handled (`StartAfter`: OSS lists after any key, in key order), the counts so
-far, and whether the listing reached its end (`Finished`). It lives in the bucket at
-`<jobs>/backfill/checkpoint.json` (`BucketLayout.backfill_checkpoint_key`) or in a local file
-(`--checkpoint FILE`), written whole each time (an object PUT and a file rename are both atomic).
-
-Resuming is refused when the checkpoint is about another bucket, or is unfinished and about other
-filters: continuing it would skip (or repeat) objects the operator did not mean. A finished checkpoint
-with other filters is history and is replaced; with the same filters there is nothing left to do.
+A checkpoint lives in the bucket at `<jobs>/backfill/checkpoint.json` (`BucketLayout.backfill_checkpoint_key`)
+or in a local file (`--checkpoint FILE`), written whole each time (an object PUT and a file rename are both
+atomic). Whether a run may continue one is `resume`'s rule.
 """
 
 from __future__ import annotations
@@ -36,7 +30,9 @@ class CheckpointError(ConfigError):
 
 @dataclass
 class Checkpoint:
-    """One backfill's progress."""
+    """One backfill's progress: the bucket, the filters (`ObjectFilter.describe()`), the last key whose batch
+    (and every batch before it) was handled (`StartAfter`: OSS lists after any key, in key order), the counts
+    so far, and whether the listing reached its end (`Finished`)."""
 
     bucket: str
     filters: dict[str, Any]
@@ -157,7 +153,8 @@ def resume(
 ) -> tuple[Checkpoint, Checkpoint | None]:
     """The checkpoint this run continues (or a fresh one), and the one found (None when there was none).
     Raises `CheckpointError` when the found one belongs to another bucket or to an unfinished backfill
-    with other filters."""
+    with other filters: continuing it would skip (or repeat) objects the operator did not mean. A finished
+    checkpoint with other filters is history and is replaced; with the same filters nothing is left to do."""
     found = store.load()
     fresh = Checkpoint(bucket=bucket, filters=filters, started_at=now, updated_at=now, via=via)
     if found is None:

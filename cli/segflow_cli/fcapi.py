@@ -1,14 +1,9 @@
 """Function Compute 3.0 `InvokeFunction` and STS `GetCallerIdentity`, on requests and our own signing.
 
-FC 3.0 has no services: a function is addressed as `/2023-03-30/functions/{name}/invocations` on the
-account's endpoint `<account_id>.<region>.fc.aliyuncs.com` (FC docs: API reference 2023-03-30,
-InvokeFunction; Endpoints). Both calls are signed ACS3-HMAC-SHA256 with every header sent, as the
-official Tea SDK signs them (`segflow.signing.sign_v3`), so no SDK is needed at run time.
-
-`FcClient` keeps one `requests.Session` (one connection pool) for many invocations, so a batch of
-asynchronous invocations reuses its connections. A session is not documented as thread-safe: give each
-worker thread its own client. Errors are `CloudApiError` with the service's Code, HTTP status and
-RequestId; nothing here logs or repeats a header, a signature or a secret.
+FC 3.0 has no services: a function is `/2023-03-30/functions/{name}/invocations` on the account's endpoint
+(FC docs: API reference 2023-03-30, InvokeFunction; Endpoints). Both calls are signed ACS3-HMAC-SHA256 with
+every header sent, as the official Tea SDK signs them (`segflow.signing.sign_v3`), so no SDK is needed at
+run time. Errors are `CloudApiError`; nothing here logs or repeats a header, a signature or a secret.
 """
 
 from __future__ import annotations
@@ -123,7 +118,9 @@ def invoke_request(
 
 
 class FcClient:
-    """Invokes FC 3.0 functions of one account and region (`endpoint` from `fc_endpoint`)."""
+    """Invokes FC 3.0 functions of one account and region (`endpoint` from `fc_endpoint`), on one
+    `requests.Session`, so a batch of asynchronous invocations reuses its connections. A session is not
+    documented as thread-safe: give each worker thread its own client."""
 
     def __init__(
         self,

@@ -1,16 +1,9 @@
 """An FC-shaped handler context, to run a handler outside Function Compute (`segflow invoke`, `run`).
 
-It has exactly what FC's Python runtime documents for `context` and nothing more, so code that reaches
-for something FC does not give (AWS Lambda's `get_remaining_time_in_millis()`, say) fails here as it
-would on FC:
-
-- python3.10: `request_id`, `region`, `account_id`, `credentials.{access_key_id, access_key_secret,
-  security_token}`, `function.{name, handler, memory, timeout}`, `service.{name, log_project, log_store,
-  qualifier, version_id}`;
-- python3.12: the same without `credentials` and `service` (the keys are only in the
-  `ALIBABA_CLOUD_ACCESS_KEY_*` variables there).
-
-Each class has `__slots__`, so no attribute can be added to an instance by accident either.
+It has exactly what FC's Python runtime documents for `context` (`FcContext` on python3.10, `FcContext312` on
+python3.12) and nothing more, so code that reaches for something FC does not give (AWS Lambda's
+`get_remaining_time_in_millis()`, say) fails here as it would on FC. Each class has `__slots__`, so no
+attribute can be added to an instance by accident either.
 """
 
 from __future__ import annotations
@@ -95,7 +88,8 @@ class FcContext:
 
 
 class FcContext312:
-    """`context` of FC's python3.12 runtime: no `credentials`, no `service`."""
+    """`context` of FC's python3.12 runtime: no `credentials` (the keys are only in the
+    `ALIBABA_CLOUD_ACCESS_KEY_*` variables there), no `service`."""
 
     __slots__ = ("account_id", "function", "region", "request_id")
 

@@ -1,12 +1,8 @@
-"""`segflow invoke`: run a function's handler here, or the deployed one with `--remote`.
+"""`segflow invoke`: run a function's handler here, or the deployed one with `--remote` (`remote`).
 
 Local mode loads `functions/<name>/index.py` by path and calls `handler(event_bytes, context)` with an
-FC-shaped context (`segflow_cli.fccontext`), buckets being directories under `--bucket-dir` (one folder
-per bucket name) and the vision endpoints whatever the environment configures — no Docker, as FC would
-run it. Remote mode (`segflow_cli.remote`) sends the same event file to the deployed function: through
-the FC 3.0 API by default (functions deployed by s.yaml's fc3 component), through the FC 2.0 SDK
-`aliyun-fc2` when `--service` names the FC 2.0 service a function belongs to.
-
+FC-shaped context (`segflow_cli.fccontext`), buckets being directories under `--bucket-dir` (one folder per
+bucket name) and the vision endpoints whatever the environment configures: no Docker, as FC would run it.
 Only argument parsing happens at import; everything else is imported inside `run`.
 """
 

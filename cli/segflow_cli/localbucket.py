@@ -1,18 +1,9 @@
 """A bucket as a directory: `<root>/<bucket>/<key>`, for `segflow run`, `segflow invoke` and the tests.
 
-`LocalBuckets(root)` is the storage factory the local tools hand the services through `Deps` (the
-layer itself only knows OSS).
-
-Writes are atomic (a temporary file under `<root>/.segflow-tmp/`, then a rename), put-if-absent is atomic
-too (a hard link fails if the name exists), ETags are the upper-case MD5 hex OSS gives for simple uploads.
-`presign_get` returns a loopback URL (`segflow_cli.presign`): HMAC-signed and expiring like an OSS
-presigned URL, so the local engine fetches inputs over HTTP exactly as the real service fetches from OSS.
-
-Several processes may share one directory (`segflow invoke` in two terminals, the collector and the
-upload handler), and `delete` removes the folders it leaves empty. So every OS-level race ends the way
-OSS would answer: a write whose folder vanished under it makes the folder again and retries (a bounded
-number of times); an object gone by the time it is read is `ObjectNotFoundError`; any other OS failure
-is a `StorageError` with OSS's code for it (`_os_error`). No bare `OSError` leaves this module.
+`LocalBuckets(root)` is the storage factory the local tools hand the services through `Deps` (the layer
+itself only knows OSS). Several processes may share one directory (`segflow invoke` in two terminals, the
+collector and the upload handler), so every OS-level race ends the way OSS would answer (`_publish`,
+`_os_error`): no bare `OSError` leaves this module.
 """
 
 from __future__ import annotations
@@ -139,7 +130,8 @@ class LocalDirStorage(Storage):
             raise _os_error(exc, f"reading {self.bucket}/{key}") from exc
 
     def etag_of(self, path: Path, handle: BinaryIO | None = None) -> str:
-        """The upper-case MD5 of the file, cached by inode, size and mtime (a rename makes a new inode)."""
+        """The upper-case MD5 of the file (the ETag OSS gives a simple upload), cached by inode, size and
+        mtime (a rename makes a new inode)."""
         if handle is None:
             with open(path, "rb") as opened:
                 return self.etag_of(path, opened)
@@ -261,6 +253,9 @@ class LocalDirStorage(Storage):
         return True
 
     def _publish(self, tmp: Path, key: str, etag: str, *, if_absent: bool) -> str:
+        """Gives the temporary file (under `<root>/.segflow-tmp/`) its key: a rename, or for put-if-absent
+        a hard link, which fails if the name exists; both atomic. A write whose folder another process's
+        `delete` removed makes the folder again and retries, `_WRITE_ATTEMPTS` times at most."""
         try:
             path = self.path_for(key)
             try:
@@ -353,6 +348,8 @@ class LocalDirStorage(Storage):
 
     # -- presigned URLs ------------------------------------------------------------------------------
     def presign_get(self, key: str, expires_seconds: int) -> str:
+        """A loopback URL, HMAC-signed and expiring like an OSS presigned URL (`segflow_cli.presign`), so the
+        local engine fetches inputs over HTTP exactly as the real service fetches from OSS."""
         self.path_for(key)
         if self.presign_base_url:
             return f"{self.presign_base_url}/{self.bucket}/{quote(key, safe='/')}"

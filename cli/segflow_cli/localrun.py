@@ -1,14 +1,9 @@
 """The two handlers in this process, wired as `segflow run` wires them, for `backfill` / `redrive --local`.
 
-The real `functions/on_upload/index.py` and `functions/collect_jobs/index.py` are loaded by path and
-called with an FC-shaped context (`fccontext.local_context`, the timeouts of s.yaml); their `Deps` are the
-production ones (`Deps.from_settings`): OSS through oss2 with the environment's keys, or local-directory
-buckets, and whatever vision endpoints are configured. The vision client's process-wide limiter keeps
-every thread of this process under `SEGFLOW_QPS`.
-
-Each record's outcome is read from the JSON line the services log for it (`segflow.logs.log_outcome`,
-what FC's log service shows), kept per calling thread by `OutcomeLines`; the handler's own answer is lost
-when it raises for a redelivery, the lines are not.
+The real `functions/*/index.py` are loaded by path and called with an FC-shaped context (s.yaml's names and
+timeouts: `segflow_cli.invoke`) and the production `Deps` (`Deps.from_settings`): OSS or local-directory
+buckets, whatever vision endpoints are configured; the vision client's process-wide limiter keeps every
+thread of this process under `SEGFLOW_QPS`. Each record's outcome is read from its log line (`OutcomeLines`).
 """
 
 from __future__ import annotations
@@ -31,12 +26,11 @@ if TYPE_CHECKING:
     from segflow_cli.progress import TransferProgress
     from segflow_cli.summary import RunSummary
 
-ON_UPLOAD_TIMEOUT = 300  # s.yaml's on-upload timeout: the handler takes its deadline from it
-COLLECT_TIMEOUT = 120  # s.yaml's collect-jobs timeout
-
 
 class OutcomeLines(logging.Handler):
-    """Keeps the outcome lines (`{"bucket", "key", "action", "outcome", …}`) per logging thread."""
+    """Keeps the outcome lines (`{"bucket", "key", "action", "outcome", …}`) per logging thread: the line
+    the services log for each record (`segflow.logs.log_outcome`, what FC's log service shows) survives a
+    handler that raises for a redelivery, whose own answer is lost."""
 
     def __init__(self) -> None:
         super().__init__(logging.INFO)
@@ -74,23 +68,29 @@ class LocalRuntime:
     ) -> None:
         from segflow.logs import install_redaction
         from segflow_cli.fccontext import local_context
-        from segflow_cli.invoke import find_handler_file, load_handler
+        from segflow_cli.invoke import DEPLOYED_NAMES, find_handler_file, load_handler
 
         install_redaction(settings.secret_values)
         self.settings = settings
         self.bucket = bucket
-        self._context = local_context
         self.on_upload = load_handler(find_handler_file("on_upload", None), "on_upload")
         self.collect_jobs = load_handler(find_handler_file("collect_jobs", None), "collect_jobs")
         self.deps = Deps.from_settings(
             settings,
-            local_context(settings, "segflow-collect-jobs"),
+            local_context(settings, DEPLOYED_NAMES["collect_jobs"]),
             storage_factory=storage_factory,
             buckets=(bucket,),
         )
         self.lines = OutcomeLines()
         self._logging = _capture(self.deps.logger, self.lines, verbose=verbose)
         use_handler_deps(self.deps)
+
+    def _context(self, function: str) -> Any:
+        """An FC-shaped context for one invocation of `function`, named and timed as s.yaml deploys it."""
+        from segflow_cli.fccontext import local_context
+        from segflow_cli.invoke import DEPLOYED_NAMES, TIMEOUTS
+
+        return local_context(self.settings, DEPLOYED_NAMES[function], timeout=TIMEOUTS[function])
 
     @property
     def storage(self) -> Storage:
@@ -104,7 +104,7 @@ class LocalRuntime:
         """One delivery of an OSS event: the outcome lines of its records, and what it raised (FC would
         deliver it again), if anything."""
         self.lines.take()
-        context = self._context(self.settings, "segflow-on-upload", timeout=ON_UPLOAD_TIMEOUT)
+        context = self._context("on_upload")
         try:
             self.on_upload(payload, context)
         except Exception as exc:  # the handler raises only for what a redelivery can fix
@@ -116,9 +116,7 @@ class LocalRuntime:
         payload = json.dumps({"buckets": [self.bucket]})
         event = json.dumps({"triggerTime": "", "triggerName": "segflow-cli", "payload": payload})
         try:
-            self.collect_jobs(
-                event.encode(), self._context(self.settings, "segflow-collect-jobs", timeout=COLLECT_TIMEOUT)
-            )
+            self.collect_jobs(event.encode(), self._context("collect_jobs"))
         finally:
             self.lines.take()
 

@@ -1,14 +1,7 @@
-"""Which objects `segflow backfill` takes: the input prefix listed in key order, filtered.
+"""Which objects `segflow backfill` takes: the input prefix listed in key order, filtered (`ObjectFilter`).
 
 OSS lists a prefix in UTF-8 byte order, a page of up to 1000 keys at a time, and can start after any key
-(`start_after`), which is what makes a backfill resumable from the last key it handled. A listing that
-fails in the middle (a 5xx, a broken connection) is reopened after the last key it gave, a few times,
-so one hiccup in a listing of 100,000 keys does not stop the run.
-
-Filters: `--prefix` (under the input prefix; a prefix that is not is taken relative to it), `--suffix`
-(case-insensitive, as the routing rules compare suffixes: cameras write `.JPG`), `--since` / `--until`
-on the object's LastModified. Keys the handler would refuse (under segflow's own prefixes, outside the
-input prefix) are never listed as work.
+(`start_after`), which is what makes a backfill resumable from the last key it handled (`list_objects`).
 """
 
 from __future__ import annotations
@@ -75,6 +68,8 @@ class ObjectFilter:
     until: float | None = None
 
     def matches(self, info: ObjectInfo) -> bool:
+        """Suffixes compare case-insensitively, as the routing rules do (cameras write `.JPG`); `since` and
+        `until` bound the object's LastModified."""
         if not info.key.startswith(self.prefix):
             return False
         if self.suffixes and not info.key.lower().endswith(tuple(s.lower() for s in self.suffixes)):
@@ -144,9 +139,11 @@ def list_objects(
     start_after: str = "",
     retry: RetryPolicy = LISTING_RETRY,
 ) -> Iterator[ObjectInfo]:
-    """Every object `wanted` takes, in key order, after `start_after`; a listing broken by a transient
-    storage error is reopened after the last key it gave. Raises `BucketAccessError` for a missing
-    bucket or a denied listing."""
+    """Every object `wanted` takes, in key order, after `start_after`; keys the handler would refuse (under
+    segflow's own prefixes, outside the input prefix) are never work. A listing broken by a transient
+    storage error (a 5xx, a broken connection) is reopened after the last key it gave, a few times
+    (`LISTING_RETRY`), so one hiccup in a listing of 100,000 keys does not stop the run. Raises
+    `BucketAccessError` for a missing bucket or a denied listing."""
     last, failures = start_after, 0
     while True:
         try:

@@ -2,13 +2,9 @@
 
 `LocalPresignServer` serves `http://127.0.0.1:<port>/<root-id>/<bucket>/<key>?Expires=<epoch>&Signature=<hmac>`
 the way OSS serves a presigned URL: expired or tampered 403, missing 404, one `Range` honoured (206/416).
-The signature is an HMAC-SHA256 over root id, bucket, key and expiry under the server's key, so a changed
-path or expiry is refused (like OSS's `SignatureDoesNotMatch` / `AccessDenied`). It is a WSGI application
-on waitress (`segflow_engine.wsgiserver`, as the engine is); files are sent by waitress's I/O thread.
-
-Running in the process that signs, it lives as long as that process: right for `segflow run` (which
-waits for every job) and the tests. `segflow invoke` exits before queued jobs fetch their input, so it
-signs through the background server of `segflow_cli.urlserver`, which is this class in its own process.
+It is a WSGI application on waitress (`segflow_engine.wsgiserver`, as the engine is). In the process that
+signs, it lives as long as that process: right for `segflow run` (which waits for every job) and the tests;
+`segflow invoke` signs through `segflow_cli.urlserver`, this class in its own process.
 """
 
 from __future__ import annotations
@@ -59,7 +55,7 @@ class Presigner(Protocol):
 
 
 class LocalPresignServer:
-    """A loopback HTTP server for presigned GETs of local buckets (see the module docstring).
+    """A loopback HTTP server for presigned GETs of local buckets; files go out on waitress's I/O thread.
 
     `key` and `port` default to a fresh random key and a free port; the background server passes the
     ones of its predecessor so the URLs it signed stay valid across a restart."""
@@ -114,6 +110,8 @@ class LocalPresignServer:
             return root_id
 
     def _sign(self, root_id: str, bucket: str, key: str, expires: int) -> str:
+        """HMAC-SHA256 over all four under the server's key: a changed path or expiry is refused, as OSS
+        refuses one (`SignatureDoesNotMatch` / `AccessDenied`)."""
         message = f"{root_id}\n{bucket}\n{key}\n{expires}".encode()
         return hmac.new(self._key, message, hashlib.sha256).hexdigest()
 

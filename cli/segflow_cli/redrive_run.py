@@ -1,12 +1,8 @@
-"""The work of `segflow redrive` (its options: `segflow_cli.redrive`).
+"""The work of `segflow redrive` (its options: `segflow_cli.redrive`; what it guarantees: docs/operations.md).
 
 The failure index (`failure_records`) is listed by kind, code, action and time without reading a record;
-each failure that matches is taken in turn: its failure record is read (gone: skipped), the object HEADed
-(deleted: `gone`), its idempotency record read (`done`: the stale failure record is cleared, nothing
-sent), the marker `<jobs>/redrives/<hash>.<failure>` created put-if-absent (held by another redrive:
-`held`), a `failed` record reopened (`RecordStore.reopen`), and the object sent like a backfill's. A send
-FC refuses gives back the batch's markers and records. The marker names the failure by its time and
-content, so the same failure is never sent twice, and a new failure of the same file can be.
+`_Redrive._prepare` takes each failure that matches in turn, and a send FC refuses gives back the batch's
+markers and records (`_Redrive._give_back`).
 """
 
 from __future__ import annotations
@@ -126,7 +122,8 @@ def _candidates(failures: FailureRecords, wanted: Wanted, limit: int | None) -> 
 
 def failure_identity(document: Mapping[str, Any]) -> str:
     """Which failure a marker is about: its time, and a digest of its content (a file failing again in
-    the same second with another code or request id is another failure)."""
+    the same second with another code or request id is another failure). So the same failure is never
+    sent twice, and a new failure of the same file can be."""
     canonical = json.dumps(document, sort_keys=True, ensure_ascii=False, default=str)
     digest = hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:12]
     return f"{document.get('Time') or ''}-{digest}"
@@ -221,7 +218,11 @@ class _Redrive:
             raise SendRefused(f"redrive stopped: {error}", code=error.code, results=results) from error
 
     def _prepare(self, entry: IndexEntry, taken: _Taken) -> ObjectInfo | ObjectResult | None:
-        """The object to send for one failure, or why it is not sent (None: not wanted after all)."""
+        """The object to send for one failure, or why it is not sent (None: not wanted after all): its
+        failure record is read (gone: skipped), the object HEADed (deleted: `gone`), its idempotency record
+        read (`done`: the stale failure record is cleared, nothing sent), the marker
+        `<jobs>/redrives/<hash>.<failure>` created put-if-absent (held by another redrive: `held`), and a
+        `failed` record reopened (`RecordStore.reopen`); then it is sent like a backfill's."""
         key = self.failures.source_key(entry)
         if key is None:
             return ObjectResult(entry.key_hash, "not-failed", detail="the failure record went away")

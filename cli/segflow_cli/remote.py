@@ -1,17 +1,8 @@
 """`segflow invoke --remote`: send an event file to the deployed function and print what it returned.
 
 FC 3.0 (what s.yaml's `component: fc3` deploys: functions without services) is the default and goes
-through `segflow_cli.fcapi`. A function of an FC 2.0 service is reached with `--service`, through the FC
-2.0 SDK `aliyun-fc2` (`/2016-08-15/services/{service}/functions/{name}/invocations`).
-
-The endpoint is `https://<account_id>.<region>.fc.aliyuncs.com` (FC docs, Endpoints). The account id is
-`--account-id`, else `ALIBABA_CLOUD_ACCOUNT_ID`, else asked from STS `GetCallerIdentity` with the same
-AccessKey. `--endpoint` / `SEGFLOW_FC_ENDPOINT` replace the endpoint (a template: `{account_id}` and
-`{region}` are filled in, e.g. `https://{account_id}.{region}-internal.fc.aliyuncs.com` from inside
-Alibaba Cloud); `SEGFLOW_STS_ENDPOINT` replaces `https://sts.aliyuncs.com`.
-
-Exit codes: 0 the function ran (or the asynchronous invocation was accepted), 1 the function failed or an
-API refused the call, 2 a usage or configuration error.
+through `segflow_cli.fcapi`; a function of an FC 2.0 service is reached with `--service`, through the FC
+2.0 SDK `aliyun-fc2`. The endpoint and account id: `resolve_endpoint`; exit statuses: docs/deploy.md.
 """
 
 from __future__ import annotations
@@ -62,7 +53,9 @@ def run_remote(args: argparse.Namespace, function_name: str, event: bytes, envir
 def resolve_endpoint(
     args: argparse.Namespace, environ: Mapping[str, str], credentials: Credentials, region: str
 ) -> str:
-    """The FC endpoint URL; the account id is looked up only when the endpoint template needs it."""
+    """The FC endpoint URL: `--endpoint`, else `SEGFLOW_FC_ENDPOINT`, else the account's public endpoint
+    (FC docs, Endpoints); a template whose `{account_id}` and `{region}` are filled in. The account id is
+    looked up only when the template needs it."""
     from segflow_cli.fcapi import FC_ENDPOINT_TEMPLATE, fc_endpoint
 
     template = args.endpoint or environ.get(ENV_FC_ENDPOINT, "").strip() or FC_ENDPOINT_TEMPLATE
@@ -73,7 +66,8 @@ def resolve_endpoint(
 
 
 def resolve_account_id(args: argparse.Namespace, environ: Mapping[str, str], credentials: Credentials) -> str:
-    """`--account-id`, else `ALIBABA_CLOUD_ACCOUNT_ID`, else STS GetCallerIdentity (raises CloudApiError)."""
+    """`--account-id`, else `ALIBABA_CLOUD_ACCOUNT_ID`, else STS GetCallerIdentity with the same AccessKey,
+    at `SEGFLOW_STS_ENDPOINT` (raises CloudApiError)."""
     from segflow_cli.fcapi import DEFAULT_STS_ENDPOINT, caller_account_id
 
     given = (args.account_id or environ.get(ENV_ACCOUNT_ID, "")).strip()
@@ -152,6 +146,8 @@ def _function_error(body: bytes) -> str:
 def _invoke_fc2(
     args: argparse.Namespace, function_name: str, event: bytes, credentials: Credentials, endpoint: str
 ) -> int:
+    """A function of an FC 2.0 service, through its SDK (`/2016-08-15/services/{service}/functions/{name}/
+    invocations`)."""
     import fc2  # aliyun-fc2: a test/deploy dependency, only for functions of FC 2.0 services
 
     from segflow_cli.fcapi import decode_log_tail

@@ -1,11 +1,8 @@
 """`segflow run`: the whole pipeline over local files, through the same handlers the cloud runs.
 
-With the local engine (default) it starts `segflow engine` in the background on a free loopback port, keeps
-the bucket as a directory, "uploads" each input under the input prefix, invokes the on_upload handler with
-a real OSS-format event per object, runs the collect_jobs handler until every video job has finished, and
-leaves the outputs in the bucket layout the cloud produces, with a contact sheet per result.
-With `--engine cloud` the same steps run against a real OSS bucket and the real service, using the
-`ALIBABA_CLOUD_*` keys of the environment.
+The steps with the local engine (the default) are README.md's ("What `make demo` does"); with `--engine
+cloud` the same steps run against a real OSS bucket and the real service, with the `ALIBABA_CLOUD_*` keys
+of the environment.
 """
 
 from __future__ import annotations

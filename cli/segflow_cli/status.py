@@ -1,15 +1,9 @@
 """`segflow status BUCKET`: is it working? Where the uploads of one bucket stand, read from listings.
 
-The bucket is a folder of `--bucket-dir` (as `segflow run` and `segflow invoke` use), else the OSS bucket
-of that name (the AccessKey from `ALIBABA_CLOUD_*`, the endpoint from `SEGFLOW_REGION` or
-`SEGFLOW_OSS_ENDPOINT`, the prefixes from `SEGFLOW_*_PREFIX`, as the functions read them). What it reads
-and what that costs: `segflow_cli.bucket_status`; how it is shown: `segflow_cli.status_view`.
-
-Exit codes: 0 the status was read; with `--fail-on-failures`, 1 when something needs a person: a final
-failure, a deployment fault, an upload stuck in `submitting`, or a collector silent for `--stale-after`
-(or never seen; for a local-directory bucket, which no timer serves, only while jobs wait for it); 2 a
-usage or access error (no such bucket, access denied, no credentials), one line on
-stderr. Only argument parsing happens at import.
+The bucket is a folder of `--bucket-dir` (as `segflow run` and `segflow invoke` use), else the OSS bucket of
+that name, reached as the functions reach it (`ALIBABA_CLOUD_*`, `SEGFLOW_REGION` or `SEGFLOW_OSS_ENDPOINT`,
+`SEGFLOW_*_PREFIX`). What it reads and what that costs: `segflow_cli.bucket_status`; how it is shown:
+`segflow_cli.status_view`; exit statuses: docs/operations.md. Only argument parsing happens at import.
 """
 
 from __future__ import annotations

@@ -1,29 +1,10 @@
 """Local presigned URLs that outlive `segflow invoke`: one background URL server per bucket directory.
 
-`segflow invoke on_upload` hands a video's presigned URL to the engine and exits; the engine fetches it
-when a worker frees up, minutes later. So the URL cannot be served by the invoke process. It is served by
-a background process, one per bucket directory, that `segflow invoke` starts itself when none is alive
-(nothing for the user to remember) and that stops by itself once every URL it signed has expired.
-
-Why not the engine serving the bucket directory: the engine is one of several consumers (PicWish's stand-in,
-a test double, a service on another machine or container of `SEGFLOW_*_ENDPOINT`), it would need the bucket
-directory on its command line (one more step, and one engine per directory), and the URLs would stop being
-what the functions produce on OSS: signed and expiring, for anyone who holds them.
-
-How it works (POSIX):
-- `<root>/.segflow-urls/` (mode 0700) holds `lock`, `state.json` (mode 0600: pid, port, HMAC key, and
-  `until`, the latest expiry of any URL signed) and `server.log`.
-- The server holds an exclusive `flock` on `lock` for its whole life: a state file whose lock is free
-  belongs to a dead server (stale). Liveness is that lock, never the pid (pids are reused).
-- `BackgroundUrls.presign` reads the state and asks the server to sign (`POST /.segflow/sign`, the body
-  authenticated with the key's HMAC, the answer too); with no live server it starts one (its own
-  session, no terminal, environment without credentials) and waits, bounded, until it answers.
-- A server started over a stale state whose URLs have not all expired takes over its key, port and `until`,
-  so the URLs a crashed server signed work again.
-- It stops once `until` has passed and no request came for `idle` seconds (default 60), removing the state.
-
-`segflow run` keeps the in-process `LocalPresignServer`: it waits for every job itself, and its engine is a
-child that dies with it, so a URL outliving it would serve no one.
+`segflow invoke on_upload` hands a video's presigned URL to the engine and exits; the engine fetches it when
+a worker frees up, minutes later. So a background process serves it, one per bucket directory (POSIX), that
+`BackgroundUrls` starts when none is alive (nothing for the user to remember) and that stops by itself once
+every URL it signed has expired (`UrlServer.should_stop`). Why not the engine: shared/ARCHITECTURE.md
+("The HTTP server").
 """
 
 from __future__ import annotations
@@ -47,6 +28,8 @@ from segflow.errors import StorageError
 from segflow_cli.bucketpaths import bucket_object_path
 from segflow_cli.presign import CONTROL_PREFIX, LocalPresignServer, Reply
 
+# `<root>/.segflow-urls/` (mode 0700) holds `lock`, `state.json` (mode 0600: pid, port, HMAC key, and
+# `until`, the latest expiry of any URL signed) and `server.log`.
 STATE_DIR = ".segflow-urls"
 STATE_FILE = "state.json"
 LOCK_FILE = "lock"
@@ -131,7 +114,9 @@ def try_lock(state_dir: Path) -> int | None:
 
 
 def server_alive(state_dir: Path) -> bool:
-    """A server holds the lock (starting, serving or stopping)."""
+    """A server holds the lock (starting, serving or stopping). It holds it for its whole life, so a state
+    file whose lock is free belongs to a dead server (stale): liveness is that lock, never the pid (pids
+    are reused)."""
     if not (state_dir / LOCK_FILE).exists():
         return False
     fd = try_lock(state_dir)
@@ -205,7 +190,8 @@ def _log(message: str) -> None:
 
 
 def _open_server(root: Path, state_dir: Path, idle: float) -> UrlServer:
-    """A server over the previous state when its URLs are still valid (same key and port), else fresh."""
+    """A server over the previous state when its URLs are still valid (same key, port and `until`), so the
+    URLs a crashed server signed work again; else a fresh one."""
     import secrets
 
     previous, _ = read_state(state_dir)
@@ -289,6 +275,9 @@ class BackgroundUrls:
         self._lock = threading.Lock()
 
     def presign(self, root: Path, bucket: str, key: str, expires_seconds: int) -> str:
+        """Reads the state and asks the server to sign (`POST /.segflow/sign`, the body authenticated with
+        the key's HMAC, the answer too); with no live server it starts one (`_launch`: its own session, no
+        terminal, an environment without credentials) and waits, bounded, until it answers."""
         if Path(root).resolve() != self.root:
             raise StorageError(
                 f"{root} is not served by the URL server of {self.root}", code="InvalidArgument"

@@ -1,13 +1,10 @@
 """The glue between the server and the models: one call per action, producing exactly the outputs the action
-documents, as encoded bytes. The server stores them and turns them into URLs (see `pipeline.store_output`).
+documents, as encoded bytes; the server stores them and turns them into URLs (`pipeline.store_output`).
 
 `ACTIONS` is the engine's one list of what it serves, keyed by the catalogue's action names: per action, the
-segmenter (by its name in `segmenters.base`) and the renderer that turns the segmentation into the action's
-outputs. Whether an action is an image call or a video job is the catalogue's word (`is_async`), not this
-module's: the table is checked against it when it is built. Video actions have no renderer: every frame's
-mask is streamed into a grey mask video (mp4, H.264) by `run_video_action`. `ALL_ACTIONS` is every action
-the engine has a model for; `ACTIONS` keeps those this process serves (`segflow_engine.served`: a package
-built without some actions refuses them).
+segmenter (by its name in `segmenters.base`) and the renderer of its outputs, held to the catalogue by
+`action_table`. Video actions have no renderer: `run_video_action` streams every frame's mask into a grey
+mask video (mp4, H.264).
 """
 
 from __future__ import annotations
@@ -310,6 +307,7 @@ def action_table(*entries: EngineAction) -> Mapping[str, EngineAction]:
     return MappingProxyType(table)
 
 
+# Every action the engine has a model for; `ACTIONS` keeps those this process serves (`served`).
 ALL_ACTIONS: Mapping[str, EngineAction] = action_table(
     # imageseg. person: ISNet gated by MediaPipe selfie + pose; salient: ISNet.
     EngineAction("SegmentBody", "person", _cutout),

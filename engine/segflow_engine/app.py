@@ -1,23 +1,9 @@
 """The engine as a WSGI application: imageseg (2019-12-30), videoseg (2020-03-20) and PicWish on one port.
 
-Routes:
-- `GET|POST /` (any path but the ones below) — RPC calls, parameters in the query or a urlencoded form
-  body, routed by `Action` + `Version` (v3 clients may name them in `x-acs-action` / `x-acs-version`),
-  signed with v1 or v3 (`segflow_engine.verify.verify_request`).
-- `POST /tasks/visual/segmentation` and `GET /tasks/visual/segmentation/<task_id>` — PicWish, AppCode auth.
-- `GET|HEAD /results/<id>/<name>?Expires=…&Signature=…` — the result files the answers link to.
-- `AuthorizeFileUpload` (RPC, version 2019-12-19), `POST /viapi-customer-temp/` (the form upload it
-  grants) and `GET /viapi-customer-temp/<key>` — the temporary bucket (`segflow_engine.tempstore`).
-
-`Engine.handle` answers one `Request` (no sockets, no WSGI); calling the `Engine` is the WSGI entry
-(`segflow_engine.handler.serve_wsgi`), which any WSGI server can serve (`segflow_engine.server` puts it on
-waitress). Model work runs on a `WorkerPool` of `workers` threads, so the server's threads stay free to
-answer polls and downloads while models run.
-
-Results, jobs, PicWish tasks and the temporary bucket live where `backends` says
-(`segflow_engine.backends`): by default on this machine, served by the engine itself (the result and
-temporary-bucket routes above); on Function Compute in OSS, where those routes do not exist and the answers
-link to presigned OSS URLs instead.
+`Engine.handle` answers one `Request` with no socket and no WSGI (its docstring lists the routes); calling
+the `Engine` is the WSGI entry, which `segflow_engine.server` puts on waitress. Model work runs on a
+`WorkerPool` (`segflow_engine.jobs`); results, jobs, PicWish tasks and the temporary bucket live where
+`backends` says (`segflow_engine.backends`).
 """
 
 from __future__ import annotations
@@ -122,6 +108,18 @@ class Engine:
         return serve_wsgi(self, environ, start_response, self.config.limits.max_call_body_bytes)
 
     def handle(self, request: Request) -> Answer:
+        """One request's answer, by its path:
+
+        - `POST /viapi-customer-temp/` (the form upload `AuthorizeFileUpload` grants) and
+          `GET /viapi-customer-temp/<key>`: the temporary bucket (`segflow_engine.tempstore`); `GET|HEAD
+          /results/<id>/<name>?Expires=…&Signature=…`: the result files the answers link to. Both on this
+          machine only: on Function Compute they are in OSS and the answers link to presigned OSS URLs;
+        - `POST /tasks/visual/segmentation`, `GET /tasks/visual/segmentation/<task_id>`: PicWish, AppCode
+          auth;
+        - any other: RPC calls, parameters in the query or a urlencoded form body, routed by `Action` +
+          `Version` (v3 clients may name them in `x-acs-action` / `x-acs-version`), signed with v1 or v3
+          (`segflow_engine.verify.verify_request`); `AuthorizeFileUpload` (version 2019-12-19) is one.
+        """
         try:
             if self.streams(request.method, request.path):
                 return self._receive_upload(request)

@@ -1,17 +1,9 @@
 """Who may call the engine: AccessKey pairs for the RPC APIs and AppCodes for PicWish.
 
 Key pairs come from `SEGFLOW_ENGINE_ACCESS_KEYS="id:secret,id2:secret2"`, AppCodes from
-`SEGFLOW_ENGINE_APPCODES="code1,code2"`. When either is unset a random development value is made so the
-engine is never open to anyone who can reach the port; `segflow engine` prints it at start-up.
-Signature checks are the layer's `verify_request`; this module only owns the keys and the one nonce cache
-a server needs so a replayed request is refused across all its threads.
-
-Behind Function Compute's HTTP trigger with `authType: function` the gateway has checked each request's
-signature before it reaches the engine (FC, "Configure signature authentication for HTTP triggers"), and
-the callers sign with their own roles' keys, which the engine cannot know: `SEGFLOW_ENGINE_AUTH=fc-gateway`
-makes the engine trust the gateway (`GatewayTrust`). That setting opens the engine to anyone who can reach
-its port, so it is refused outside Function Compute (`gateway_trusted`). The key check stays the default,
-and the fallback for a trigger with `authType: anonymous`.
+`SEGFLOW_ENGINE_APPCODES="code1,code2"`. Signature checks are `verify.verify_request`; this module owns
+the keys and the one nonce cache a server needs so a replayed request is refused across all its threads.
+Behind Function Compute's gateway the engine may trust it instead (`gateway_trusted`).
 """
 
 from __future__ import annotations
@@ -37,7 +29,13 @@ FC_MARKERS = ("FC_FUNCTION_NAME", "FC_REGION")
 
 def gateway_trusted(environ: Mapping[str, str]) -> bool:
     """Whether `SEGFLOW_ENGINE_AUTH` says to trust FC's gateway (`fc-gateway`) or to check keys (`keys`,
-    the default); `ConfigError` for another value, or for `fc-gateway` outside Function Compute."""
+    the default); `ConfigError` for another value, or for `fc-gateway` outside Function Compute.
+
+    Behind FC's HTTP trigger with `authType: function` the gateway has checked each request's signature
+    before it reaches the engine (FC, "Configure signature authentication for HTTP triggers"), and the
+    callers sign with their own roles' keys, which the engine cannot know. Trusting it opens the engine to
+    anyone who can reach its port, hence the refusal outside FC; checking keys stays the default, and the
+    way behind a trigger with `authType: anonymous`."""
     mode = environ.get(AUTH_ENV, "").strip().lower() or AUTH_KEYS
     if mode not in (AUTH_KEYS, AUTH_FC_GATEWAY):
         raise ConfigError(f"{AUTH_ENV}={mode!r}: use {AUTH_KEYS} or {AUTH_FC_GATEWAY}")
@@ -75,7 +73,8 @@ class EngineCredentials:
     def build(
         cls, access_keys: Mapping[str, str] | None = None, appcodes: frozenset[str] | set[str] | None = None
     ) -> EngineCredentials:
-        """Fills in a random development key pair / AppCode for whichever is missing."""
+        """Fills in a random development key pair / AppCode for whichever is missing, so the engine is
+        never open to anyone who can reach the port (`segflow engine` prints them at start-up)."""
         generated_keys = not access_keys
         generated_appcodes = not appcodes
         keys = dict(access_keys) if access_keys else dev_access_keys()
@@ -166,9 +165,8 @@ class Authenticator:
 
 
 class GatewayTrust:
-    """The engine behind FC's HTTP trigger with `authType: function`: the gateway verified the caller, so
-    a request's parameters are read as signed, and any PicWish caller is let in (see the module
-    docstring)."""
+    """The engine behind FC's HTTP trigger with `authType: function` (`gateway_trusted`): the gateway
+    verified the caller, so a request's parameters are read as signed, and any PicWish caller is let in."""
 
     def verify_rpc(
         self,

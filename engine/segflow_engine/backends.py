@@ -1,13 +1,9 @@
 """Where an engine keeps what outlives one request: result files, asynchronous jobs, PicWish tasks and the
-temporary bucket's grants. The engine (`segflow_engine.app.Engine`) sees them only through the protocols
-below, so one engine serves from either of two homes:
+temporary bucket's grants.
 
-- this machine (`segflow engine`, `segflow run`): results in the state folder served by the engine itself
-  (`resultstore`), jobs on its worker pool (`jobs`, `LocalJobs`), PicWish tasks in memory
-  (`LocalTasks`), the temporary bucket in the state folder (`tempstore`);
-- OSS (the engine on Function Compute, `segflow_engine.cloud`): every instance reads and writes the same
-  prefix of a bucket, jobs are queued as asynchronous invocations of the function itself and run inside
-  them, so any instance answers any request and none keeps work running after its answer.
+The engine (`segflow_engine.app.Engine`) sees them only through the protocols below, so it serves from
+either home: this machine (`segflow engine`, `segflow run`: `resultstore`, `LocalJobs` on the worker pool,
+`LocalTasks` in memory, `tempstore`) or OSS (the engine on Function Compute, `segflow_engine.cloud`).
 """
 
 from __future__ import annotations

@@ -1,20 +1,10 @@
 """The engine's state in OSS, for the engine on Function Compute: any instance answers any request.
 
 Everything lives under one prefix of one bucket (`SEGFLOW_ENGINE_BUCKET`, `SEGFLOW_ENGINE_PREFIX`), the only
-place the engine's role may write (ram-policy-engine.json):
-
-    <prefix>results/<result id>/<name>   result files; answers link to presigned GETs that expire as the
-                                         service's links do (30 minutes, PicWish 1 hour)
-    <prefix>jobs/<job id>/...            asynchronous jobs (`segflow_engine.cloudjobs`)
-    <prefix>picwish/<task id>.json       PicWish answers, for GET /tasks/visual/segmentation/<task id>
-    <prefix>temp/<random>/<uuid>         the temporary bucket: `AuthorizeFileUpload` grants a form upload
-                                         (OSS PostObject) straight into it, so an input never passes
-                                         through an instance, never leaves the region, and no bucket is
-                                         public
-
-Nothing is deleted by the engine (no work after an answer): an OSS lifecycle rule on the prefix expires it
-(docs/engine-on-fc.md). The OSS client is the layer's `OssStorage` (oss2), reached with the function role's
-STS key, which FC hands over at start and again with every request (`RoleKeys`).
+place the engine's role may write (ram-policy-engine.json): `results/` (`OssResults`), `jobs/`
+(`segflow_engine.cloudjobs`), `picwish/` (`OssTasks`) and `temp/` (`OssUploads`, `OssInputs`). The engine
+deletes nothing (no work after an answer): an OSS lifecycle rule on the prefix expires it
+(docs/engine-on-fc.md, "Deploy it").
 """
 
 from __future__ import annotations
@@ -129,7 +119,8 @@ def _content_type(name: str) -> str:
 
 
 class OssResults:
-    """Result files under `<prefix>results/`, handed out as presigned GETs."""
+    """Result files as `<prefix>results/<result id>/<name>`, handed out as presigned GETs that expire as
+    the service's links do (`ttl_seconds`: 30 minutes, PicWish 1 hour)."""
 
     def __init__(self, bucket: EngineBucket) -> None:
         self._bucket = bucket
@@ -177,8 +168,9 @@ class OssTasks:
 
 
 class OssUploads:
-    """`AuthorizeFileUpload` granting a form upload to `<prefix>temp/<random>/` of the engine's bucket,
-    signed with the role's key (OSS "PostObject": an STS key's token goes in the `x-oss-security-token`
+    """`AuthorizeFileUpload` granting a form upload straight to `<prefix>temp/<random>/` of the engine's
+    bucket, so an input never passes through an instance nor leaves the region, and no bucket is public.
+    Signed with the role's key (OSS "PostObject": an STS key's token goes in the `x-oss-security-token`
     field, so the grant carries it as `SecurityToken`)."""
 
     def __init__(

@@ -1,25 +1,9 @@
 """Asynchronous jobs of the engine on Function Compute: kept in OSS, queued as FC asynchronous invocations of
-the engine itself, run inside the invocation that delivers them.
+the engine itself, run inside the invocation that delivers them (docs/engine-on-fc.md, "How it runs on FC").
 
     <prefix>jobs/<job id>/job.json         the call (action, parameters), written once when it is submitted
     <prefix>jobs/<job id>/processing.json  the latest attempt (its number and start), rewritten by each
-    <prefix>jobs/<job id>/result.json      how it ended, written once (put-if-absent): the first attempt
-                                           to finish wins, a later one keeps nothing
-
-Submitting (SegmentVideoBody and its siblings, SegmentBody with Async=true) writes job.json and asks FC to
-invoke the function asynchronously with `{"JobId": …}` (`segflow_engine.fcinvoke`); the answer is the
-JobId. FC delivers that payload to any instance as `POST /invoke`, where `run` does the whole job and
-answers only when it ended: no work is left running after an answer, and an instance FC freezes or stops
-holds nothing the job needs. GetAsyncJobResult, on any instance, reads the three objects.
-
-- An instance that dies mid-job never answers its delivery: FC retries it (`asyncInvokeConfig`, 3 retries
-  by default) on an instance that runs the job again from its input; the job ends once, with one result.
-- A delivery of a job that has ended (FC redelivers: at least once) finds result.json and does nothing.
-- A failure of the engine's own bucket (OSS unreachable, 5xx) is answered as a failed invocation, so FC
-  retries it; anything else the job raises ends it, as the service ends a job: PROCESS_FAILED with the code.
-- A job FC gave up on (every delivery died) or never delivered shows PROCESSING or QUEUING until
-  `stale_seconds` after its last start (the function's timeout) or submission (FC's event age), then
-  TIMEOUT_FAILED, a status the service has too: a poller never waits forever.
+    <prefix>jobs/<job id>/result.json      how it ended, put-if-absent: the first attempt to finish wins
 """
 
 from __future__ import annotations
@@ -71,6 +55,8 @@ class CloudJobs:
 
     # -- the API side ----------------------------------------------------------------------------------
     def submit(self, job_id: str, job: Job) -> None:
+        """Writes job.json and asks FC to invoke the function asynchronously with `{"JobId": …}`
+        (`segflow_engine.fcinvoke`); the caller answers with the JobId."""
         document = {"JobId": job_id, "Action": job.action, "Params": job.params, "SubmittedAt": self._clock()}
         self._bucket.put_json(self._key(job_id, "job.json"), document, if_absent=True)
         try:
@@ -80,7 +66,10 @@ class CloudJobs:
             raise
 
     def state(self, job_id: str) -> JobState | None:
-        """What GetAsyncJobResult reports, from OSS; None for a job this engine does not know."""
+        """What GetAsyncJobResult reports, from OSS, on any instance; None for a job this engine does not
+        know. A job FC gave up on (every delivery died) or never delivered shows PROCESSING or QUEUING
+        until `job_seconds` after its last start or `event_age_seconds` after its submission, then
+        TIMEOUT_FAILED, a status the service has too: a poller never waits forever."""
         if not _JOB_ID.match(job_id):
             return None
         ended = self._bucket.get_json(self._key(job_id, "result.json"))
@@ -98,8 +87,13 @@ class CloudJobs:
 
     # -- the invocation side ---------------------------------------------------------------------------
     def run(self, payload: bytes, runner: JobRunner, error_code: Callable[[str], str]) -> str:
-        """Run the job an asynchronous invocation delivers (`POST /invoke`), to its end; returns what
-        happened. Raises (FC then retries the delivery) only when the engine's own bucket failed."""
+        """Run the job an asynchronous invocation delivers (`POST /invoke`) to its end, then answer: no
+        work runs after an answer, so an instance FC freezes or stops holds nothing a job needs. Returns
+        what happened. Raises (FC then retries the delivery) only when the engine's own bucket failed
+        (OSS unreachable, 5xx); anything else the job raises ends it as the service ends a job,
+        PROCESS_FAILED with the code. An instance that dies mid-job never answers: FC retries the delivery
+        (`asyncInvokeConfig`, 3 retries by default) and the job runs again from its input; a delivery of an
+        ended job (FC delivers at least once) runs nothing."""
         job_id = _job_id_of(payload)
         if job_id is None:
             LOG.error("an invocation without a JobId: nothing to run (%d bytes)", len(payload))

@@ -2,12 +2,8 @@
 
     python -m segflow_engine.fc --port 9000
 
-`segflow engine`'s options, with the defaults FC's custom runtime needs (docs/engine-on-fc.md): it listens
-on `0.0.0.0` ("must bind 0.0.0.0:CAPort", a server on 127.0.0.1 is never reached) at once, well within
-FC's 120 s, keeps idle connections 16 minutes (FC wants a keep-alive of at least 15, or calls fail with
-"Process exited unexpectedly"), runs one model call at a time, loads its models in the Initializer
-(`POST /initialize`), logs in FC's format on stdout, and keeps its state where `fcdeploy.FcDeployment`
-says: OSS inside FC. Any option given after these wins.
+`segflow engine`'s options, with the defaults FC's custom runtime needs (`FC_DEFAULTS`); any option given
+after them wins. Its state goes where `fcdeploy.FcDeployment` says: OSS inside FC.
 """
 
 from __future__ import annotations
@@ -21,10 +17,14 @@ from collections.abc import Sequence
 from segflow.errors import ConfigError
 from segflow_engine import command, served
 
+# FC wants a keep-alive of at least 15 minutes, or calls fail with "Process exited unexpectedly".
 KEEP_ALIVE_SECONDS = 16 * 60
 # One model worker: on an instance's 2 vCPU a second model call at once gains nothing (bench/engine_fc.py:
 # the ISNet session already uses both cores), so a second request waits for the first instead of slowing it.
 MODEL_WORKERS = 1
+# 0.0.0.0: FC's custom runtime "must bind 0.0.0.0:CAPort" (a server on 127.0.0.1 is never reached), and
+# within 120 s of the start: the engine listens at once and loads its models in the Initializer
+# (`POST /initialize`, `fcdeploy._initializer`).
 FC_DEFAULTS = (
     *("--host", "0.0.0.0", "--workers", str(MODEL_WORKERS)),
     *("--idle-timeout", str(KEEP_ALIVE_SECONDS), "--log-level", "info"),

@@ -1,23 +1,5 @@
-"""What the engine on Function Compute is configured with, read from the function's environment, and the
-engine server built from it (`segflow_engine.fc` runs it).
-
-Function Compute sets `FC_FUNCTION_NAME`, `FC_REGION`, `FC_ACCOUNT_ID` and the role's STS key in
-`ALIBABA_CLOUD_ACCESS_KEY_ID` / `_SECRET` / `_SECURITY_TOKEN` ("Environment variables"); s.yaml sets:
-
-- `SEGFLOW_ENGINE_BUCKET`: the bucket the engine keeps its results, jobs and temporary inputs in; required
-  inside FC, where an instance keeps nothing (unset outside FC: the state folder of one instance);
-- `SEGFLOW_ENGINE_PREFIX`: their prefix (default `segflow-engine/`), the only place the role may write;
-- `SEGFLOW_OSS_ENDPOINT`: OSS, as the layer reads it (default: `oss-<region>-internal` inside FC);
-- `SEGFLOW_PRESIGN_ENDPOINT`: the host of result links (default: the OSS endpoint, as the functions that
-  read them run in the same region);
-- `SEGFLOW_FC_ENDPOINT`: FC's API, for the engine's own asynchronous invocations (default
-  `https://{account_id}.{region}.fc.aliyuncs.com`);
-- `SEGFLOW_ENGINE_AUTH`: `fc-gateway` behind a trigger with `authType: function`; `keys` (the default) with
-  `SEGFLOW_ENGINE_ACCESS_KEYS` behind `authType: anonymous`.
-
-Inputs come from public addresses only (the engine listens on 0.0.0.0), except the OSS endpoint and its
-buckets (`<bucket>.<endpoint>`; inside FC the `-internal` endpoint resolves to a private address) and any
-`--allow-input-host`.
+"""What the engine on Function Compute is configured with, read from the function's environment
+(`FcDeployment`), and the engine server built from it (`segflow_engine.fc` runs it).
 """
 
 from __future__ import annotations
@@ -54,11 +36,13 @@ DEFAULT_PREFIX = "segflow-engine/"
 
 @dataclass(frozen=True)
 class FcDeployment:
-    """The engine's configuration on Function Compute (module docstring)."""
+    """The engine's configuration on Function Compute. FC sets `FC_FUNCTION_NAME`, `FC_REGION`,
+    `FC_ACCOUNT_ID` and the role's STS key ("Environment variables"); s.yaml sets the `SEGFLOW_*` variables
+    (docs/engine-on-fc.md, "Deploy it", says what each means and its default)."""
 
     in_function_compute: bool
-    trust_gateway: bool
-    bucket: str | None = None
+    trust_gateway: bool  # SEGFLOW_ENGINE_AUTH=fc-gateway (`auth.gateway_trusted`)
+    bucket: str | None = None  # None outside FC only: then the state folder of this one instance
     prefix: str = DEFAULT_PREFIX
     oss_endpoint: str = ""
     presign_endpoint: str | None = None
@@ -103,7 +87,9 @@ class FcDeployment:
         )
 
     def addresses(self, extra_hosts: Sequence[str] = ()) -> AddressRule:
-        """Public inputs only, but for the OSS endpoint, its buckets and `extra_hosts`."""
+        """Public inputs only (the engine listens on 0.0.0.0), but for the OSS endpoint, its buckets
+        (`<bucket>.<endpoint>`; inside FC the `-internal` endpoint resolves to a private address) and
+        `extra_hosts` (`--allow-input-host`)."""
         hosts = {host.strip().lower() for host in extra_hosts if host.strip()}
         domains: set[str] = set()
         if self.oss_endpoint:

@@ -1,12 +1,9 @@
 """Queue a job as an asynchronous invocation of the engine's own function (FC 3.0 `InvokeFunction`).
 
 FC, "API reference (2023-03-30): InvokeFunction": `POST /2023-03-30/functions/{functionName}/invocations`
-with `x-fc-invocation-type: Async` and the payload as body (at most 128 KB), signed ACS3-HMAC-SHA256 with
-every header sent (what `segflow.signing.sign_v3` does, as `segflow_cli.fcapi` signs its calls); FC answers
-202 with the invocation's `x-fc-request-id` and later delivers the payload to an instance as `POST /invoke`,
-retried per the function's `asyncInvokeConfig` ("Asynchronous invocations"). The endpoint is
-`SEGFLOW_FC_ENDPOINT` when set (a template with `{account_id}` and `{region}`, as the `segflow` command reads
-it), else the account's public one, `https://<account id>.<region>.fc.aliyuncs.com` ("Endpoints").
+with `x-fc-invocation-type: Async`, signed ACS3-HMAC-SHA256 with every header sent (`segflow.signing.sign_v3`,
+as `segflow_cli.fcapi` signs its calls). FC answers 202 and later delivers the payload to an instance as
+`POST /invoke`, retried per the function's `asyncInvokeConfig` ("Asynchronous invocations").
 """
 
 from __future__ import annotations
@@ -21,6 +18,8 @@ from segflow.signing import percent_encode, sign_v3
 from segflow_engine.cloud import RoleKeys
 
 FC_API_VERSION = "2023-03-30"
+# The account's public endpoint ("Endpoints"); SEGFLOW_FC_ENDPOINT replaces it with a template of the same
+# form, as the `segflow` command reads it.
 DEFAULT_ENDPOINT = "https://{account_id}.{region}.fc.aliyuncs.com"
 USER_AGENT = "segflow-engine/0.1 (async jobs)"
 TIMEOUT = (5.0, 30.0)  # (connect, read): an asynchronous invocation is answered at once
@@ -52,7 +51,8 @@ class FcAsyncInvoker:
         self._session.trust_env = False  # FC's API is called directly, never through a proxy
 
     def invoke(self, payload: bytes) -> str:
-        """Queue `payload`; returns FC's request id. `ApiError` with FC's Code and status when refused."""
+        """Queue `payload` (the body; at most 128 KB, `fcruntime.MAX_EVENT_BYTES`); returns FC's request id
+        (`x-fc-request-id` of its 202). `ApiError` with FC's Code and status when refused."""
         pathname = f"/{FC_API_VERSION}/functions/{percent_encode(self.function)}/invocations"
         headers = {
             "content-type": "application/octet-stream",

@@ -1,21 +1,9 @@
 """The engine as Function Compute's custom runtime calls it: a WSGI middleware around the engine.
 
-From FC's "Custom runtime: specification" (help.aliyun.com/en/functioncompute/fc-2-0/user-guide/
-custom-runtime-specification-details; FC 3.0 keeps it for custom runtimes) and "Lifecycle hooks for
-function instances in a custom runtime":
-
-- `x-fc-control-path` says what a request is: `/http-invoke` a call through the HTTP trigger (passed to the
-  engine as it came), `/invoke` an event (here: an asynchronous job the engine queued for itself, run to its
-  end by `invoke`), `/initialize` the Initializer hook (the models load here, `initialize`), `/pre-stop`
-  the PreStop hook (nothing to do: the engine keeps nothing on the instance);
-- every answer carries `x-fc-status`, 200 when the invocation succeeded and 404 when it failed (an engine
-  error, an initializer or a job that failed): FC counts a call as failed only by it, and retries a failed
-  asynchronous invocation;
-- each invocation writes `FC Invoke Start RequestId: <id>` and `FC Invoke End RequestId: <id>` on stdout,
-  and log lines follow "Print function logs": `<UTC time> <request id> [<level>] <message>`
-  (`FcLogFormat`);
-- the role's current STS key comes with every request (`x-fc-access-key-id`, …) and replaces the one the
-  instance started with (`segflow_engine.cloud.RoleKeys`).
+What FC asks of it is in "Custom runtime: specification" (help.aliyun.com/en/functioncompute/fc-2-0/
+user-guide/custom-runtime-specification-details; FC 3.0 keeps it for custom runtimes), "Lifecycle hooks
+for function instances in a custom runtime" and "Print function logs"; each rule is said where
+`FcRuntime` keeps it.
 """
 
 from __future__ import annotations
@@ -34,7 +22,9 @@ from segflow_engine.wsgiserver import WsgiApp
 LOG = logging.getLogger("segflow_engine.fc")
 
 REQUEST_ID: contextvars.ContextVar[str] = contextvars.ContextVar("fc_request_id", default="-")
-OK, FAILED = "200", "404"  # x-fc-status
+# x-fc-status, on every answer: FC counts a call as failed only by it (404: an engine error, an initializer
+# or a job that failed), and retries a failed asynchronous invocation.
+OK, FAILED = "200", "404"
 MAX_EVENT_BYTES = 128 * 1024  # an asynchronous invocation's payload ("Web functions": 128 KB)
 
 
@@ -50,7 +40,8 @@ class FcLogFormat(logging.Formatter):
 
 
 class FcRuntime:
-    """Wraps the engine's WSGI application for FC's custom runtime (module docstring)."""
+    """Wraps the engine's WSGI application for FC's custom runtime: control paths, lifecycle hooks,
+    `x-fc-status` and FC's log lines."""
 
     def __init__(
         self,
@@ -68,6 +59,9 @@ class FcRuntime:
         self._out = out
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        """One invocation, between `FC Invoke Start RequestId: <id>` and `FC Invoke End RequestId: <id>` on
+        stdout. The role's current STS key comes with every request (`x-fc-access-key-id`, …) and replaces
+        the one the instance started with (`RoleKeys`)."""
         request_id = str(environ.get("HTTP_X_FC_REQUEST_ID") or "")
         if self._keys is not None:
             self._keys.update(
@@ -86,6 +80,10 @@ class FcRuntime:
             REQUEST_ID.reset(token)
 
     def _route(self, control: str, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        """`x-fc-control-path` says what a request is: `/initialize` the Initializer hook (the models load
+        there), `/invoke` an event (here: a job the engine queued for itself, run to its end), `/pre-stop`
+        the PreStop hook (nothing to do: the engine keeps nothing on the instance); any other, such as
+        `/http-invoke` (a call through the HTTP trigger), goes to the engine as it came."""
         if control == "/initialize":
             return self._hook("initializer", self._initialize, start_response)
         if control == "/invoke":

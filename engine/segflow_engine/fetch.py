@@ -1,32 +1,9 @@
 """Fetching an input by URL, the way the service does: http/https only, bounded in size and time.
 
-Failures carry the service's codes with the action's prefix (`InvalidImage` or `InvalidFile`):
-`<prefix>.URL` for a URL that is not http(s), has no host, or cannot be read one way only (see
-`read_input_url`), `<prefix>.Download` for anything that goes wrong on the wire. Every `.Download` failure
-has the same message, whatever happened (refused, reset, timed out, no such host, an HTTP error status, a
-refused address or redirect): an engine reachable by others must not tell a caller which ports are open or
-which hosts exist around it. The reason is logged at DEBUG (`segflow engine --log-level debug`), never
-with the URL's query (presigned URLs carry signatures).
-
-The URL checked is the URL sent: `read_input_url` reads it as requests prepares it, and refuses one that
-the standard library would read otherwise (`http://a:1\\@b:2/` names `b` to one, `a` to the other).
-
-Which addresses a connection may reach is `AddressRule`, checked on the address the connection is made to
-(requests-hardened resolves the name once and connects to that address, so DNS cannot answer the check
-and the connection differently):
-- with `public_only` (on by default when the engine listens beyond loopback), every connection must reach
-  a public address: never loopback, private, link-local (the cloud metadata addresses 169.254.169.254 and
-  Alibaba Cloud's 100.100.100.200), shared CGNAT, multicast or unspecified;
-- without it, the caller's own URL and redirects that stay on its host (same name and port) may reach
-  any address, and a redirect to another host must reach a public address: a public server cannot bounce
-  the engine into its own machine or network;
-- `allowed_hosts` are exempt from both, and so are `allowed_domains` with their subdomains (issue 17: the
-  OSS endpoint the engine on Function Compute is configured with, whose buckets are its subdomains; inside
-  FC the `-internal` endpoint resolves to a private address).
-
-An input larger than the action's documented `max_bytes` is refused as soon as the size is known (from
-Content-Length, or while streaming), with the catalogue's code for it, so nothing larger than the limit is
-ever held.
+Failures carry the service's codes with the action's prefix (`InvalidImage` or `InvalidFile`): `<prefix>.URL`
+for a URL `read_input_url` cannot read one way only, `<prefix>.Download` for anything that goes wrong on the
+wire, always with one message (`_download_failure`). Where a connection may go is `AddressRule`; an input
+over the action's `max_bytes` is refused as soon as its size is known, so nothing larger is ever held.
 """
 
 from __future__ import annotations
@@ -62,11 +39,17 @@ DOWNLOAD_FAILED_MESSAGE = (
 
 @dataclass(frozen=True)
 class AddressRule:
-    """Which addresses input downloads may connect to (see the module docstring)."""
+    """Which addresses input downloads may connect to, checked on the address each connection is made to
+    (requests-hardened resolves a name once and connects to that address, so DNS cannot answer the check
+    and the connection differently)."""
 
+    # Every connection must reach a public address (`_PUBLIC_ONLY`); on by default beyond loopback.
     public_only: bool = False
-    allowed_hosts: frozenset[str] = frozenset()  # "host" or "host:port", lower case
-    # Names whose subdomains are allowed too: an OSS endpoint, where each bucket is `<bucket>.<endpoint>`.
+    # Exempt from both rules of `public_only_for`: "host" or "host:port", lower case.
+    allowed_hosts: frozenset[str] = frozenset()
+    # Exempt with their subdomains: an OSS endpoint, where each bucket is `<bucket>.<endpoint>` (issue 17:
+    # the engine on Function Compute's own endpoint; inside FC the `-internal` one resolves to a private
+    # address).
     allowed_domains: frozenset[str] = frozenset()
 
     def allows(self, url: InputUrl) -> bool:
@@ -75,7 +58,10 @@ class AddressRule:
         return any(url.host == name or url.host.endswith(f".{name}") for name in self.allowed_domains)
 
     def public_only_for(self, first: InputUrl, current: InputUrl) -> bool:
-        """Whether the connection to `current`, reached from the caller's `first`, must be public."""
+        """Whether the connection to `current`, reached from the caller's `first`, must be public: always
+        with `public_only`; without it, the caller's own URL and redirects that stay on its host (name and
+        port) may reach any address, and a redirect to another host must be public, so a public server
+        cannot bounce the engine into its own machine or network."""
         if self.allows(current):
             return False
         return self.public_only or (current.host, current.port) != (first.host, first.port)
@@ -115,7 +101,8 @@ def read_input_url(text: str) -> InputUrl | None:
     """`text` (surrounding whitespace aside) as requests will send it, or None when it cannot be read one
     way only: whitespace, control or invisible characters, a backslash, userinfo (`user@`), a port that is
     not plain digits in 1-65535, a scheme other than http(s), no host, or a host or port the standard
-    library's `urlsplit` reads differently from requests."""
+    library's `urlsplit` reads differently from requests (`http://a:1\\@b:2/` names `b` to one, `a` to the
+    other). The URL checked is then the URL sent."""
     url = text.strip()
     if any(ch.isspace() or ch == "\\" or unicodedata.category(ch) in ("Cc", "Cf") for ch in url):
         return None
@@ -190,7 +177,10 @@ def fetch_to_file(action: Action, url: str, dest: Path, policy: FetchPolicy = VI
 
 
 def _download_failure(action: Action, url: str, reason: str) -> InputValidationError:
-    """The one `.Download` refusal; `reason` goes to the debug log only (see the module docstring)."""
+    """The one `.Download` refusal, with the same message whatever happened (refused, reset, timed out, no
+    such host, an HTTP error status, a refused address or redirect): an engine reachable by others must not
+    tell a caller which ports are open or which hosts exist around it. `reason` goes to the DEBUG log only
+    (`segflow engine --log-level debug`), never with the URL's query (presigned URLs carry signatures)."""
     parts = urlsplit(url)
     LOG.debug("download from %s://%s%s failed: %s", parts.scheme, parts.netloc, parts.path, reason)
     return InputValidationError(
@@ -243,6 +233,8 @@ class _Sessions:
             session.close()
 
 
+# What requests-hardened refuses with this: loopback, private, link-local (the cloud metadata addresses
+# 169.254.169.254 and Alibaba Cloud's 100.100.100.200), shared CGNAT, multicast and unspecified addresses.
 _PUBLIC_ONLY = Config(
     ip_filter_enable=True, ip_filter_allow_loopback_ips=False, never_redirect=True, default_timeout=None
 )

@@ -1,11 +1,9 @@
 """The engine's HTTP side as WSGI: an environ becomes a `Request`, the application's `Answer` the response.
 
-The server (waitress, `segflow_engine.wsgiserver`) has received each request whole before the application
-sees it; a body beyond `ServerLimits.spool_bytes` waits in a temporary file. The application says which
-routes take their body as a stream (`Application.streams`: the temporary bucket's uploads, up to 1 GiB);
-every other body is an API call's, read into memory, and refused `413` beyond `max_call_body_bytes`.
-
-No query string is ever logged: they hold signatures and AccessKeyIds.
+Requests arrive whole (waitress, `segflow_engine.wsgiserver`). The routes an application names in
+`Application.streams` (the temporary bucket's uploads, up to 1 GiB) take their body as a stream; every
+other body is an API call's, read into memory and refused `413` beyond `max_call_body_bytes`. No query
+string is ever logged: they hold signatures and AccessKeyIds.
 """
 
 from __future__ import annotations

@@ -1,10 +1,9 @@
 """The engine's worker pool: model work runs here, so the HTTP threads stay free to answer.
 
-Synchronous calls hand their model work to the pool and wait (`WorkerPool.run`). Asynchronous calls —
-SegmentBody with `Async=true` and every videoseg action — become jobs (`WorkerPool.submit_job`) whose
-state `GetAsyncJobResult` reports like the service: QUEUING until a worker takes the job, PROCESSING while
-it runs, then PROCESS_SUCCESS with `Result` (a JSON *string*, e.g. `{"VideoUrl": "..."}`) or
-PROCESS_FAILED with `ErrorCode` / `ErrorMessage`. Finished jobs are forgotten after `job_ttl_seconds`.
+Synchronous calls hand their model work to the pool and wait (`WorkerPool.run`); asynchronous calls
+(SegmentBody with `Async=true`, every videoseg action) become jobs (`WorkerPool.submit_job`), whose
+`JobState` GetAsyncJobResult reports as the service does. Finished jobs are forgotten after
+`job_ttl_seconds`.
 """
 
 from __future__ import annotations
@@ -20,6 +19,9 @@ from typing import Any, TypeVar
 
 from segflow.errors import SegflowError
 
+# GetAsyncJobResult's statuses: QUEUING until a worker takes the job, PROCESSING while it runs, then
+# PROCESS_SUCCESS with `Result` (a JSON *string*, e.g. `{"VideoUrl": "..."}`) or PROCESS_FAILED with
+# `ErrorCode` / `ErrorMessage`.
 QUEUING = "QUEUING"
 PROCESSING = "PROCESSING"
 PROCESS_SUCCESS = "PROCESS_SUCCESS"

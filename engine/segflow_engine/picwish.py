@@ -1,11 +1,9 @@
 """PicWish's cut-out API as the API Market serves it: request fields, the answer envelope and state codes.
 
-`POST /tasks/visual/segmentation` with `Authorization: APPCODE <code>`, a JSON or form body. The HTTP status
-only says the request was taken; the outcome is `data.state`: 1 done, -8 timeout, -7 invalid image,
--5 over 15 MB, -3 download failed, -2 upload failed, -1 cut-out failed. Bad parameters are HTTP 400, a bad
-AppCode 401 (the gateway's `X-Ca-Error-Message` header says why), an unknown task 404.
-The engine always finishes the task before answering (the real service does so within 1–2 s); the answer
-can be read again with `GET /tasks/visual/segmentation/<task_id>` while its links are valid (1 hour).
+`POST /tasks/visual/segmentation` with `Authorization: APPCODE <code>`, a JSON or form body. Bad parameters
+are HTTP 400, a bad AppCode 401 (the gateway's `X-Ca-Error-Message` header says why), an unknown task 404.
+The engine finishes the task before answering (the real service does so within 1–2 s); the answer can be
+read again with `GET /tasks/visual/segmentation/<task_id>` while its links are valid (1 hour).
 """
 
 from __future__ import annotations
@@ -23,6 +21,7 @@ from segflow_engine.protocol import HttpAnswer, render_json
 PATH = "/tasks/visual/segmentation"
 MAX_URL_CHARS = 512
 
+# The outcome is `data.state`: the HTTP status only says the request was taken. TOO_LARGE: over 15 MB.
 STATE_DONE = 1
 STATE_TIMEOUT = -8
 STATE_INVALID_IMAGE = -7

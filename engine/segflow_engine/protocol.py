@@ -1,16 +1,8 @@
 """How the engine answers RPC calls: the service's JSON and XML shapes, for success and for errors.
 
-Success: `{"RequestId": ..., "Data": {...}}`, or with `Format=XML`
-`<ActionResponse><RequestId/><Data/></...>`.
-Errors: `{"RequestId", "HostId", "Code", "Message"}` with the documented HTTP status, or `<Error>` in XML.
-JSON is the default: the official v3 clients send no `Format` and parse JSON; the error content type for XML
-is exactly `text/xml;charset=utf-8` because that is what the official clients test for.
-
-Choices where the service's behaviour is not documented (recorded here so the tests can pin them):
-- an unknown action, or an action asked for with the other product's `Version`, answers
-  `UnsupportedOperation` with HTTP 400 (the status `segflow.errors.UnknownActionError` carries);
-- lists inside `Data` are rendered in XML as one repeated element per item (`<Elements>…</Elements>` twice),
-  the way the RPC gateway renders arrays that have no wrapper object.
+Success is `{"RequestId": ..., "Data": {...}}` (`Format=XML`: `<ActionResponse><RequestId/><Data/></...>`),
+an error `{"RequestId", "HostId", "Code", "Message"}` with the documented HTTP status (XML: `<Error>`).
+JSON is the default: the official v3 clients send no `Format` and parse JSON.
 """
 
 from __future__ import annotations
@@ -25,7 +17,7 @@ from xml.sax.saxutils import escape
 from segflow.errors import SegflowError
 
 JSON_CONTENT_TYPE = "application/json;charset=utf-8"
-XML_CONTENT_TYPE = "text/xml;charset=utf-8"
+XML_CONTENT_TYPE = "text/xml;charset=utf-8"  # exactly: the official clients test for it on an XML error
 XML_DECLARATION = "<?xml version='1.0' encoding='UTF-8'?>"
 
 
@@ -95,6 +87,9 @@ def _json_bytes(body: Mapping[str, Any]) -> bytes:
 
 
 def _xml_element(name: str, value: Any) -> str:
+    """`value` as XML. A list is one repeated element per item (`<Elements>…</Elements>` twice), the way
+    the RPC gateway renders arrays that have no wrapper object: our choice, as the service documents none
+    (the tests pin it)."""
     if isinstance(value, list | tuple):
         return "".join(_xml_element(name, item) for item in value)
     if isinstance(value, Mapping):

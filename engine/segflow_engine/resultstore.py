@@ -1,10 +1,9 @@
 """Where the engine keeps the files it produced, and the expiring signed URLs it hands out for them.
 
-A result lives in `<root>/<result id>/<name>`. Its URL is
-`<base>/results/<id>/<name>?Expires=<unix seconds>&Signature=<hex HMAC-SHA256>` signed with a secret made
-per process, so URLs can't be guessed and stop working after a restart — like the service's own links,
-which are valid for 30 minutes (PicWish: 1 hour). An expired or altered URL is refused with 403; files
-are deleted some time after the last URL for them expired.
+A result lives in `<root>/<result id>/<name>`, its URL is `<base>/results/<id>/<name>?Expires=<unix
+seconds>&Signature=<hex HMAC-SHA256>` under a secret made per process: URLs can't be guessed and stop
+working after a restart. An expired or altered URL is refused with 403; files are deleted some time after
+the last URL for them expired.
 """
 
 from __future__ import annotations
@@ -21,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote, urlencode
 
-RESULT_TTL_SECONDS = 30 * 60
+RESULT_TTL_SECONDS = 30 * 60  # as the service's own links (PicWish's: 1 hour)
 PICWISH_RESULT_TTL_SECONDS = 60 * 60
 _NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _ID_PATTERN = re.compile(r"^[a-f0-9]{32}$")

@@ -25,7 +25,9 @@ def job_error_code(action: str) -> str:
 
 def route(params: Mapping[str, str], served: frozenset[str] | None = None) -> Action:
     """The catalogue action an RPC call names; `UnsupportedOperation` if unknown or of another Version,
-    `InvalidApi.NotPurchase` if this engine does not serve it (`served`, default: the process's)."""
+    `InvalidApi.NotPurchase` if this engine does not serve it (`served`, default: the process's). The
+    service documents nothing for the first: HTTP 400 (`UnknownActionError`'s status) is our choice, and
+    the tests pin it."""
     name = params.get("Action", "").strip()
     version = params.get("Version", "").strip()
     if not name:

@@ -1,16 +1,9 @@
 """Which actions this engine serves, and what each action needs installed: the one home of both.
 
-An engine serves every action by default. A package built for Function Compute may leave some out
-(`scripts/build_engine_fc.py --actions cutout`: ISNet and onnxruntime, no MediaPipe), and its `bootstrap`
-names what it holds in `SEGFLOW_ENGINE_ACTIONS` (a comma list of catalogue action names and of the groups
-below). A call to an action outside that list is refused before anything is fetched, with the service's own
-answer for an API the caller cannot use: HTTP 403 `InvalidApi.NotPurchase` (imageseg's error table,
-`VISION-API.md`). segflow's failure policy reads that code as a deployment fault, so an upload routed to a
-missing action is handed back to FC to retry, never recorded as a bad input: rebuild the package with the
-action (or change the rule) and redrive.
-
-Light on purpose (no numpy, no model): `rpc.route` refuses with it, `models.check_installed` checks only the
-weights the served actions need, and the package build reads the same tables to choose the wheels.
+An engine serves every action unless `SEGFLOW_ENGINE_ACTIONS` names fewer (catalogue action names and
+`GROUPS`: a Function Compute package built with `--actions cutout` holds no MediaPipe). Light on purpose
+(no numpy, no model): `rpc.route` refuses with it, `models.check_installed` checks only the weights the
+served actions need, and the package build reads the same tables to choose the wheels.
 """
 
 from __future__ import annotations
@@ -24,6 +17,9 @@ from segflow.catalogue import ACTIONS as CATALOGUE
 from segflow.errors import ApiError, ConfigError
 
 ENV_ACTIONS = "SEGFLOW_ENGINE_ACTIONS"
+# The service's answer for an API the caller cannot use (imageseg's error table, VISION-API.md). segflow's
+# failure policy reads it as a deployment fault: an upload routed to a missing action is handed back to FC
+# to retry, never recorded as a bad input (docs/engine-on-fc.md, "Build the package").
 NOT_SERVED_CODE = "InvalidApi.NotPurchase"
 NOT_SERVED_STATUS = 403
 ALL = "all"
@@ -129,7 +125,8 @@ def in_order(actions: Iterable[str]) -> list[str]:
 
 
 def require_served(action: str, served: frozenset[str] | None = None) -> None:
-    """Refuse an action this engine does not serve, as the service refuses an API the caller cannot use."""
+    """Refuse an action this engine does not serve, before anything is fetched, as the service refuses an
+    API the caller cannot use."""
     served = served_actions() if served is None else served
     if action in ACTION_NEEDS and action not in served:
         raise ApiError(

@@ -1,36 +1,10 @@
 """The engine's temporary bucket: `AuthorizeFileUpload` and the form upload it grants, as the platform does.
 
-The official SDK's `*_advance` methods (and segflow's `upload` input path) hand the service any file this
-way: `AuthorizeFileUpload` (openplatform, version 2019-12-19) answers with a temporary bucket and a signed
-upload policy, the client POSTs the file there as a form (OSS PostObject), and the action is then called
-with the object's URL. This module plays both parts for the engine:
-
-- `authorize(params)`: the answer's top-level fields `Bucket` (`viapi-customer-temp`), `Endpoint` (the
-  engine's own `host:port`), `ObjectKey` (under a random prefix), `AccessKeyId`, `EncodedPolicy`,
-  `Signature`, `UseAccelerate`. The policy expires after `policy_seconds` and allows one key prefix and
-  a file of at most the product's largest documented input (imageseg 4 MiB, videoseg 1 GiB).
-- `receive(...)`: the PostObject, copied to disk from a reader of the request body (a 1 GB video is
-  never held in memory: `is_upload` is the route whose body the engine hands over as a file), checked the way
-  OSS documents it (PostObject; "How to handle common errors when the PostObject operation is called"):
-  the form's `Signature` is Base64(HMAC-SHA1(AccessKeySecret, policy)); a wrong one is 403 `AccessDenied`,
-  an expired policy 403 `AccessDenied` ("Invalid according to Policy: Policy expired."), an unknown
-  `OSSAccessKeyId` 403 `InvalidAccessKeyId`, a policy that is not Base64 JSON with `expiration` and
-  `conditions` 400 `InvalidPolicyDocument`, a broken form 400 `MalformedPOSTRequest`; a key outside the
-  policy's prefix is 403 `AccessDenied` ("Policy Condition failed", the policy-mismatch case), a file
-  over `content-length-range` 400 `EntityTooLarge`. `success_action_status=201` is answered 201 with the
-  `PostResponse` XML (Bucket, Location, Key, ETag). A body whose reader times out is 400
-  `RequestTimeout`, OSS's code for a socket not read from or written to in time (behind waitress a body
-  that stops arriving never reaches the bucket: the server drops it). Errors are OSS's `<Error>` XML.
-- `object_path(path)`: the stored object for a GET, unsigned as the platform's temporary URLs are, for
-  `object_ttl_seconds` (then 404 `NoSuchKey`; `cleanup()` deletes it).
-
-Addressing: the real bucket is reached as `<Bucket>.<Endpoint>`; a subdomain of the engine's IP address
-cannot be resolved, so the engine serves it path-style, `POST /<Bucket>/` and `GET /<Bucket>/<ObjectKey>`
-(the client side decides this in `segflow.tempupload.temp_address`).
-
-Choices where OSS documents nothing for this case: a missing `key` is 400 `InvalidArgument`; a missing
-`OSSAccessKeyId`, `policy` or `Signature` is 403 `AccessDenied`; a declared body far over the limit is
-refused before it is read, and the connection closed.
+The official SDKs' `*_advance` methods (and segflow's `upload` input path) call `AuthorizeFileUpload`
+(openplatform 2019-12-19) for a signed upload policy, POST the file to the temporary bucket as a form (OSS
+PostObject), then call the action with the object's URL. `TempBucket` plays the platform's part. Each
+refusal is OSS's ("PostObject"; "How to handle common errors when the PostObject operation is called");
+where OSS documents nothing, the code says the answer is our choice.
 """
 
 from __future__ import annotations
@@ -170,7 +144,10 @@ class TempBucket:
         return params.get("Action") == AUTHORIZE_ACTION and params.get("Version") == OPENPLATFORM_VERSION
 
     def authorize(self, params: Mapping[str, str]) -> dict[str, Any]:
-        """The answer's fields (beside RequestId) for a verified `AuthorizeFileUpload` call."""
+        """The answer's fields (beside RequestId) for a verified `AuthorizeFileUpload` call: `Endpoint` is
+        the engine's own `host:port`, `ObjectKey` under a random prefix; the policy expires after
+        `policy_seconds` and allows that prefix and one file of at most the product's largest documented
+        input (`largest_input`: imageseg 4 MiB, videoseg 1 GiB)."""
         return self.grant(authorized_product(params))
 
     def grant(
@@ -191,12 +168,18 @@ class TempBucket:
     # -- PostObject ----------------------------------------------------------------------------------
     @staticmethod
     def is_upload(method: str, path: str) -> bool:
+        """`POST /<Bucket>/`: path-style, since the real bucket's `<Bucket>.<Endpoint>` is a subdomain of
+        the engine's IP address, which cannot be resolved (the client decides it in
+        `segflow.tempupload.temp_address`). The engine hands this route its body as a file."""
         return method == "POST" and path.rstrip("/") == f"/{TEMP_BUCKET}"
 
     def receive(self, headers: Mapping[str, str], body: BodyReader, length: int) -> tuple[HttpAnswer, bool]:
-        """Answer one PostObject whose body (`length` bytes) is read from `body`; the flag says whether
-        the connection must be closed (the body was not read to its end). A declared length over any
-        product's limit is refused before a byte of the body is read."""
+        """Answer one PostObject whose body (`length` bytes) is copied to disk from `body` (a 1 GiB video is
+        never held in memory); the flag says whether the connection must be closed (the body was not read
+        to its end). A declared length over any product's limit is refused before a byte of the body is
+        read (our choice: OSS documents nothing for it). A reader that times out is 400 `RequestTimeout`,
+        OSS's code for a socket not read from or written to in time; behind waitress a body that stops
+        arriving never gets here (the server drops it)."""
         reader = _FormReader(body, max(length, 0))
         try:
             if length > largest_input("videoseg") + FORM_OVERHEAD_BYTES:
@@ -231,6 +214,7 @@ class TempBucket:
     def _check_form(self, fields: Mapping[str, str]) -> tuple[str, int, int]:
         """The checks OSS makes before it takes the file: who signed, which policy, which key. Returns the
         key and the file sizes the policy allows."""
+        # The answers to a missing field (these three, or the key) are our choice: OSS documents none.
         for name in ("OSSAccessKeyId", "policy", "Signature"):
             if not fields.get(name.lower()):
                 raise PostRefused(403, "AccessDenied", f"the form has no {name} field")
@@ -257,7 +241,8 @@ class TempBucket:
 
     # -- GET and cleanup -----------------------------------------------------------------------------
     def object_path(self, path: str) -> Path | None:
-        """The stored object a `GET /<Bucket>/<ObjectKey>` names, while it lives; None otherwise."""
+        """The stored object a `GET /<Bucket>/<ObjectKey>` names, unsigned as the platform's temporary URLs
+        are, for `object_ttl_seconds` after its upload; None otherwise (then 404 `NoSuchKey`)."""
         prefix = f"/{TEMP_BUCKET}/"
         if not path.startswith(prefix):
             return None

@@ -1,6 +1,6 @@
 """Server-side verification of Alibaba Cloud RPC signatures (v1 HMAC-SHA1, v3 ACS3-HMAC-SHA256).
 
-`verify_request` checks either version the way the service does (shared/VISION-API.md, "Signing"):
+`verify_request` checks either version the way the service does (shared/VISION-API.md, "§1 Common protocol"):
 signature, 15-minute timestamp window, nonce never reused within that window, known AccessKey. It
 rebuilds the string to sign with the same pure functions the client signs with (`segflow.signing`), so
 client and server can never disagree on the canonical form. Only the local engine and the test doubles

@@ -2,9 +2,7 @@
 local URL server of `segflow run` / `segflow invoke`).
 
     server = WsgiServer(app, listening_socket("127.0.0.1", 0), ServerLimits())
-    server.start()          # on a background thread; or server.serve_forever() on this one
-    server.port, server.open_connections
-    server.stop()
+    server.start()          # on a background thread (or server.serve_forever() on this one); then .stop()
 
 Why waitress, and which of its bounds stands for what: shared/ARCHITECTURE.md ("The HTTP server").
 """

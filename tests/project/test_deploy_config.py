@@ -51,6 +51,17 @@ def test_s_yaml_takes_the_appcode_only_from_the_deployers_environment() -> None:
         assert environment["SEGFLOW_PICWISH_APPCODE"] == "${env('SEGFLOW_PICWISH_APPCODE', '')}"
 
 
+def test_local_runs_name_and_time_each_handler_as_s_yaml_deploys_it() -> None:
+    """`segflow invoke`, `run`, `backfill --local` give a handler the context FC would: its deadline comes
+    from `context.function.timeout`, so the local timeout must be the deployed one."""
+    from segflow_cli.invoke import DEPLOYED_NAMES, TIMEOUTS
+
+    resources = {"on_upload": "on-upload", "collect_jobs": "collect-jobs"}
+    for function, resource in resources.items():
+        props = load_s_yaml()["resources"][resource]["props"]
+        assert (DEPLOYED_NAMES[function], TIMEOUTS[function]) == (props["functionName"], props["timeout"])
+
+
 # -- RAM policy ----------------------------------------------------------------------------------------
 def load_policy() -> dict[str, Any]:
     policy: dict[str, Any] = json.loads((REPO_ROOT / "ram-policy.json").read_text(encoding="utf-8"))

@@ -114,3 +114,36 @@ def test_every_relative_link_leads_somewhere(page: Path) -> None:
         assert linked.exists(), f"{page_id(page)}: {target} does not exist"
         if anchor and linked.suffix == ".md":
             assert anchor in anchors(linked), f"{page_id(page)}: no heading #{anchor} in {file or 'itself'}"
+
+
+POINTER = re.compile(r'([\w./-]*?[\w-]+\.md)(?:,\s*|\s*\()"([^"\n]+)"')
+POINTING = ("shared", "engine", "cli", "functions", "scripts", "bench", "tests", "docs")
+
+
+def pointers() -> Iterator[tuple[str, str, str]]:
+    """(where, page, section) for each pointer to a page's section in code and docs: a page's name, then
+    the section's title in quotes, in parentheses or after a comma."""
+    files = [REPO_ROOT / "README.md"]
+    for folder in POINTING:
+        files += sorted(p for p in (REPO_ROOT / folder).rglob("*") if p.suffix in (".py", ".md"))
+    for path in files:
+        for page, title in POINTER.findall(path.read_text(encoding="utf-8")):
+            yield page_id(path), page, title
+
+
+def headings(page: Path) -> list[str]:
+    return [line.lstrip("#").strip() for line in page.read_text("utf-8").splitlines() if line[:1] == "#"]
+
+
+def test_every_section_a_pointer_names_exists() -> None:
+    """A rationale lives once and the rest points to it (issue 16 §4): that page and heading must exist."""
+    found = list(pointers())
+    assert len(found) > 10
+    missing = []
+    for where, page, title in found:
+        name = page.removeprefix("../").removeprefix("./")
+        candidates = [REPO_ROOT / name, REPO_ROOT / "shared" / name, REPO_ROOT / "docs" / name]
+        target = next((c for c in candidates if c.is_file()), None)
+        if target is None or not any(re.match(rf"{re.escape(title)}\b", h) for h in headings(target)):
+            missing.append(f"{where}: {page} ({title!r})")
+    assert not missing

@@ -1,13 +1,7 @@
 """Colour-only segmenters, no model: green-screen chroma keying (with spill suppression) and stamp ink.
 
-Green screen: the screen colour is measured on the frame itself (the median of clearly green pixels), then
-alpha ramps with the chroma distance (Cr, Cb in YCrCb) from it, between a tolerance set by the screen's own
-spread and that plus a soft band; so uneven lighting and noise stay background and green spill on hair and
-edges comes out semi-transparent. `despill` clamps green to the mean of red and blue for cut-outs.
-
-Stamps: red (or blue) seals are the pixels whose chroma leans strongly to the ink's hue; the ink's family is
-picked from whichever of red or blue has more strongly coloured pixels, small gaps (text under the ink) are
-closed and specks dropped.
+Both measure their colour on the image itself (`screen_key`, `stamp_alpha`), so lighting and ink vary
+freely; `despill` clamps green to the mean of red and blue for cut-outs.
 """
 
 from __future__ import annotations
@@ -24,7 +18,8 @@ MIN_SCREEN_FRACTION = 0.02
 
 
 def screen_key(ycrcb: np.ndarray, image: np.ndarray) -> tuple[np.ndarray, float]:
-    """The key chroma (Cr, Cb) and the tolerance radius measured on the frame's green pixels.
+    """The key chroma (Cr, Cb), the median of the frame's clearly green pixels, and the tolerance radius
+    measured on them.
 
     Measured on every 4th pixel each way: the screen covers most of the frame, so 1/16 of it is plenty and
     keeps a 720p frame's key under a few milliseconds."""
@@ -41,7 +36,10 @@ def screen_key(ycrcb: np.ndarray, image: np.ndarray) -> tuple[np.ndarray, float]
 
 
 def chroma_key_alpha(image: np.ndarray) -> np.ndarray:
-    """Foreground alpha (H×W uint8) of a frame shot against a green screen."""
+    """Foreground alpha (H×W uint8) of a frame shot against a green screen: it ramps with the chroma
+    distance (Cr, Cb in YCrCb) from the screen's own colour, between a tolerance set by the screen's spread
+    and that plus a soft band; so uneven lighting and noise stay background and green spill on hair and
+    edges comes out semi-transparent."""
     ycrcb = cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2YCrCb)
     key, tolerance = screen_key(ycrcb, image)
     cr = ycrcb[..., 1].astype(np.float32) - float(key[0])
@@ -74,7 +72,8 @@ INK_MIN_CHROMA = 28.0  # how far from grey (in Lab a/b units) a pixel must be to
 
 
 def stamp_alpha(image: np.ndarray) -> np.ndarray:
-    """Stamp-ink alpha (H×W uint8): red or blue seal pixels, gaps closed, specks dropped."""
+    """Stamp-ink alpha (H×W uint8): the pixels whose chroma leans strongly to the ink's hue, red or blue,
+    whichever has more strongly coloured pixels; small gaps (text under the ink) closed, specks dropped."""
     lab = cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2LAB).astype(np.float32)
     a, b = lab[..., 1] - 128.0, lab[..., 2] - 128.0
     chroma = np.hypot(a, b)

@@ -3,10 +3,7 @@
 - head: the person mask (see `person`) inside a box grown around the face, cut under the jaw (neck), plus the
   face oval: so it includes the hair.
 - hair: the head minus the face oval and minus skin-coloured pixels (ears, neck; colour taken on the cheeks).
-- parse_face: the mesh regions rasterised: skin, l_brow, r_brow, l_eye, r_eye, nose, u_lip, l_lip and mouth
-  when the lips are apart. `l_`/`r_` are the person's own left and right, as in MediaPipe's FACEMESH_LEFT_*:
-  on an unmirrored frontal photo the person's left eye is on the image's right. Ears are not given (the spec
-  makes them optional; the mesh does not cover them).
+- parse_face: the mesh regions rasterised (`parse_face_parts`).
 """
 
 from __future__ import annotations
@@ -162,7 +159,10 @@ PRIORITY = ("l_eye", "r_eye", "mouth", "u_lip", "l_lip", "l_brow", "r_brow", "no
 
 
 def parse_face_parts(shape: tuple[int, int], face: Face) -> dict[str, np.ndarray]:
-    """The face-part alphas (uint8) of one face; disjoint at alpha ≥ 128, `skin` is what the others leave."""
+    """The face-part alphas (uint8) of one face; disjoint at alpha ≥ 128, `skin` is what the others leave.
+    `mouth` only when the lips are apart. `l_`/`r_` are the person's own left and right, as in MediaPipe's
+    FACEMESH_LEFT_*: on an unmirrored frontal photo the person's left eye is on the image's right. No ears:
+    the spec makes them optional, and the mesh does not cover them."""
     outlines = loops()
     parts: dict[str, np.ndarray] = {}
     for name in ("l_eye", "r_eye", "l_brow", "r_brow"):
