@@ -31,11 +31,13 @@ for a corrupt image, videoseg's `InvalidFile.*` (about files in general) for any
 file of unknown format; `segflow.validation.media_error_for_action` replaces it with the action's own.
 """
 
+from __future__ import annotations
+
 from collections.abc import Mapping
 from types import MappingProxyType
-from typing import NamedTuple
 
 from segflow.errors import UnknownActionError
+from segflow.values import Value
 
 KiB = 1024
 MiB = 1024 * KiB
@@ -51,7 +53,7 @@ VIDEO_FORMATS = frozenset({"MP4", "MOV", "AVI", "FLV", "MKV", "TS", "MPG"})
 PNG_ACCEPTED_BPP = frozenset({24, 32})
 
 
-class Limits(NamedTuple):
+class Limits(Value):
     """Documented input limits of one action. `None` means "no such limit".
 
     Side limits apply to width and height separately; `*_exclusive` says the bound itself is refused
@@ -106,7 +108,7 @@ class Limits(NamedTuple):
         )
 
 
-class ErrorCodes(NamedTuple):
+class ErrorCodes(Value):
     """The service's code for each kind of violation (see the module docstring for the reasons)."""
 
     format: str
@@ -156,7 +158,7 @@ PICWISH_CODES = ErrorCodes(
 _CODES_BY_PRODUCT = {"imageseg": IMAGESEG_CODES, "videoseg": VIDEOSEG_CODES, "picwish": PICWISH_CODES}
 
 
-class Action(NamedTuple):
+class Action(Value):
     """One callable action: where it lives, what it takes, what it accepts."""
 
     name: str

@@ -17,6 +17,7 @@ from urllib.parse import unquote_plus
 
 from segflow.errors import EventError
 from segflow.logs import printable
+from segflow.values import Value
 
 _ESCAPE = re.compile(r"%[0-9A-Fa-f]{2}")
 # OSS bucket names: 3–63 characters, lower-case letters, digits and hyphens, starting and ending with a
@@ -80,32 +81,11 @@ def parse_time(value: str) -> datetime:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
 
 
-class _Wrapper:
-    """A read-only wrapper over an event payload, compared by value. A plain class with slots, not a
-    dataclass: building dataclasses is most of a module's import cost, and cold start is paid per instance."""
-
-    __slots__: tuple[str, ...] = ()
-
-    def _values(self) -> tuple[Any, ...]:
-        return tuple(getattr(self, name) for name in self.__slots__)
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, _Wrapper) and type(other) is type(self) and self._values() == other._values()
-
-    __hash__ = None  # type: ignore[assignment]  # the payloads are dicts
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({', '.join(f'{n}={getattr(self, n)!r}' for n in self.__slots__)})"
-
-
-class OssRecord(_Wrapper):
+class OssRecord(Value):
     """One element of an OSS trigger event's `events` list."""
 
-    __slots__ = ("index", "raw")
-
-    def __init__(self, raw: Any, index: int) -> None:
-        self.raw = raw
-        self.index = index
+    raw: Any
+    index: int
 
     def _field(self, *path: str) -> Any:
         node = self.raw
@@ -245,14 +225,11 @@ class OssRecord(_Wrapper):
         return found[0], found[1]
 
 
-class OssEvent(_Wrapper):
+class OssEvent(Value):
     """An OSS trigger event: `{"events": [record, ...]}`, possibly several records."""
 
-    __slots__ = ("raw", "records")
-
-    def __init__(self, raw: Mapping[str, Any], records: tuple[OssRecord, ...]) -> None:
-        self.raw = raw
-        self.records = records
+    raw: Mapping[str, Any]
+    records: tuple[OssRecord, ...]
 
     @classmethod
     def from_payload(cls, payload: bytes | bytearray | str | Mapping[str, Any]) -> OssEvent:
@@ -271,15 +248,12 @@ class OssEvent(_Wrapper):
         return len(self.records)
 
 
-class TimerEvent(_Wrapper):
+class TimerEvent(Value):
     """A timer trigger event: `{"triggerTime": ..., "triggerName": ..., "payload": ...}`.
 
     A manual invocation may send an empty payload; every field is then None."""
 
-    __slots__ = ("raw",)
-
-    def __init__(self, raw: Mapping[str, Any]) -> None:
-        self.raw = raw
+    raw: Mapping[str, Any]
 
     @classmethod
     def from_payload(cls, payload: bytes | bytearray | str | Mapping[str, Any] | None) -> TimerEvent:

@@ -17,10 +17,12 @@ Also here: the one retry loop's predicate for writes after a paid call (`transie
 per-record isolation every service uses (`isolated`).
 """
 
+from __future__ import annotations
+
 import logging
 from collections.abc import Callable
 from enum import Enum
-from typing import NamedTuple, TypeVar
+from typing import TypeVar
 
 from segflow.errors import (
     ApiError,
@@ -36,6 +38,7 @@ from segflow.errors import (
     UnknownActionError,
 )
 from segflow.retry import is_retryable_error
+from segflow.values import Value
 
 T = TypeVar("T")
 
@@ -108,7 +111,7 @@ def _transient_storage(error: SegflowError) -> bool:
     return status is None or not (400 <= status < 500) or status in (408, 429)
 
 
-class Rule(NamedTuple):
+class Rule(Value):
     """`decision` for the errors `matches` accepts."""
 
     name: str

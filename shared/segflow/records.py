@@ -9,18 +9,21 @@ over by creating `claims/<id>.<generation>` first; the owner moves it on (`mark_
 delivery finds its record, a new version of the object gets its own.
 """
 
+from __future__ import annotations
+
 import contextlib
 import hashlib
 import json
 import time
 from collections.abc import Callable, Iterator, Mapping
 from types import MappingProxyType
-from typing import Any, NamedTuple
+from typing import Any
 
 from segflow.errors import ObjectExistsError, ObjectNotFoundError, StorageError
 from segflow.layout import BucketLayout, ids_under
 from segflow.states import ClaimOutcome, RecordState
 from segflow.storage.base import Storage
+from segflow.values import Value, as_dict, replace
 
 Clock = Callable[[], float]
 _EMPTY: Mapping[str, str] = MappingProxyType({})
@@ -32,7 +35,7 @@ def record_id_for(bucket: str, key: str, etag: str, action: str) -> str:
     return hashlib.sha256(material.encode("utf-8")).hexdigest()[:40]
 
 
-class Claim(NamedTuple):
+class Claim(Value):
     """Who holds a record, until when, and what it has cost so far: the part only `RecordStore` moves."""
 
     generation: int = 0
@@ -45,7 +48,7 @@ class Claim(NamedTuple):
     """Paid calls made (or begun) for it: written before each call, so a crash cannot hide one."""
 
 
-class Payload(NamedTuple):
+class Payload(Value):
     """What the attempts learned: the job, the paid answer, the stored result, the error."""
 
     job_id: str | None = None
@@ -67,7 +70,7 @@ class Payload(NamedTuple):
 _MAPPINGS = ("params", "fit", "error", "answer")
 
 
-class JobRecord(NamedTuple):
+class JobRecord(Value):
     """One source object (one version: its ETag) going through one action: what it is, the claim on it,
     and what its attempts learned. Stored flat, as one JSON object (every field at the top level)."""
 
@@ -88,14 +91,14 @@ class JobRecord(NamedTuple):
     claim: Claim = Claim()
     payload: Payload = Payload()
 
-    def with_claim(self, **changes: Any) -> "JobRecord":
-        return self._replace(claim=self.claim._replace(**changes))
+    def with_claim(self, **changes: Any) -> JobRecord:
+        return replace(self, claim=replace(self.claim, **changes))
 
-    def with_payload(self, **changes: Any) -> "JobRecord":
-        return self._replace(payload=self.payload._replace(**changes))
+    def with_payload(self, **changes: Any) -> JobRecord:
+        return replace(self, payload=replace(self.payload, **changes))
 
     def to_json(self) -> bytes:
-        data: dict[str, Any] = {**self._asdict(), **self.claim._asdict(), **self.payload._asdict()}
+        data: dict[str, Any] = {**as_dict(self), **as_dict(self.claim), **as_dict(self.payload)}
         del data["claim"], data["payload"]
         data["state"] = RecordState(self.state).value
         for name in _MAPPINGS:
@@ -105,7 +108,7 @@ class JobRecord(NamedTuple):
         return json.dumps(data, ensure_ascii=False, sort_keys=True, indent=1).encode("utf-8")
 
     @classmethod
-    def from_json(cls, raw: bytes | str) -> "JobRecord":
+    def from_json(cls, raw: bytes | str) -> JobRecord:
         """A record as any version of segflow wrote it (the flat object is the format since the first)."""
         try:
             data = json.loads(raw)
@@ -120,7 +123,7 @@ class JobRecord(NamedTuple):
             raise StorageError(f"unreadable job record: {exc}", code="CorruptJobRecord") from exc
 
 
-class Taken(NamedTuple):
+class Taken(Value):
     """What `RecordStore.begin` decided for this delivery, and the record it decided on."""
 
     outcome: ClaimOutcome
@@ -154,7 +157,7 @@ class RecordStore:
 
     def save(self, record: JobRecord) -> JobRecord:
         """Overwrite the record; only its owner (creator, takeover winner or lease holder) calls this."""
-        record = record._replace(updated_at=self.clock())
+        record = replace(record, updated_at=self.clock())
         key = self.layout.record_key(record.record_id)
         self.storage.put_bytes(key, record.to_json(), content_type="application/json")
         return record
@@ -241,7 +244,8 @@ class RecordStore:
             )
         except ObjectExistsError:
             return Taken(ClaimOutcome.IN_PROGRESS, existing)
-        taken = existing._replace(
+        taken = replace(
+            existing,
             state=RecordState.SUBMITTING,
             params=dict(params),
             region=existing.region or region,
@@ -266,7 +270,7 @@ class RecordStore:
 
     def mark_submitted(self, record: JobRecord, *, job_id: str, request_id: str | None) -> JobRecord:
         """The record of a queued asynchronous job (queue it first: see `jobqueue.queue_job`)."""
-        submitted = record._replace(state=RecordState.SUBMITTED).with_payload(
+        submitted = replace(record, state=RecordState.SUBMITTED).with_payload(
             job_id=job_id, request_id=request_id, submitted_at=record.payload.submitted_at or self.clock()
         )
         saved = self.save(submitted)
@@ -274,7 +278,7 @@ class RecordStore:
         return saved
 
     def mark_done(self, record: JobRecord, *, outputs: tuple[str, ...], request_id: str | None) -> JobRecord:
-        done = record._replace(state=RecordState.DONE).with_payload(
+        done = replace(record, state=RecordState.DONE).with_payload(
             outputs=outputs,
             request_id=request_id or record.payload.request_id,
             answer=None,
@@ -291,7 +295,7 @@ class RecordStore:
         """The object changed (or went) before this version's outcome could be published: final, and
         counted apart (`<jobs>/state/superseded/<id>`). The answer stays: the same content uploaded again
         is this version again (`begin` takes the record back) and can be stored without a call."""
-        saved = self.save(record._replace(state=RecordState.SUPERSEDED))
+        saved = self.save(replace(record, state=RecordState.SUPERSEDED))
         self._clear_inflight(record.record_id)
         with contextlib.suppress(StorageError):
             self.storage.put_bytes(self.layout.superseded_key(record.record_id), b"")
@@ -318,14 +322,14 @@ class RecordStore:
             )
         except ObjectExistsError:
             return None
-        reopened = record._replace(
-            state=RecordState.SUBMITTING, claim=Claim(generation=generation, attempts=0, calls=0)
+        reopened = replace(
+            record, state=RecordState.SUBMITTING, claim=Claim(generation=generation, attempts=0, calls=0)
         )
         self._mark_inflight(reopened)
         return self.save(reopened)
 
     def mark_failed(self, record: JobRecord, error: Mapping[str, Any]) -> JobRecord:
-        saved = self.save(record._replace(state=RecordState.FAILED).with_payload(error=dict(error)))
+        saved = self.save(replace(record, state=RecordState.FAILED).with_payload(error=dict(error)))
         self._clear_inflight(record.record_id)
         return saved
 

@@ -9,12 +9,14 @@ is neither MPEG-1/2 nor H.264 has no known resolution, a fragmented MP4 or a Mat
 count; the service decides those.
 """
 
+from __future__ import annotations
+
 from math import isqrt
-from typing import NamedTuple
 
 from segflow.catalogue import PNG_ACCEPTED_BPP, Action, Limits
 from segflow.errors import InputValidationError
 from segflow.media import MediaError, MediaInfo, ReadAt, probe_media
+from segflow.values import Value
 
 # Kinds of violation, in the order they are checked and reported.
 FORMAT = "format"
@@ -26,7 +28,7 @@ RESOLUTION = "resolution"
 FRAMES = "frames"
 
 
-class Violation(NamedTuple):
+class Violation(Value):
     """One broken limit: its kind, the service's code and a sentence naming the limit and the value."""
 
     kind: str

@@ -24,7 +24,7 @@ import pytest
 from tests.conftest import REPO_ROOT
 
 LEVELS = {
-    1: {"errors", "deadline", "states", "signing", "settings", "logs"},
+    1: {"errors", "deadline", "states", "values", "signing", "settings", "logs"},
     2: {"catalogue", "media", "validation", "routing", "events", "results", "imagefit"},
     3: {"storage", "client", "transport", "ratelimit", "retry", "credentials", "tempupload"},
     4: {"layout", "records", "jobqueue", "failure_records", "failure_policy", "outputs"},

@@ -1,10 +1,12 @@
 """What every container parser shares: the result, the error, the counted reader and the header helpers."""
 
+from __future__ import annotations
+
 from collections.abc import Callable
-from typing import NamedTuple
 
 from segflow.catalogue import codes_for_media
 from segflow.errors import InputValidationError
+from segflow.values import Value
 
 ReadAt = Callable[[int, int], bytes]
 
@@ -28,7 +30,7 @@ class MediaError(InputValidationError):
         self.media = media
 
 
-class MediaInfo(NamedTuple):
+class MediaInfo(Value):
     """What the headers say about a file."""
 
     format: str  # "JPEG" "PNG" "BMP" "WEBP" "GIF" "TIFF" "HEIF" | "MP4" "MOV" "AVI" "FLV" "MKV" "TS" "MPG"

@@ -6,6 +6,7 @@ from collections.abc import Callable
 from types import ModuleType
 
 from segflow.media.base import MediaError, MediaInfo, ReadAt, Source, u32be, u32le
+from segflow.values import replace
 
 Sniff = Callable[[bytes], bool]
 
@@ -24,7 +25,7 @@ def probe_media(read_at: ReadAt, size: int) -> MediaInfo:
     for sniff, family, parser in _PARSERS:
         if sniff(head):
             parse: Callable[[Source], MediaInfo] = getattr(_family(family), parser)
-            return parse(src)._replace(bytes_read=src.bytes_read)
+            return replace(parse(src), bytes_read=src.bytes_read)
     raise MediaError(
         f"unknown file format (magic bytes {head[:8].hex(' ')}); expected an image (JPEG, PNG, BMP, WEBP, "
         "GIF, TIFF) or a video (MP4, MOV, AVI, FLV, MKV, MPEG-TS, MPEG-PS)",

@@ -99,7 +99,7 @@ def _replaced(item: Identified, deps: Deps, record: JobRecord) -> bool:
 def refuse(deps: Deps, publisher: Publisher, refusal: Refusal) -> RecordOutcome:
     """What failed before the object had a record (probe reads, an unreadable file, taking the record):
     retry, deployment fault, skip, or the version's failure record (unless it is no longer current)."""
-    located, error, action = refusal
+    located, error, action = refusal.located, refusal.error, refusal.action
     bucket = located.storage.bucket
     decision = decide(error)
     if decision is Decision.RECORD:

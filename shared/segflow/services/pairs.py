@@ -19,6 +19,7 @@ from segflow.services.stages import Identified, Located, RecordOutcome, Refusal
 from segflow.states import Outcome
 from segflow.storage.base import ObjectInfo, Storage
 from segflow.validation import media_error_for_action
+from segflow.values import replace
 
 MISSING_CODE = "PairMissing"
 
@@ -47,11 +48,11 @@ def pair(item: Identified, deps: Deps) -> Identified | RecordOutcome | Refusal:
         except MediaError as error:
             located = Located(item.event, storage, image.key, image)
             return Refusal(located, media_error_for_action(item.action, error), item.action.name)
-        item = item._replace(key=image.key, info=image, media=media)
+        item = replace(item, key=image.key, info=image, media=media)
     else:
         mask = partner
     storage.delete(deps.layout.pair_key(pair_id(storage.bucket, pairing)))  # no longer waiting
-    return item._replace(mask=mask)
+    return replace(item, mask=mask)
 
 
 def find_partner(storage: Storage, deps: Deps, pairing: Pairing, key: str) -> ObjectInfo | None:

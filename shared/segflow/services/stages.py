@@ -8,8 +8,10 @@ plus `Refusal` (what the object cannot go through, before any record: a failure 
 and `RecordOutcome` (how an event record ended); a version of an object is `services.publish.Version`.
 """
 
+from __future__ import annotations
+
 import logging
-from typing import Any, NamedTuple
+from typing import Any
 
 from segflow.catalogue import Action
 from segflow.errors import SegflowError
@@ -20,9 +22,10 @@ from segflow.routing import Route
 from segflow.services.publish import Version
 from segflow.states import Outcome
 from segflow.storage.base import ObjectInfo, Storage
+from segflow.values import Value
 
 
-class RecordOutcome(NamedTuple):
+class RecordOutcome(Value):
     """How one record of an event ended (logged as one JSON line, counted in the summary)."""
 
     outcome: Outcome
@@ -71,7 +74,7 @@ def ended(
     return RecordOutcome(outcome, bucket, key, action, error=error, **fields)
 
 
-class Located(NamedTuple):
+class Located(Value):
     """The object an event record names: the key read (the one every check applied to) and its HEAD."""
 
     event: OssRecord
@@ -84,7 +87,7 @@ class Located(NamedTuple):
         return Version(self.key, self.info.etag)
 
 
-class Refusal(NamedTuple):
+class Refusal(Value):
     """Why `located` cannot go through its action, found before any record: its failure record."""
 
     located: Located
@@ -92,7 +95,7 @@ class Refusal(NamedTuple):
     action: str | None
 
 
-class Identified(NamedTuple):
+class Identified(Value):
     """A located object with what it is and where it goes; a RefineMask image has its mask beside it."""
 
     event: OssRecord
@@ -117,7 +120,7 @@ class Identified(NamedTuple):
         return ended(outcome, self.storage.bucket, self.key, self.action.name, error, **fields)
 
 
-class Claimed(NamedTuple):
+class Claimed(Value):
     """An identified object whose idempotency record this invocation holds."""
 
     item: Identified

@@ -36,6 +36,7 @@ from segflow.services.pairs import pair
 from segflow.services.publish import Publisher
 from segflow.services.stages import RecordOutcome, Refusal
 from segflow.states import Outcome
+from segflow.values import replace
 
 _COUNTED = (
     Outcome.DONE,
@@ -196,7 +197,7 @@ def defer(record: OssRecord, deps: Deps) -> RecordOutcome:
     bucket, key = record.readable_location()
     outcome = RecordOutcome(Outcome.DEFERRED, bucket, key, code=error.code, error=error)
     if outcome.bucket is None:
-        return outcome._replace(outcome=Outcome.SKIPPED, error=None, detail="no bucket to defer it in")
+        return replace(outcome, outcome=Outcome.SKIPPED, error=None, detail="no bucket to defer it in")
     try:
         storage = deps.storage_for(outcome.bucket)
         # ASCII JSON: a malformed record's lone surrogates stay escapes, and read back as they came.
