@@ -65,7 +65,7 @@ def _plan_one(
     if action.media != media.media:
         return Planned(info.key, info.size, chosen.action, action.codes.format)
     record = records.load(record_id_for(operation.bucket, info.key, info.etag, action.name))
-    state = "new" if record is None else str(record.state.value)
+    state = "new" if record is None else record.state
     return Planned(info.key, info.size, action.name, state)
 
 

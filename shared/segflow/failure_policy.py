@@ -21,8 +21,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from enum import Enum
-from typing import TypeVar
+from typing import Final, Literal, TypeVar
 
 from segflow.errors import (
     ApiError,
@@ -45,11 +44,15 @@ T = TypeVar("T")
 IN_PROGRESS_CODE = "RecordInProgress"
 
 
-class Decision(str, Enum):
-    RETRY = "retry"
-    FAULT = "fault"
-    SKIP = "skip"
-    RECORD = "record"
+Decision = Literal["retry", "fault", "skip", "record"]
+"""What an error means for its object: the module docstring says what each one does."""
+
+
+class Decisions:
+    RETRY: Final = "retry"
+    FAULT: Final = "fault"
+    SKIP: Final = "skip"
+    RECORD: Final = "record"
 
 
 class RecordInProgressError(SegflowError):
@@ -120,29 +123,31 @@ class Rule(Value):
 
 
 RULES: tuple[Rule, ...] = (
-    Rule("busy elsewhere", lambda e: isinstance(e, RecordInProgressError), Decision.RETRY),
-    Rule("deadline", lambda e: isinstance(e, DeadlineError), Decision.RETRY),
+    Rule("busy elsewhere", lambda e: isinstance(e, RecordInProgressError), Decisions.RETRY),
+    Rule("deadline", lambda e: isinstance(e, DeadlineError), Decisions.RETRY),
     Rule(
         "configuration",
         lambda e: isinstance(e, ConfigError) and not isinstance(e, UnknownActionError),
-        Decision.FAULT,
+        Decisions.FAULT,
     ),
-    Rule("deployment", _deployment_api_error, Decision.FAULT),
+    Rule("deployment", _deployment_api_error, Decisions.FAULT),
     Rule(
-        "bucket access denied", lambda e: isinstance(e, StorageError) and e.http_status == 403, Decision.FAULT
+        "bucket access denied",
+        lambda e: isinstance(e, StorageError) and e.http_status == 403,
+        Decisions.FAULT,
     ),
-    Rule("job ended badly", lambda e: isinstance(e, JobFailedError), Decision.RECORD),
-    Rule("transient API error", lambda e: isinstance(e, ApiError) and is_retryable_error(e), Decision.RETRY),
+    Rule("job ended badly", lambda e: isinstance(e, JobFailedError), Decisions.RECORD),
+    Rule("transient API error", lambda e: isinstance(e, ApiError) and is_retryable_error(e), Decisions.RETRY),
     Rule(
         "broken download",
         lambda e: isinstance(e, ResultDownloadError) and e.code not in PERMANENT_DOWNLOAD_CODES,
-        Decision.RETRY,
+        Decisions.RETRY,
     ),
     Rule(
-        "unstorable key", lambda e: isinstance(e, StorageError) and e.code in UNSTORABLE_CODES, Decision.SKIP
+        "unstorable key", lambda e: isinstance(e, StorageError) and e.code in UNSTORABLE_CODES, Decisions.SKIP
     ),
-    Rule("transient storage error", _transient_storage, Decision.RETRY),
-    Rule("unreadable event", lambda e: isinstance(e, EventError), Decision.SKIP),
+    Rule("transient storage error", _transient_storage, Decisions.RETRY),
+    Rule("unreadable event", lambda e: isinstance(e, EventError), Decisions.SKIP),
 )
 
 
@@ -151,17 +156,17 @@ def decide(error: SegflowError) -> Decision:
     for rule in RULES:
         if rule.matches(error):
             return rule.decision
-    return Decision.RECORD
+    return Decisions.RECORD
 
 
 def is_retryable_failure(error: SegflowError) -> bool:
     """Worth letting FC (or the next tick) try again as is."""
-    return decide(error) is Decision.RETRY
+    return decide(error) == Decisions.RETRY
 
 
 def is_deployment_error(error: SegflowError) -> bool:
     """About the deployment (credentials, permissions, configuration), not about an object."""
-    return decide(error) is Decision.FAULT
+    return decide(error) == Decisions.FAULT
 
 
 def transient_storage_error(error: SegflowError) -> bool:

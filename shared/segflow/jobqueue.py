@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator
 from segflow.errors import ObjectExistsError, ObjectNotFoundError
 from segflow.layout import BucketLayout, ids_under
 from segflow.records import JobRecord, RecordStore
-from segflow.states import RecordState
+from segflow.states import RecordStates
 from segflow.storage.base import Storage
 from segflow.values import Value, replace
 
@@ -155,7 +155,7 @@ def queue_job(
 ) -> JobRecord:
     """Queue an asynchronous job: the pending entry first, then the record, so a crash in between never
     leaves a submitted job that no collector will see (`RecordStore.begin` reads the pending entry)."""
-    submitted = replace(record, state=RecordState.SUBMITTED).with_payload(
+    submitted = replace(record, state=RecordStates.SUBMITTED).with_payload(
         job_id=job_id, request_id=request_id, submitted_at=records.clock()
     )
     queue.put(submitted)

@@ -21,7 +21,7 @@ from typing import Any
 
 from segflow.errors import ObjectExistsError, ObjectNotFoundError, StorageError
 from segflow.layout import BucketLayout, ids_under
-from segflow.states import ClaimOutcome, RecordState
+from segflow.states import ClaimOutcome, ClaimOutcomes, RecordState, RecordStates, record_state
 from segflow.storage.base import Storage
 from segflow.values import Value, as_dict, replace
 
@@ -100,7 +100,6 @@ class JobRecord(Value):
     def to_json(self) -> bytes:
         data: dict[str, Any] = {**as_dict(self), **as_dict(self.claim), **as_dict(self.payload)}
         del data["claim"], data["payload"]
-        data["state"] = RecordState(self.state).value
         for name in _MAPPINGS:
             value = data[name]
             data[name] = dict(value) if value is not None else None
@@ -112,7 +111,7 @@ class JobRecord(Value):
         """A record as any version of segflow wrote it (the flat object is the format since the first)."""
         try:
             data = json.loads(raw)
-            data["state"] = RecordState(data["state"])
+            data["state"] = record_state(data["state"])
             data["params"] = {str(k): str(v) for k, v in (data.get("params") or {}).items()}
             data["outputs"] = tuple(data.get("outputs") or ())
             claim = Claim(**{k: data[k] for k in Claim._fields if k in data})
@@ -187,7 +186,7 @@ class RecordStore:
             key=key,
             etag=etag,
             action=action,
-            state=RecordState.SUBMITTING,
+            state=RecordStates.SUBMITTING,
             params=dict(params or {}),
             size=size,
             region=region,
@@ -206,23 +205,23 @@ class RecordStore:
         except ObjectExistsError:
             return self._existing(fresh, params, hold)
         self._mark_inflight(fresh)
-        return Taken(ClaimOutcome.ACQUIRED, fresh)
+        return Taken(ClaimOutcomes.ACQUIRED, fresh)
 
     def _existing(self, fresh: JobRecord, params: Mapping[str, str] | None, hold: float) -> Taken:
         existing = self.load(fresh.record_id)
         if existing is None:  # deleted between our put and our read: someone is cleaning up, try later
-            return Taken(ClaimOutcome.IN_PROGRESS, fresh)
-        if existing.state == RecordState.SUPERSEDED:
+            return Taken(ClaimOutcomes.IN_PROGRESS, fresh)
+        if existing.state == RecordStates.SUPERSEDED:
             # The caller just found this version current again (the same content uploaded once more).
             return self._take_over(existing, params or existing.params, fresh.region, hold)
-        if existing.state != RecordState.SUBMITTING:
-            return Taken(ClaimOutcome.DUPLICATE, existing)
+        if existing.state != RecordStates.SUBMITTING:
+            return Taken(ClaimOutcomes.DUPLICATE, existing)
         queued = self._queued(fresh.record_id)
         if queued is not None:
             # The owner submitted and queued the job but died before updating the record.
-            return Taken(ClaimOutcome.DUPLICATE, queued)
+            return Taken(ClaimOutcomes.DUPLICATE, queued)
         if existing.claim.claimed_until > self.clock():
-            return Taken(ClaimOutcome.IN_PROGRESS, existing)
+            return Taken(ClaimOutcomes.IN_PROGRESS, existing)
         return self._take_over(existing, params or existing.params, fresh.region, hold)
 
     def _take_over(
@@ -232,7 +231,7 @@ class RecordStore:
         generation = existing.claim.generation + 1
         # A superseded record taken back is a new upload of the same content: its deliveries and its paid
         # calls count anew (a kept answer is still used first: `services.answers.holds_answer`).
-        renewed = existing.state == RecordState.SUPERSEDED
+        renewed = existing.state == RecordStates.SUPERSEDED
         attempts = 1 if renewed else existing.claim.attempts + 1
         calls = 0 if renewed else existing.claim.calls
         try:
@@ -243,10 +242,10 @@ class RecordStore:
                 if_absent=True,
             )
         except ObjectExistsError:
-            return Taken(ClaimOutcome.IN_PROGRESS, existing)
+            return Taken(ClaimOutcomes.IN_PROGRESS, existing)
         taken = replace(
             existing,
-            state=RecordState.SUBMITTING,
+            state=RecordStates.SUBMITTING,
             params=dict(params),
             region=existing.region or region,
             claim=Claim(generation, now + hold, attempts, calls),
@@ -254,10 +253,10 @@ class RecordStore:
         if renewed:  # what was stored or queued for the earlier upload is not this one's: only an answer is
             taken = taken.with_payload(job_id=None, outputs=(), error=None)
         self._mark_inflight(taken)
-        if existing.state == RecordState.SUPERSEDED:
+        if existing.state == RecordStates.SUPERSEDED:
             with contextlib.suppress(StorageError):
                 self.storage.delete(self.layout.superseded_key(existing.record_id))
-        return Taken(ClaimOutcome.ACQUIRED, self.save(taken))
+        return Taken(ClaimOutcomes.ACQUIRED, self.save(taken))
 
     def release(self, record: JobRecord) -> JobRecord:
         """Give a `submitting` record up after a retryable failure so the retried event takes it at once."""
@@ -270,7 +269,7 @@ class RecordStore:
 
     def mark_submitted(self, record: JobRecord, *, job_id: str, request_id: str | None) -> JobRecord:
         """The record of a queued asynchronous job (queue it first: see `jobqueue.queue_job`)."""
-        submitted = replace(record, state=RecordState.SUBMITTED).with_payload(
+        submitted = replace(record, state=RecordStates.SUBMITTED).with_payload(
             job_id=job_id, request_id=request_id, submitted_at=record.payload.submitted_at or self.clock()
         )
         saved = self.save(submitted)
@@ -278,7 +277,7 @@ class RecordStore:
         return saved
 
     def mark_done(self, record: JobRecord, *, outputs: tuple[str, ...], request_id: str | None) -> JobRecord:
-        done = replace(record, state=RecordState.DONE).with_payload(
+        done = replace(record, state=RecordStates.DONE).with_payload(
             outputs=outputs,
             request_id=request_id or record.payload.request_id,
             answer=None,
@@ -295,11 +294,11 @@ class RecordStore:
         """The object changed (or went) before this version's outcome could be published: final, and
         counted apart (`<jobs>/state/superseded/<id>`). The answer stays: the same content uploaded again
         is this version again (`begin` takes the record back) and can be stored without a call."""
-        saved = self.save(replace(record, state=RecordState.SUPERSEDED))
+        saved = self.save(replace(record, state=RecordStates.SUPERSEDED))
         self._clear_inflight(record.record_id)
         with contextlib.suppress(StorageError):
             self.storage.put_bytes(self.layout.superseded_key(record.record_id), b"")
-            if record.state == RecordState.DONE:  # its result was replaced: it no longer counts as done
+            if record.state == RecordStates.DONE:  # its result was replaced: it no longer counts as done
                 self.storage.delete(self.layout.done_key(record.record_id))
         return saved
 
@@ -308,9 +307,9 @@ class RecordStore:
         `submitting` and unclaimed, its paid-call count starts over (an operator asked). None when it is
         done or superseded, missing, or another redrive reopened it first (the claim is put-if-absent)."""
         record = self.load(record_id)
-        if record is None or record.state in (RecordState.DONE, RecordState.SUPERSEDED):
+        if record is None or record.state in (RecordStates.DONE, RecordStates.SUPERSEDED):
             return None
-        if record.state != RecordState.FAILED:
+        if record.state != RecordStates.FAILED:
             return record  # submitting (a deployment fault left it retryable) or submitted: nothing to undo
         generation = record.claim.generation + 1
         try:
@@ -323,13 +322,13 @@ class RecordStore:
         except ObjectExistsError:
             return None
         reopened = replace(
-            record, state=RecordState.SUBMITTING, claim=Claim(generation=generation, attempts=0, calls=0)
+            record, state=RecordStates.SUBMITTING, claim=Claim(generation=generation, attempts=0, calls=0)
         )
         self._mark_inflight(reopened)
         return self.save(reopened)
 
     def mark_failed(self, record: JobRecord, error: Mapping[str, Any]) -> JobRecord:
-        saved = self.save(replace(record, state=RecordState.FAILED).with_payload(error=dict(error)))
+        saved = self.save(replace(record, state=RecordStates.FAILED).with_payload(error=dict(error)))
         self._clear_inflight(record.record_id)
         return saved
 
@@ -353,7 +352,7 @@ class RecordStore:
         """The record if it is stuck in `submitting`: unclaimed (expired or released) and untouched for
         `quiet_seconds`; clears the mark of a record that is no longer submitting."""
         record = self.load(record_id)
-        if record is None or record.state != RecordState.SUBMITTING:
+        if record is None or record.state != RecordStates.SUBMITTING:
             self.storage.delete(self.layout.inflight_key(record_id))
             return None
         now = self.clock()

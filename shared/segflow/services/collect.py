@@ -31,7 +31,7 @@ from segflow.failure_policy import isolated
 from segflow.jobqueue import JobQueue
 from segflow.records import RecordStore
 from segflow.services.deps import Deps
-from segflow.states import Outcome
+from segflow.states import Outcome, Outcomes
 from segflow.storage.base import Storage
 
 _BUCKET_DUTY_LIMIT = 200
@@ -64,7 +64,7 @@ class CollectSummary:
         self.seconds = 0.0
 
     def count(self, outcome: Outcome) -> None:
-        setattr(self, outcome.value, getattr(self, outcome.value) + 1)
+        setattr(self, outcome, getattr(self, outcome) + 1)
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {name: getattr(self, name) for name in self.COUNTERS}
@@ -267,7 +267,7 @@ def _redrive_stalled_uploads(tick: _Tick, records: RecordStore) -> int:
         try:
             job = records.stalled(record_id, quiet_seconds=deps.stall_seconds)
             if job is not None:
-                if redrive_stalled(deps, job, tick.deadline) is Outcome.SUPERSEDED:
+                if redrive_stalled(deps, job, tick.deadline) == Outcomes.SUPERSEDED:
                     tick.summary.superseded += 1
                 count += 1
         except Exception:

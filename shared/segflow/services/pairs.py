@@ -16,7 +16,7 @@ from segflow.media import MediaError, probe_media
 from segflow.routing import Pairing, route
 from segflow.services.deps import Deps
 from segflow.services.stages import Identified, Located, RecordOutcome, Refusal
-from segflow.states import Outcome
+from segflow.states import Outcomes
 from segflow.storage.base import ObjectInfo, Storage
 from segflow.validation import media_error_for_action
 from segflow.values import replace
@@ -40,7 +40,7 @@ def pair(item: Identified, deps: Deps) -> Identified | RecordOutcome | Refusal:
     if partner is None:
         missing = pairing.mask_key if pairing.role == "image" else f"{pairing.image_prefix}*"
         _wait(item, deps, pairing, missing)
-        return item.outcome(Outcome.WAITING, detail=f"waiting for {missing}")
+        return item.outcome(Outcomes.WAITING, detail=f"waiting for {missing}")
     if pairing.role == "mask":
         mask, image = item.info, partner
         try:

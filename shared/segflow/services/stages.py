@@ -20,7 +20,7 @@ from segflow.media import MediaInfo
 from segflow.records import JobRecord, RecordStore
 from segflow.routing import Route
 from segflow.services.publish import Version
-from segflow.states import Outcome
+from segflow.states import Outcome, Outcomes
 from segflow.storage.base import ObjectInfo, Storage
 from segflow.values import Value
 
@@ -42,7 +42,7 @@ class RecordOutcome(Value):
             "bucket": self.bucket,
             "key": self.key,
             "action": self.action,
-            "outcome": self.outcome.value,
+            "outcome": self.outcome,
             "code": self.code,
             "request_id": self.request_id,
         }
@@ -54,7 +54,7 @@ class RecordOutcome(Value):
     def level(self) -> int:
         return (
             logging.WARNING
-            if self.outcome in (Outcome.FAILED, Outcome.RETRY, Outcome.FAULT)
+            if self.outcome in (Outcomes.FAILED, Outcomes.RETRY, Outcomes.FAULT)
             else logging.INFO
         )
 

@@ -35,22 +35,22 @@ from segflow.services.paid import pay, refuse
 from segflow.services.pairs import pair
 from segflow.services.publish import Publisher
 from segflow.services.stages import RecordOutcome, Refusal
-from segflow.states import Outcome
+from segflow.states import Outcomes
 from segflow.values import replace
 
 _COUNTED = (
-    Outcome.DONE,
-    Outcome.SUBMITTED,
-    Outcome.FAILED,
-    Outcome.SKIPPED,
-    Outcome.DUPLICATE,
-    Outcome.RETRY,
-    Outcome.FAULT,
-    Outcome.DEFERRED,
-    Outcome.WAITING,
-    Outcome.SUPERSEDED,
+    Outcomes.DONE,
+    Outcomes.SUBMITTED,
+    Outcomes.FAILED,
+    Outcomes.SKIPPED,
+    Outcomes.DUPLICATE,
+    Outcomes.RETRY,
+    Outcomes.FAULT,
+    Outcomes.DEFERRED,
+    Outcomes.WAITING,
+    Outcomes.SUPERSEDED,
 )
-RAISED = frozenset({Outcome.RETRY, Outcome.FAULT, Outcome.DEFERRED})
+RAISED = frozenset({Outcomes.RETRY, Outcomes.FAULT, Outcomes.DEFERRED})
 
 
 class UploadSummary:
@@ -60,7 +60,7 @@ class UploadSummary:
 
     def __init__(self, records: int = 0) -> None:
         self.records = records
-        self.counts: dict[Outcome, int] = dict.fromkeys(_COUNTED, 0)
+        self.counts: dict[str, int] = dict.fromkeys(_COUNTED, 0)
         self.outcomes: list[dict[str, Any]] = []
         self.seconds = 0.0
 
@@ -70,12 +70,12 @@ class UploadSummary:
 
     def __getattr__(self, name: str) -> int:
         try:
-            return self.counts[Outcome(name)]
-        except ValueError:
+            return self.counts[name]
+        except KeyError:
             raise AttributeError(name) from None
 
     def to_dict(self) -> dict[str, Any]:
-        counted = {outcome.value: count for outcome, count in self.counts.items()}
+        counted = dict(self.counts)
         return {
             "records": self.records,
             **counted,
@@ -99,7 +99,7 @@ def process_upload_event(
     except EventError as error:
         # No retry can fix a payload that is not an OSS event: say so once and return.
         summary = UploadSummary()
-        unparsable = RecordOutcome(Outcome.SKIPPED, code=error.code, detail=error.message)
+        unparsable = RecordOutcome(Outcomes.SKIPPED, code=error.code, detail=error.message)
         log_outcome(deps.logger, logging.WARNING, **unparsable.fields(), ms=0.0)
         summary.add(unparsable)
         summary.seconds = time.monotonic() - started
@@ -178,7 +178,7 @@ def _unexpected(record: OssRecord, exc: Exception) -> RecordOutcome:
     unexpected = SegflowError(f"unexpected {type(exc).__name__}: {exc}", code="InternalError")
     unexpected.__cause__ = exc
     bucket, key = record.readable_location()
-    return RecordOutcome(Outcome.RETRY, bucket, key, code=unexpected.code, error=unexpected)
+    return RecordOutcome(Outcomes.RETRY, bucket, key, code=unexpected.code, error=unexpected)
 
 
 # -- records left for later -----------------------------------------------------------------------------
@@ -195,9 +195,9 @@ def defer(record: OssRecord, deps: Deps) -> RecordOutcome:
     `<jobs>/deferred/` (the collector processes what no redelivery did) and the event is raised."""
     error = DeadlineError("not started: the invocation is about to reach its timeout")
     bucket, key = record.readable_location()
-    outcome = RecordOutcome(Outcome.DEFERRED, bucket, key, code=error.code, error=error)
+    outcome = RecordOutcome(Outcomes.DEFERRED, bucket, key, code=error.code, error=error)
     if outcome.bucket is None:
-        return replace(outcome, outcome=Outcome.SKIPPED, error=None, detail="no bucket to defer it in")
+        return replace(outcome, outcome=Outcomes.SKIPPED, error=None, detail="no bucket to defer it in")
     try:
         storage = deps.storage_for(outcome.bucket)
         # ASCII JSON: a malformed record's lone surrogates stay escapes, and read back as they came.

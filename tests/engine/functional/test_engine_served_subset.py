@@ -16,7 +16,7 @@ import pytest
 
 from segflow.client import Endpoints, VisionClient
 from segflow.errors import ApiError
-from segflow.failure_policy import Decision, decide
+from segflow.failure_policy import Decisions, decide
 from segflow.retry import RetryPolicy
 from segflow_engine import served
 from tests.support.engine_server import (
@@ -115,5 +115,5 @@ def test_segflows_pipeline_takes_it_for_a_deployment_fault(
     with pytest.raises(ApiError) as refused:
         client.segment("SegmentBody", files.url("photo.png"))
     assert (refused.value.code, refused.value.http_status) == ("InvalidApi.NotPurchase", 403)
-    assert decide(refused.value) is Decision.FAULT
+    assert decide(refused.value) == Decisions.FAULT
     assert client.segment("SegmentFurniture", files.url("photo.png")).raw

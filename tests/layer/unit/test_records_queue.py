@@ -13,12 +13,12 @@ from segflow.errors import StorageError
 from segflow.jobqueue import JobQueue, queue_job
 from segflow.layout import BucketLayout, as_prefix
 from segflow.records import Claim, JobRecord, Payload, RecordStore, Taken, record_id_for
-from segflow.states import ClaimOutcome, RecordState
+from segflow.states import ClaimOutcomes, RecordStates
 from segflow.values import replace
 from tests.support.memory_storage import MemoryStorage
 
-ACQUIRED, DUPLICATE, IN_PROGRESS = ClaimOutcome.ACQUIRED, ClaimOutcome.DUPLICATE, ClaimOutcome.IN_PROGRESS
-SUBMITTING, SUBMITTED, DONE = RecordState.SUBMITTING, RecordState.SUBMITTED, RecordState.DONE
+ACQUIRED, DUPLICATE, IN_PROGRESS = ClaimOutcomes.ACQUIRED, ClaimOutcomes.DUPLICATE, ClaimOutcomes.IN_PROGRESS
+SUBMITTING, SUBMITTED, DONE = RecordStates.SUBMITTING, RecordStates.SUBMITTED, RecordStates.DONE
 LAYOUT = BucketLayout("segmented", "segflow-jobs", "segflow-failed", "incoming")
 
 
