@@ -44,7 +44,6 @@ _CONTENT_TYPES = {
     ".webm": "video/webm",
     ".json": "application/json",
 }
-_SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
 
 
 def iso_time(seconds: float) -> str:
@@ -84,7 +83,8 @@ ELEMENT_NAME_CHARS = 32
 def element_file_name(index: int, name: str | None) -> str:
     """`<Name>.png` for named elements (ParseFace parts), else `element-<i>.png`."""
     if name:
-        safe = _SAFE_NAME.sub("_", name).strip("._")[:ELEMENT_NAME_CHARS]
+        # re compiles (and caches) the pattern on first use: only named elements pay for it.
+        safe = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._")[:ELEMENT_NAME_CHARS]
         if safe:
             return f"{safe}.png"
     return f"element-{index}.png"
