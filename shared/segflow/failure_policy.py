@@ -1,20 +1,9 @@
 """One failure policy: what an error means for the object (or job) it happened to.
 
-`decide(error)` looks the error up in `RULES`, a table read top to bottom, first match wins:
-
-- `RETRY` — the same attempt may well succeed later (throttling and 5xx that outlived the client's own
-  retries, broken downloads, storage hiccups, another invocation holding the object, the deadline);
-  the record is handed back and FC's retry (or the next collector tick) tries again;
-- `FAULT` — the deployment is wrong (AccessKey, signature, expired STS token, RAM denial of the vision
-  APIs or of the bucket, PicWish AppCode, a product not activated, configuration): every object would
-  fail alike and all of them will be fine once it is fixed, so none is recorded as failed for good; the
-  fault is logged loudly and written where an operator sees it, and the object stays retryable;
-- `SKIP` — nothing to do and nothing can be recorded (the object is gone, a key no store can hold);
-- `RECORD` — the object itself cannot be processed: one failure record with the service's code.
-
-Which API codes are transient is `segflow.retry.RETRY_TABLE` (the client's own retries read it too).
-Also here: the one retry loop's predicate for writes after a paid call (`transient_storage_error`) and the
-per-record isolation every service uses (`isolated`).
+`decide(error)` reads `RULES` top to bottom, first match wins, else `RECORD` (`Decisions` says what each
+decision does); which API codes are transient is `segflow.retry.RETRY_TABLE`. Also here: the predicate of
+the in-place retry of writes after a paid call (`transient_storage_error`) and the per-record isolation
+every service uses (`isolated`).
 """
 
 from __future__ import annotations
@@ -45,14 +34,23 @@ IN_PROGRESS_CODE = "RecordInProgress"
 
 
 Decision = Literal["retry", "fault", "skip", "record"]
-"""What an error means for its object: the module docstring says what each one does."""
+"""What an error means for its object (`Decisions`)."""
 
 
 class Decisions:
     RETRY: Final = "retry"
+    """The same attempt may well succeed later (throttling and 5xx that outlived the client's own retries,
+    broken downloads, storage hiccups, another invocation holding the object, the deadline): the record
+    is handed back and FC's retry (or the next collector tick) tries again."""
     FAULT: Final = "fault"
+    """The deployment is wrong (AccessKey, signature, expired STS token, RAM denial of the vision APIs or of
+    the bucket, PicWish AppCode, a product not activated, configuration): every object would fail alike
+    and all will be fine once it is fixed, so none is recorded as failed for good; the fault is logged
+    loudly and written where an operator sees it, and the object stays retryable."""
     SKIP: Final = "skip"
+    """Nothing to do and nothing can be recorded (the object is gone, a key no store can hold)."""
     RECORD: Final = "record"
+    """The object itself cannot be processed: one failure record with the service's code."""
 
 
 class RecordInProgressError(SegflowError):

@@ -1,13 +1,9 @@
 """The queue of asynchronous jobs still to collect, and the put-if-absent leases that guard them.
 
-<jobs>/pending/<id>.json        a copy of the job's record while it is unfinished; deleted when the job
-                                is finished, so a collector tick lists only what is still pending
-<jobs>/leases/<id>.<generation> a collector's lease on one job
-<jobs>/publish/<hash>.<gen>     the publish lock of one source key (`services.publish`), the same kind of
-                                lease
-
-A lease of generation n+1 may only be created (put-if-absent) once generation n has expired or been given
-up by its owner: of two takers, OSS lets exactly one create it.
+A job's record is copied to `<jobs>/pending/` while it is unfinished (so a tick lists only what is still
+pending; the keys: `layout.BucketLayout`). A lease of generation n+1 may only be created (put-if-absent)
+once generation n has expired or been given up by its owner: of two takers, OSS lets exactly one create
+it. Collectors lease jobs; a publish lock (`services.publish`) is the same kind of lease.
 """
 
 from __future__ import annotations

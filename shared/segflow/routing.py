@@ -8,8 +8,7 @@ record of the one object it matched (`UnsupportedOperation`), not as a broken de
 Pairs. RefineMask takes two inputs, an image and its coarse mask. A rule with `"pair": "{stem}.mask.png"`
 pairs them by name: `photo.jpg` with `photo.mask.png` in the same folder. A key whose file name fits the
 pattern is the mask (whatever the rule's suffix or media say); any other key the rule matches is the image.
-Whichever arrives second triggers the call; `pair_timeout` (seconds, default 3600) bounds the wait for
-the other one.
+`pair_timeout` (seconds, default 3600) bounds the wait for the other one (`services.pairs`).
 """
 
 from __future__ import annotations

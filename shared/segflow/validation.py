@@ -1,7 +1,7 @@
 """Checking a probed file against an action's documented limits, and the size that would fit them.
 
 A violated limit raises `LimitViolationError` (an `InputValidationError`) carrying the code the service
-itself would return (see `segflow.catalogue` for the mapping) and a message naming the limit and the
+itself would return (`shared/VISION-API.md` §7) and a message naming the limit and the
 measured value, e.g. "SegmentCommonImage needs width and height < 1280 px; this image is 1280×720".
 
 What a header does not state is not checked: an FLV without onMetaData or a TS/PS whose video stream

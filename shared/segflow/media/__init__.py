@@ -8,9 +8,8 @@ box itself (capped at 64 MiB). Nothing is allocated from a declared dimension, s
 
 Modules: `probe` (sniffing and dispatch), `base` (`MediaInfo`, `MediaError`, the counted reader), and one
 per container family: `images` (JPEG, PNG, GIF, BMP, WEBP, TIFF), `isobmff` (MP4, MOV, HEIF), `avi`, `flv`,
-`matroska` (MKV, WebM) and `mpeg` (MPEG-TS, MPEG-PS). A family's module is imported the first time a file
-of that family is probed: an instance that only ever sees photos never loads the video parsers (each
-module is cold-start time on a fresh FC instance).
+`matroska` (MKV, WebM) and `mpeg` (MPEG-TS, MPEG-PS), each imported the first time a file of that family
+is probed (an instance that only ever sees photos never loads the video parsers).
 """
 
 from __future__ import annotations

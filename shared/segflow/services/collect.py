@@ -1,15 +1,8 @@
 """collect_jobs: finish the asynchronous jobs on_upload queued, and whatever uploads were left behind.
 
-Each tick, per bucket (one bucket's trouble never stops the others):
-1. uploads stuck in `submitting` (their owner died after FC's last retry), event records an invocation
-   deferred and RefineMask halves waiting too long go through on_upload's own steps (`services.leftovers`);
-2. `<jobs>/pending/` is listed (only unfinished jobs live there) and each job is claimed with a lease (so
-   two overlapping ticks never handle one job) and seen through on a bounded thread pool
-   (`services.collect_job`; the client's shared rate limiter keeps every thread under the account's QPS).
-
-No new claim is made once the invocation is about to run out of time (`Deadline`, from the function
-timeout at handler entry); a result copy still running near the deadline is abandoned and its job stays
-pending for the next tick.
+One tick, per bucket (one bucket's trouble never stops the others): the leftovers (`services.leftovers`),
+then each pending job under a lease on a bounded thread pool (`services.collect_job`), while the deadline
+allows; the whole walk is shared/ARCHITECTURE.md, "A video job".
 """
 
 from __future__ import annotations

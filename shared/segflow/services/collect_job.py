@@ -1,14 +1,5 @@
-"""One pending job a collector tick holds the lease of: poll it, and act on its status.
-
-    PROCESS_SUCCESS                  publish the result (`services.publish`), record done
-    QUEUING / PROCESSING             lease released for the next tick
-    LIMIT_RETRY_FAILED               submitted again (SEGFLOW_MAX_RESUBMITS) if the object is unchanged
-    PROCESS_FAILED / TIMEOUT_FAILED  publish the failure record
-    deployment fault                 lease released, nothing recorded as failed
-
-A job whose object was overwritten or deleted meanwhile ends `superseded`: nothing is written for it, and
-it leaves the pending queue.
-"""
+"""One pending job a collector tick holds the lease of: poll it, and act on its status (what each status
+leads to: shared/ARCHITECTURE.md, "A video job")."""
 
 from __future__ import annotations
 

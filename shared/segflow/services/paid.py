@@ -1,10 +1,8 @@
 """One owner for a paid call: claim → count → call → keep → store or queue → release or record.
 
-`pay` claims the object's idempotency record and hands it to `PaidCall`, which alone decides every step
-after that and the record's last word; the steps it calls (`checks`, `inputs`, `answers`, `publish`,
-`jobqueue`) take a value and return one, and never call back. A failure hands the record back in one place
-(`PaidCall._settle`), as the failure policy says. `refuse` records what failed before any record existed.
-The protocol's rationale is in shared/ARCHITECTURE.md ("One owner for a paid call").
+`pay` claims the record and hands it to `PaidCall`, which decides every step after that; `PaidCall._settle`
+is the one place a failure becomes retry, fault or a failure record; `refuse` records what failed before
+any record existed. Why: shared/ARCHITECTURE.md, "One owner for a paid call".
 """
 
 from __future__ import annotations

@@ -1,11 +1,11 @@
-"""RefineMask pairs on upload: an image and its coarse mask, paired by name (`routing.Pairing`).
+"""RefineMask pairs on upload: an image and its coarse mask, paired by name (`routing`, "Pairs").
 
 Whichever of the two arrives second triggers the call with both URLs: the image's key names the result
 and the idempotency record, whose ETag is both ETags (`<image>+<mask>`), so uploading the same mask again
 is a duplicate, not a second call. The first to arrive waits in `<jobs>/pairs/<id>.json`; each upload's
 event is delivered after that upload completed, so the later of the two always finds the other. A partner
 that never arrives within the rule's `pair_timeout` becomes a failure record of the file that did, naming
-the one that is missing (the collector's duty: `services.leftovers.expire_waiting`).
+the one that is missing (`services.leftovers.expire_waiting`).
 """
 
 import hashlib

@@ -1,9 +1,6 @@
-"""Publishing an outcome: the one writer of `<output>/<key>/<action>/` and `<failed>/<key>.json`.
-
-Each publication holds the key's publish lock (a put-if-absent lease, `jobqueue.Leases`), HEADs the source
-(and a pair's mask) and writes only if the version is still the object's current one; otherwise nothing is
-written and the caller ends the attempt `superseded`. Why this is enough, and the window that remains, is
-in shared/ARCHITECTURE.md ("Versions").
+"""Publishing an outcome: the one writer of `<output>/<key>/<action>/` and `<failed>/<key>.json`, under the
+key's publish lock and only for the object's current version (how, and why that is enough:
+shared/ARCHITECTURE.md, "Versions").
 """
 
 from __future__ import annotations

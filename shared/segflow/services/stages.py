@@ -1,11 +1,6 @@
-"""The values one upload passes through, each made whole by one step and taken by the next.
-
-    Located      the object an event record names, HEADed                      (`services.locate.locate`)
-    Identified   … its media type, route and action, and for RefineMask its mask (`identify`, `pair`)
-    Claimed      … with its idempotency record                                (`services.paid`)
-
-plus `Refusal` (what the object cannot go through, before any record: a failure record to publish),
-and `RecordOutcome` (how an event record ended); a version of an object is `services.publish.Version`.
+"""The values one upload passes through, each made whole by one step and taken by the next (`Located` →
+`Identified` → `Claimed`, shared/ARCHITECTURE.md, "One owner for a paid call"), `Refusal` (what fails before
+any record: a failure record to publish) and `RecordOutcome` (how an event record ended).
 """
 
 from __future__ import annotations

@@ -1,16 +1,10 @@
 """on_upload: every record of an OSS event ends as a result, a queued job, a failure record or a skip.
 
-Each record goes through `locate` and `identify` (`services.locate`), `pair` (`services.pairs`) and the
-paid call's owner (`services.paid.pay`: claim, count, call, keep, store or queue, release or record). One
-record never hides the others: each runs on its own (`failure_policy.isolated`). What a retry can fix
-(throttling and 5xx that outlived the client's retries, storage hiccups, an object another invocation is
-working on, a deployment fault) leaves the record handed back and is raised after all records had their
-go, so FC delivers the event again and the records already finished are skipped as duplicates. What it
-cannot fix writes `<failed>/<source key>.json`.
-
-An event with many records has a time budget: a record is only started while `Deps.record_seconds` of the
-invocation remain. The records left over are written down as deferred (the collector picks them up if no
-redelivery comes first) and the event is raised, so FC delivers it again; nothing is lost or done twice.
+Each record goes through `services.locate`, `services.pairs` and the paid call's owner (`services.paid`),
+on its own (`failure_policy.isolated`): one record never hides the others. What a retry can fix is raised
+after every record had its go, so FC delivers the event again and the finished records are duplicates;
+records left when the deadline is near (`Deps.record_seconds`) are deferred. The whole walk:
+shared/ARCHITECTURE.md, "An upload".
 """
 
 from __future__ import annotations
