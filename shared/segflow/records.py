@@ -230,7 +230,7 @@ class RecordStore:
         now = self.clock()
         generation = existing.claim.generation + 1
         # A superseded record taken back is a new upload of the same content: its deliveries and its paid
-        # calls count anew (a kept answer is still used first: `services.answers.holds_answer`).
+        # calls count anew (a kept answer is still used first: `services.paid.holds_answer`).
         renewed = existing.state == RecordStates.SUPERSEDED
         attempts = 1 if renewed else existing.claim.attempts + 1
         calls = 0 if renewed else existing.claim.calls

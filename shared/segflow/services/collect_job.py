@@ -15,9 +15,8 @@ from segflow.logs import log_outcome
 from segflow.outputs import Downloads, StoredResult, is_expired, store_result
 from segflow.records import JobRecord, RecordStore
 from segflow.results import AsyncJobResult, SegmentResult
-from segflow.services.common import call_action, error_record, failure_record
+from segflow.services.common import call_action, error_record, failure_record, input_url
 from segflow.services.deps import Deps
-from segflow.services.inputs import input_url
 from segflow.services.publish import Publisher, Version
 from segflow.states import Outcome, Outcomes, RecordStates
 from segflow.storage.base import Storage

@@ -8,10 +8,10 @@ any record existed. Why: shared/ARCHITECTURE.md, "One owner for a paid call".
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
-from typing import TypeVar
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
 
-from segflow.catalogue import is_async_call
+from segflow.catalogue import Action, is_async_call
 from segflow.deadline import Deadline
 from segflow.errors import ApiConnectionError, ApiError, JobFailedError, ObjectNotFoundError, SegflowError
 from segflow.failure_policy import (
@@ -24,11 +24,10 @@ from segflow.failure_policy import (
 from segflow.jobqueue import queue_job
 from segflow.outputs import Downloads, store_result
 from segflow.records import JobRecord, RecordStore, Taken
-from segflow.services.answers import holds_answer, kept_answer, with_answer
+from segflow.results import Element, SegmentResult
 from segflow.services.checks import fit, validate
-from segflow.services.common import call_action, error_record, failure_record
+from segflow.services.common import call_action, error_record, failure_record, input_url
 from segflow.services.deps import Deps
-from segflow.services.inputs import input_url
 from segflow.services.publish import Publisher, Version
 from segflow.services.stages import Claimed, Identified, RecordOutcome, Refusal, ended
 from segflow.states import ClaimOutcomes, Outcome, Outcomes, RecordStates
@@ -328,3 +327,57 @@ class PaidCall:
             self.records.release(current)
             return self.item.outcome(Outcomes.RETRY, storing)
         return self.item.outcome(Outcomes.FAILED, error)
+
+
+# -- the kept answer: what a synchronous call returned, kept in its record until it is stored -----------
+# A delivery that finds it stores it instead of calling again, while its URLs live.
+
+RESULT_URL_SECONDS = 1800.0  # imageseg result URLs live 30 minutes (PicWish's an hour)
+RESUME_MARGIN_SECONDS = 300.0  # a kept answer is only worth storing with time left to download it
+_ELEMENT_FIELDS = ("image_url", "x", "y", "width", "height", "name", "origin_image_url")
+_ANSWER_FIELDS = ("action", "request_id", "image_url", "origin_image_url", "job_id", "mask_url", "video_url")
+
+
+def holds_answer(job: JobRecord, action: Action, now: float) -> bool:
+    """An earlier delivery paid for the call but could not store its answer: store that one instead."""
+    payload = job.payload
+    if payload.outputs or (is_async_call(action, job.params) and payload.job_id):
+        return True  # a stored result only needs its record marked done; a JobId can be collected any time
+    expires_at = payload.answer_expires_at
+    return payload.answer is not None and expires_at is not None and now < expires_at - RESUME_MARGIN_SECONDS
+
+
+def with_answer(job: JobRecord, action: Action, result: SegmentResult, now: float) -> JobRecord:
+    """The record with what the call returned (the JobId, or the answer's result URLs)."""
+    if is_async_call(action, job.params) and result.job_id:
+        return job.with_payload(job_id=result.job_id, request_id=result.request_id, submitted_at=now)
+    return job.with_payload(
+        request_id=result.request_id,
+        submitted_at=now,
+        answer=_answer_record(result),
+        answer_expires_at=now + RESULT_URL_SECONDS,
+    )
+
+
+def _answer_record(result: SegmentResult) -> dict[str, Any]:
+    """What a synchronous answer must keep to be stored later: its ids and result URLs."""
+    kept: dict[str, Any] = {name: getattr(result, name) for name in _ANSWER_FIELDS}
+    kept["elements"] = [{name: getattr(e, name) for name in _ELEMENT_FIELDS} for e in result.elements]
+    return kept
+
+
+def kept_answer(kept: Mapping[str, Any]) -> SegmentResult:
+    """The answer a record keeps, as the call returned it."""
+    elements = tuple(
+        Element(**{name: item.get(name) for name in _ELEMENT_FIELDS}) for item in kept.get("elements") or ()
+    )
+    return SegmentResult(
+        action=str(kept.get("action") or ""),
+        request_id=str(kept.get("request_id") or ""),
+        image_url=kept.get("image_url"),
+        origin_image_url=kept.get("origin_image_url"),
+        elements=elements,
+        job_id=kept.get("job_id"),
+        mask_url=kept.get("mask_url"),
+        video_url=kept.get("video_url"),
+    )

@@ -26,7 +26,6 @@ from segflow.services.common import safe_message
 from segflow.services.deps import Deps
 from segflow.services.locate import identify, locate
 from segflow.services.paid import pay, refuse
-from segflow.services.pairs import pair
 from segflow.services.publish import Publisher
 from segflow.services.stages import RecordOutcome, Refusal
 from segflow.states import Outcomes
@@ -157,6 +156,11 @@ def process_record(record: OssRecord, deps: Deps, deadline: Deadline | None = No
         identified = Refusal(located, error, None)
     if isinstance(identified, Refusal):
         return refuse(deps, Publisher(deps, located.storage, deadline), identified)
+    if identified.route.pair is None:
+        return pay(identified, deps, deadline)
+    # Only a RefineMask pair rule pairs (the rare case): an instance without one never loads it.
+    from segflow.services.pairs import pair
+
     try:
         paired = pair(identified, deps)
     except SegflowError as error:  # finding the other half, or writing down that this one waits
