@@ -10,16 +10,14 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 from segflow.errors import ObjectExistsError, ObjectNotFoundError
 from segflow.layout import BucketLayout, ids_under
-from segflow.records import JobRecord, RecordStore
+from segflow.records import Clock, JobRecord, RecordStore
 from segflow.states import RecordStates
 from segflow.storage.base import Storage
 from segflow.values import Value, replace
-
-Clock = Callable[[], float]
 
 
 class Lease(Value):

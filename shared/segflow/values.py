@@ -58,20 +58,21 @@ class Value(metaclass=_ValueType):
     _defaults: ClassVar[dict[str, Any]]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        fields, name = self._fields, type(self).__name__
-        if len(args) > len(fields):
-            raise TypeError(f"{name}() takes {len(fields)} arguments but {len(args)} were given")
-        for field, value in zip(fields, args, strict=False):
-            object.__setattr__(self, field, value)
-        for field in fields[len(args) :]:
-            if field in kwargs:
-                object.__setattr__(self, field, kwargs.pop(field))
-            elif field in self._defaults:
-                object.__setattr__(self, field, self._defaults[field])
-            else:
-                raise TypeError(f"{name}() missing argument {field!r}")
-        if kwargs:
-            raise TypeError(f"{name}() got unexpected or repeated arguments {sorted(kwargs)}")
+        fields = self._fields
+        if args:
+            if len(args) > len(fields) or kwargs.keys() & fields[: len(args)]:
+                raise TypeError(f"{type(self).__name__}() got too many or repeated arguments")
+            kwargs.update(zip(fields, args, strict=False))
+        values = self._defaults | kwargs
+        try:
+            for field in fields:
+                object.__setattr__(self, field, values[field])
+        except KeyError as missing:
+            raise TypeError(f"{type(self).__name__}() missing argument {missing}") from None
+        if len(values) > len(fields):
+            raise TypeError(
+                f"{type(self).__name__}() got unexpected arguments {sorted(values.keys() - fields)}"
+            )
 
     def _values(self) -> tuple[Any, ...]:
         return tuple(getattr(self, field) for field in self._fields)

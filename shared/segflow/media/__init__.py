@@ -16,13 +16,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from types import ModuleType
+from typing import TypeAlias
 
 from segflow.media.base import HEAD_BYTES, MAX_MOOV_BYTES, MediaError, MediaInfo, ReadAt, Source, u32be, u32le
 from segflow.values import replace
 
 __all__ = ["HEAD_BYTES", "MAX_MOOV_BYTES", "MediaError", "MediaInfo", "ReadAt", "probe_media"]
 
-Sniff = Callable[[bytes], bool]
+Sniff: TypeAlias = "Callable[[bytes], bool]"  # quoted: typing builds nothing at import
 
 
 def probe_media(read_at: ReadAt, size: int) -> MediaInfo:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TypeAlias
 
 from segflow.catalogue import codes_for_media
 from segflow.errors import InputValidationError
 from segflow.values import Value
 
-ReadAt = Callable[[int, int], bytes]
+ReadAt: TypeAlias = "Callable[[int, int], bytes]"  # quoted: typing builds nothing at import
 
 HEAD_BYTES = 64 * 1024
 MAX_READS = 64  # read_at calls per probe, the head included

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator
+from typing import TypeAlias
 
 from segflow.errors import StorageError
 from segflow.logs import printable
 from segflow.values import Value
 
-ReadAt = Callable[[int, int], bytes]
+ReadAt: TypeAlias = "Callable[[int, int], bytes]"  # quoted: typing builds nothing at import
 """read_at(offset, length) -> up to `length` bytes starting at `offset` (fewer at the end of the object)."""
 
 DEFAULT_PART_SIZE = 8 * 1024 * 1024
