@@ -15,7 +15,10 @@ from __future__ import annotations
 
 import ast
 import graphlib
+import os
 import re
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -75,6 +78,56 @@ def test_handlers_import_only_the_deadline_and_the_services(function: str) -> No
         if name.startswith("segflow")
     }
     assert used and all(n.startswith(("segflow.deadline", "segflow.services.")) for n in used), used
+
+
+# What each handler's import leaves for the invocations that need it (shared/ARCHITECTURE.md, "Cold start").
+NOT_AT_IMPORT = {
+    "on_upload": {
+        "segflow.client",
+        "segflow.signing",
+        "segflow.storage.oss",
+        "oss2",
+        "segflow.tempupload",
+        "segflow.services.pairs",
+        "segflow.services.leftovers",
+        "segflow.imagefit",
+        "segflow.media.isobmff",
+        "segflow.media.images",
+        "concurrent.futures",
+        "xml.etree.ElementTree",
+    },
+    "collect_jobs": {
+        "segflow.client",
+        "segflow.signing",
+        "segflow.storage.oss",
+        "oss2",
+        "segflow.services.collect_job",
+        "segflow.services.leftovers",
+        "segflow.services.paid",
+        "segflow.media",
+        "concurrent.futures",
+    },
+}
+
+
+@pytest.mark.parametrize("function", sorted(NOT_AT_IMPORT))
+def test_a_handlers_import_leaves_what_not_every_invocation_needs(function: str) -> None:
+    program = (  # on top of FC's floor, oss2 and requests, as bench/cold_start.py measures it
+        "import sys, re, oss2, requests\n"
+        "compiled, before = len(re._cache), set(sys.modules)\n"
+        "import index\n"
+        "print(len(re._cache) - compiled, *sorted(set(sys.modules) - before))"
+    )
+    path = os.pathsep.join([str(REPO_ROOT / "functions" / function), str(REPO_ROOT / "shared")])
+    env = {**os.environ, "PYTHONPATH": path}
+    done = subprocess.run(
+        [sys.executable, "-c", program], env=env, capture_output=True, text=True, timeout=60
+    )
+    patterns, *loaded = done.stdout.split()
+    assert done.returncode == 0, done.stderr
+    assert {name for name in loaded if name.startswith("segflow")}, "the handler imported nothing"
+    assert not NOT_AT_IMPORT[function] & set(loaded)
+    assert patterns == "0", "a regular expression was compiled at import"
 
 
 def test_the_layer_never_imports_the_command_or_the_engine() -> None:
