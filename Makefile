@@ -65,5 +65,8 @@ bench: setup
 	$(PIP) install -q --disable-pip-version-check --no-deps 'rembg==2.0.86' 'pooch>=1.8' platformdirs tqdm
 	$(PY) bench/report.py
 
+# Everything the checkout made: the environments (1.3 GB with the model weights), the demo's outputs, the
+# layer zip and the tools' caches. Leaves your own files (a --out elsewhere) alone.
 clean:
-	rm -rf $(VENV) .venv-fc310 dist build .pytest_cache .mypy_cache .ruff_cache segflow-out
+	rm -rf $(VENV) .venv-fc310 dist build segflow.egg-info .pytest_cache .mypy_cache .ruff_cache segflow-out
+	find shared engine cli functions tests bench scripts -name __pycache__ -type d -prune -exec rm -rf {} +

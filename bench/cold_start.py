@@ -44,6 +44,7 @@ CLIENT_LIMIT = 1.15
 FUNCTIONS = ("on_upload", "collect_jobs")
 OLD_VENDORED = ("requests", "urllib3", "idna", "certifi", "charset_normalizer")
 OLD_LOCAL_TOOLS = ("main", "run", "invoke", "fccontext", "preview", "localbucket")
+"""The command modules the old layer shipped (cli.py is main.py since the layout of issue 16 §3)."""
 
 
 @dataclass(frozen=True)

@@ -60,6 +60,9 @@ PLATFORMS = (
     "manylinux1_x86_64",
 )
 WEIGHT_COMPONENT = "isnet"
+# Distributions PyPI publishes as an sdist only. They are pure Python, so `pip wheel` makes their wheel from
+# the sdist here without compiling anything (checked: the wheel must be `none-any`).
+FROM_SDIST = frozenset({"oss2"})
 
 
 class PackageError(Exception):
@@ -133,9 +136,16 @@ def download_wheels(pins: Sequence[Pin], cache: Path) -> None:
     """Fetch the wheels from PyPI into `cache`, unless it holds them all already (`make test` fills it, so
     a build, and the tests that build, need no network)."""
     missing = [pin for pin in pins if _cached_wheel(pin, cache) is None]
-    if missing:
+    binary = [pin.requirement for pin in missing if pin.name not in FROM_SDIST]
+    if binary:
         cache.mkdir(parents=True, exist_ok=True)
-        _pip("download", "--dest", str(cache), *_pip_platform_args(), *(pin.requirement for pin in missing))
+        _pip("download", "--dest", str(cache), *_pip_platform_args(), *binary)
+    for pin in (pin for pin in missing if pin.name in FROM_SDIST):
+        cache.mkdir(parents=True, exist_ok=True)
+        _pip("wheel", "--no-deps", "--no-binary", pin.name, "--wheel-dir", str(cache), pin.requirement)
+        wheel = _cached_wheel(pin, cache)
+        if wheel is None or not wheel.name.endswith("-none-any.whl"):
+            raise PackageError(f"{pin.requirement} did not build into a pure Python wheel: {wheel}")
 
 
 def _cached_wheel(pin: Pin, cache: Path) -> Path | None:

@@ -18,8 +18,8 @@ unchecked (PEP 552: valid whatever the unpacked files' times; the layer is read-
 read again at import). Without a Python 3.10 here the zip
 ships sources only, and says so. The zip is reproducible: sorted entries, fixed times.
 
-Publish it with
-    s cli fc3 layer publish --code dist/segflow-layer.zip --layer-name segflow \
+Publish it with (Serverless Devs, installed in .venv by `make setup`)
+    .venv/bin/s cli fc3 layer publish --code dist/segflow-layer.zip --layer-name segflow \
         --compatible-runtime python3.10 --region cn-shanghai -a default
 """
 
@@ -249,7 +249,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"{args.out}: {len(names)} files, {size / 1024:.0f} KiB")
     shown = args.out if _SAFE.match(str(args.out)) else f"'{args.out}'"
     print(
-        f"publish: s cli fc3 layer publish --code {shown} --layer-name segflow "
+        f"publish: .venv/bin/s cli fc3 layer publish --code {shown} --layer-name segflow "
         "--compatible-runtime python3.10 --region cn-shanghai -a default",
         file=sys.stderr,
     )

@@ -1,18 +1,5 @@
-"""`segflow backfill`: the objects that were in the bucket before the trigger, as if just uploaded.
-
-It lists the input prefix (filters in `objects`), and hands every object to on_upload — through the
-deployed function (`--via fc`) or the handler in this process (`--local`, see `senders`) — so each ends
-with one result or one failure record, through the same code and records as an upload. An object already
-done is a duplicate for the handler (no vision call), so a second backfill is safe; a finished one is not
-even listed again (the checkpoint says so).
-
-Progress is checkpointed (`checkpoint`) after every batch handled in listing order, at most every
-`SAVE_EVERY` seconds and at the end: an interrupted backfill continues after the last key it handled.
-
-Exit status: 0 every object was sent (fc) or ended done / skipped (local); 1 some failed or did not
-finish (local) or FC refused a send (the run stopped there); 2 a usage or configuration error (unknown
-bucket, no permission to list, nothing matched, a checkpoint of another bucket or other filters) — then
-nothing was sent; 130 interrupted (run the same command to continue).
+"""`segflow backfill`: the objects already in the bucket's input prefix, through on_upload as if just
+uploaded, resumable from a checkpoint (what it guarantees, exit statuses: docs/operations.md).
 
 Only argument parsing happens at import; the work is in `segflow_cli.backfill_run`.
 """
@@ -23,8 +10,7 @@ import argparse
 
 from segflow_cli.options import add_common_arguments, positive_int
 
-PROG = "segflow backfill"
-INTERRUPTED = 130
+CONSOLE_LOG_LEVEL = "WARNING"
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
@@ -58,19 +44,14 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import os
-    import sys
 
-    from segflow.errors import SegflowError
-    from segflow_cli.backfill_run import run_backfill
+    from segflow_cli.backfill_run import PROG, run_backfill
+    from segflow_cli.output import run_guarded
 
-    try:
-        return run_backfill(args, dict(os.environ))
-    except KeyboardInterrupt:
-        print(f"{PROG}: interrupted; the same command continues from the checkpoint", file=sys.stderr)
-        return INTERRUPTED
-    except SegflowError as error:
-        print(f"{PROG}: {error.message} ({error.code}); nothing was sent", file=sys.stderr)
-        return 2
-    except ValueError as error:
-        print(f"{PROG}: {error}", file=sys.stderr)
-        return 2
+    return run_guarded(
+        PROG,
+        args.json,
+        lambda: run_backfill(args, dict(os.environ)),
+        interrupted="interrupted; the same command continues from the checkpoint",
+        refused="; nothing was sent",
+    )

@@ -5,20 +5,24 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import sys
 import time
 from collections.abc import Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING
 
 from segflow.storage.base import ObjectInfo
-from segflow_cli.backfill import INTERRUPTED, PROG
 from segflow_cli.batches import Prefetch, RunEnd, batched, run_batches
 from segflow_cli.checkpoint import BucketCheckpoint, Checkpoint, CheckpointStore, FileCheckpoint, resume
 from segflow_cli.objects import ObjectFilter, list_objects, parse_when, resolve_prefix
 from segflow_cli.operate import Operation, open_operation
+from segflow_cli.output import INTERRUPTED, refuse
 from segflow_cli.progress import TransferProgress
-from segflow_cli.senders import ObjectResult
+from segflow_cli.senders import LocalSender, ObjectResult, Sender
 from segflow_cli.summary import FINISHED_OUTCOMES, RunSummary
 
+if TYPE_CHECKING:
+    from segflow_cli.localrun import LocalRuntime
+
+PROG = "segflow backfill"
 SAVE_EVERY = 2.0
 
 
@@ -45,13 +49,25 @@ def run_backfill(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
             via=operation.via or "dry-run",
         )
         if found is checkpoint and checkpoint.finished:
-            print(
-                f"{PROG}: the backfill of {operation.bucket} ({wanted.text()}) finished already "
+            message = (
+                f"the backfill of {operation.bucket} ({wanted.text()}) finished already "
                 f"({_counted(checkpoint.counts)}; {store.where}): nothing to do. --restart lists it again "
                 "(objects already done cost no vision call)."
             )
+            _said(operation, message, args.json, counts=checkpoint.counts)
             return 0
         return _Backfill(operation, wanted, checkpoint, store, args).run()
+
+
+def _said(operation: Operation, message: str, as_json: bool, *, counts: Mapping[str, int]) -> None:
+    """A run that ends before sending anything: one line, or with `--json` a summary holding it."""
+    if not as_json:
+        print(f"{PROG}: {message}")
+        return
+    summary = RunSummary("backfill", operation.bucket, operation.via or "dry-run")
+    summary.counts.update({k: v for k, v in counts.items() if v})
+    summary.notes.append(message)
+    summary.print(as_json=True)
 
 
 def _counted(counts: Mapping[str, int]) -> str:
@@ -101,30 +117,35 @@ class _Backfill:
         if first is None:
             return self._nothing_listed()
         objects = itertools.chain([first], objects)
-        if self.args.dry_run:
-            from segflow_cli.dryrun import plan, print_plan
+        sender = self.operation.sender
+        if sender is None:  # a dry run
+            from segflow_cli.dryrun import plan, plan_document, print_plan
+            from segflow_cli.output import print_json
 
-            print_plan(plan(self.operation, objects, workers=self.args.workers), via=None)
+            planned = plan(self.operation, objects, workers=self.args.workers)
+            if self.args.json:
+                print_json(plan_document(planned, bucket=self.operation.bucket))
+            else:
+                print_plan(planned, via=None)
             return 0
-        return self._send(objects)
+        return self._send(objects, sender)
 
     def _nothing_listed(self) -> int:
         if self.checkpoint.start_after:
             if not self.args.dry_run:
                 self.checkpoint.finished = True
                 self._save(force=True)
-            print(f"{PROG}: nothing left after {self.checkpoint.start_after}: the backfill is finished.")
+            message = f"nothing left after {self.checkpoint.start_after}: the backfill is finished."
+            _said(self.operation, message, self.args.json, counts={})
             return 0
-        print(
-            f"{PROG}: no object of bucket {self.operation.bucket} matches ({self.wanted.text()}): "
-            "nothing to do",
-            file=sys.stderr,
+        return refuse(
+            PROG,
+            f"no object of bucket {self.operation.bucket} matches ({self.wanted.text()}): nothing to do",
+            as_json=self.args.json,
+            code="NothingMatches",
         )
-        return 2
 
-    def _send(self, objects: Iterator[ObjectInfo]) -> int:
-        sender = self.operation.sender
-        assert sender is not None
+    def _send(self, objects: Iterator[ObjectInfo], sender: Sender) -> int:
         label = "queued in FC" if sender.via == "fc" else "finished"
         progress = TransferProgress(f"{PROG} {self.operation.bucket}", finished_label=label)
         prefetch = Prefetch(objects, on_item=lambda: progress.add(listed=1), on_end=progress.listing_ended)
@@ -138,11 +159,11 @@ class _Backfill:
             progress.listing_ended()
             self._finish(end)
             if (
-                sender.via == "local"
+                isinstance(sender, LocalSender)
                 and self.summary.submitted
                 and not (self.args.no_wait or end.interrupted)
             ):
-                self._wait(progress)
+                self._wait(progress, sender.runtime)
         finally:
             prefetch.close()
             progress.close()
@@ -175,12 +196,11 @@ class _Backfill:
         self.checkpoint.finished = end.completed and not self.more_left
         self._save(force=True)
 
-    def _wait(self, progress: TransferProgress) -> None:
+    def _wait(self, progress: TransferProgress, runtime: LocalRuntime) -> None:
         from segflow_cli.localrun import finish_jobs
 
-        assert self.operation.runtime is not None
         before = dict(self.summary.counts)
-        finish_jobs(self.operation.runtime, self.summary, progress, timeout=self.args.timeout)
+        finish_jobs(runtime, self.summary, progress, timeout=self.args.timeout)
         # The checkpoint counts what became of the jobs too.
         self.checkpoint.add({k: v - before.get(k, 0) for k, v in self.summary.counts.items()})
         self._save(force=True)

@@ -15,10 +15,8 @@ What it reads (every key from `BucketLayout`), in this order:
     and, for each of the N newest failures only, its index entry (which names the source key) and its
     failure record `<failed>/<key>.json` (the message): two reads each.
 
-So a status costs, in requests: ceil(done/1000) + ceil(superseded/1000) + ceil(failures/1000)
-+ ceil(pending/1000) + ceil(submitting/1000) + ceil(deferred/1000) + ceil(waiting/1000) (each listing at
-least one request, 1000 keys a page) + 1 + 2 x min(N, failures). No idempotency record and no result is
-read, however big the bucket; memory holds the counts and the N newest failures only.
+No idempotency record and no result is read, however big the bucket (the cost in requests:
+docs/operations.md); memory holds the counts and the N newest failures only.
 """
 
 from __future__ import annotations
@@ -96,6 +94,8 @@ class BucketStatus:
     recent: tuple[RecentFailure, ...]
     stale_after: float
     stuck_after: float
+    collector_deployed: bool = True
+    """False for a local-directory bucket: no timer runs its collector, only the command while it waits."""
 
     def total(self, kind: str) -> int:
         return sum(f.count for f in self.failures if f.kind == kind)
@@ -110,13 +110,20 @@ class BucketStatus:
         return age is None or age > self.stale_after
 
     @property
+    def collector_awaited(self) -> bool:
+        """Whether a silent collector leaves work undone: always for a deployed bucket; for a local one,
+        only while jobs, deferred uploads or RefineMask halves wait for it."""
+        waiting = self.pending.count + self.deferred.count + self.waiting.count
+        return self.collector_deployed or waiting > 0
+
+    @property
     def problems(self) -> tuple[str, ...]:
         """What needs a person, in a fixed order (empty: healthy)."""
         present = (
             self.total(FAILED) > 0,
             self.total(FAULT) > 0,
             self.submitting.stuck > 0,
-            self.collector_stale,
+            self.collector_stale and self.collector_awaited,
         )
         return tuple(name for name, found in zip(PROBLEMS, present, strict=True) if found)
 
@@ -139,7 +146,7 @@ class BucketStatus:
             "waiting": self._backlog_json(self.waiting),
             "collector": {"last_run": _iso(self.collector_at), "age_seconds": _round(self.collector_age),
                           "owner": self.collector_owner, "stale": self.collector_stale,
-                          "stale_after_seconds": self.stale_after},
+                          "stale_after_seconds": self.stale_after, "deployed": self.collector_deployed},
             "recent_failures": [_recent_json(item) for item in self.recent],
         }  # fmt: skip
 
@@ -187,6 +194,7 @@ def gather_status(
     failures: int,
     stale_after: float,
     stuck_after: float,
+    collector_deployed: bool = True,
 ) -> BucketStatus:
     """One listing per prefix, one heartbeat read, two reads for each of the `failures` newest failures."""
     records = FailureRecords(storage, layout)
@@ -213,6 +221,7 @@ def gather_status(
         recent=tuple(_recent(records, entry) for entry in newest),
         stale_after=stale_after,
         stuck_after=stuck_after,
+        collector_deployed=collector_deployed,
     )
 
 

@@ -102,9 +102,14 @@ class BucketCheckpoint:
     """The checkpoint as an object of the bucket being backfilled."""
 
     def __init__(self, storage: Storage, key: str) -> None:
+        from segflow_cli.localbucket import LocalDirStorage
+
         self.storage = storage
         self.key = key
-        self.where = f"oss://{storage.bucket}/{key}"
+        if isinstance(storage, LocalDirStorage):
+            self.where = str(storage.path_for(key))
+        else:
+            self.where = f"oss://{storage.bucket}/{key}"
 
     def load(self) -> Checkpoint | None:
         try:

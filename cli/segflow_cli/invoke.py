@@ -15,6 +15,10 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from segflow_cli.logsetup import add_verbose
+
+CONSOLE_LOG_LEVEL = "INFO"
+"""The handler's own log lines, as FC's log shows them."""
 FUNCTIONS = ("on_upload", "collect_jobs")
 DEPLOYED_NAMES = {"on_upload": "segflow-on-upload", "collect_jobs": "segflow-collect-jobs"}
 """The functionName each handler has in s.yaml."""
@@ -33,6 +37,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--functions-dir", help="where functions/<name>/index.py live (default: ./functions)")
     parser.add_argument("--timeout", type=int, help="function timeout in seconds for the local context")
+    add_verbose(parser, ", and the traceback of a handler that raises a segflow error")
     remote = parser.add_argument_group(
         "remote mode (the deployed function: FC 3.0 API, or FC 2.0 through aliyun-fc2 with --service)"
     )
@@ -122,7 +127,7 @@ def run(args: argparse.Namespace) -> int:
             return 2
         return _run_local(args, event, dict(os.environ))
     except SegflowError as exc:
-        print(f"segflow invoke: {exc}", file=sys.stderr)
+        print(f"segflow invoke: {exc.message} ({exc.code})", file=sys.stderr)
         return 2
 
 
@@ -161,32 +166,58 @@ def load_handler(path: Any, function: str) -> Any:
     return handler
 
 
-def print_json(value: Any) -> None:
-    import json
-
-    print(json.dumps(value, ensure_ascii=False, indent=2, default=str))
-
-
 def _run_local(args: argparse.Namespace, event: bytes, environ: dict[str, str]) -> int:
+    import sys
+
+    from segflow.credentials import credentials_from_context
+    from segflow.errors import ConfigError, SegflowError
+    from segflow.logs import install_redaction
+    from segflow.services.deps import use_handler_deps
+    from segflow.settings import Settings
+    from segflow_cli.output import print_body, print_json
+
+    settings = Settings.from_env(environ)
+    install_redaction(settings.secret_values)
+    try:
+        credentials_from_context(None, settings.credential_env)
+    except ConfigError as error:
+        raise ConfigError(
+            f"{error.message}. With a local `segflow engine`, export the development key pair it printed "
+            "when it started",
+            code=error.code,
+        ) from error
+    handler, context = _local_handler(args, settings, environ)
+    try:
+        result = handler(event, context)
+    except Exception as exc:  # the handler's failure is the invocation's result, as FC reports it
+        print_json({"errorType": type(exc).__name__, "errorMessage": str(exc)})
+        print(
+            f"segflow invoke: {args.function} raised {type(exc).__name__} ({exc}); FC would deliver the "
+            "event again",
+            file=sys.stderr,
+        )
+        if args.verbose or not isinstance(exc, SegflowError):  # a segflow error says it all in one line
+            import traceback
+
+            traceback.print_exc(file=sys.stderr)
+        return 1
+    finally:
+        use_handler_deps(None)
+    print_body(result)
+    return _refused_event(args.function, event, result)
+
+
+def _local_handler(args: argparse.Namespace, settings: Any, environ: dict[str, str]) -> tuple[Any, Any]:
+    """The function's handler and an FC-shaped context, its `Deps` over the local bucket directory."""
     import logging
     import os
-    import sys
-    import traceback
     from pathlib import Path
 
-    from segflow.logs import install_redaction
     from segflow.services.deps import Deps, use_handler_deps
-    from segflow.settings import Settings
     from segflow_cli.fccontext import local_context
     from segflow_cli.localbucket import LocalBuckets
     from segflow_cli.urlserver import BackgroundUrls
 
-    settings = Settings.from_env(environ)
-    install_redaction(settings.secret_values)
-    if not logging.getLogger().handlers:
-        logging.basicConfig(
-            level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(name)s %(message)s"
-        )
     root = Path(args.bucket_dir or environ["SEGFLOW_LOCAL_BUCKET_DIR"].strip())
     # The engine fetches a queued video's input long after this process exits: its URLs are served by
     # the bucket directory's background server (started on the first URL, stops once they all expired).
@@ -202,29 +233,28 @@ def _run_local(args: argparse.Namespace, event: bytes, environ: dict[str, str]) 
         settings, DEPLOYED_NAMES[args.function], timeout=args.timeout or TIMEOUTS[args.function]
     )
     use_handler_deps(Deps.from_settings(settings, context, storage_factory=buckets, buckets=buckets.names()))
-    try:
-        result = handler(event, context)
-    except Exception as exc:  # the handler's failure is the invocation's result, as FC reports it
-        print_json({"errorType": type(exc).__name__, "errorMessage": str(exc)})
-        traceback.print_exc(file=sys.stderr)
-        return 1
-    finally:
-        use_handler_deps(None)
-    print_body(result)
-    return 0
+    return handler, context
 
 
-def print_body(result: Any) -> None:
-    """Print what FC would send back as the response body: a str or bytes as is (pretty when it is
-    JSON), anything else as JSON."""
+def _refused_event(function: str, event: bytes, result: Any) -> int:
+    """1 when the event itself was malformed: the handler returns normally then (a retry cannot fix it,
+    so FC must not retry), but a script running `segflow invoke` must notice."""
     import json
+    import sys
 
-    if isinstance(result, (bytes, bytearray)):
-        result = bytes(result).decode("utf-8", "replace")
-    if isinstance(result, str):
-        try:
-            print_json(json.loads(result))
-        except ValueError:
-            print(result)
-        return
-    print_json(result)
+    try:
+        json.loads(event)
+    except ValueError as error:
+        print(f"segflow invoke: the event is not JSON ({error}); {function} ignored it", file=sys.stderr)
+        return 1
+    try:
+        answer = json.loads(result) if isinstance(result, (str, bytes, bytearray)) else result
+    except ValueError:
+        return 0
+    outcomes = answer.get("outcomes", []) if isinstance(answer, dict) else []
+    refused = [o for o in outcomes if isinstance(o, dict) and o.get("code") == "InvalidEvent"]
+    for outcome in refused:
+        print(
+            f"segflow invoke: the event was refused: {outcome.get('detail')} (InvalidEvent)", file=sys.stderr
+        )
+    return 1 if refused else 0

@@ -1,4 +1,9 @@
-"""The local engine as a child process of the `segflow` command (`segflow run` starts and stops it)."""
+"""The local engine as a child process of the `segflow` command (`segflow run` starts and stops it).
+
+The command talks only to the engine it started: a port given by the user must be free before the engine
+starts, and once something answers on the port it must prove to be that engine, by accepting a call
+signed with the AccessKey generated for this run alone (`prove_own_engine`).
+"""
 
 from __future__ import annotations
 
@@ -11,6 +16,17 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from segflow.errors import ConfigError
+
+PROBE_JOB = "segflow-engine-identity-probe"
+"""A job id no engine knows: the engine that verifies this run's signature answers `InvalidParameter`."""
+
+
+class EngineStartError(ConfigError):
+    """The local engine could not be started, or what answers on its port is not the engine started."""
+
+    default_code = "EngineNotStarted"
+
 
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
@@ -19,9 +35,25 @@ def free_port() -> int:
         return port
 
 
+def ensure_port_free(port: int) -> None:
+    """Refuse a port something already listens on (binding it is the test that cannot lie)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError as exc:
+            raise EngineStartError(
+                f"port {port} is in use ({exc.strerror}; another `segflow engine`?): stop what listens "
+                "there, or leave out --port to use a free one",
+                code="PortInUse",
+            ) from exc
+
+
 @contextlib.contextmanager
-def local_engine(port: int, state_dir: Path, access_key: tuple[str, str], appcode: str) -> Iterator[str]:
-    """`segflow engine` in a child process on 127.0.0.1:<port>; yields its base URL, stops it after."""
+def local_engine(
+    port: int, state_dir: Path, access_key: tuple[str, str], appcode: str, *, debug: bool = False
+) -> Iterator[str]:
+    """`segflow engine` in a child process on 127.0.0.1:<port> (`debug`: its log at DEBUG); yields its
+    base URL, stops it after."""
     state_dir.mkdir(parents=True, exist_ok=True)
     log_path = state_dir / "engine.log"
     env = dict(os.environ)
@@ -30,6 +62,7 @@ def local_engine(port: int, state_dir: Path, access_key: tuple[str, str], appcod
     command = [
         sys.executable, "-m", "segflow_cli", "engine",
         "--host", "127.0.0.1", "--port", str(port), "--state-dir", str(state_dir / "results"),
+        *(["--log-level", "debug"] if debug else []),
     ]  # fmt: skip
     with log_path.open("ab") as log:
         process = subprocess.Popen(
@@ -38,6 +71,9 @@ def local_engine(port: int, state_dir: Path, access_key: tuple[str, str], appcod
     base_url = f"http://127.0.0.1:{port}"
     try:
         _wait_until_listening(process, port, log_path, timeout=180.0)
+        prove_own_engine(base_url, access_key)
+        if process.poll() is not None:  # it answered for a moment, then died: not an engine to talk to
+            raise EngineStartError(f"the local engine exited with status {process.returncode} ({log_path})")
         yield base_url
     finally:
         process.terminate()
@@ -88,8 +124,39 @@ def _wait_until_listening(
     while time.monotonic() < deadline:
         if process.poll() is not None:
             tail = log_path.read_text(encoding="utf-8", errors="replace")[-2000:]
-            raise RuntimeError(f"the local engine exited with status {process.returncode}:\n{tail}")
+            raise EngineStartError(f"the local engine exited with status {process.returncode}:\n{tail}")
         with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.5):
             return
         time.sleep(0.2)
-    raise RuntimeError(f"the local engine did not listen on port {port} within {timeout:.0f} s ({log_path})")
+    raise EngineStartError(
+        f"the local engine did not listen on port {port} within {timeout:.0f} s ({log_path})"
+    )
+
+
+def prove_own_engine(base_url: str, access_key: tuple[str, str]) -> None:
+    """What answers at `base_url` verifies this run's key (its answer to an unknown job), or it is
+    another program (another engine answers `InvalidAccessKeyId.NotFound`): raises `EngineStartError`."""
+    from segflow.client import Endpoints, VisionClient
+    from segflow.errors import SegflowError
+    from segflow.ratelimit import RateLimiter
+    from segflow.retry import RetryPolicy
+    from segflow.signing import Credentials
+
+    client = VisionClient(
+        Credentials(*access_key),
+        endpoints=Endpoints(base_url, base_url, base_url, base_url),
+        retry=RetryPolicy(max_attempts=1),
+        rate_limiter=RateLimiter(1000.0),
+        timeout=10.0,
+    )
+    try:
+        client.get_async_job_result(PROBE_JOB, product="imageseg")
+    except SegflowError as error:
+        if error.code == "InvalidParameter":
+            return  # it checked this run's signature, then looked for the job: the engine started here
+        raise EngineStartError(
+            f"{base_url} answered, but not as the engine this command started ({error.code}: "
+            f"{error.message}); another program holds the port",
+            code="NotOurEngine",
+        ) from error
+    raise EngineStartError(f"{base_url} answered a job no engine has: not the engine this command started")

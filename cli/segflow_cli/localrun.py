@@ -170,12 +170,14 @@ def finish_jobs(
 
 
 def _capture(logger: logging.Logger, handler: logging.Handler, *, verbose: bool) -> Callable[[], None]:
-    """Route the services' log through `handler` (INFO and up); unless `verbose`, keep it off the console
-    (the command prints its own summary). Returns the undo."""
+    """Route the services' log through `handler` (INFO and up); keep it off the console (the command
+    prints its own summary) unless `verbose` or the console level (`segflow_cli.logsetup`) shows INFO.
+    Returns the undo."""
     saved = (logger.level, logger.propagate)
+    console = logger.getEffectiveLevel()
     logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-    logger.propagate = verbose
+    logger.setLevel(min(logging.INFO, console))
+    logger.propagate = verbose or console <= logging.INFO
 
     def restore() -> None:
         logger.removeHandler(handler)

@@ -1,6 +1,7 @@
 """The `segflow` command.
 
-Each subcommand lives in its own module that exposes `configure_parser(parser)` and `run(args) -> int`;
+Each subcommand lives in its own module that exposes `configure_parser(parser)` and `run(args) -> int`
+(and, for segflow_cli's own, `CONSOLE_LOG_LEVEL`: the console log is set up here, `segflow_cli.logsetup`);
 this file only maps names to modules, so `segflow --help` stays fast and the engine's models are loaded
 only for `segflow engine` and `segflow models`. Nothing in this package ships to Function Compute.
 """
@@ -12,6 +13,7 @@ import importlib
 import sys
 from collections.abc import Sequence
 from types import ModuleType
+from typing import NoReturn
 
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "run": ("segflow_cli.run", "run the whole pipeline over local files (local engine by default)"),
@@ -45,8 +47,21 @@ def _load(module_name: str) -> ModuleType | None:
         raise
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse's parser; with `--json` on the command line a usage error is also a JSON document."""
+
+    json_errors = False
+
+    def error(self, message: str) -> NoReturn:
+        if _Parser.json_errors:
+            from segflow_cli.output import USAGE, error_document, print_json
+
+            print_json(error_document(self.prog.split()[-1], message, code="UsageError", exit_status=USAGE))
+        super().error(message)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="segflow",
         description="Image and video segmentation on Alibaba Cloud OSS uploads, runnable on one machine.",
     )
@@ -58,13 +73,15 @@ def build_parser() -> argparse.ArgumentParser:
             sub_parser.set_defaults(_missing=module_name)
             continue
         module.configure_parser(sub_parser)
-        sub_parser.set_defaults(_run=module.run)
+        sub_parser.set_defaults(_run=module.run, _log_level=getattr(module, "CONSOLE_LOG_LEVEL", None))
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    _Parser.json_errors = "--json" in arguments
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(arguments)
     if args.command is None:
         parser.print_help()
         return 2
@@ -76,6 +93,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
+    if args._log_level is not None:  # the engine and models commands keep their own logging
+        import os
+
+        from segflow.errors import ConfigError
+        from segflow_cli.logsetup import configure
+
+        try:
+            configure(verbose=args.verbose, environ=os.environ, default=args._log_level)
+        except ConfigError as error:
+            print(f"segflow {args.command}: {error.message}", file=sys.stderr)
+            return 2
     result: int = args._run(args)
     return result
 

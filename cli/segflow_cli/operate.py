@@ -35,7 +35,7 @@ class Operation:
     layout: BucketLayout
     via: str | None
     sender: Sender | None = None
-    runtime: LocalRuntime | None = None
+    """None for a dry run, which sends nothing."""
     notes: list[str] = field(default_factory=list)
 
 
@@ -59,9 +59,9 @@ def open_operation(args: argparse.Namespace, environ: Mapping[str, str]) -> Iter
         settings = Settings.from_env(env)
         root = args.bucket_dir or env.get("SEGFLOW_LOCAL_BUCKET_DIR", "").strip() or None
         buckets = _local_buckets(Path(root) if root else None, bucket)
+        if via == "local" and buckets is not None and settings.endpoints_are_alibaba:
+            warn_real_service(settings, buckets)
         operation = _open(args, env, settings, bucket, via, buckets)
-        if operation.runtime is not None:
-            stack.callback(operation.runtime.close)
         if operation.sender is not None:
             stack.callback(operation.sender.close)
         yield operation
@@ -84,12 +84,41 @@ def _open(
         runtime = LocalRuntime(settings, bucket, buckets, verbose=args.verbose)
         shape = EventShape(bucket, args.region or settings.region, *_names(args))
         sender: Sender = LocalSender(runtime, shape, keep_going=args.keep_going)
-        return Operation(settings, bucket, runtime.storage, layout, via, sender, runtime)
+        return Operation(settings, bucket, runtime.storage, layout, via, sender)
     storage = buckets(bucket) if buckets is not None else storage_for(settings, bucket)
     operation = Operation(settings, bucket, storage, layout, via)
     if via == "fc":
         operation.sender = _fc_sender(args, env, settings, bucket)
     return operation
+
+
+def warn_real_service(settings: Settings, buckets: LocalBuckets) -> None:
+    """A local bucket folder and no engine configured: say, before anything runs, that the handler will
+    call Alibaba Cloud's real service (paid), and refuse when every object would fail there."""
+    import sys
+
+    from segflow.credentials import credentials_from_context
+
+    what = (
+        f"--local over the folder {buckets.root} with no SEGFLOW_IMAGESEG_ENDPOINT / _VIDEOSEG_ENDPOINT "
+        f"set calls Alibaba Cloud's real service ({settings.imageseg_endpoint})"
+    )
+    fix = "pass --engine local to run the local engine instead, or set the endpoints to an engine you run"
+    try:
+        credentials = credentials_from_context(None, settings.credential_env)
+    except ConfigError as error:
+        raise ConfigError(
+            f"{what}, and with no AccessKey every object would fail there ({error.code}); {fix}"
+        ) from error
+    if settings.input_url == "presign":
+        raise ConfigError(
+            f"{what}, which cannot fetch the presigned URLs of a local folder (SEGFLOW_INPUT_URL=presign: "
+            f"each object would fail InvalidImage.Download); {fix}"
+        )
+    print(
+        f"note: {what} with the AccessKey {credentials.access_key_id} — paid calls; {fix}",
+        file=sys.stderr,
+    )
 
 
 def _names(args: argparse.Namespace) -> tuple[str, str]:

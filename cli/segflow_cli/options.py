@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from segflow_cli.logsetup import add_verbose
+
 ENV_BUCKET = "SEGFLOW_BUCKET"
 DEFAULT_FUNCTION = "segflow-on-upload"
 DEFAULT_WORKERS = 4
@@ -50,7 +52,7 @@ def add_common_arguments(parser: argparse.ArgumentParser, *, event_name: str) ->
         "--workers", type=positive_int, default=DEFAULT_WORKERS, help="batches in flight at once (default 4)"
     )
     how.add_argument("--json", action="store_true", help="print the summary as JSON on stdout")
-    how.add_argument("--verbose", action="store_true", help="--local: show the handler's log lines")
+    add_verbose(how, " (with --local, the handler's log lines from INFO up too)")
     _add_fc_arguments(parser)
     _add_local_arguments(parser)
 

@@ -1,24 +1,5 @@
-"""`segflow redrive`: after fixing what made uploads fail, send exactly those objects through again.
-
-The failure index (`<jobs>/state/failed/<kind>/<code>/<action>/<hash>`, `failure_records`) is listed —
-by kind, code, action and time without reading a record — and each failure that matches is taken in turn:
-
-1. its failure record is read (the index entry names the source key); gone meanwhile: skipped;
-2. the object's HEAD gives the size and ETag the event needs; a deleted object is skipped (`gone`);
-3. its idempotency record (the failure's `RecordId`, or the id of its key, ETag and action) is read: a
-   record that is `done` means a result exists — the stale failure record is cleared, nothing is sent;
-4. the redrive marker `<jobs>/redrives/<hash>.<failure>` is created put-if-absent: one redrive of one
-   failure, whoever asks (another redrive holding it: skipped as `held`);
-5. a `failed` record is reopened (`RecordStore.reopen`: `submitting`, unclaimed, its paid-call count
-   reset), without which the event would be a duplicate and do nothing;
-6. the object goes through `--via fc` or `--local` like a backfill. A send FC refuses gives back the
-   markers and records of that batch, so the next redrive takes them again.
-
-The marker names the failure by its time and content: a file that fails again (new time, code or request
-id) can be redriven again later; the same failure is never sent twice, by one redrive or two at once.
-
-Exit status: 0 everything matching was sent (fc) or ended done (local); 1 some failed again or did not
-finish, or FC refused a send; 2 a usage or configuration error, or no failure matches (nothing sent).
+"""`segflow redrive`: after fixing what made uploads fail, send exactly those objects through on_upload
+again, each failure at most once (how: `segflow_cli.redrive_run`; exit statuses: docs/operations.md).
 
 Only argument parsing happens at import; the work is in `segflow_cli.redrive_run`.
 """
@@ -29,8 +10,7 @@ import argparse
 
 from segflow_cli.options import add_common_arguments, positive_int
 
-PROG = "segflow redrive"
-INTERRUPTED = 130
+CONSOLE_LOG_LEVEL = "WARNING"
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
@@ -56,16 +36,14 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import os
-    import sys
 
-    from segflow.errors import SegflowError
-    from segflow_cli.redrive_run import run_redrive
+    from segflow_cli.output import run_guarded
+    from segflow_cli.redrive_run import PROG, run_redrive
 
-    try:
-        return run_redrive(args, dict(os.environ))
-    except KeyboardInterrupt:
-        print(f"{PROG}: interrupted; run it again to redrive the rest", file=sys.stderr)
-        return INTERRUPTED
-    except SegflowError as error:
-        print(f"{PROG}: {error.message} ({error.code}); nothing was sent", file=sys.stderr)
-        return 2
+    return run_guarded(
+        PROG,
+        args.json,
+        lambda: run_redrive(args, dict(os.environ)),
+        interrupted="interrupted; run it again to redrive the rest",
+        refused="; nothing was sent",
+    )

@@ -1,4 +1,13 @@
-"""The work of `segflow redrive` (the command, its options and what it does: `segflow_cli.redrive`)."""
+"""The work of `segflow redrive` (its options: `segflow_cli.redrive`).
+
+The failure index (`failure_records`) is listed by kind, code, action and time without reading a record;
+each failure that matches is taken in turn: its failure record is read (gone: skipped), the object HEADed
+(deleted: `gone`), its idempotency record read (`done`: the stale failure record is cleared, nothing
+sent), the marker `<jobs>/redrives/<hash>.<failure>` created put-if-absent (held by another redrive:
+`held`), a `failed` record reopened (`RecordStore.reopen`), and the object sent like a backfill's. A send
+FC refuses gives back the batch's markers and records. The marker names the failure by its time and
+content, so the same failure is never sent twice, and a new failure of the same file can be.
+"""
 
 from __future__ import annotations
 
@@ -21,10 +30,12 @@ from segflow.storage.base import ObjectInfo
 from segflow_cli.batches import Prefetch, batched, run_batches
 from segflow_cli.objects import parse_when, resolve_prefix
 from segflow_cli.operate import Operation, open_operation
+from segflow_cli.output import INTERRUPTED, refuse
 from segflow_cli.progress import TransferProgress
-from segflow_cli.redrive import INTERRUPTED, PROG
-from segflow_cli.senders import ObjectResult, SendRefused
+from segflow_cli.senders import LocalSender, ObjectResult, SendRefused
 from segflow_cli.summary import FINISHED_OUTCOMES, RunSummary
+
+PROG = "segflow redrive"
 
 
 @dataclass(frozen=True)
@@ -60,11 +71,12 @@ def run_redrive(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
         candidates = _candidates(failures, wanted, args.limit)
         first = next(candidates, None)
         if first is None:
-            print(
-                f"{PROG}: no failure record of bucket {operation.bucket} matches: nothing to do",
-                file=sys.stderr,
+            return refuse(
+                PROG,
+                f"no failure record of bucket {operation.bucket} matches: nothing to do",
+                as_json=args.json,
+                code="NothingMatches",
             )
-            return 2
         redrive = _Redrive(operation, failures, wanted, dry_run=args.dry_run)
         return redrive.run(_chain(first, candidates), args)
 
@@ -153,11 +165,15 @@ class _Redrive:
                 workers=args.workers,
             )
             progress.listing_ended()
-            if via == "local" and self.summary.submitted and not (args.no_wait or end.interrupted):
+            sender = self.operation.sender
+            if (
+                isinstance(sender, LocalSender)
+                and self.summary.submitted
+                and not (args.no_wait or end.interrupted)
+            ):
                 from segflow_cli.localrun import finish_jobs
 
-                assert self.operation.runtime is not None
-                finish_jobs(self.operation.runtime, self.summary, progress, timeout=args.timeout)
+                finish_jobs(sender.runtime, self.summary, progress, timeout=args.timeout)
         finally:
             prefetch.close()
             progress.close()
@@ -192,10 +208,9 @@ class _Redrive:
                     results.append(prepared)
                 elif prepared is not None:
                     targets.append(prepared)
-            if self.dry_run or not targets:
-                return results + [ObjectResult(t.key, "would-send", etag=t.etag) for t in targets]
             sender = self.operation.sender
-            assert sender is not None
+            if sender is None or not targets:  # a dry run, or nothing to send
+                return results + [ObjectResult(t.key, "would-send", etag=t.etag) for t in targets]
             return results + sender.send(targets)
         except SendRefused as refused:
             self._give_back(taken, handed_over={r.key for r in refused.results})

@@ -119,7 +119,7 @@ def _report(
     log_tail: str | None,
     error_type: str | None = None,
 ) -> int:
-    from segflow_cli.invoke import print_body, print_json
+    from segflow_cli.output import print_body, print_json
 
     if log_tail:
         print(log_tail, file=sys.stderr)

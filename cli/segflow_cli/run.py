@@ -17,14 +17,17 @@ import os
 import secrets
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from segflow_cli.console import Progress, print_table
-from segflow_cli.localengine import engine_environment, engine_keys, free_port, local_engine
+from segflow_cli.localengine import engine_environment, engine_keys, ensure_port_free, free_port, local_engine
+from segflow_cli.logsetup import add_verbose
+from segflow_cli.runfiles import collect_inputs, distinct_files, reason_of
 
+CONSOLE_LOG_LEVEL = "WARNING"
 DEFAULT_BUCKET = "segflow-local"
 FC_ASYNC_ATTEMPTS = 4  # FC's default for async invocations: the first one plus 3 retries
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -72,6 +75,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         help="give up waiting for video jobs after this many seconds (default 1200)",
     )
     parser.add_argument("--no-preview", action="store_true", help="skip contact sheets and frame strips")
+    add_verbose(parser, " (and the engine's, in its log)")
 
 
 @dataclass
@@ -121,20 +125,6 @@ def parse_rule(text: str) -> dict[str, Any]:
     return rule
 
 
-def collect_inputs(paths: Sequence[Path]) -> list[tuple[Path, str]]:
-    """(file, key relative to the input prefix) for every file given, folders walked recursively."""
-    found: list[tuple[Path, str]] = []
-    for path in paths:
-        if path.is_dir():
-            for file in sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith(".")):
-                found.append((file, file.relative_to(path).as_posix()))
-        elif path.is_file():
-            found.append((path, path.name))
-        else:
-            raise FileNotFoundError(f"no such file or folder: {path}")
-    return found
-
-
 def put_event(bucket: str, key: str, etag: str, size: int, region: str) -> bytes:
     """The OSS trigger's event for one PutObject, in the format FC delivers (see events/)."""
     from segflow.events import object_created_event
@@ -163,7 +153,10 @@ def run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, stop)
     try:
         return _run(args)
-    except (SegflowError, ValueError, FileNotFoundError, RuntimeError) as exc:
+    except SegflowError as exc:
+        print(f"segflow run: {exc.message} ({exc.code})", file=sys.stderr)
+        return 2
+    except ValueError as exc:
         print(f"segflow run: {exc}", file=sys.stderr)
         return 2
 
@@ -171,28 +164,39 @@ def run(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     out: Path = args.out.resolve()
     rules = [parse_rule(text) for text in args.rule]
-    inputs = collect_inputs(args.inputs)
+    given = collect_inputs(args.inputs)
     if args.samples:
         from segflow_engine.samples import SAMPLE_RULES, write_samples
 
         sample_dir = out / "samples"
         write_samples(sample_dir)
-        inputs += collect_inputs([sample_dir])
+        given.files.extend(collect_inputs([sample_dir]).files)
         rules += [dict(rule) for rule in SAMPLE_RULES]
+    for line in given.unreadable:  # the others still run; the exit status says something was left out
+        print(f"segflow run: cannot read {line}", file=sys.stderr)
+    inputs = distinct_files(given.files)
     if not inputs:
         raise ValueError("nothing to do: give files or folders, or --samples")
+    status = _start(args, out, inputs, rules)
+    return 2 if given.unreadable else status
 
+
+def _start(
+    args: argparse.Namespace, out: Path, inputs: list[tuple[Path, str]], rules: list[dict[str, Any]]
+) -> int:
     if args.engine == "cloud":
         if not args.bucket:
             raise ValueError("--engine cloud needs --bucket (a bucket in cn-shanghai)")
         return _pipeline(args, out, inputs, rules, env_overrides={}, bucket_dir=None)
 
+    if args.port:
+        ensure_port_free(args.port)
     access_key, appcode = engine_keys()
     port = args.port or free_port()
     print(
         f"starting the local engine on 127.0.0.1:{port} (models load once; log in {out}/.engine/engine.log)"
     )
-    with local_engine(port, out / ".engine", access_key, appcode) as base_url:
+    with local_engine(port, out / ".engine", access_key, appcode, debug=args.verbose) as base_url:
         env = engine_environment(base_url, access_key, appcode)
         os.environ.pop("ALIBABA_CLOUD_SECURITY_TOKEN", None)
         return _pipeline(args, out, inputs, rules, env_overrides=env, bucket_dir=out / "buckets")
@@ -266,7 +270,12 @@ class _Pipeline:
         """Upload one file and invoke on_upload with its event, redelivered as FC would while it raises."""
         item.started = time.monotonic()
         progress.update(f"uploading and submitting {item.key}")
-        data = item.path.read_bytes()
+        try:
+            data = item.path.read_bytes()
+        except OSError as error:  # checked before the run, then changed (moved, permissions, I/O error)
+            item.outcome, item.code, item.reason = "failed", "Unreadable", f"{item.path}: {reason_of(error)}"
+            progress.advance()
+            return
         etag = self.storage.put_bytes(item.key, data)
         event = put_event(self.bucket, item.key, etag, len(data), self.settings.region)
         for attempt in range(1, FC_ASYNC_ATTEMPTS + 1):

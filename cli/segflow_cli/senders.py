@@ -1,22 +1,10 @@
 """The two ways `segflow backfill` and `segflow redrive` hand objects to on_upload.
 
-Both build the event OSS would have delivered for each object — its real key, size, ETag and
-LastModified, in the format of `events/` — several records per event, and go through the same handler
-code the trigger runs, so an object ends exactly as if it had just been uploaded, and an object already
-done is a duplicate that costs no vision call.
-
-- `FcSender` (`--via fc`): each event is an asynchronous FC 3.0 `InvokeFunction` of the deployed
-  on_upload function, so the work runs in FC under the function's role. Records are paced at `qps` per
-  second (`RecordPacer`: an event of N records counts N), so the backfill never queues work faster than
-  the account can process it and FC's async queue does not grow old (events older than the function's
-  `maxAsyncEventAgeInSeconds` are dropped). An event stays under `MAX_EVENT_BYTES`, half of FC's 128 KB
-  limit for an asynchronous payload (FC docs, "EntityTooLarge: payload size exceeds maximum allowed size").
-  Throttled and 5xx answers (429 ResourceExhausted, 503 ResourceThrottled, 500) are retried with backoff;
-  any other refusal stops the run (`SendRefused`): it is about the deployment or the keys, and every later
-  send would be refused alike. It cannot know how the objects end: `segflow status` tells.
-- `LocalSender` (`--local`): the on_upload handler runs in this process (`localrun.LocalRuntime`), with
-  FC's redelivery imitated while it raises; each object's outcome is read from the JSON line the services
-  log per record, as FC's log service would show it.
+Both build the events OSS would have delivered (each object's real key, size, ETag and LastModified,
+several records per event) and go through the handler code the trigger runs, so an object ends as if just
+uploaded. `FcSender` (`--via fc`) sends asynchronous FC 3.0 invocations, paced per record; `LocalSender`
+(`--local`) runs the handler in this process with FC's redelivery imitated. What each guarantees and how
+it stops: docs/operations.md and the classes below.
 """
 
 from __future__ import annotations
@@ -40,7 +28,8 @@ if TYPE_CHECKING:
     from segflow_cli.localrun import LocalRuntime
 
 MAX_EVENT_BYTES = 64 * 1024
-"""Half of FC's 128 KB limit on an asynchronous invocation's payload."""
+"""Half of FC's 128 KB limit on an asynchronous invocation's payload (FC docs, "EntityTooLarge: payload size
+exceeds maximum allowed size")."""
 SEND_RETRY = RetryPolicy(max_attempts=6, base_delay=0.5, max_delay=10.0, max_total=60.0)
 FC_ASYNC_ATTEMPTS = 4
 """FC's default for an asynchronous invocation: the first delivery plus 3 retries (s.yaml keeps it)."""
@@ -192,7 +181,9 @@ class RecordPacer:
 
 
 class FcSender:
-    """Asynchronous FC 3.0 invocations of the deployed on_upload function, paced at `qps` records/s."""
+    """Asynchronous FC 3.0 invocations of the deployed on_upload function, paced at `qps` records/s (FC's
+    async queue then never ages past `maxAsyncEventAgeInSeconds`). Throttled and 5xx answers are retried
+    with backoff; any other refusal is about the deployment or the keys and stops the run (`SendRefused`)."""
 
     via = "fc"
 

@@ -7,7 +7,8 @@ and what that costs: `segflow_cli.bucket_status`; how it is shown: `segflow_cli.
 
 Exit codes: 0 the status was read; with `--fail-on-failures`, 1 when something needs a person: a final
 failure, a deployment fault, an upload stuck in `submitting`, or a collector silent for `--stale-after`
-(or never seen); 2 a usage or access error (no such bucket, access denied, no credentials), one line on
+(or never seen; for a local-directory bucket, which no timer serves, only while jobs wait for it); 2 a
+usage or access error (no such bucket, access denied, no credentials), one line on
 stderr. Only argument parsing happens at import.
 """
 
@@ -17,12 +18,16 @@ import argparse
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
+from segflow_cli.logsetup import add_verbose
+from segflow_cli.options import ENV_BUCKET
+
 if TYPE_CHECKING:
     from segflow.errors import SegflowError
     from segflow.layout import BucketLayout
     from segflow.storage.base import Storage
 
 PROG = "segflow status"
+CONSOLE_LOG_LEVEL = "WARNING"
 DEFAULT_FAILURES = 10
 MAX_FAILURES = 1000
 DEFAULT_STALE_AFTER = 180.0
@@ -31,7 +36,10 @@ DEFAULT_STALE_AFTER = 180.0
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "bucket", help="the bucket segflow processes (its OSS name, or a folder of --bucket-dir)"
+        "bucket",
+        nargs="?",
+        help=f"the bucket segflow processes: its OSS name, or a folder of --bucket-dir (default: "
+        f"{ENV_BUCKET}, as backfill and redrive)",
     )
     parser.add_argument(
         "--bucket-dir",
@@ -53,6 +61,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         "--stale-after", type=_seconds_arg, default=DEFAULT_STALE_AFTER, metavar="SECONDS",
         help=f"the collector is silent when it has not run for this long (default {DEFAULT_STALE_AFTER:.0f})",
     )  # fmt: skip
+    add_verbose(parser)
     parser.add_argument(
         "--stuck-after", type=_seconds_arg, metavar="SECONDS",
         help="an upload is stuck when it has been submitting this long (default: the collector's stall "
@@ -83,29 +92,31 @@ def _seconds_arg(text: str) -> float:
 def run(args: argparse.Namespace) -> int:
     import json
     import os
-    import sys
     import time
 
     from segflow.errors import SegflowError
     from segflow.services.deps import DEFAULT_STALL_SECONDS
     from segflow_cli.bucket_status import gather_status
+    from segflow_cli.output import refuse
 
     root = args.bucket_dir or os.environ.get("SEGFLOW_LOCAL_BUCKET_DIR", "").strip() or None
+    bucket = (args.bucket or os.environ.get(ENV_BUCKET, "")).strip()
+    if not bucket:
+        return refuse(PROG, f"which bucket? name it, or set {ENV_BUCKET}", as_json=args.json)
     try:
-        storage, layout = open_bucket(args.bucket, root, os.environ)
+        storage, layout = open_bucket(bucket, root, os.environ)
         status = gather_status(
             storage, layout, now=time.time(), failures=args.failures, stale_after=args.stale_after,
-            stuck_after=args.stuck_after or DEFAULT_STALL_SECONDS,
+            stuck_after=args.stuck_after or DEFAULT_STALL_SECONDS, collector_deployed=root is None,
         )  # fmt: skip
     except SegflowError as exc:
-        print(f"{PROG}: {access_message(exc, args.bucket, root)}", file=sys.stderr)
-        return 2
+        return refuse(PROG, access_message(exc, bucket, root), as_json=args.json, code=exc.code)
     if args.json:
         print(json.dumps(status.to_json(), ensure_ascii=False, indent=2))
     else:
         from segflow_cli.status_view import print_status
 
-        print_status(status, f"{root}/{args.bucket}" if root else f"oss://{args.bucket}")
+        print_status(status, f"{root}/{bucket}" if root else f"oss://{bucket}")
     return 1 if args.fail_on_failures and status.problems else 0
 
 

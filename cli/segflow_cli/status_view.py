@@ -59,6 +59,9 @@ def _oldest(status: BucketStatus, backlog: Backlog) -> str:
 
 
 def _collector(status: BucketStatus) -> str:
+    if not status.collector_awaited:  # a local bucket with nothing waiting: no timer is expected
+        seen = "never ran" if status.collector_at is None else f"last run {age(status.collector_age)} ago"
+        return f"{seen}: ok (local bucket, no timer)"
     if status.collector_at is None:
         return "never ran over this bucket: SILENT"
     verdict = f"SILENT (over {age(status.stale_after)})" if status.collector_stale else "ok"

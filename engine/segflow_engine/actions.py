@@ -362,7 +362,17 @@ def run_image_action(
     return entry.render(entry.segmenter, ImageCall(rgb, params, extra_images or {}))
 
 
-WARM_UP_SEGMENTERS = ("salient", "pose_person", "face", "person", "head", "hair", "parse_face", "stamp")
+WARM_UP_SEGMENTERS = (
+    "salient",
+    "pose_person",
+    "face",
+    "person",
+    "head",
+    "hair",
+    "parse_face",
+    "stamp",
+    "matting",
+)
 
 
 def served_warm_up() -> tuple[str, ...]:
@@ -373,14 +383,14 @@ def served_warm_up() -> tuple[str, ...]:
 
 
 def warm_up(names: tuple[str, ...] | None = None) -> dict[str, float]:
-    """Load the segmenters now (seconds each), so the first request does not pay for the model loads.
-    By default those the served actions use (`served_warm_up`)."""
+    """Load the segmenters now and warm them (seconds each), so the first request pays for neither. By
+    default those the served actions use (`served_warm_up`)."""
     import time
 
     timings = {}
     for name in served_warm_up() if names is None else names:
         started = time.monotonic()
-        get_segmenter(name)
+        get_segmenter(name).warm()
         timings[name] = time.monotonic() - started
     return timings
 

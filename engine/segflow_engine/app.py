@@ -13,6 +13,11 @@ Routes:
 (`segflow_engine.handler.serve_wsgi`), which any WSGI server can serve (`segflow_engine.server` puts it on
 waitress). Model work runs on a `WorkerPool` of `workers` threads, so the server's threads stay free to
 answer polls and downloads while models run.
+
+Results, jobs, PicWish tasks and the temporary bucket live where `backends` says
+(`segflow_engine.backends`): by default on this machine, served by the engine itself (the result and
+temporary-bucket routes above); on Function Compute in OSS, where those routes do not exist and the answers
+link to presigned OSS URLs instead.
 """
 
 from __future__ import annotations
@@ -20,8 +25,7 @@ from __future__ import annotations
 import concurrent.futures
 import io
 import logging
-import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,12 +33,13 @@ from urllib.parse import unquote, urlsplit
 
 from segflow.catalogue import Action, get_action, is_async_call
 from segflow.errors import ApiError, InputValidationError, SegflowError
-from segflow_engine import picwish
-from segflow_engine.auth import Authenticator, EngineCredentials
+from segflow_engine import picwish, served
+from segflow_engine.auth import Authenticator, EngineCredentials, GatewayTrust
+from segflow_engine.backends import Backends, Job, LocalJobs, LocalTasks
 from segflow_engine.config import EngineConfig
 from segflow_engine.fetch import check_url
 from segflow_engine.handler import Answer, FileAnswer, Request, StartResponse, oss_error, serve_wsgi
-from segflow_engine.jobs import WorkerPool
+from segflow_engine.jobs import JobState, WorkerPool
 from segflow_engine.pipeline import ActionsModule, Pipeline
 from segflow_engine.protocol import (
     HttpAnswer,
@@ -47,13 +52,20 @@ from segflow_engine.protocol import (
 )
 from segflow_engine.quota import CallQuota
 from segflow_engine.resultstore import ResultAccessError, ResultStore
-from segflow_engine.rpc import ASYNC_RESULT_ACTION, PRODUCT_BY_VERSION, form_fields, require_media_url, route
+from segflow_engine.rpc import (
+    ASYNC_RESULT_ACTION,
+    INTERNAL_ERROR,
+    PRODUCT_BY_VERSION,
+    form_fields,
+    job_error_code,
+    require_media_url,
+    route,
+)
 from segflow_engine.tempstore import TEMP_BUCKET, TempBucket
 from segflow_engine.verify import SignatureMismatchError
 
 LOG = logging.getLogger("segflow_engine.server")
 
-INTERNAL_ERROR = {"imageseg": "InternalError", "videoseg": "InternalServerError"}
 RESULTS_PREFIX = "/results/"
 PICWISH_TASK_SECONDS = 30.0  # beyond this a PicWish task ends with state -8
 SIGNATURE_MISMATCH_MESSAGE = (
@@ -70,31 +82,40 @@ class Engine:
     state_dir: Path
     base_url: str
     config: EngineConfig = field(default_factory=EngineConfig)
+    backends: Backends | None = None  # None: this machine's state folder, served by the engine itself
 
     def __post_init__(self) -> None:
-        self.auth = Authenticator(self.credentials)
-        self.store = ResultStore(self.state_dir / "results", base_url=self.base_url)
+        self.auth = GatewayTrust() if self.config.trust_gateway else Authenticator(self.credentials)
         work_dir = self.state_dir / "work"
         work_dir.mkdir(parents=True, exist_ok=True)
         self.pool = WorkerPool(self.config.workers)
+        self.store: ResultStore | None = None
+        self.temp_bucket: TempBucket | None = None
+        self.backends = self.backends or self._local_backends()
         self.pipeline = Pipeline(
             self.actions,
-            self.store,
+            self.backends.results,
             self.pool,
             work_dir,
             image_policy=self.config.fetch_policy(self.config.image_policy),
             video_policy=self.config.fetch_policy(self.config.video_policy),
+            inputs=self.backends.inputs,
         )
         self.quota = CallQuota(self.config.qps) if self.config.qps else None
-        self._picwish_tasks: dict[str, tuple[float, dict[str, Any]]] = {}
-        self._picwish_lock = threading.Lock()
+
+    def _local_backends(self) -> Backends:
+        store = ResultStore(self.state_dir / "results", base_url=self.base_url)
+        self.store = store
         self.temp_bucket = TempBucket(self.state_dir / "temp", urlsplit(self.base_url).netloc)
+        self.local_tasks = LocalTasks(self.config.picwish_result_ttl_seconds, clock=lambda: store.clock())
+        jobs = LocalJobs(self.pool, self.run_job, job_error_code)
+        return Backends(store, jobs, self.local_tasks, self.temp_bucket)
 
     # -- entry ---------------------------------------------------------------------------------------
     def streams(self, method: str, path: str) -> bool:
         """The one rule for which requests stream their body instead of having it read into memory first:
         the temporary bucket's form uploads (up to 1 GiB, written to disk as they arrive)."""
-        return TempBucket.is_upload(method, path)
+        return self.temp_bucket is not None and TempBucket.is_upload(method, path)
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         """The engine as a WSGI application (waitress serves it; a test may call it with an environ)."""
@@ -104,9 +125,9 @@ class Engine:
         try:
             if self.streams(request.method, request.path):
                 return self._receive_upload(request)
-            if request.path.startswith(RESULTS_PREFIX):
+            if request.path.startswith(RESULTS_PREFIX) and self.store is not None:
                 return self._handle_result(request)
-            if self.temp_bucket.is_object_path(request.path):
+            if self.temp_bucket is not None and self.temp_bucket.is_object_path(request.path):
                 return self._handle_temp_object(request)
             if request.path == picwish.PATH or request.path.startswith(picwish.PATH + "/"):
                 return self._handle_picwish(request)
@@ -116,13 +137,12 @@ class Engine:
             return render_json(500, {"Code": "InternalError", "Message": "the engine failed"})
 
     def cleanup(self) -> None:
-        self.store.cleanup()
+        """Forget what expired on this machine (only a local engine keeps anything; OSS keeps the rest)."""
         self.pool.cleanup()
-        self.temp_bucket.cleanup()
-        cutoff = self.store.clock() - self.config.picwish_result_ttl_seconds
-        with self._picwish_lock:
-            for task_id in [t for t, (made, _) in self._picwish_tasks.items() if made < cutoff]:
-                del self._picwish_tasks[task_id]
+        if self.store is not None and self.temp_bucket is not None:
+            self.store.cleanup()
+            self.temp_bucket.cleanup()
+            self.local_tasks.cleanup()
 
     def close(self) -> None:
         self.pool.shutdown(wait=True)
@@ -149,8 +169,8 @@ class Engine:
                 raise ApiError(
                     "Request was denied due to user flow control.", code="Throttling.User", http_status=400
                 )
-            if self.temp_bucket.is_authorize_call(params):  # answered at the top level, not in Data
-                return render_json(200, {"RequestId": request_id, **self.temp_bucket.authorize(params)})
+            if TempBucket.is_authorize_call(params):  # answered at the top level, not in Data
+                return render_json(200, {"RequestId": request_id, **self.backends.uploads.authorize(params)})
             action, data = self._dispatch(params, request_id)
             return render_success(action, request_id, data, xml=xml)
         except concurrent.futures.TimeoutError:
@@ -188,30 +208,27 @@ class Engine:
                 timeout=self.config.sync_timeout_seconds,
             )
             return action.name, stored.data
-        self.pool.submit_job(
-            request_id,
-            self._job_work(action, dict(params)),
-            internal_error_code=f"{INTERNAL_ERROR[action.product]}.Algo",
-        )
+        self.backends.jobs.submit(request_id, Job(action.name, dict(params)))
         return action.name, {}
 
-    def _job_work(self, action: Action, params: dict[str, str]) -> Callable[[], Mapping[str, Any]]:
+    def run_job(self, job: Job) -> Mapping[str, Any]:
+        """One asynchronous job, start to end, on the calling model worker: its `Result` mapping."""
+        action = get_action(job.action)
         if action.media == "video":
-            return lambda: self.pipeline.run_video(action, params)
+            return self.pipeline.run_video(action, job.params)
+        stored = self.pipeline.run_image(
+            action, job.params, ttl_seconds=self.config.result_ttl_seconds, on_worker=True
+        )
+        return {"ImageURL": stored.image_url}
 
-        def image_job() -> Mapping[str, Any]:
-            stored = self.pipeline.run_image(
-                action, params, ttl_seconds=self.config.result_ttl_seconds, on_worker=True
-            )
-            return {"ImageURL": stored.image_url}
-
-        return image_job
+    def job_state(self, job_id: str) -> JobState | None:
+        return self.backends.jobs.state(job_id)
 
     def _job_result(self, params: Mapping[str, str]) -> dict[str, Any]:
         job_id = params.get("JobId", "").strip()
         if not job_id:
             raise InputValidationError("JobId is mandatory for GetAsyncJobResult", code="MissingParameter")
-        state = self.pool.get(job_id)
+        state = self.job_state(job_id)
         if state is None:
             raise InputValidationError(f"no job {job_id!r} (or it expired)", code="InvalidParameter")
         return state.to_data()
@@ -223,14 +240,14 @@ class Engine:
         if self.quota is not None and not self.quota.allow(f"picwish/{request.header('authorization')}"):
             return render_json(429, picwish.error_envelope(429, "Too Many Requests"))
         if request.method == "GET" and request.path.startswith(picwish.PATH + "/"):
-            task_id = request.path[len(picwish.PATH) + 1 :]
-            with self._picwish_lock:
-                found = self._picwish_tasks.get(task_id)
+            found = self.backends.tasks.recall(request.path[len(picwish.PATH) + 1 :])
             if found is None:
                 return render_json(404, picwish.error_envelope(404, "task not found"))
-            return render_json(200, picwish.envelope(found[1]))
+            return render_json(200, picwish.envelope(found))
         if request.method != "POST" or request.path != picwish.PATH:
             return render_json(404, picwish.error_envelope(404, "not found"))
+        if "PicWish" not in served.served_actions():
+            return picwish.not_served(served.in_order(served.served_actions()))
         try:
             task = picwish.parse_request(request.header("content-type"), request.body, request.query)
         except picwish.PicWishBadRequest as exc:
@@ -241,8 +258,7 @@ class Engine:
         except SegflowError as exc:
             return render_json(400, picwish.error_envelope(400, exc.message))
         data = self._run_picwish(action, task)
-        with self._picwish_lock:
-            self._picwish_tasks[data["task_id"]] = (self.store.clock(), data)
+        self.backends.tasks.remember(data["task_id"], data)
         return render_json(200, picwish.envelope(data))
 
     def _run_picwish(self, action: Action, task: picwish.PicWishRequest) -> dict[str, Any]:
@@ -256,13 +272,16 @@ class Engine:
                 task, task_id, state=state, created_at=created, image=image, mask=mask, detail=detail
             )
 
+        # PicWish ends a task that takes over 30 s (-8); an engine that may do no work after its answer
+        # (sync_timeout_seconds None, on Function Compute) waits for its model instead.
+        timeout = None if self.config.sync_timeout_seconds is None else PICWISH_TASK_SECONDS
         try:
             stored = self.pipeline.run_image(
                 action,
                 task.action_params(),
                 ttl_seconds=self.config.picwish_result_ttl_seconds,
                 policy=self.config.fetch_policy(self.config.picwish_policy),
-                timeout=PICWISH_TASK_SECONDS,
+                timeout=timeout,
             )
         except concurrent.futures.TimeoutError:
             return finish(picwish.STATE_TIMEOUT, f"not done within {PICWISH_TASK_SECONDS:g} s")
@@ -281,6 +300,8 @@ class Engine:
         if len(parts) != 2:
             return oss_error(404, "NoSuchKey", "no such result")
         result_id, name = parts[0], unquote(parts[1])
+        if self.store is None:
+            return oss_error(404, "NoSuchKey", "no such result")
         try:
             path = self.store.resolve(
                 result_id, name, request.query.get("Expires"), request.query.get("Signature")
@@ -293,6 +314,8 @@ class Engine:
     # -- the temporary bucket ------------------------------------------------------------------------
     def _receive_upload(self, request: Request) -> HttpAnswer:
         """A PostObject: its body is the server's spooled input (`Request.stream`), or one held in memory."""
+        if self.temp_bucket is None:
+            return oss_error(404, "NoSuchBucket", "no temporary bucket here")
         body = request.stream if request.stream is not None else io.BytesIO(request.body)
         length = int(request.header("content-length") or len(request.body))
         answer, _ = self.temp_bucket.receive(request.headers, body, length)  # waitress read it whole
@@ -301,7 +324,7 @@ class Engine:
     def _handle_temp_object(self, request: Request) -> Answer:
         if request.method not in ("GET", "HEAD"):
             return oss_error(405, "MethodNotAllowed", "temporary objects are read-only here", TEMP_BUCKET)
-        path = self.temp_bucket.object_path(request.path)
+        path = self.temp_bucket.object_path(request.path) if self.temp_bucket is not None else None
         if path is None:
             return oss_error(404, "NoSuchKey", "The specified key does not exist.", TEMP_BUCKET)
         return FileAnswer(path, "application/octet-stream")

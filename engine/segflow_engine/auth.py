@@ -5,6 +5,13 @@ Key pairs come from `SEGFLOW_ENGINE_ACCESS_KEYS="id:secret,id2:secret2"`, AppCod
 engine is never open to anyone who can reach the port; `segflow engine` prints it at start-up.
 Signature checks are the layer's `verify_request`; this module only owns the keys and the one nonce cache
 a server needs so a replayed request is refused across all its threads.
+
+Behind Function Compute's HTTP trigger with `authType: function` the gateway has checked each request's
+signature before it reaches the engine (FC, "Configure signature authentication for HTTP triggers"), and
+the callers sign with their own roles' keys, which the engine cannot know: `SEGFLOW_ENGINE_AUTH=fc-gateway`
+makes the engine trust the gateway (`GatewayTrust`). That setting opens the engine to anyone who can reach
+its port, so it is refused outside Function Compute (`gateway_trusted`). The key check stays the default,
+and the fallback for a trigger with `authType: anonymous`.
 """
 
 from __future__ import annotations
@@ -16,11 +23,31 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from segflow.errors import ConfigError
-from segflow_engine.verify import NonceCache, VerifiedRequest, verify_request
+from segflow_engine.verify import NonceCache, VerifiedRequest, trusted_request, verify_request
 
 ACCESS_KEYS_ENV = "SEGFLOW_ENGINE_ACCESS_KEYS"
 APPCODES_ENV = "SEGFLOW_ENGINE_APPCODES"
 DEV_KEY_PREFIX = "SEGFLOWDEV"
+AUTH_ENV = "SEGFLOW_ENGINE_AUTH"
+AUTH_KEYS = "keys"
+AUTH_FC_GATEWAY = "fc-gateway"
+# Set by Function Compute in every instance ("Environment variables": FC_FUNCTION_NAME, FC_REGION).
+FC_MARKERS = ("FC_FUNCTION_NAME", "FC_REGION")
+
+
+def gateway_trusted(environ: Mapping[str, str]) -> bool:
+    """Whether `SEGFLOW_ENGINE_AUTH` says to trust FC's gateway (`fc-gateway`) or to check keys (`keys`,
+    the default); `ConfigError` for another value, or for `fc-gateway` outside Function Compute."""
+    mode = environ.get(AUTH_ENV, "").strip().lower() or AUTH_KEYS
+    if mode not in (AUTH_KEYS, AUTH_FC_GATEWAY):
+        raise ConfigError(f"{AUTH_ENV}={mode!r}: use {AUTH_KEYS} or {AUTH_FC_GATEWAY}")
+    if mode == AUTH_FC_GATEWAY and not all(environ.get(name, "").strip() for name in FC_MARKERS):
+        raise ConfigError(
+            f"{AUTH_ENV}={AUTH_FC_GATEWAY} trusts Function Compute's HTTP trigger to check every signature, "
+            f"and this is not Function Compute ({' and '.join(FC_MARKERS)} are not set): the engine would "
+            "take unsigned calls from anyone who reaches its port. Unset it to check keys."
+        )
+    return mode == AUTH_FC_GATEWAY
 
 
 @dataclass(frozen=True)
@@ -136,3 +163,24 @@ class Authenticator:
         for known in self.credentials.appcodes:
             matched |= hmac.compare_digest(known.encode("utf-8"), code.encode("utf-8"))
         return matched
+
+
+class GatewayTrust:
+    """The engine behind FC's HTTP trigger with `authType: function`: the gateway verified the caller, so
+    a request's parameters are read as signed, and any PicWish caller is let in (see the module
+    docstring)."""
+
+    def verify_rpc(
+        self,
+        method: str,
+        path: str,
+        query: Mapping[str, str],
+        headers: Mapping[str, str],
+        body: bytes,
+        *,
+        now: datetime | None = None,
+    ) -> VerifiedRequest:
+        return trusted_request(query, headers, body)
+
+    def appcode_accepted(self, authorization: str | None) -> bool:
+        return True

@@ -11,6 +11,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING
@@ -205,6 +206,17 @@ def run(args: argparse.Namespace) -> int:
     if isinstance(started, int):
         return started
     server, credentials = started
+
+    def banner() -> None:
+        _print_banner(server.base_url, args, credentials, None if verbose else log_file)
+
+    serve_until_stopped(server, banner)
+    return 0
+
+
+def serve_until_stopped(server: EngineServer, started: Callable[[], None] = lambda: None) -> None:
+    """Serve until SIGINT or SIGTERM (calling `started` once listening), then stop: running model work
+    finishes first. `segflow engine` and the engine on Function Compute stop alike."""
     stop = threading.Event()
 
     def request_stop(signum: int, frame: FrameType | None) -> None:
@@ -213,7 +225,7 @@ def run(args: argparse.Namespace) -> int:
     previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         server.start()
-        _print_banner(server.base_url, args, credentials, None if verbose else log_file)
+        started()
         while not stop.wait(0.5):
             pass
         print("segflow engine: stopping (running model work finishes first)", file=sys.stderr)
@@ -221,17 +233,17 @@ def run(args: argparse.Namespace) -> int:
         server.shutdown()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-    return 0
 
 
 def _start(args: argparse.Namespace) -> tuple[EngineServer, EngineCredentials] | int:
     """The engine, its models loaded (unless --no-warm-up) and its port bound; or the exit status."""
     from segflow.errors import ConfigError
-    from segflow_engine.auth import EngineCredentials
+    from segflow_engine.auth import EngineCredentials, gateway_trusted
     from segflow_engine.models import check_installed
     from segflow_engine.server import EngineConfig, EngineServer
 
     try:
+        trust_gateway = gateway_trusted(os.environ)  # fc-gateway only inside Function Compute
         check_installed()
         credentials = EngineCredentials.from_env(os.environ)
     except ConfigError as exc:
@@ -253,6 +265,7 @@ def _start(args: argparse.Namespace) -> tuple[EngineServer, EngineCredentials] |
         qps=args.qps,
         limits=server_limits(args),
         input_addresses=address_rule(args),
+        trust_gateway=trust_gateway,
     )
     try:
         return EngineServer(config, credentials), credentials

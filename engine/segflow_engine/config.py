@@ -26,11 +26,16 @@ class EngineConfig:
     video_policy: FetchPolicy = VIDEO_POLICY
     picwish_policy: FetchPolicy = PICWISH_POLICY
     # A synchronous call whose model is not done after this is answered 408 `Timeout` (a service code).
-    sync_timeout_seconds: float = 300.0
+    # None waits for the model: an engine that must do no work after its answer (Function Compute, where
+    # the function's own timeout bounds a call) cannot leave a model running behind a 408.
+    sync_timeout_seconds: float | None = 300.0
     qps: float | None = None  # per AccessKeyId and action (PicWish: per AppCode); None never throttles
     limits: ServerLimits = field(default_factory=ServerLimits)  # the HTTP side's threads, connections, sizes
     # Where input downloads may connect; None: public addresses only when `host` is not loopback.
     input_addresses: AddressRule | None = None
+    # Trust the gateway in front (Function Compute's HTTP trigger with authType function) to have checked
+    # every signature: `segflow_engine.auth.gateway_trusted` allows it inside Function Compute only.
+    trust_gateway: bool = False
 
     def fetch_policy(self, policy: FetchPolicy) -> FetchPolicy:
         """`policy` (one of the three above) under this engine's address rule."""

@@ -20,7 +20,9 @@ and the connection differently):
 - without it, the caller's own URL and redirects that stay on its host (same name and port) may reach
   any address, and a redirect to another host must reach a public address: a public server cannot bounce
   the engine into its own machine or network;
-- `allowed_hosts` are exempt from both (issue 17: the OSS endpoint the engine is configured with).
+- `allowed_hosts` are exempt from both, and so are `allowed_domains` with their subdomains (issue 17: the
+  OSS endpoint the engine on Function Compute is configured with, whose buckets are its subdomains; inside
+  FC the `-internal` endpoint resolves to a private address).
 
 An input larger than the action's documented `max_bytes` is refused as soon as the size is known (from
 Content-Length, or while streaming), with the catalogue's code for it, so nothing larger than the limit is
@@ -64,9 +66,13 @@ class AddressRule:
 
     public_only: bool = False
     allowed_hosts: frozenset[str] = frozenset()  # "host" or "host:port", lower case
+    # Names whose subdomains are allowed too: an OSS endpoint, where each bucket is `<bucket>.<endpoint>`.
+    allowed_domains: frozenset[str] = frozenset()
 
     def allows(self, url: InputUrl) -> bool:
-        return url.host in self.allowed_hosts or url.authority in self.allowed_hosts
+        if url.host in self.allowed_hosts or url.authority in self.allowed_hosts:
+            return True
+        return any(url.host == name or url.host.endswith(f".{name}") for name in self.allowed_domains)
 
     def public_only_for(self, first: InputUrl, current: InputUrl) -> bool:
         """Whether the connection to `current`, reached from the caller's `first`, must be public."""

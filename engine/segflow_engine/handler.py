@@ -125,7 +125,8 @@ def respond(answer: Answer, environ: dict[str, Any], start_response: StartRespon
         else:
             return _file_response(handle, answer.content_type, environ, start_response, head=head)
     headers = [("Content-Type", answer.content_type), ("Content-Length", str(len(answer.body)))]
-    if answer.status == 401:
+    headers += answer.headers
+    if answer.status == 401 and not any(name == "X-Ca-Error-Message" for name, _ in answer.headers):
         headers.append(("X-Ca-Error-Message", "Invalid AppCode"))
     start_response(_status_line(answer.status), headers)
     return [] if head else [answer.body]

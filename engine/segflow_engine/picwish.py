@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 from urllib.parse import parse_qsl
 
+from segflow_engine.protocol import HttpAnswer, render_json
+
 PATH = "/tasks/visual/segmentation"
 MAX_URL_CHARS = 512
 
@@ -186,6 +188,17 @@ def envelope(data: Mapping[str, Any]) -> dict[str, Any]:
 
 def error_envelope(status: int, message: str) -> dict[str, Any]:
     return {"status": status, "message": message}
+
+
+def not_served(served: list[str]) -> HttpAnswer:
+    """An engine built without PicWish refuses it as the API Market refuses an AppCode that may not call
+    the API: HTTP 401 with the gateway's `X-Ca-Error-Message` (PicWish documents 400, 401, 404, 413, 429 and
+    500, no 403), before anything is fetched. segflow reads it as `PicWish.Unauthorized`, a deployment
+    fault: the upload waits for a package with PicWish instead of being recorded as a bad input, as an
+    unserved RPC action (403 `InvalidApi.NotPurchase`) does."""
+    message = f"Unauthorized: this engine does not serve PicWish (it serves {', '.join(served)})"
+    answer = render_json(401, error_envelope(401, message))
+    return HttpAnswer(answer.status, answer.content_type, answer.body, (("X-Ca-Error-Message", message),))
 
 
 def state_for_code(code: str) -> int:

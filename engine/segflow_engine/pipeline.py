@@ -8,7 +8,6 @@ a stub in the protocol tests), so nothing here imports numpy or a model.
 
 from __future__ import annotations
 
-import shutil
 import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -17,9 +16,10 @@ from typing import Any, Protocol
 
 from segflow.catalogue import Action
 from segflow.validation import validate_object
+from segflow_engine.backends import InputUrls, Results
 from segflow_engine.fetch import IMAGE_POLICY, VIDEO_POLICY, FetchPolicy, fetch_bytes, fetch_to_file
 from segflow_engine.jobs import WorkerPool
-from segflow_engine.resultstore import RESULT_TTL_SECONDS, ResultStore
+from segflow_engine.resultstore import RESULT_TTL_SECONDS
 
 
 class ActionsModule(Protocol):
@@ -53,15 +53,19 @@ def file_reader(path: Path) -> Callable[[int, int], bytes]:
 @dataclass
 class Pipeline:
     actions: ActionsModule
-    store: ResultStore
+    store: Results
     pool: WorkerPool
     work_dir: Path
     image_policy: FetchPolicy = IMAGE_POLICY
     video_policy: FetchPolicy = VIDEO_POLICY
+    inputs: InputUrls | None = None  # the engine's own private objects (its temporary bucket in OSS)
+
+    def input_url(self, url: str) -> str:
+        return url if self.inputs is None else self.inputs.resolve(url)
 
     # -- images ----------------------------------------------------------------------------------
     def fetch_image(self, action: Action, url: str, policy: FetchPolicy | None = None) -> bytes:
-        data = fetch_bytes(action, url, policy or self.image_policy)
+        data = fetch_bytes(action, self.input_url(url), policy or self.image_policy)
         validate_object(action, bytes_reader(data), len(data))
         return data
 
@@ -97,15 +101,11 @@ class Pipeline:
         """The whole video job (runs on a worker already): the async `Result` mapping."""
         with tempfile.TemporaryDirectory(prefix="segflow-engine-", dir=self.work_dir) as tmp:
             src = Path(tmp) / "input"
-            size = fetch_to_file(action, params[action.url_param], src, self.video_policy)
+            size = fetch_to_file(action, self.input_url(params[action.url_param]), src, self.video_policy)
             validate_object(action, file_reader(src), size)
-            result_id, dst = self.store.reserve_path("result.mp4")
-            try:
-                self.actions.run_video_action(action.name, params, src, dst)
-                stored = self.store.register(result_id, "result.mp4")
-            except BaseException:
-                shutil.rmtree(dst.parent, ignore_errors=True)  # no half-written video left behind
-                raise
+            dst = Path(tmp) / "result.mp4"  # a video that breaks off goes with the folder, never stored
+            self.actions.run_video_action(action.name, params, src, dst)
+            stored = self.store.put_file("result.mp4", dst, ttl_seconds=RESULT_TTL_SECONDS)
         key = action.result_url_key or action.url_param
         return {key: stored.url}
 
@@ -119,7 +119,7 @@ class StoredOutput:
     mask_url: str | None
 
 
-def store_output(store: ResultStore, action: Action, output: Any, *, ttl_seconds: int) -> StoredOutput:
+def store_output(store: Results, action: Action, output: Any, *, ttl_seconds: int) -> StoredOutput:
     """Stores the files of an `ActionOutput` under one result id and shapes `Data` like the service:
 
     - single-result actions: `{"ImageURL": …}` (SegmentBody, SegmentCommodity, SegmentCommonImage);

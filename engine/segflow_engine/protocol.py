@@ -36,6 +36,7 @@ class HttpAnswer:
     status: int
     content_type: str
     body: bytes
+    headers: tuple[tuple[str, str], ...] = ()  # beyond Content-Type and Content-Length
 
 
 @dataclass(frozen=True)

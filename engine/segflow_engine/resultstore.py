@@ -196,7 +196,8 @@ class PeriodicCleaner:
         self._thread = threading.Thread(target=self._loop, name="segflow-engine-cleanup", daemon=True)
 
     def start(self) -> None:
-        self._thread.start()
+        if self._tasks:  # nothing to do: no thread (the engine on FC must do no work between requests)
+            self._thread.start()
 
     def stop(self) -> None:
         self._stop.set()

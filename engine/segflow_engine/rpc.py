@@ -15,6 +15,12 @@ from segflow_engine.served import require_served
 
 PRODUCT_BY_VERSION = {"2019-12-30": "imageseg", "2020-03-20": "videoseg"}
 ASYNC_RESULT_ACTION = "GetAsyncJobResult"
+INTERNAL_ERROR = {"imageseg": "InternalError", "videoseg": "InternalServerError"}
+
+
+def job_error_code(action: str) -> str:
+    """The code a job fails with when its model breaks: the product's internal error, `.Algo`."""
+    return f"{INTERNAL_ERROR[get_action(action).product]}.Algo"
 
 
 def route(params: Mapping[str, str], served: frozenset[str] | None = None) -> Action:

@@ -12,14 +12,16 @@ import contextlib
 import shutil
 import tempfile
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 from segflow_engine.app import Engine
 from segflow_engine.auth import EngineCredentials
+from segflow_engine.backends import Backends
 from segflow_engine.config import EngineConfig
 from segflow_engine.pipeline import ActionsModule
 from segflow_engine.resultstore import PeriodicCleaner
-from segflow_engine.wsgiserver import WsgiServer, listening_socket
+from segflow_engine.wsgiserver import WsgiApp, WsgiServer, listening_socket
 
 __all__ = ["Engine", "EngineConfig", "EngineServer", "load_actions_module", "serve"]
 
@@ -40,7 +42,13 @@ class EngineServer:
         config: EngineConfig | None = None,
         credentials: EngineCredentials | None = None,
         actions: ActionsModule | None = None,
+        *,
+        backends: Backends | None = None,
+        middleware: Callable[[Engine], WsgiApp] | None = None,
     ) -> None:
+        """`backends` keep the engine's state elsewhere than `state_dir` (OSS, on Function Compute: then
+        nothing runs between requests, no periodic cleanup either); `middleware` wraps the engine's WSGI
+        application (`segflow_engine.fcruntime.FcRuntime`)."""
         self.config = config or EngineConfig()
         self.credentials = credentials or EngineCredentials.build()
         self._owns_state_dir = self.config.state_dir is None
@@ -51,12 +59,16 @@ class EngineServer:
         self.port = int(sock.getsockname()[1])
         base_url = self.config.public_url or f"http://{self.host}:{self.port}"
         try:
-            self.engine = Engine(self.credentials, actions_module, self.state_dir, base_url, self.config)
-            self._http = WsgiServer(self.engine, sock, self.config.limits)
+            self.engine = Engine(
+                self.credentials, actions_module, self.state_dir, base_url, self.config, backends
+            )
+            app = self.engine if middleware is None else middleware(self.engine)
+            self._http = WsgiServer(app, sock, self.config.limits)
         except BaseException:
             sock.close()
             raise
-        self._cleaner = PeriodicCleaner([self.engine.cleanup], self.config.cleanup_interval_seconds)
+        tasks = [self.engine.cleanup] if backends is None else []
+        self._cleaner = PeriodicCleaner(tasks, self.config.cleanup_interval_seconds)
         self._stopped = threading.Event()
 
     @property

@@ -48,7 +48,7 @@ import uuid
 from collections.abc import Callable, Mapping
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, BinaryIO, Protocol
+from typing import Any, BinaryIO, NamedTuple, Protocol
 from xml.sax.saxutils import escape
 
 from segflow.catalogue import ACTIONS
@@ -89,6 +89,59 @@ def largest_input(product: str) -> int:
     return max(a.limits.max_bytes or 0 for a in ACTIONS.values() if a.product == product)
 
 
+def authorized_product(params: Mapping[str, str]) -> str:
+    """The `Product` an `AuthorizeFileUpload` call names, if it is one the engine serves."""
+    product = params.get("Product", "").strip()
+    if product not in PRODUCTS:
+        raise InputValidationError(
+            f"Product must be one of {', '.join(PRODUCTS)}, got {product!r}", code="InvalidParameter"
+        )
+    return product
+
+
+class PostSigner(NamedTuple):
+    """Who signs an upload grant, and for which bucket: `endpoint` is `host[:port]`, no scheme; an STS
+    key's `security_token` goes into the grant, as OSS wants it in the form (`x-oss-security-token`)."""
+
+    bucket: str
+    endpoint: str
+    access_key_id: str
+    secret: str
+    security_token: str | None = None
+
+
+def sign_policy(secret: str, encoded_policy: str) -> str:
+    """OSS PostObject's V1 signature: Base64(HMAC-SHA1(AccessKeySecret, the Base64 policy))."""
+    digest = hmac.new(secret.encode(), encoded_policy.encode(), hashlib.sha1).digest()
+    return base64.b64encode(digest).decode("ascii")
+
+
+def post_grant(signer: PostSigner, prefix: str, max_bytes: int, expires_at: float) -> dict[str, Any]:
+    """`AuthorizeFileUpload`'s fields: a policy allowing one file of at most `max_bytes` under `prefix`
+    of `signer.bucket` until `expires_at`, signed (OSS "PostObject" and its Post Policy)."""
+    policy = {
+        "expiration": datetime.fromtimestamp(expires_at, timezone.utc).strftime(_EXPIRATION_FORMAT),
+        "conditions": [
+            {"bucket": signer.bucket},
+            ["starts-with", "$key", prefix],
+            ["content-length-range", 0, max_bytes],
+        ],
+    }
+    encoded = base64.b64encode(json.dumps(policy).encode("utf-8")).decode("ascii")
+    grant: dict[str, Any] = {
+        "Bucket": signer.bucket,
+        "Endpoint": signer.endpoint,
+        "ObjectKey": f"{prefix}{uuid.uuid4().hex}",
+        "AccessKeyId": signer.access_key_id,
+        "EncodedPolicy": encoded,
+        "Signature": sign_policy(signer.secret, encoded),
+        "UseAccelerate": False,
+    }
+    if signer.security_token:
+        grant["SecurityToken"] = signer.security_token
+    return grant
+
+
 class TempBucket:
     """One engine's temporary bucket under `root`; `endpoint` is how clients reach the engine."""
 
@@ -118,42 +171,22 @@ class TempBucket:
 
     def authorize(self, params: Mapping[str, str]) -> dict[str, Any]:
         """The answer's fields (beside RequestId) for a verified `AuthorizeFileUpload` call."""
-        product = params.get("Product", "").strip()
-        if product not in PRODUCTS:
-            raise InputValidationError(
-                f"Product must be one of {', '.join(PRODUCTS)}, got {product!r}", code="InvalidParameter"
-            )
-        return self.grant(product)
+        return self.grant(authorized_product(params))
 
     def grant(
         self, product: str, *, expires_in: float | None = None, max_bytes: int | None = None
     ) -> dict[str, Any]:
         """A fresh upload grant; `expires_in` and `max_bytes` override the policy (tests script refusals)."""
-        prefix = f"{secrets.token_hex(8)}/"
         seconds = self.policy_seconds if expires_in is None else expires_in
-        expiration = datetime.fromtimestamp(self.clock() + seconds, timezone.utc)
-        policy = {
-            "expiration": expiration.strftime(_EXPIRATION_FORMAT),
-            "conditions": [
-                {"bucket": TEMP_BUCKET},
-                ["starts-with", "$key", prefix],
-                ["content-length-range", 0, largest_input(product) if max_bytes is None else max_bytes],
-            ],
-        }
-        encoded = base64.b64encode(json.dumps(policy).encode("utf-8")).decode("ascii")
-        return {
-            "Bucket": TEMP_BUCKET,
-            "Endpoint": self.endpoint,
-            "ObjectKey": f"{prefix}{uuid.uuid4().hex}",
-            "AccessKeyId": self.access_key_id,
-            "EncodedPolicy": encoded,
-            "Signature": self._sign(encoded),
-            "UseAccelerate": False,
-        }
+        return post_grant(
+            PostSigner(TEMP_BUCKET, self.endpoint, self.access_key_id, self._secret),
+            f"{secrets.token_hex(8)}/",
+            largest_input(product) if max_bytes is None else max_bytes,
+            self.clock() + seconds,
+        )
 
     def _sign(self, encoded_policy: str) -> str:
-        digest = hmac.new(self._secret.encode(), encoded_policy.encode(), hashlib.sha1).digest()
-        return base64.b64encode(digest).decode("ascii")
+        return sign_policy(self._secret, encoded_policy)
 
     # -- PostObject ----------------------------------------------------------------------------------
     @staticmethod

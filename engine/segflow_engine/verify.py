@@ -326,3 +326,24 @@ def _verify_v3(
         signature_version="v3",
         params=params,
     )
+
+
+def trusted_request(query: Mapping[str, str], headers: Mapping[str, str], body: bytes) -> VerifiedRequest:
+    """The business parameters of a request whose signature someone else checked: Function Compute's HTTP
+    trigger with `authType: function` lets through only requests it verified (`SEGFLOW_ENGINE_AUTH=
+    fc-gateway`). Read as `verify_request` reads them (query and form, Action and Version from the
+    `x-acs-*` headers of a v3 call, the v1 protocol's own parameters left out); the caller is named after
+    the Authorization's Credential (what per-key quotas count), else `fc-gateway`."""
+    lower_headers = {name.lower(): value for name, value in headers.items()}
+    params = {**query, **_form_params(lower_headers, body)}
+    business = {k: v for k, v in params.items() if k not in _V1_PROTOCOL_PARAMS}
+    for name, header in (("Action", "x-acs-action"), ("Version", "x-acs-version")):
+        if lower_headers.get(header):
+            business[name] = lower_headers[header]
+    credential = lower_headers.get("authorization", "").partition("Credential=")[2].split(",")[0].strip()
+    return VerifiedRequest(
+        access_key_id=credential or params.get("AccessKeyId") or "fc-gateway",
+        security_token=lower_headers.get("x-acs-security-token") or None,
+        signature_version="fc-gateway",
+        params=business,
+    )

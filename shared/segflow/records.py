@@ -6,7 +6,9 @@ and a record is only overwritten by the process that won the matching one: `begi
 owner died) or decides what an existing record means (`ClaimOutcome`); one stuck past its claim is taken
 over by creating `claims/<id>.<generation>` first; the owner moves it on (`mark_submitted`, `mark_done`,
 `mark_failed`, `mark_superseded`, `release`). The id hashes bucket, key, ETag and action: a duplicate
-delivery finds its record, a new version of the object gets its own.
+delivery finds its record, a new version of the object gets its own. The action's parameters count too,
+without being in the id (records made before they counted are still found): a final record of other
+parameters is claimed again as new work (`params_changed`).
 """
 
 from __future__ import annotations
@@ -122,6 +124,11 @@ class JobRecord(Value):
             raise StorageError(f"unreadable job record: {exc}", code="CorruptJobRecord") from exc
 
 
+def params_changed(record: JobRecord, params: Mapping[str, str] | None) -> bool:
+    """The action's parameters are part of what makes an upload the same (None: the caller does not say)."""
+    return params is not None and dict(record.params) != {k: str(v) for k, v in params.items()}
+
+
 class Taken(Value):
     """What `RecordStore.begin` decided for this delivery, and the record it decided on."""
 
@@ -211,9 +218,14 @@ class RecordStore:
         existing = self.load(fresh.record_id)
         if existing is None:  # deleted between our put and our read: someone is cleaning up, try later
             return Taken(ClaimOutcomes.IN_PROGRESS, fresh)
+        if existing.state in RecordStates.FINAL and params_changed(existing, params):
+            # The rule's parameters changed since: new work under the same id, claimed and paid anew.
+            return self._take_over(existing, params or {}, fresh.region, hold, renew=Payload())
         if existing.state == RecordStates.SUPERSEDED:
-            # The caller just found this version current again (the same content uploaded once more).
-            return self._take_over(existing, params or existing.params, fresh.region, hold)
+            # The caller just found this version current again (the same content uploaded once more): what
+            # was stored or queued for the earlier upload is not this one's, only a kept answer is.
+            renew = replace(existing.payload, job_id=None, outputs=(), error=None)
+            return self._take_over(existing, params or existing.params, fresh.region, hold, renew=renew)
         if existing.state != RecordStates.SUBMITTING:
             return Taken(ClaimOutcomes.DUPLICATE, existing)
         queued = self._queued(fresh.record_id)
@@ -225,13 +237,20 @@ class RecordStore:
         return self._take_over(existing, params or existing.params, fresh.region, hold)
 
     def _take_over(
-        self, existing: JobRecord, params: Mapping[str, str], region: str | None, hold: float
+        self,
+        existing: JobRecord,
+        params: Mapping[str, str],
+        region: str | None,
+        hold: float,
+        *,
+        renew: Payload | None = None,
     ) -> Taken:
+        """Claim `existing` under a new generation (put-if-absent, so one process wins). With `renew`, a
+        final record becomes new work: its deliveries and paid calls count anew, with that payload (a kept
+        answer is still used first: `services.paid.holds_answer`)."""
         now = self.clock()
         generation = existing.claim.generation + 1
-        # A superseded record taken back is a new upload of the same content: its deliveries and its paid
-        # calls count anew (a kept answer is still used first: `services.paid.holds_answer`).
-        renewed = existing.state == RecordStates.SUPERSEDED
+        renewed = renew is not None
         attempts = 1 if renewed else existing.claim.attempts + 1
         calls = 0 if renewed else existing.claim.calls
         try:
@@ -250,12 +269,16 @@ class RecordStore:
             region=existing.region or region,
             claim=Claim(generation, now + hold, attempts, calls),
         )
-        if renewed:  # what was stored or queued for the earlier upload is not this one's: only an answer is
-            taken = taken.with_payload(job_id=None, outputs=(), error=None)
+        if renew is not None:
+            taken = replace(taken, payload=renew)
         self._mark_inflight(taken)
-        if existing.state == RecordStates.SUPERSEDED:
+        marker = {
+            RecordStates.SUPERSEDED: self.layout.superseded_key,
+            RecordStates.DONE: self.layout.done_key,
+        }
+        if existing.state in marker:  # no longer superseded, or not done with these parameters
             with contextlib.suppress(StorageError):
-                self.storage.delete(self.layout.superseded_key(existing.record_id))
+                self.storage.delete(marker[existing.state](existing.record_id))
         return Taken(ClaimOutcomes.ACQUIRED, self.save(taken))
 
     def release(self, record: JobRecord) -> JobRecord:

@@ -22,6 +22,7 @@ DEFAULT_PICWISH_ENDPOINT = "https://picwish.market.alicloudapi.com"
 DEFAULT_OPENPLATFORM_ENDPOINT = "https://openplatform.aliyuncs.com"
 DEFAULT_REGION = "cn-shanghai"
 INPUT_URL_MODES = ("upload", "presign")
+LOG_LEVELS = ("debug", "info", "warning", "error")
 SIGNATURE_VERSIONS = ("v3", "v1", "fc-trigger")
 
 CREDENTIAL_VARIABLES = (
@@ -113,6 +114,10 @@ class Settings(Value):
     max_resubmits: int = 3
     """`SEGFLOW_MAX_RESUBMITS` (default 3, 0…20): resubmissions of a job the service ended with
     `LIMIT_RETRY_FAILED` before it is recorded as failed."""
+    log_level: str = "INFO"
+    """`SEGFLOW_LOG_LEVEL` (`DEBUG`, `INFO` default, `WARNING`, `ERROR`): the level of segflow's own log lines
+    (the `segflow` loggers) in the functions; the `segflow` command reads it too (`-v` is `DEBUG`). Secrets
+    are redacted at every level (`segflow.logs`)."""
     oss_endpoint: str | None = None
     """`SEGFLOW_OSS_ENDPOINT` (default: derived): the OSS endpoint to use for every bucket. Unset, it is
     `oss-<region>-internal.aliyuncs.com` inside FC for buckets in the function's region, and
@@ -190,6 +195,7 @@ class Settings(Value):
             collect_concurrency=env.integer("SEGFLOW_COLLECT_CONCURRENCY", 4, 1, 64),
             lease_seconds=env.integer("SEGFLOW_LEASE_SECONDS", 300, 10, 86400),
             max_resubmits=env.integer("SEGFLOW_MAX_RESUBMITS", 3, 0, 20),
+            log_level=log_level(env.get("SEGFLOW_LOG_LEVEL"), "INFO"),
             fc_region=_region(env.get("FC_REGION"), "FC_REGION"),
             fc_function_name=env.get("FC_FUNCTION_NAME"),
             credential_env=MappingProxyType(
@@ -259,6 +265,11 @@ def _require_region(env: _Env, imageseg: str, videoseg: str) -> bool:
 
 
 # -- parsing helpers ---------------------------------------------------------------------------------
+
+
+def log_level(value: str | None, default: str) -> str:
+    """`SEGFLOW_LOG_LEVEL`'s value as a `logging` level name (the command reads it with this too)."""
+    return _choice(value, default.lower(), LOG_LEVELS, "SEGFLOW_LOG_LEVEL").upper()
 
 
 def _is_alibaba(endpoint: str) -> bool:

@@ -5,7 +5,8 @@
    AccessKeyId, EncodedPolicy, Signature.
 2. A `multipart/form-data` POST of the object to that bucket (OSS PostObject), with the fields the SDK
    sends, in its order: the text fields sorted by name (`OSSAccessKeyId`, `Signature`, `host`, `key`,
-   `policy`, `success_action_status=201`), then `file` (named after the ObjectKey, an empty Content-Type),
+   `policy`, `success_action_status=201`, and `x-oss-security-token` when the grant carries a
+   `SecurityToken`), then `file` (named after the ObjectKey, an empty Content-Type),
    last as OSS requires. The body is a reader of known length: requests sends a `Content-Length` and
    reads it block by block, so one storage chunk (1 MiB) is in memory at a time, whatever the size.
 3. The action is then called with the object's URL (`temp_address`).
@@ -48,6 +49,10 @@ class UploadGrant(Value):
     encoded_policy: str
     signature: str
     request_id: str
+    security_token: str | None = None
+    """Only from segflow's engine on Function Compute, whose grant is signed with its role's STS key: OSS
+    then wants the token in the form's `x-oss-security-token` field ("PostObject"). The service's own
+    grants carry none."""
 
     @classmethod
     def from_document(cls, document: Mapping[str, Any]) -> UploadGrant:
@@ -66,7 +71,9 @@ class UploadGrant(Value):
                 "AuthorizeFileUpload gave an ObjectKey a form cannot carry", code="InvalidResponse"
             )
         bucket, endpoint, key, key_id, policy, signature = (str(document[name]) for name in _GRANT_FIELDS)
-        return cls(bucket, endpoint, key, key_id, policy, signature, request_id)
+        token = document.get("SecurityToken")
+        token = token if isinstance(token, str) and token else None
+        return cls(bucket, endpoint, key, key_id, policy, signature, request_id, token)
 
 
 class TempAddress(Value):
@@ -104,6 +111,8 @@ def form_fields(grant: UploadGrant, address: TempAddress) -> list[tuple[str, str
         "key": grant.object_key,
         "success_action_status": SUCCESS_STATUS,
     }
+    if grant.security_token:
+        fields["x-oss-security-token"] = grant.security_token
     return sorted(fields.items())
 
 

@@ -11,12 +11,17 @@ count; the service decides those.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from math import isqrt
 
-from segflow.catalogue import PNG_ACCEPTED_BPP, Action, Limits
-from segflow.errors import InputValidationError
+from segflow.catalogue import PNG_ACCEPTED_BPP, Action, Limits, get_action
+from segflow.errors import InputValidationError, SegflowError, UnknownActionError
 from segflow.media import MediaError, MediaInfo, ReadAt, probe_media
+from segflow.routing import Rule, route
 from segflow.values import Value
+
+VIDEO_EXTENSIONS = (".mp4", ".mov", ".avi", ".flv", ".mkv", ".ts", ".mpg", ".mpeg", ".m4v")
+"""How the media of a file no probe could read is guessed, to route it (its bytes said nothing)."""
 
 # Kinds of violation, in the order they are checked and reported.
 FORMAT = "format"
@@ -80,6 +85,31 @@ def media_error_for_action(action: Action, error: MediaError) -> LimitViolationE
     code = codes.for_problem(kind)
     violation = Violation(kind, code, f"{action.name}: {error.message}")
     return LimitViolationError((violation,), http_status=codes.http_status)
+
+
+def unreadable_failure(key: str, error: MediaError, rules: Sequence[Rule]) -> tuple[str | None, SegflowError]:
+    """The action a file `probe_media` could not read goes to (media from the probe, else the key's
+    extension) and the error that action's service gives for it: what on_upload records, and what a
+    dry run predicts."""
+    media = error.media or ("video" if key.lower().endswith(VIDEO_EXTENSIONS) else "image")
+    chosen = route(key, media, rules)
+    if chosen is None:
+        return None, error
+    try:
+        return chosen.action, media_error_for_action(get_action(chosen.action), error)
+    except UnknownActionError:
+        return chosen.action, error
+
+
+def media_mismatch(action: Action, key: str, info: MediaInfo) -> InputValidationError | None:
+    """The error of an action given the other kind of media (a video routed to an image action), if so."""
+    if action.media == info.media:
+        return None
+    return InputValidationError(
+        f"{action.name} takes {action.media} files; {key} is a {info.format} {info.media}",
+        code=action.codes.format,
+        http_status=action.codes.http_status,
+    )
 
 
 def validate_against_limits(action: Action, info: MediaInfo, size: int) -> None:

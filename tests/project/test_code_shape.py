@@ -14,13 +14,6 @@ PRODUCT_ROOTS = (*SOURCE_ROOTS, REPO_ROOT / "functions")
 MAX_MODULE_LINES = 500
 MAX_FUNCTION_LINES = 60
 
-KNOWN_ASSERTS: set[str] = {
-    # Today's files with an `assert` in product code, each to be removed (issue 16, "One owner for a paid
-    # call"); the test fails when one is clean and still listed, so this list only shrinks.
-    "cli/segflow_cli/backfill_run.py",
-    "cli/segflow_cli/redrive_run.py",
-}
-
 
 def product_modules() -> Iterator[tuple[str, ast.Module, int]]:
     for root in PRODUCT_ROOTS:
@@ -50,8 +43,7 @@ def test_no_assert_stands_in_for_a_type_in_product_code() -> None:
     with_asserts = {
         name for name, tree, _ in product_modules() if any(isinstance(n, ast.Assert) for n in ast.walk(tree))
     }
-    assert not with_asserts - KNOWN_ASSERTS, "product code checks types with mypy, not assert"
-    assert not KNOWN_ASSERTS - with_asserts, "no assert left there: remove it from KNOWN_ASSERTS"
+    assert not with_asserts, "product code checks types with mypy, not assert"
 
 
 def test_the_product_roots_exist() -> None:

@@ -205,3 +205,21 @@ def test_the_engine_may_invoke_itself_and_nothing_else_of_fc() -> None:
 def test_the_functions_may_call_the_engine_and_no_other_function() -> None:
     fc = {(a, r) for a, r in grants(load_policy()) if a.startswith("fc:")}
     assert fc == {("fc:InvokeFunction", ENGINE_FUNCTION_ARN)}
+
+
+def test_the_engines_jobs_and_runtime_agree_with_its_function_settings() -> None:
+    """A job shows PROCESSING until the function's `timeout` has passed since its last attempt began, and
+    QUEUING until FC drops its event (`maxAsyncEventAgeInSeconds`); after that it reads TIMEOUT_FAILED
+    (segflow_engine.cloudjobs). FC retries a failed delivery (`maxAsyncRetryAttempts`) and calls the
+    Initializer, where the models load; the engine trusts the gateway, as the trigger checks signatures."""
+    from segflow_engine import cloudjobs, fc
+
+    props = engine_props()
+    assert props["timeout"] < cloudjobs.JOB_SECONDS
+    assert props["asyncInvokeConfig"]["maxAsyncEventAgeInSeconds"] == cloudjobs.EVENT_AGE_SECONDS
+    assert props["asyncInvokeConfig"]["maxAsyncRetryAttempts"] >= 1
+    assert props["instanceLifecycleConfig"]["initializer"]["timeout"] <= 300  # FC's Initializer limit
+    assert fc.KEEP_ALIVE_SECONDS >= 15 * 60
+    (trigger,) = props["triggers"]
+    assert trigger["triggerConfig"]["authType"] == "function"
+    assert props["environmentVariables"]["SEGFLOW_ENGINE_AUTH"] == "fc-gateway"

@@ -24,7 +24,8 @@ from segflow.errors import ApiError
 from segflow.retry import RetryPolicy
 from segflow.signing import Credentials
 from segflow_engine import served
-from tests.support.engine_package import build_package, load_builder, start_instance, unpack
+from tests.project.conftest import PACKAGE_ACTIONS
+from tests.support.engine_package import build_package, load_builder, start_instance
 from tests.support.engine_server import LoopbackFiles, make_png, serve_files
 
 KEY = Credentials("SEGFLOWPACKAGETEST01", "package-test-secret-0123456789")
@@ -60,7 +61,11 @@ def test_the_package_holds_the_engine_and_only_the_layer_modules_it_imports(buil
         modules
     )
     assert not [name for name in modules if name.startswith(("segflow_cli/", "segflow/services/"))]
-    assert "segflow/storage/oss.py" not in modules  # the engine never touches OSS in phase 1
+    # On FC the engine keeps its state in OSS with the layer's adapter, and nothing of the pipeline.
+    assert {"segflow/storage/oss.py", "segflow_engine/cloud.py", "segflow_engine/fcruntime.py"} <= set(
+        modules
+    )
+    assert not {"segflow/records.py", "segflow/outputs.py", "segflow/client.py"} & set(modules)
 
 
 def test_the_bootstrap_uses_fcs_python_and_the_package_only(builder: Any) -> None:
@@ -76,13 +81,13 @@ def test_the_bootstrap_uses_fcs_python_and_the_package_only(builder: Any) -> Non
 
 
 @pytest.fixture(scope="module")
-def cutout_zip(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_package(tmp_path_factory.mktemp("pkg") / "segflow-engine-fc.zip", "cutout")
+def package_zip(engine_fc_zip: Path) -> Path:
+    return engine_fc_zip
 
 
 @pytest.fixture(scope="module")
-def code(cutout_zip: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return unpack(cutout_zip, tmp_path_factory.mktemp("fc") / "code")
+def code(engine_fc_code: Path) -> Path:
+    return engine_fc_code
 
 
 @pytest.fixture(scope="module")
@@ -92,24 +97,25 @@ def files() -> Iterator[LoopbackFiles]:
 
 
 @pytest.mark.slow
-def test_the_zip_is_laid_out_as_fc_runs_it(cutout_zip: Path) -> None:
-    with zipfile.ZipFile(cutout_zip) as archive:
+def test_the_zip_is_laid_out_as_fc_runs_it(package_zip: Path) -> None:
+    with zipfile.ZipFile(package_zip) as archive:
         infos = {info.filename: info for info in archive.infolist()}
     assert (infos["bootstrap"].external_attr >> 16) & 0o777 == 0o755
     assert "models/isnet-medium.onnx" in infos and "manifest.json" in infos
+    assert "python/oss2/__init__.py" in infos and "python/av/__init__.py" in infos
     assert "python/segflow_engine/__pycache__/fc.cpython-310.pyc" in infos  # compiled for 3.10
     assert not [name for name in infos if name.startswith("python/mediapipe/")]
     assert not [name for name in infos if name.startswith("python/bin/")]
     assert {info.date_time for info in infos.values()} == {(2020, 1, 1, 0, 0, 0)}
     assert list(infos) == sorted(infos)
-    assert cutout_zip.stat().st_size < FC_LIMIT_BYTES
+    assert package_zip.stat().st_size < FC_LIMIT_BYTES
 
 
 @pytest.mark.slow
 def test_the_manifest_says_what_the_package_serves_and_holds(code: Path) -> None:
     manifest = json.loads((code / "manifest.json").read_text(encoding="utf-8"))
-    assert set(manifest["actions"]) == set(served.GROUPS["cutout"])
-    assert manifest["components"] == ["isnet", "onnxruntime"]
+    assert set(manifest["actions"]) == {*served.GROUPS["cutout"], "SegmentGreenScreenVideo"}
+    assert manifest["components"] == ["isnet", "onnxruntime", "pyav"]
     assert manifest["runtime"] == "custom.debian10" and manifest["python"] == "3.10"
     assert "mediapipe" not in manifest["distributions"]
     (weights,) = manifest["models"].values()
@@ -118,9 +124,9 @@ def test_the_manifest_says_what_the_package_serves_and_holds(code: Path) -> None
 
 
 @pytest.mark.slow
-def test_the_same_inputs_build_the_same_zip(cutout_zip: Path, tmp_path: Path) -> None:
-    again = build_package(tmp_path / "again.zip", "cutout")
-    assert hashlib.sha256(again.read_bytes()).digest() == hashlib.sha256(cutout_zip.read_bytes()).digest()
+def test_the_same_inputs_build_the_same_zip(package_zip: Path, tmp_path: Path) -> None:
+    again = build_package(tmp_path / "again.zip", PACKAGE_ACTIONS)
+    assert hashlib.sha256(again.read_bytes()).digest() == hashlib.sha256(package_zip.read_bytes()).digest()
 
 
 @pytest.mark.slow
@@ -129,7 +135,10 @@ def test_the_package_serves_its_actions_on_python_310_with_nothing_else(
     code: Path, files: LoopbackFiles
 ) -> None:
     env = {"SEGFLOW_ENGINE_ACCESS_KEYS": f"{KEY.access_key_id}:{KEY.access_key_secret}"}
-    with start_instance(code, env) as instance:
+    # Bound to 0.0.0.0, the engine takes inputs from public addresses only: the test's file server is let
+    # through by name, as `customRuntimeConfig.args` could name a host on FC.
+    host = files.url("photo.png").split("/")[2]
+    with start_instance(code, env, ["--allow-input-host", host]) as instance:
         endpoints = Endpoints(imageseg=instance.url, videoseg=instance.url, openplatform=instance.url)
         client = VisionClient(KEY, endpoints=endpoints, retry=RetryPolicy(max_attempts=1), timeout=120)
         result = client.segment("SegmentCommonImage", files.url("photo.png"))
@@ -138,6 +147,6 @@ def test_the_package_serves_its_actions_on_python_310_with_nothing_else(
             client.segment("SegmentBody", files.url("photo.png"))
         assert (refused.value.code, refused.value.http_status) == ("InvalidApi.NotPurchase", 403)
         log = instance.log()
-    expected = ", ".join(served.in_order(served.GROUPS["cutout"]))
+    expected = ", ".join(served.in_order({*served.GROUPS["cutout"], "SegmentGreenScreenVideo"}))
     assert f"segflow engine on Function Compute: serves {expected}" in log
     assert "listening on http://127.0.0.1:" in log  # bound to 0.0.0.0 (the banner shows a usable address)

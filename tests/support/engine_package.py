@@ -23,7 +23,7 @@ import subprocess
 import sys
 import time
 import zipfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -129,13 +129,16 @@ def fc_environment(code: Path, port: int, extra: Mapping[str, str] | None = None
 
 
 @contextlib.contextmanager
-def start_instance(code: Path, env: Mapping[str, str] | None = None) -> Iterator[Instance]:
-    """`./bootstrap` in its own process group; waits (at most FC's 120 s) until it accepts connections."""
+def start_instance(
+    code: Path, env: Mapping[str, str] | None = None, args: Sequence[str] = ()
+) -> Iterator[Instance]:
+    """`./bootstrap [args]` in its own process group (FC passes `customRuntimeConfig.args` so); waits (at
+    most FC's 120 s) until it accepts connections."""
     port = free_port()
     log_path = code.parent / f"instance-{port}.log"
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            [str(code / "bootstrap")],
+            [str(code / "bootstrap"), *args],
             cwd=code,
             env=fc_environment(code, port, env),
             stdin=subprocess.DEVNULL,

@@ -47,6 +47,14 @@ def point_at(
     monkeypatch.setattr("segflow_cli.senders.REDELIVERY_BASE_DELAY", 0.01)
 
 
+def local_bucket(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, api: FakeApi) -> Bucket:
+    """An empty bucket folder under `tmp_path`, and the environment of a user pointing segflow at `api`."""
+    clean_environment(monkeypatch)
+    point_at(monkeypatch, api)
+    (tmp_path / "buckets" / BUCKET).mkdir(parents=True)
+    return Bucket(tmp_path / "buckets")
+
+
 @dataclass
 class Bucket:
     """A local-directory bucket `<root>/<BUCKET>/`."""

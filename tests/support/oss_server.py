@@ -24,6 +24,9 @@ oss2 2.16+ send; anything else is refused 400 NotImplemented rather than half-an
   the `ETag` header) /
   AbortMultipartUpload. ETags are the upper-case MD5, quoted. Errors are the XML `<Error>` with Code,
   Message, RequestId and HostId, and `x-oss-request-id`.
+- PostObject, a form upload authorised by a signed policy: tests/support/oss_post.py.
+- `hold(key)` keeps every GetObject of `key` waiting until its `release` is set (a slow download, for a
+  test that stops an engine while it reads its input); its `waiting` is set once one is waiting.
 """
 
 from __future__ import annotations
@@ -40,15 +43,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
 from xml.sax.saxutils import escape
 
 from tests.support.loopback_server import LoopbackServer
+from tests.support.oss_post import PostRefused, check_post, read_form, success_status
 
 MAX_SKEW_SECONDS = 15 * 60
 MIN_PART_BYTES = 100 * 1024
 MAX_KEYS = 1000
+HOLD_SECONDS = 120.0  # a held GetObject waits at most this long
 SUBRESOURCES = frozenset(
     {
         "acl", "uploads", "location", "cors", "logging", "website", "referer", "lifecycle", "delete",
@@ -68,6 +73,11 @@ class OssError(Exception):
     def __init__(self, status: int, code: str, message: str) -> None:
         super().__init__(message)
         self.status, self.code, self.message = status, code, message
+
+
+class Hold(NamedTuple):
+    waiting: threading.Event
+    release: threading.Event
 
 
 @dataclass
@@ -98,11 +108,17 @@ class OssServer(LoopbackServer):
         self._uploads: dict[str, tuple[str, str, dict[int, bytes], str]] = {}
         self._lock = threading.Lock()
         self.requests: list[tuple[str, str, int]] = []  # (method, path, status)
+        self._holds: dict[str, Hold] = {}
         super().__init__(_handler(self))
 
     @property
     def endpoint(self) -> str:
         return self.url
+
+    def hold(self, key: str) -> Hold:
+        held = Hold(threading.Event(), threading.Event())
+        self._holds[key] = held
+        return held
 
     def objects(self, bucket: str) -> dict[str, bytes]:
         with self._lock:
@@ -115,7 +131,13 @@ class OssServer(LoopbackServer):
         bucket, _, raw_key = parts.path.lstrip("/").partition("/")
         key = unquote(raw_key)
         try:
+            if method == "POST" and not key and not query:
+                return self._post_object(bucket, headers, body)
             self._authenticate(method, bucket, key, query, headers)
+            hold = self._holds.get(key) if method == "GET" else None
+            if hold is not None:
+                hold.waiting.set()
+                hold.release.wait(HOLD_SECONDS)
             with self._lock:
                 objects = self._buckets.get(bucket)
                 if objects is None:
@@ -154,6 +176,27 @@ class OssServer(LoopbackServer):
             objects.pop(key, None)
             return Answer(204)
         raise OssError(400, "NotImplemented", f"{method} is not served here")
+
+    def _post_object(self, bucket: str, headers: dict[str, str], body: bytes) -> Answer:
+        """PostObject: authorised by the form's signed policy (tests/support/oss_post.py)."""
+        try:
+            fields, data, content_type = read_form(headers.get("content-type", ""), body)
+            key = check_post(bucket, fields, len(data), self.keys)
+        except PostRefused as refused:
+            raise OssError(refused.status, refused.code, refused.message) from refused
+        with self._lock:
+            objects = self._buckets.get(bucket)
+            if objects is None:
+                raise OssError(404, "NoSuchBucket", "The specified bucket does not exist.")
+            etag = md5_etag(data)
+            objects[key] = StoredObject(data, etag, content_type or "application/octet-stream")
+        status = success_status(fields)
+        document = (
+            f"<PostResponse><Bucket>{escape(bucket)}</Bucket><Location>{escape(self.url)}/{escape(bucket)}/"
+            f'{escape(key)}</Location><Key>{escape(key)}</Key><ETag>"{etag}"</ETag></PostResponse>'
+        )
+        body_out = _xml(document).body if status == 201 else b""
+        return Answer(status, body_out, {"ETag": f'"{etag}"', "Content-Type": "application/xml"})
 
     def _initiate(self, bucket: str, key: str, headers: dict[str, str]) -> Answer:
         upload_id = uuid.uuid4().hex.upper()

@@ -63,6 +63,9 @@ class Segmenter(ABC):
     @abstractmethod
     def segment(self, image: np.ndarray) -> Segmentation: ...
 
+    def warm(self) -> None:  # noqa: B027 - a hook: most segmenters have nothing left once loaded
+        """Pay now what the first call would (models load in `__init__`; see `MattingSegmenter.warm`)."""
+
 
 def register(cls: type[Segmenter]) -> type[Segmenter]:
     """Class decorator: make a segmenter available by its `name`."""

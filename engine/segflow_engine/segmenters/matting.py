@@ -49,6 +49,15 @@ class MattingSegmenter(Segmenter):
         alpha = np.where(foreground, 1.0, np.where(background, 0.0, alpha))
         return to_uint8(alpha)
 
+    def warm(self) -> None:
+        """Solve a tiny trimap: pymatting's kernels are numba functions compiled on their first call (15-45 s
+        on 2 cores, cached on disk by numba after that), which would otherwise time out the first RefineMask
+        call a client makes (segflow's read timeout is 30 s)."""
+        image = np.zeros((48, 48, 3), dtype=np.uint8)
+        coarse = np.zeros((48, 48), dtype=np.uint8)
+        image[12:36, 12:36], coarse[12:36, 12:36] = 200, 255
+        self.refine(image, coarse)
+
     def segment(self, image: np.ndarray) -> Segmentation:
         """Without a coarse mask: refine the salient-object mask."""
         return Segmentation(self.refine(image, get_segmenter("salient").segment(image).mask))

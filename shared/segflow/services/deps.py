@@ -294,7 +294,7 @@ def handler_deps(context: object | None, environ: Mapping[str, str]) -> Deps:
 
             settings = Settings.from_env(environ)
             install_redaction(settings.secret_values)
-            logging.getLogger("segflow").setLevel(logging.INFO)
+            logging.getLogger("segflow").setLevel(settings.log_level)
             _handler_deps = Deps.from_settings(settings, _handler_context)
         return _handler_deps
 

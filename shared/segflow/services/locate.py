@@ -24,9 +24,7 @@ from segflow.services.deps import Deps
 from segflow.services.stages import Identified, Located, RecordOutcome, Refusal
 from segflow.states import Outcome, Outcomes
 from segflow.storage.base import key_problem
-from segflow.validation import media_error_for_action
-
-_VIDEO_EXTENSIONS = (".mp4", ".mov", ".avi", ".flv", ".mkv", ".ts", ".mpg", ".mpeg", ".m4v")
+from segflow.validation import media_mismatch, unreadable_failure
 
 
 def locate(event: OssRecord, deps: Deps) -> Located | RecordOutcome:
@@ -105,7 +103,7 @@ def identify(located: Located, deps: Deps) -> Identified | Refusal:
     try:
         media = probe_media(located.storage.reader(located.key), located.info.size)
     except MediaError as error:
-        action_name, coded = _unreadable(located.key, error, deps)
+        action_name, coded = unreadable_failure(located.key, error, deps.rules)
         return Refusal(located, coded, action_name)
     chosen = route(located.key, media.media, deps.rules)
     if chosen is None:  # pragma: no cover - probe_media only knows images and videos
@@ -114,25 +112,9 @@ def identify(located: Located, deps: Deps) -> Identified | Refusal:
         )
     try:
         action = get_action(chosen.action)
-        if action.media != media.media:
-            raise InputValidationError(
-                f"{action.name} takes {action.media} files; {located.key} is a {media.format} {media.media}",
-                code=action.codes.format,
-                http_status=action.codes.http_status,
-            )
+        mismatch = media_mismatch(action, located.key, media)
+        if mismatch is not None:
+            raise mismatch
     except (UnknownActionError, InputValidationError) as error:
         return Refusal(located, error, chosen.action)
     return Identified(located.event, located.storage, located.key, located.info, media, chosen, action)
-
-
-def _unreadable(key: str, error: MediaError, deps: Deps) -> tuple[str | None, InputValidationError]:
-    """The action the file would have gone to (media guessed from the probe, else the extension) and the
-    error that action's service gives for a file it cannot read."""
-    media = error.media or ("video" if key.lower().endswith(_VIDEO_EXTENSIONS) else "image")
-    chosen = route(key, media, deps.rules)
-    if chosen is None:
-        return None, error
-    try:
-        return chosen.action, media_error_for_action(get_action(chosen.action), error)
-    except UnknownActionError:
-        return chosen.action, error

@@ -27,6 +27,7 @@ import oss2
 from segflow.credentials import credentials_from_context
 from segflow.errors import ObjectExistsError, ObjectNotFoundError, StorageError
 from segflow.settings import Settings
+from segflow.signing import Credentials
 from segflow.storage.base import (
     DEFAULT_CHUNK_SIZE,
     DEFAULT_PART_SIZE,
@@ -274,7 +275,11 @@ def _parts(chunks: Iterable[bytes], size: int) -> Iterator[bytes]:
 def make_auth(context: object | None, settings: Settings) -> Any:
     """`oss2.StsAuth` for an STS key (FC's role: `context.credentials` on python3.10, `ALIBABA_CLOUD_*`
     on python3.12), plain `oss2.Auth` for a long-term AccessKey."""
-    credentials = credentials_from_context(context, settings.credential_env)
+    return auth_for(credentials_from_context(context, settings.credential_env))
+
+
+def auth_for(credentials: Credentials) -> Any:
+    """oss2's signer for a key: `StsAuth` when it carries a security token, else `Auth`."""
     if credentials.security_token:
         return oss2.StsAuth(
             credentials.access_key_id, credentials.access_key_secret, credentials.security_token

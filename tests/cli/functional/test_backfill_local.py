@@ -16,7 +16,8 @@ from typing import Any
 
 import pytest
 
-from segflow_cli import backfill, backfill_run
+from segflow_cli import backfill_run
+from segflow_cli.output import INTERRUPTED
 from tests.support.capped_api import CappedVision
 from tests.support.fake_api import FakeApi, Reply
 from tests.support.ops import BUCKET, LAYOUT, Bucket, clean_environment, point_at, run_cli, submitted_keys
@@ -102,7 +103,7 @@ def test_an_interrupted_backfill_continues_after_its_checkpoint(
 
     monkeypatch.setattr(backfill_run, "batched", ctrl_c_after_three)
     status, out, _ = run_cli(capsys, *local(bucket, "--batch", "4"))
-    assert status == backfill.INTERRUPTED and "run the same command to continue" in out
+    assert status == INTERRUPTED and "run the same command to continue" in out
     stopped = checkpoint(bucket)
     assert stopped["StartAfter"] == keys[11] and stopped["Finished"] is False  # three batches of four
     assert sorted(bucket.manifests()) == keys[:12]

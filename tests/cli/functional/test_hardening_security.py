@@ -95,6 +95,7 @@ def test_no_secret_token_or_signature_in_any_log_line_record_or_file(
         "SEGFLOW_PICWISH_APPCODE": APPCODE,
         "SEGFLOW_QPS": "500",
         "SEGFLOW_INPUT_URL": "presign",  # presigned URLs carry the STS token this test hunts for
+        "SEGFLOW_LOG_LEVEL": "DEBUG",  # the functions' own lines at DEBUG too, as a user may set it
         "ALIBABA_CLOUD_ACCESS_KEY_ID": creds.access_key_id,
         "ALIBABA_CLOUD_ACCESS_KEY_SECRET": creds.access_key_secret,
         "ALIBABA_CLOUD_SECURITY_TOKEN": creds.security_token or "",
@@ -157,6 +158,8 @@ def test_no_secret_token_or_signature_in_any_log_line_record_or_file(
             texts[str(path.relative_to(root))] = path.read_bytes().decode("utf-8", "replace")
     assert any("segflow-failed/" in name for name in texts), "the failure record was not written"
     assert len(lines) > 10, "DEBUG logging was not captured"
+    segflow_debug = [r for r in caplog.records if r.name.startswith("segflow") and r.levelno == logging.DEBUG]
+    assert segflow_debug, "SEGFLOW_LOG_LEVEL=DEBUG did not reach the functions' loggers"
 
     signatures = signatures_seen(api)
     assert len(signatures) >= 6

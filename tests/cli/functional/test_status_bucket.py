@@ -185,15 +185,40 @@ def test_an_attempt_superseded_by_a_newer_version_is_counted_apart_and_needs_no_
 
 
 def test_a_collector_that_stopped_running_fails_the_check(
-    h: Harness, capsys: pytest.CaptureFixture[str]
+    h: Harness, capsys: pytest.CaptureFixture[str], mocker: MockerFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """A deployed bucket (OSS): its timer should run the collector every minute, whatever is pending."""
     h.clock.advance(-600)  # the last tick was ten minutes ago
     h.collect()
-    code, out, _ = status(capsys, "--bucket-dir", str(h.root), "--fail-on-failures")
+    on_oss(h, mocker, monkeypatch)
+    code, out, _ = status(capsys, "--fail-on-failures")
     assert code == 1 and "needs attention: the collector is silent" in out
     assert "last run 10m" in out and "SILENT" in out
-    code, shape = status_json(h, capsys, "--stale-after", "900", "--fail-on-failures")
-    assert code == 0 and shape["collector"]["stale"] is False
+    code, out, _ = status(capsys, "--json", "--stale-after", "900", "--fail-on-failures")
+    assert code == 0 and json.loads(out)["collector"]["stale"] is False
+
+
+def test_a_local_bucket_needs_its_collector_only_while_jobs_wait_for_it(
+    h: Harness, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A local bucket has no timer: `segflow run` runs the collector while it waits for its jobs, so a
+    second `make demo`, where every file is done already, leaves it silent, and that is expected."""
+    for key in DONE:
+        h.put(key, jpeg((64, 64)))
+    h.on_upload(oss_event(*DONE))
+    h.clock.advance(-600)
+    h.collect()
+    code, out, _ = status(capsys, "--bucket-dir", str(h.root), "--fail-on-failures")
+    assert code == 0 and out.rstrip().endswith("healthy"), out
+    assert "last run 10m00s ago: ok (local bucket, no timer)" in out
+    code, shape = status_json(h, capsys)
+    assert shape["collector"]["deployed"] is False and shape["collector"]["stale"] is True
+
+    h.vision.job_statuses = ["PROCESSING"] * 5
+    h.put(WAITING, mp4())
+    h.on_upload(oss_event(WAITING))  # a video job now waits for a collector that does not run
+    code, out, _ = status(capsys, "--bucket-dir", str(h.root), "--fail-on-failures")
+    assert code == 1 and "needs attention: the collector is silent" in out
 
 
 def test_the_table_shows_each_state_the_newest_failures_and_a_verdict(
@@ -217,6 +242,18 @@ def test_status_over_oss_reads_what_the_local_bucket_holds(
     same status through oss2."""
     with_every_state(h)
     _, local = status_json(h, capsys)
+    fake = on_oss(h, mocker, monkeypatch)
+
+    code, out, _ = status(capsys, "--json")
+    remote = json.loads(out)
+    assert code == 0 and fake.calls_to("list_objects_v2")
+    assert comparable(remote) == comparable(local)
+    assert (remote["collector"]["deployed"], local["collector"]["deployed"]) == (True, False)
+
+
+def on_oss(h: Harness, mocker: MockerFixture, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """The harness's bucket copied into the stubbed oss2.Bucket (dated to the second as OSS lists them),
+    with an AccessKey in the environment: `segflow status BUCKET` without --bucket-dir reads it."""
     stub_oss(mocker)
     fake = oss2.Bucket(
         oss2.Auth("LTAI-test-id", "test-secret"), "https://oss-cn-shanghai.aliyuncs.com", BUCKET
@@ -226,16 +263,13 @@ def test_status_over_oss_reads_what_the_local_bucket_holds(
         fake.objects[key] = (path.read_bytes(), h.storage.head(key).etag, int(path.stat().st_mtime))
     monkeypatch.setenv("ALIBABA_CLOUD_ACCESS_KEY_ID", "LTAI-test-id")
     monkeypatch.setenv("ALIBABA_CLOUD_ACCESS_KEY_SECRET", "test-secret")
-
-    code, out, _ = status(capsys, "--json")
-    remote = json.loads(out)
-    assert code == 0 and fake.calls_to("list_objects_v2")
-    assert comparable(remote) == comparable(local)
+    return fake
 
 
 def comparable(shape: dict[str, Any]) -> dict[str, Any]:
-    """The status without what depends on the clock (ages, listing dates to the second)."""
-    drop = {"checked_at", "oldest_at", "oldest_age_seconds", "age_seconds", "last_run"}
+    """The status without what depends on the clock (ages, listing dates to the second) or on where the
+    bucket is (a local one has no deployed collector)."""
+    drop = {"checked_at", "oldest_at", "oldest_age_seconds", "age_seconds", "last_run", "deployed"}
 
     def strip(value: Any) -> Any:
         if isinstance(value, dict):
@@ -288,6 +322,20 @@ def test_a_bucket_directory_this_user_cannot_list_is_access_denied(
     assert code == 2 and err.startswith(
         f"segflow status: access to bucket '{BUCKET}' under {tmp_path} was refused"
     )
+
+
+def test_the_bucket_defaults_to_segflow_bucket_as_for_backfill_and_redrive(
+    h: Harness, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    h.put(DONE[0], jpeg((64, 64)))  # the bucket's folder exists
+    monkeypatch.setenv("SEGFLOW_BUCKET", BUCKET)
+    code = main(["status", "--bucket-dir", str(h.root), "--json"])
+    out, _ = capsys.readouterr()
+    assert code == 0 and json.loads(out)["bucket"] == BUCKET
+    monkeypatch.delenv("SEGFLOW_BUCKET")
+    code = main(["status", "--bucket-dir", str(h.root)])
+    _, err = capsys.readouterr()
+    assert code == 2 and err == "segflow status: which bucket? name it, or set SEGFLOW_BUCKET\n"
 
 
 def test_bad_option_values_are_usage_errors(capsys: pytest.CaptureFixture[str]) -> None:

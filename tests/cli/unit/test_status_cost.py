@@ -317,7 +317,7 @@ def test_a_bucket_oss_refuses_to_list_is_one_line_and_exit_2(
 ) -> None:  # fmt: skip
     fake.list_objects_v2 = denied(status, code, cls)  # type: ignore[method-assign]
     exit_code, out, err = run_status(capsys, "--json")
-    assert exit_code == 2 and out == ""
+    assert exit_code == 2 and json.loads(out)["error"]["code"] == code  # --json: a JSON error on stdout
     assert err.count("\n") == 1 and err.startswith(f"segflow status: {says}")
     assert code in err and "Traceback" not in err
 

@@ -54,3 +54,25 @@ def test_refine_mask_without_the_coarse_mask_is_a_missing_parameter():
     with pytest.raises(InputValidationError) as info:
         actions.run_image_action("RefineMask", {}, np.zeros((64, 64, 3), np.uint8), {})
     assert info.value.code == "MissingParameter"
+
+
+def test_the_warm_up_runs_a_matting_solve_so_the_first_call_does_not_compile(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """pymatting's kernels are numba functions compiled on their first call (15-45 s on 2 cores): the
+    engine's warm-up and `segflow models install` solve a tiny trimap, so a client's first RefineMask is
+    not the one that waits past its 30 s read timeout."""
+    import pymatting
+
+    solved: list[tuple[int, ...]] = []
+    real = pymatting.estimate_alpha_cf
+
+    def counting(image: np.ndarray, trimap: np.ndarray) -> np.ndarray:
+        solved.append(image.shape)
+        result: np.ndarray = real(image, trimap)
+        return result
+
+    monkeypatch.setattr(pymatting, "estimate_alpha_cf", counting)
+    timings = actions.warm_up(("matting",))
+    assert list(timings) == ["matting"] and len(solved) == 1
+    assert "matting" in actions.served_warm_up()  # served by default: RefineMask

@@ -3,8 +3,9 @@
 GIVEN the engine over loopback, restricted to the cut-out actions (models stubbed: protocol only)
 WHEN  the official SDK, segflow's own client and a plain signed call ask for a served and an unserved action
 THEN  the served one is answered; the other is refused 403 `InvalidApi.NotPurchase` (the service's code for
-      an API the caller cannot use, VISION-API.md §2) in the service's error shape, before the input is
-      fetched, and segflow's pipeline takes it for a deployment fault.
+      an API the caller cannot use, VISION-API.md §2) in the service's error shape, PicWish as the API
+      Market refuses (401), before the input is fetched, and segflow's pipeline takes it for a deployment
+      fault.
 """
 
 from __future__ import annotations
@@ -13,8 +14,9 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import requests
 
-from segflow.client import Endpoints, VisionClient
+from segflow.client import Endpoints, PicWishClient, VisionClient
 from segflow.errors import ApiError
 from segflow.failure_policy import Decisions, decide
 from segflow.retry import RetryPolicy
@@ -117,3 +119,25 @@ def test_segflows_pipeline_takes_it_for_a_deployment_fault(
     assert (refused.value.code, refused.value.http_status) == ("InvalidApi.NotPurchase", 403)
     assert decide(refused.value) == Decisions.FAULT
     assert client.segment("SegmentFurniture", files.url("photo.png")).raw
+
+
+def test_an_unserved_picwish_is_refused_as_the_api_market_refuses_an_appcode(
+    engine: RunningEngine, files: LoopbackFiles
+) -> None:
+    """PicWish documents HTTP 400/401/404/413/429/500 (VISION-API.md §4): an AppCode that may not call the
+    API is the gateway's 401 with `X-Ca-Error-Message`, answered before anything is fetched."""
+    before = list(files.requests)
+    client = PicWishClient(engine.appcode, endpoint=engine.base_url, retry=RetryPolicy(max_attempts=1))
+    with pytest.raises(ApiError) as refused:
+        client.segment(files.url("photo.png"))
+    assert (refused.value.code, refused.value.http_status) == ("PicWish.Unauthorized", 401)
+    assert "does not serve PicWish" in refused.value.message
+    assert decide(refused.value) == Decisions.FAULT  # the upload waits for a package with PicWish
+    assert files.requests == before
+    response = requests.post(
+        f"{engine.base_url}/tasks/visual/segmentation",
+        data={"image_url": files.url("photo.png")},
+        headers={"Authorization": f"APPCODE {engine.appcode}"},
+        timeout=10,
+    )
+    assert response.status_code == 401 and "does not serve PicWish" in response.headers["X-Ca-Error-Message"]

@@ -96,6 +96,18 @@ def test_refuses_malformed_access_keys(
     assert "SEGFLOW_ENGINE_ACCESS_KEYS" in capsys.readouterr().err
 
 
+def test_refuses_to_trust_a_gateway_outside_function_compute(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """SEGFLOW_ENGINE_AUTH=fc-gateway takes every call as signed: only FC's trigger may stand in front."""
+    monkeypatch.setattr("segflow_engine.models.check_installed", lambda *a, **k: None)
+    monkeypatch.setenv("SEGFLOW_ENGINE_AUTH", "fc-gateway")
+    for name in ("FC_FUNCTION_NAME", "FC_REGION"):
+        monkeypatch.delenv(name, raising=False)
+    assert cli.run(_parse("--port", "0")) == 2
+    assert "this is not Function Compute" in capsys.readouterr().err
+
+
 def test_access_keys_and_appcodes_are_read_from_their_variables() -> None:
     assert parse_access_keys(" id1:secret1 , id2:se:cret2 ,") == {"id1": "secret1", "id2": "se:cret2"}
     assert parse_appcodes("a, b,,") == frozenset({"a", "b"})

@@ -130,6 +130,20 @@ def test_an_input_url_that_cannot_be_read_one_way_only_is_refused(url: str) -> N
             "http://oss.internal/b",
             True,
         ),
+        # An OSS endpoint names its buckets as subdomains (`<bucket>.<endpoint>`, OSS "Endpoints and
+        # access domain names"); inside FC the -internal endpoint resolves to a private address.
+        (
+            AddressRule(True, allowed_domains=frozenset({"oss-cn-shanghai-internal.aliyuncs.com"})),
+            "http://x.example/a",
+            "https://segflow-demo.oss-cn-shanghai-internal.aliyuncs.com/k",
+            False,
+        ),
+        (
+            AddressRule(True, allowed_domains=frozenset({"oss-cn-shanghai-internal.aliyuncs.com"})),
+            "http://x.example/a",
+            "https://oss-cn-shanghai-internal.aliyuncs.com.evil.example/k",
+            True,
+        ),
     ],
 )
 def test_which_connections_must_reach_a_public_address(

@@ -129,3 +129,29 @@ def test_no_encoding_of_a_secret_in_debug_logs(
     assert not leaks, leaks[:5]
     kept = "\n".join(lines)
     assert STS.access_key_id in kept and "segflow-demo.oss-cn-shanghai.aliyuncs.com" in kept
+
+
+@pytest.mark.parametrize(
+    ("value", "level"),
+    [("debug", logging.DEBUG), ("WARNING", logging.WARNING), ("", logging.INFO)],
+    ids=["debug", "warning", "unset"],
+)
+def test_the_functions_log_at_segflow_log_level(value: str, level: int) -> None:
+    """`SEGFLOW_LOG_LEVEL` (issue 15 §4) is read once, with the rest of the settings, when a warm instance
+    builds its deps; unset, the functions log from INFO up, as before."""
+    from segflow.services.deps import handler_deps, use_handler_deps
+
+    logger = logging.getLogger("segflow")
+    saved = logger.level
+    environ = {
+        "SEGFLOW_LOG_LEVEL": value,
+        "ALIBABA_CLOUD_ACCESS_KEY_ID": "LTAI-x",
+        "ALIBABA_CLOUD_ACCESS_KEY_SECRET": "y" * 30,
+    }
+    use_handler_deps(None)
+    try:
+        deps = handler_deps(None, environ)
+        assert logger.level == level and deps.settings.log_level == logging.getLevelName(level)
+    finally:
+        use_handler_deps(None)
+        logger.setLevel(saved)

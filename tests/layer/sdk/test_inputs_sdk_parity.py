@@ -287,3 +287,27 @@ def test_segment_video_body_upload_matches_segment_video_body_advance(
     assert official[0].query == {"Product": "videoseg", "RegionId": "cn-shanghai"}
     _compare(official, recorder, data, "VideoUrl")
     assert len(recorder) == 3
+
+
+def test_the_sdks_advance_methods_cannot_reach_a_local_engine(recorder: list[Sent]) -> None:
+    """What docs/engine.md says: pointed at a local engine (`endpoint=127.0.0.1:8780`, plain HTTP), the
+    official `*_advance` method still asks `openplatform.aliyuncs.com` for the upload slot and posts the
+    file over HTTPS to `<Bucket>.<Endpoint>`, so only segflow's own upload path (and the SDKs' plain calls,
+    `tests/engine/functional/test_engine_official_clients.py`) work against the engine."""
+    client_module = pytest.importorskip("alibabacloud_imageseg20191230.client")
+    models = pytest.importorskip("alibabacloud_imageseg20191230.models")
+    openapi = pytest.importorskip("alibabacloud_tea_openapi.models")
+    util = pytest.importorskip("alibabacloud_tea_util.models")
+    config = openapi.Config(
+        access_key_id=CREDENTIALS.access_key_id,
+        access_key_secret=CREDENTIALS.access_key_secret,
+        region_id="cn-shanghai",
+        endpoint="127.0.0.1:8780",
+        protocol="http",
+    )
+    request = models.SegmentCommonImageAdvanceRequest(image_urlobject=io.BytesIO(jpeg((64, 48))))
+    client_module.Client(config).segment_common_image_advance(request, util.RuntimeOptions())
+    authorize, post, call = recorder[:3]
+    assert authorize.host == "openplatform.aliyuncs.com"  # not the configured endpoint
+    assert post.url == f"https://{TEMP_BUCKET}.{OSS_ENDPOINT}/"  # HTTPS to <Bucket>.<Endpoint>
+    assert call.host == "127.0.0.1"  # only the action itself goes where it was told

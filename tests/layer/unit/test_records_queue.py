@@ -66,6 +66,34 @@ def test_record_id_is_stable_and_depends_on_bucket_key_etag_and_action() -> None
     assert base not in others and len(others) == 4
 
 
+def test_a_final_record_of_other_parameters_is_new_work_claimed_once(
+    store: RecordStore, storage: MemoryStorage
+) -> None:
+    """A rule's parameters changed after the object was done: the next delivery claims the same record
+    anew (paid-call count from zero), a concurrent one finds it in progress, and the same parameters are
+    a duplicate again afterwards."""
+    first = begin(store).record
+    store.mark_done(store.note_call(first), outputs=("segmented/x/cutout.png",), request_id="R1")
+    assert LAYOUT.done_key(first.record_id) in storage.objects
+
+    def other() -> Taken:
+        return store.begin(
+            "segflow-demo", "incoming/cat.jpg", "ETAG1", "SegmentCommonImage", {"ReturnForm": "crop"}
+        )
+
+    with ThreadPoolExecutor(4) as pool:
+        claims = list(pool.map(lambda _: other(), range(4)))
+    (won,) = [c for c in claims if c.outcome == ACQUIRED]
+    assert {c.outcome for c in claims if c is not won} == {IN_PROGRESS}
+    assert won.record.record_id == first.record_id
+    assert won.record.claim.generation == first.claim.generation + 1
+    assert (won.record.state, won.record.claim.calls, won.record.payload) == (SUBMITTING, 0, Payload())
+    assert dict(won.record.params) == {"ReturnForm": "crop"}
+    assert LAYOUT.done_key(first.record_id) not in storage.objects  # not done with these parameters
+    store.mark_done(won.record, outputs=("segmented/x/mask.png",), request_id="R2")
+    assert other().outcome == DUPLICATE
+
+
 def test_prefix_is_normalised_to_one_trailing_slash() -> None:
     assert as_prefix("segflow-jobs") == as_prefix("segflow-jobs/") == "segflow-jobs/"
     assert as_prefix("") == ""

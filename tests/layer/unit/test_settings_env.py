@@ -187,6 +187,15 @@ def test_oss_endpoint_is_internal_only_inside_fc_for_the_functions_region(
     assert Settings.from_env(environ).oss_endpoint_for(region) == expected
 
 
+def test_log_level_is_one_of_the_logging_levels_named_in_its_error() -> None:
+    assert Settings.from_env({}).log_level == "INFO"
+    assert Settings.from_env({"SEGFLOW_LOG_LEVEL": "debug"}).log_level == "DEBUG"
+    with pytest.raises(
+        ConfigError, match="SEGFLOW_LOG_LEVEL='loud' must be one of debug, info, warning, error"
+    ):
+        Settings.from_env({"SEGFLOW_LOG_LEVEL": "loud"})
+
+
 def test_the_engine_on_function_compute_is_signed_for_its_http_trigger() -> None:
     # Its trigger URL replaces both endpoints; the functions sign with their own STS keys (no shared secret).
     trigger = "https://segflow-engine-abcdefghij.cn-shanghai.fcapp.run"

@@ -61,6 +61,30 @@ def test_the_form_fields_are_sorted_by_name_as_the_sdk_writes_them() -> None:
     assert names == ["OSSAccessKeyId", "Signature", "host", "key", "policy", "success_action_status"]
 
 
+def test_a_grant_signed_with_an_sts_key_sends_its_token_in_the_form() -> None:
+    """OSS "PostObject": a policy signed with an STS key needs `x-oss-security-token` in the form (OSS error
+    0002-00000003 otherwise). The engine on Function Compute signs its grants with its role's STS key and
+    says so in `SecurityToken`; the service's own grants carry none, and their forms stay as they were."""
+    document = {
+        "RequestId": "R",
+        "Bucket": "segflow-demo",
+        "Endpoint": "oss-cn-shanghai-internal.aliyuncs.com",
+        "ObjectKey": "segflow-engine/temp/ab/cd",
+        "AccessKeyId": "STS.NEngine",
+        "EncodedPolicy": "cG9saWN5",
+        "Signature": "c2ln",
+        "SecurityToken": "CAIS+engine/token=",
+    }
+    grant = UploadGrant.from_document(document)
+    fields = dict(form_fields(grant, temp_address(grant)))
+    assert (
+        fields["x-oss-security-token"] == "CAIS+engine/token=" and fields["OSSAccessKeyId"] == "STS.NEngine"
+    )
+    assert list(fields)[-1] == "x-oss-security-token"  # sorted by name, as the SDK writes them
+    without = UploadGrant.from_document({k: v for k, v in document.items() if k != "SecurityToken"})
+    assert "x-oss-security-token" not in dict(form_fields(without, temp_address(without)))
+
+
 @pytest.mark.parametrize(
     "missing", ["Bucket", "Endpoint", "ObjectKey", "AccessKeyId", "EncodedPolicy", "Signature"]
 )
