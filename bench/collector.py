@@ -79,14 +79,14 @@ class CappedService:
 def stage_pending(deps: Any, count: int, tag: str) -> None:
     """`count` submitted jobs in the bucket, as on_upload leaves them (record + pending entry)."""
     from segflow.jobqueue import queue_job
-    from segflow.states import ClaimOutcome
+    from segflow.states import ClaimOutcomes
 
     storage = deps.storage_for(BUCKET)
     records, queue = deps.records(storage), deps.queue(storage)
     for i in range(count):
         key = f"incoming/bench-{tag}/clip-{i:05d}.mp4"
         claim = records.begin(BUCKET, key, f"{i:032x}", "SegmentVideoBody", {}, size=1024)
-        assert claim.outcome == ClaimOutcome.ACQUIRED
+        assert claim.outcome == ClaimOutcomes.ACQUIRED
         queue_job(records, queue, claim.record, job_id=f"JOB-{tag}-{i:05d}", request_id=f"REQ-{tag}-{i:05d}")
 
 

@@ -20,7 +20,7 @@ from segflow.errors import SegflowError, UnknownActionError
 from segflow.media import MediaError, probe_media
 from segflow.records import RecordStore, params_changed, record_id_for
 from segflow.routing import Rule, parse_rules, route
-from segflow.states import RecordState
+from segflow.states import RecordStates
 from segflow.storage.base import ObjectInfo
 from segflow.validation import media_mismatch, unreadable_failure
 from segflow_cli.operate import Operation
@@ -73,9 +73,9 @@ def _plan_one(
     record = records.load(record_id_for(operation.bucket, info.key, info.etag, action.name))
     if record is None:
         return Planned(info.key, info.size, action.name, "new")
-    if params_changed(record, chosen.params) and record.state in (RecordState.DONE, RecordState.FAILED):
+    if params_changed(record, chosen.params) and record.state in (RecordStates.DONE, RecordStates.FAILED):
         return Planned(info.key, info.size, action.name, "rerun")
-    return Planned(info.key, info.size, action.name, str(record.state.value))
+    return Planned(info.key, info.size, action.name, record.state)
 
 
 def plan_document(planned: list[Planned], *, bucket: str) -> dict[str, Any]:

@@ -19,7 +19,7 @@ from segflow.layout import BucketLayout
 from segflow.records import record_id_for
 from segflow.services.deps import Deps, StorageFactory, use_handler_deps
 from segflow.settings import Settings
-from segflow.states import RecordState
+from segflow.states import RecordState, RecordStates
 from segflow.storage.base import Storage
 
 if TYPE_CHECKING:
@@ -122,7 +122,7 @@ class LocalRuntime:
 
     def record_state(self, key: str, etag: str, action: str) -> RecordState | None:
         record = self.deps.records(self.storage).load(record_id_for(self.bucket, key, etag, action))
-        return None if record is None else RecordState(record.state)
+        return None if record is None else record.state
 
     def wait_for_jobs(
         self,
@@ -139,7 +139,7 @@ class LocalRuntime:
             self.collect()
             for key, (etag, action) in list(pending.items()):
                 state = self.record_state(key, etag, action)
-                if state is not None and state.final:
+                if state is not None and state in RecordStates.FINAL:
                     del pending[key]
                     on_settled(key, state)
             if pending:
@@ -158,7 +158,7 @@ def finish_jobs(
     pending = dict(summary.submitted)
 
     def settled(key: str, state: RecordState) -> None:
-        after = state.value if state in (RecordState.DONE, RecordState.SUPERSEDED) else "failed"
+        after = state if state in (RecordStates.DONE, RecordStates.SUPERSEDED) else "failed"
         summary.settle(key, "submitted", after)
         progress.add(finished=1, failed=1 if after == "failed" else 0)
 

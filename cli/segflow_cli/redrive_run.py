@@ -21,7 +21,7 @@ from typing import Any
 from segflow.errors import ObjectExistsError, ObjectNotFoundError, SegflowError
 from segflow.failure_records import FailureRecords, IndexEntry, key_hash
 from segflow.records import JobRecord, RecordStore, record_id_for
-from segflow.states import RecordState
+from segflow.states import RecordStates
 from segflow.storage.base import ObjectInfo
 from segflow_cli.batches import Prefetch, batched, run_batches
 from segflow_cli.objects import parse_when, resolve_prefix
@@ -237,10 +237,10 @@ class _Redrive:
         except ObjectNotFoundError:
             return ObjectResult(key, "gone", action, code, "the object was deleted")
         record = self._record(key, document, info)
-        if record is not None and record.state == RecordState.SUPERSEDED:
+        if record is not None and record.state == RecordStates.SUPERSEDED:
             # That version's outcome was never written (a newer one, or a deletion, came first): not resent.
             return ObjectResult(key, "superseded", action, code, "replaced or deleted before it ended")
-        if record is not None and record.state == RecordState.DONE:
+        if record is not None and record.state == RecordStates.DONE:
             if not self.dry_run:
                 self.failures.clear(key)  # a result exists: the failure record is stale
             return ObjectResult(key, "already-done", action, code, "stale failure record cleared")
@@ -248,7 +248,7 @@ class _Redrive:
             return info
         if not self._take_marker(key, document, taken):
             return ObjectResult(key, "held", action, code, "another redrive has it")
-        if record is not None and record.state == RecordState.FAILED:
+        if record is not None and record.state == RecordStates.FAILED:
             reopened = self.records.reopen(record.record_id)
             if reopened is None:
                 return ObjectResult(key, "held", action, code, "the record was reopened elsewhere")

@@ -1,41 +1,16 @@
 """The action catalogue: every action segflow can call, its parameters and its documented input limits.
 
-Facts come from the product references summed up in `shared/VISION-API.md` (§2–§4; sources [A]–[D]).
-Where two documents disagree a validator accepts only what the stricter of the two allows (SegmentHead:
-[A] *and* [B]).
-
-Readings chosen where the documents leave room:
-
-* "3M", "4M", "15MB", "1 GB" are binary units (3 × 1024 × 1024 bytes …), as Alibaba Cloud and OSS count.
-* "< 1280×1280" bounds each side separately: width < 1280 and height < 1280.
-* "≤ 1080p" reads as: the short side ≤ 1080 and the long side ≤ 1920 (portrait 1080p passes).
-* "No 8/16/64-bit PNG" counts bits per pixel (see the spec note). Only 24-bit RGB and 32-bit RGBA PNGs
-  are accepted: the gaps the sentence leaves (1/2/4-bit palettes, 48-bit RGB) are refused too, the
-  stricter reading.
-
-Which error code a violated limit maps to (the service's own codes; `ErrorCodes` holds them per product):
-
-* imageseg — wrong or unreadable format, corrupt header, refused PNG depth → `InvalidImage.Content`
-  ([A]: "输入图像内容不合法 … 无效的 image content"); width/height/pixels/aspect →
-  `InvalidImage.Resolution` ("图片分辨率不符合要求"); file too large → `InvalidParameter.TooLarge`
-  ("待检测内容过大").
-* videoseg — unknown or not accepted container → `InvalidFile.Type` ("文件类型非法"); truncated or
-  corrupt header → `InvalidFile.Decode` ("文件无法解码"); resolution → `InvalidFile.Resolution`; an empty
-  file, the file size and the frame count → `InvalidFile.Content` ("数据为空或不适合被处理"): videoseg's
-  table has no `TooLarge` code.
-* PicWish reports failures as `data.state`; we name them `PicWish.TooLarge` (state -5, over 15 MB, HTTP 413)
-  and `PicWish.InvalidImage` (state -7, "invalid image file, e.g. wrong format or resolution too large").
-
-Before an action is chosen (the probe of an unreadable file), `codes_for_media` gives the code: imageseg's
-for a corrupt image, videoseg's `InvalidFile.*` (about files in general) for anything else, including a
-file of unknown format; `segflow.validation.media_error_for_action` replaces it with the action's own.
+The facts, their sources [A]–[D], how segflow reads the limits where the documents leave room and which of
+the service's own error codes a violated limit gets: `shared/VISION-API.md` §2–§4 and §7.
 """
+
+from __future__ import annotations
 
 from collections.abc import Mapping
 from types import MappingProxyType
-from typing import NamedTuple
 
 from segflow.errors import UnknownActionError
+from segflow.values import Value
 
 KiB = 1024
 MiB = 1024 * KiB
@@ -51,7 +26,7 @@ VIDEO_FORMATS = frozenset({"MP4", "MOV", "AVI", "FLV", "MKV", "TS", "MPG"})
 PNG_ACCEPTED_BPP = frozenset({24, 32})
 
 
-class Limits(NamedTuple):
+class Limits(Value):
     """Documented input limits of one action. `None` means "no such limit".
 
     Side limits apply to width and height separately; `*_exclusive` says the bound itself is refused
@@ -106,8 +81,8 @@ class Limits(NamedTuple):
         )
 
 
-class ErrorCodes(NamedTuple):
-    """The service's code for each kind of violation (see the module docstring for the reasons)."""
+class ErrorCodes(Value):
+    """The service's code for each kind of violation (`shared/VISION-API.md` §7 gives the reasons)."""
 
     format: str
     corrupt: str
@@ -156,7 +131,7 @@ PICWISH_CODES = ErrorCodes(
 _CODES_BY_PRODUCT = {"imageseg": IMAGESEG_CODES, "videoseg": VIDEOSEG_CODES, "picwish": PICWISH_CODES}
 
 
-class Action(NamedTuple):
+class Action(Value):
     """One callable action: where it lives, what it takes, what it accepts."""
 
     name: str
@@ -436,5 +411,8 @@ def codes_for_product(product: str) -> ErrorCodes:
 
 
 def codes_for_media(media: str | None) -> ErrorCodes:
-    """The codes of a file problem found before the action is known (see the module docstring)."""
+    """The codes of a file problem found before the action is known (the probe of an unreadable file):
+    imageseg's for a corrupt image, videoseg's `InvalidFile.*` (about files in general) for anything else,
+    including a file of unknown format; `segflow.validation.media_error_for_action` swaps in the action's
+    own once it is known."""
     return IMAGESEG_CODES if media == "image" else VIDEOSEG_CODES

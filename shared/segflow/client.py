@@ -7,9 +7,11 @@ Every HTTP attempt (`segflow.transport`) is signed afresh (new nonce and timesta
 message, HTTP status and RequestId only.
 """
 
+from __future__ import annotations
+
 import json
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from segflow.errors import ApiError, ConfigError, InputValidationError
@@ -33,6 +35,7 @@ from segflow.settings import (
 )
 from segflow.signing import Credentials, percent_encode, sign_fc_trigger, sign_v1, sign_v3
 from segflow.transport import USER_AGENT, Answer, HttpTransport
+from segflow.values import Value
 
 if TYPE_CHECKING:
     import requests
@@ -45,35 +48,27 @@ OPENPLATFORM_VERSION = "2019-12-19"
 _PRODUCTS = ("imageseg", "videoseg", "picwish", "openplatform")
 
 
-class _EndpointFields(NamedTuple):
+class Endpoints(Value):
+    """Full endpoint URLs (scheme included) of the services (openplatform: `AuthorizeFileUpload`); a local
+    engine can stand in for all. Checked when built."""
+
     imageseg: str
     videoseg: str
     picwish: str
     openplatform: str
 
-
-class Endpoints(_EndpointFields):
-    """Full endpoint URLs (scheme included) of the services (openplatform: `AuthorizeFileUpload`); a local
-    engine can stand in for all.
-
-    An immutable NamedTuple, checked when built, rather than a dataclass: `dataclasses` would cost the
-    client's cold start about 6 ms (it imports `inspect`).
-    """
-
-    __slots__ = ()
-
-    def __new__(
-        cls,
+    def __init__(
+        self,
         imageseg: str = DEFAULT_IMAGESEG_ENDPOINT,
         videoseg: str = DEFAULT_VIDEOSEG_ENDPOINT,
         picwish: str = DEFAULT_PICWISH_ENDPOINT,
         openplatform: str = DEFAULT_OPENPLATFORM_ENDPOINT,
-    ) -> "Endpoints":
+    ) -> None:
         for name, url in zip(_PRODUCTS, (imageseg, videoseg, picwish, openplatform), strict=True):
             parts = urlsplit(url)
             if parts.scheme not in ("http", "https") or not parts.netloc:
                 raise ConfigError(f"the {name} endpoint must be a full http(s) URL, got {url!r}")
-        return super().__new__(cls, imageseg, videoseg, picwish, openplatform)
+        super().__init__(imageseg, videoseg, picwish, openplatform)
 
     def is_alibaba(self) -> bool:
         """True when imageseg and videoseg are the real Alibaba Cloud services (hosts under .aliyuncs.com)."""
@@ -104,7 +99,7 @@ class VisionClient:
         signature_version: str = "v3",
         rate_limiter: RateLimiter | None = None,
         retry: RetryPolicy | None = None,
-        session: "requests.Session | None" = None,
+        session: requests.Session | None = None,
         timeout: float = 30.0,
         v1_method: str = "POST",
         upload_rate_limiter: RateLimiter | None = None,
@@ -171,7 +166,7 @@ class VisionClient:
         return segment_result(entry.name, request_id, data, is_async=catalogue.is_async_call(entry, query))
 
     def get_async_job_result(
-        self, job_id: str, *, product: str = "videoseg", deadline: "Deadline | None" = None
+        self, job_id: str, *, product: str = "videoseg", deadline: Deadline | None = None
     ) -> AsyncJobResult:
         """Poll a videoseg job (default) or an async SegmentBody job (`product="imageseg"`); with a
         `deadline`, no attempt (nor retry) waits past it (`DeadlineError`)."""
@@ -199,7 +194,7 @@ class VisionClient:
         action: str,
         params: Mapping[str, str],
         *,
-        deadline: "Deadline | None" = None,
+        deadline: Deadline | None = None,
     ) -> tuple[str, dict[str, Any]]:
         document = self._rpc_call(product, version, action, params, deadline=deadline)
         return str(document["RequestId"]), data_of(document)
@@ -211,7 +206,7 @@ class VisionClient:
         action: str,
         params: Mapping[str, str],
         *,
-        deadline: "Deadline | None" = None,
+        deadline: Deadline | None = None,
         http_method: str | None = None,
     ) -> dict[str, Any]:
         """One RPC call, retried: the whole document of a success answer (it has a RequestId)."""
@@ -372,7 +367,7 @@ class PicWishClient:
         endpoint: str = DEFAULT_PICWISH_ENDPOINT,
         rate_limiter: RateLimiter | None = None,
         retry: RetryPolicy | None = None,
-        session: "requests.Session | None" = None,
+        session: requests.Session | None = None,
         timeout: float = 40.0,  # the service itself gives up after 30 s (state -8)
         body_format: str = "form",
     ) -> None:

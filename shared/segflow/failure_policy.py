@@ -1,26 +1,16 @@
 """One failure policy: what an error means for the object (or job) it happened to.
 
-`decide(error)` looks the error up in `RULES`, a table read top to bottom, first match wins:
-
-- `RETRY` — the same attempt may well succeed later (throttling and 5xx that outlived the client's own
-  retries, broken downloads, storage hiccups, another invocation holding the object, the deadline);
-  the record is handed back and FC's retry (or the next collector tick) tries again;
-- `FAULT` — the deployment is wrong (AccessKey, signature, expired STS token, RAM denial of the vision
-  APIs or of the bucket, PicWish AppCode, a product not activated, configuration): every object would
-  fail alike and all of them will be fine once it is fixed, so none is recorded as failed for good; the
-  fault is logged loudly and written where an operator sees it, and the object stays retryable;
-- `SKIP` — nothing to do and nothing can be recorded (the object is gone, a key no store can hold);
-- `RECORD` — the object itself cannot be processed: one failure record with the service's code.
-
-Which API codes are transient is `segflow.retry.RETRY_TABLE` (the client's own retries read it too).
-Also here: the one retry loop's predicate for writes after a paid call (`transient_storage_error`) and the
-per-record isolation every service uses (`isolated`).
+`decide(error)` reads `RULES` top to bottom, first match wins, else `RECORD` (`Decisions` says what each
+decision does); which API codes are transient is `segflow.retry.RETRY_TABLE`. Also here: the predicate of
+the in-place retry of writes after a paid call (`transient_storage_error`) and the per-record isolation
+every service uses (`isolated`).
 """
+
+from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from enum import Enum
-from typing import NamedTuple, TypeVar
+from typing import Final, Literal, TypeVar
 
 from segflow.errors import (
     ApiError,
@@ -36,17 +26,31 @@ from segflow.errors import (
     UnknownActionError,
 )
 from segflow.retry import is_retryable_error
+from segflow.values import Value
 
 T = TypeVar("T")
 
 IN_PROGRESS_CODE = "RecordInProgress"
 
 
-class Decision(str, Enum):
-    RETRY = "retry"
-    FAULT = "fault"
-    SKIP = "skip"
-    RECORD = "record"
+Decision = Literal["retry", "fault", "skip", "record"]
+"""What an error means for its object (`Decisions`)."""
+
+
+class Decisions:
+    RETRY: Final = "retry"
+    """The same attempt may well succeed later (throttling and 5xx that outlived the client's own retries,
+    broken downloads, storage hiccups, another invocation holding the object, the deadline): the record
+    is handed back and FC's retry (or the next collector tick) tries again."""
+    FAULT: Final = "fault"
+    """The deployment is wrong (AccessKey, signature, expired STS token, RAM denial of the vision APIs or of
+    the bucket, PicWish AppCode, a product not activated, configuration): every object would fail alike
+    and all will be fine once it is fixed, so none is recorded as failed for good; the fault is logged
+    loudly and written where an operator sees it, and the object stays retryable."""
+    SKIP: Final = "skip"
+    """Nothing to do and nothing can be recorded (the object is gone, a key no store can hold)."""
+    RECORD: Final = "record"
+    """The object itself cannot be processed: one failure record with the service's code."""
 
 
 class RecordInProgressError(SegflowError):
@@ -108,7 +112,7 @@ def _transient_storage(error: SegflowError) -> bool:
     return status is None or not (400 <= status < 500) or status in (408, 429)
 
 
-class Rule(NamedTuple):
+class Rule(Value):
     """`decision` for the errors `matches` accepts."""
 
     name: str
@@ -117,29 +121,31 @@ class Rule(NamedTuple):
 
 
 RULES: tuple[Rule, ...] = (
-    Rule("busy elsewhere", lambda e: isinstance(e, RecordInProgressError), Decision.RETRY),
-    Rule("deadline", lambda e: isinstance(e, DeadlineError), Decision.RETRY),
+    Rule("busy elsewhere", lambda e: isinstance(e, RecordInProgressError), Decisions.RETRY),
+    Rule("deadline", lambda e: isinstance(e, DeadlineError), Decisions.RETRY),
     Rule(
         "configuration",
         lambda e: isinstance(e, ConfigError) and not isinstance(e, UnknownActionError),
-        Decision.FAULT,
+        Decisions.FAULT,
     ),
-    Rule("deployment", _deployment_api_error, Decision.FAULT),
+    Rule("deployment", _deployment_api_error, Decisions.FAULT),
     Rule(
-        "bucket access denied", lambda e: isinstance(e, StorageError) and e.http_status == 403, Decision.FAULT
+        "bucket access denied",
+        lambda e: isinstance(e, StorageError) and e.http_status == 403,
+        Decisions.FAULT,
     ),
-    Rule("job ended badly", lambda e: isinstance(e, JobFailedError), Decision.RECORD),
-    Rule("transient API error", lambda e: isinstance(e, ApiError) and is_retryable_error(e), Decision.RETRY),
+    Rule("job ended badly", lambda e: isinstance(e, JobFailedError), Decisions.RECORD),
+    Rule("transient API error", lambda e: isinstance(e, ApiError) and is_retryable_error(e), Decisions.RETRY),
     Rule(
         "broken download",
         lambda e: isinstance(e, ResultDownloadError) and e.code not in PERMANENT_DOWNLOAD_CODES,
-        Decision.RETRY,
+        Decisions.RETRY,
     ),
     Rule(
-        "unstorable key", lambda e: isinstance(e, StorageError) and e.code in UNSTORABLE_CODES, Decision.SKIP
+        "unstorable key", lambda e: isinstance(e, StorageError) and e.code in UNSTORABLE_CODES, Decisions.SKIP
     ),
-    Rule("transient storage error", _transient_storage, Decision.RETRY),
-    Rule("unreadable event", lambda e: isinstance(e, EventError), Decision.SKIP),
+    Rule("transient storage error", _transient_storage, Decisions.RETRY),
+    Rule("unreadable event", lambda e: isinstance(e, EventError), Decisions.SKIP),
 )
 
 
@@ -148,17 +154,17 @@ def decide(error: SegflowError) -> Decision:
     for rule in RULES:
         if rule.matches(error):
             return rule.decision
-    return Decision.RECORD
+    return Decisions.RECORD
 
 
 def is_retryable_failure(error: SegflowError) -> bool:
     """Worth letting FC (or the next tick) try again as is."""
-    return decide(error) is Decision.RETRY
+    return decide(error) == Decisions.RETRY
 
 
 def is_deployment_error(error: SegflowError) -> bool:
     """About the deployment (credentials, permissions, configuration), not about an object."""
-    return decide(error) is Decision.FAULT
+    return decide(error) == Decisions.FAULT
 
 
 def transient_storage_error(error: SegflowError) -> bool:

@@ -9,14 +9,17 @@ The index makes counting failures by kind, code and action a listing, with no re
 only with the record: written with it, rewritten when a later attempt fails differently, removed with it.
 """
 
+from __future__ import annotations
+
 import hashlib
 import json
 from collections.abc import Iterator, Mapping
-from typing import Any, NamedTuple
+from typing import Any
 
 from segflow.errors import ObjectNotFoundError
 from segflow.layout import BucketLayout
 from segflow.storage.base import Storage
+from segflow.values import Value
 
 FAILED = "failed"
 FAULT = "fault"
@@ -32,7 +35,7 @@ def _segment(value: object) -> str:
     return "".join(c if c in _SAFE else "_" for c in text)[:64] or "-"
 
 
-class IndexEntry(NamedTuple):
+class IndexEntry(Value):
     """One failure as a listing shows it."""
 
     kind: str

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import io
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from segflow.catalogue import Action
 from segflow.errors import InputValidationError
+from segflow.values import Value
 
 if TYPE_CHECKING:
     from PIL.Image import Image as PILImage
@@ -27,8 +27,7 @@ fit in a function's memory; the action's own resolution error is recorded instea
 JPEG_QUALITIES = (92, 85, 75)
 
 
-@dataclass(frozen=True)
-class FitPlan:
+class FitPlan(Value):
     """The copy to submit instead of the original, and how it relates to the original."""
 
     data: bytes

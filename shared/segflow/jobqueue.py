@@ -1,30 +1,26 @@
 """The queue of asynchronous jobs still to collect, and the put-if-absent leases that guard them.
 
-<jobs>/pending/<id>.json        a copy of the job's record while it is unfinished; deleted when the job
-                                is finished, so a collector tick lists only what is still pending
-<jobs>/leases/<id>.<generation> a collector's lease on one job
-<jobs>/publish/<hash>.<gen>     the publish lock of one source key (`services.publish`), the same kind of
-                                lease
-
-A lease of generation n+1 may only be created (put-if-absent) once generation n has expired or been given
-up by its owner: of two takers, OSS lets exactly one create it.
+A job's record is copied to `<jobs>/pending/` while it is unfinished (so a tick lists only what is still
+pending; the keys: `layout.BucketLayout`). A lease of generation n+1 may only be created (put-if-absent)
+once generation n has expired or been given up by its owner: of two takers, OSS lets exactly one create
+it. Collectors lease jobs; a publish lock (`services.publish`) is the same kind of lease.
 """
+
+from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterator
-from typing import NamedTuple
+from collections.abc import Iterator
 
 from segflow.errors import ObjectExistsError, ObjectNotFoundError
 from segflow.layout import BucketLayout, ids_under
-from segflow.records import JobRecord, RecordStore
-from segflow.states import RecordState
+from segflow.records import Clock, JobRecord, RecordStore
+from segflow.states import RecordStates
 from segflow.storage.base import Storage
+from segflow.values import Value, replace
 
-Clock = Callable[[], float]
 
-
-class Lease(NamedTuple):
+class Lease(Value):
     """An owner's hold on one name until `expires_at`."""
 
     record_id: str
@@ -80,7 +76,7 @@ class Leases:
 
     def give_up(self, lease: Lease) -> None:
         """Let the next taker have it at once (overwrites our own generation only)."""
-        self.storage.put_bytes(lease.key, _lease_body(lease._replace(expires_at=0.0), self.clock()))
+        self.storage.put_bytes(lease.key, _lease_body(replace(lease, expires_at=0.0), self.clock()))
 
     def drop(self, lease: Lease) -> None:
         """Give it up by deleting it: for a lock taken and let go at each use, so no file stays. Only the
@@ -153,7 +149,7 @@ def queue_job(
 ) -> JobRecord:
     """Queue an asynchronous job: the pending entry first, then the record, so a crash in between never
     leaves a submitted job that no collector will see (`RecordStore.begin` reads the pending entry)."""
-    submitted = record._replace(state=RecordState.SUBMITTED).with_payload(
+    submitted = replace(record, state=RecordStates.SUBMITTED).with_payload(
         job_id=job_id, request_id=request_id, submitted_at=records.clock()
     )
     queue.put(submitted)

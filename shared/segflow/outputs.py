@@ -8,12 +8,14 @@ Result URLs expire (30 minutes; PicWish 1 hour), so they are copied at once, str
 into `Storage.put_stream` so a large video never sits in memory.
 """
 
+from __future__ import annotations
+
 import json
 import re
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import requests
@@ -23,6 +25,7 @@ from segflow.layout import BucketLayout
 from segflow.records import JobRecord
 from segflow.results import Element, SegmentResult
 from segflow.storage.base import Storage
+from segflow.values import Value
 
 if TYPE_CHECKING:
     from segflow.deadline import Deadline
@@ -41,14 +44,13 @@ _CONTENT_TYPES = {
     ".webm": "video/webm",
     ".json": "application/json",
 }
-_SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
 
 
 def iso_time(seconds: float) -> str:
     return datetime.fromtimestamp(seconds, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-class OutputFile(NamedTuple):
+class OutputFile(Value):
     """One result file to fetch: where it comes from and its name in the result folder."""
 
     role: str  # "cutout" | "mask" | "origin" | "video" | "element"
@@ -81,7 +83,8 @@ ELEMENT_NAME_CHARS = 32
 def element_file_name(index: int, name: str | None) -> str:
     """`<Name>.png` for named elements (ParseFace parts), else `element-<i>.png`."""
     if name:
-        safe = _SAFE_NAME.sub("_", name).strip("._")[:ELEMENT_NAME_CHARS]
+        # re compiles (and caches) the pattern on first use: only named elements pay for it.
+        safe = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._")[:ELEMENT_NAME_CHARS]
         if safe:
             return f"{safe}.png"
     return f"element-{index}.png"
@@ -133,9 +136,7 @@ class Downloads:
 
     __slots__ = ("deadline", "margin", "timeout")
 
-    def __init__(
-        self, timeout: float = 60.0, deadline: "Deadline | None" = None, margin: float = 0.0
-    ) -> None:
+    def __init__(self, timeout: float = 60.0, deadline: Deadline | None = None, margin: float = 0.0) -> None:
         self.timeout = timeout
         self.deadline = deadline
         self.margin = margin
@@ -275,7 +276,7 @@ def failure_document(
 # -- storing a whole result -----------------------------------------------------------------------------
 
 
-class StoredResult(NamedTuple):
+class StoredResult(Value):
     """The keys written for one result; the manifest is written last, so its presence means complete."""
 
     keys: tuple[str, ...]

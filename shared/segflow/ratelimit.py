@@ -3,16 +3,6 @@
 The vision APIs refuse calls over the quota (imageseg `Throttling.User`, PicWish HTTP 429, 2 QPS by
 default) instead of queueing them, so every HTTP attempt — retries included — takes a slot first.
 `RateLimiter.shared(qps)` hands every client and thread of a process the same limiter.
-
-A token bucket alone is not enough: at exactly `qps` it lets `qps + 1` requests land in one second
-(the first and the last of a run are exactly a second apart) and network jitter bunches them further,
-so a server counting a sliding second throttles us, and each throttled answer costs another request.
-On top of the bucket, the limiter therefore keeps the send times of the last ⌊qps⌋ requests and never
-starts one before a full second plus `jitter_margin` has passed since the ⌊qps⌋-th last.
-
-A caller that wakes up late (a busy interpreter: many threads share one GIL) sends later than its slot;
-the limiter then keeps the time it really went, so the requests booked after it are spaced from that and
-a late one never lands in the same second as ⌊qps⌋ later ones that were on time.
 """
 
 from __future__ import annotations
@@ -32,8 +22,14 @@ class RateLimiter:
     """Token bucket (`qps` tokens per second, at most `burst` saved up) under a sliding-window cap of
     ⌊qps⌋ requests per `1 s + jitter_margin`. Thread-safe.
 
-    A caller that finds the bucket empty reserves the next free slot under the lock and sleeps
-    outside it, so waiting threads are served in arrival order and never spin.
+    The bucket alone is not enough: at exactly `qps` it lets `qps + 1` requests land in one second (the
+    first and the last of a run are exactly a second apart) and network jitter bunches them further, so a
+    server counting a sliding second throttles us, and each throttled answer costs another request.
+
+    A caller that finds the bucket empty reserves the next free slot under the lock and sleeps outside it,
+    so waiting threads are served in arrival order and never spin. One that wakes up late (many threads
+    share one GIL) sends later than its slot: the limiter keeps the time it really went (`_sent_late`), so
+    a late request never lands in the same second as ⌊qps⌋ later ones that were on time.
     """
 
     _shared: ClassVar[dict[tuple[str, float, int], RateLimiter]] = {}

@@ -11,20 +11,23 @@ without being in the id (records made before they counted are still found): a fi
 parameters is claimed again as new work (`params_changed`).
 """
 
+from __future__ import annotations
+
 import contextlib
 import hashlib
 import json
 import time
 from collections.abc import Callable, Iterator, Mapping
 from types import MappingProxyType
-from typing import Any, NamedTuple
+from typing import Any, TypeAlias
 
 from segflow.errors import ObjectExistsError, ObjectNotFoundError, StorageError
 from segflow.layout import BucketLayout, ids_under
-from segflow.states import ClaimOutcome, RecordState
+from segflow.states import ClaimOutcome, ClaimOutcomes, RecordState, RecordStates, record_state
 from segflow.storage.base import Storage
+from segflow.values import Value, as_dict, replace
 
-Clock = Callable[[], float]
+Clock: TypeAlias = "Callable[[], float]"  # quoted: typing builds nothing at import
 _EMPTY: Mapping[str, str] = MappingProxyType({})
 
 
@@ -34,7 +37,7 @@ def record_id_for(bucket: str, key: str, etag: str, action: str) -> str:
     return hashlib.sha256(material.encode("utf-8")).hexdigest()[:40]
 
 
-class Claim(NamedTuple):
+class Claim(Value):
     """Who holds a record, until when, and what it has cost so far: the part only `RecordStore` moves."""
 
     generation: int = 0
@@ -47,7 +50,7 @@ class Claim(NamedTuple):
     """Paid calls made (or begun) for it: written before each call, so a crash cannot hide one."""
 
 
-class Payload(NamedTuple):
+class Payload(Value):
     """What the attempts learned: the job, the paid answer, the stored result, the error."""
 
     job_id: str | None = None
@@ -69,7 +72,7 @@ class Payload(NamedTuple):
 _MAPPINGS = ("params", "fit", "error", "answer")
 
 
-class JobRecord(NamedTuple):
+class JobRecord(Value):
     """One source object (one version: its ETag) going through one action: what it is, the claim on it,
     and what its attempts learned. Stored flat, as one JSON object (every field at the top level)."""
 
@@ -90,16 +93,15 @@ class JobRecord(NamedTuple):
     claim: Claim = Claim()
     payload: Payload = Payload()
 
-    def with_claim(self, **changes: Any) -> "JobRecord":
-        return self._replace(claim=self.claim._replace(**changes))
+    def with_claim(self, **changes: Any) -> JobRecord:
+        return replace(self, claim=replace(self.claim, **changes))
 
-    def with_payload(self, **changes: Any) -> "JobRecord":
-        return self._replace(payload=self.payload._replace(**changes))
+    def with_payload(self, **changes: Any) -> JobRecord:
+        return replace(self, payload=replace(self.payload, **changes))
 
     def to_json(self) -> bytes:
-        data: dict[str, Any] = {**self._asdict(), **self.claim._asdict(), **self.payload._asdict()}
+        data: dict[str, Any] = {**as_dict(self), **as_dict(self.claim), **as_dict(self.payload)}
         del data["claim"], data["payload"]
-        data["state"] = RecordState(self.state).value
         for name in _MAPPINGS:
             value = data[name]
             data[name] = dict(value) if value is not None else None
@@ -107,11 +109,11 @@ class JobRecord(NamedTuple):
         return json.dumps(data, ensure_ascii=False, sort_keys=True, indent=1).encode("utf-8")
 
     @classmethod
-    def from_json(cls, raw: bytes | str) -> "JobRecord":
+    def from_json(cls, raw: bytes | str) -> JobRecord:
         """A record as any version of segflow wrote it (the flat object is the format since the first)."""
         try:
             data = json.loads(raw)
-            data["state"] = RecordState(data["state"])
+            data["state"] = record_state(data["state"])
             data["params"] = {str(k): str(v) for k, v in (data.get("params") or {}).items()}
             data["outputs"] = tuple(data.get("outputs") or ())
             claim = Claim(**{k: data[k] for k in Claim._fields if k in data})
@@ -127,10 +129,7 @@ def params_changed(record: JobRecord, params: Mapping[str, str] | None) -> bool:
     return params is not None and dict(record.params) != {k: str(v) for k, v in params.items()}
 
 
-_FINAL = (RecordState.DONE, RecordState.FAILED, RecordState.SUPERSEDED)
-
-
-class Taken(NamedTuple):
+class Taken(Value):
     """What `RecordStore.begin` decided for this delivery, and the record it decided on."""
 
     outcome: ClaimOutcome
@@ -164,7 +163,7 @@ class RecordStore:
 
     def save(self, record: JobRecord) -> JobRecord:
         """Overwrite the record; only its owner (creator, takeover winner or lease holder) calls this."""
-        record = record._replace(updated_at=self.clock())
+        record = replace(record, updated_at=self.clock())
         key = self.layout.record_key(record.record_id)
         self.storage.put_bytes(key, record.to_json(), content_type="application/json")
         return record
@@ -194,7 +193,7 @@ class RecordStore:
             key=key,
             etag=etag,
             action=action,
-            state=RecordState.SUBMITTING,
+            state=RecordStates.SUBMITTING,
             params=dict(params or {}),
             size=size,
             region=region,
@@ -213,28 +212,28 @@ class RecordStore:
         except ObjectExistsError:
             return self._existing(fresh, params, hold)
         self._mark_inflight(fresh)
-        return Taken(ClaimOutcome.ACQUIRED, fresh)
+        return Taken(ClaimOutcomes.ACQUIRED, fresh)
 
     def _existing(self, fresh: JobRecord, params: Mapping[str, str] | None, hold: float) -> Taken:
         existing = self.load(fresh.record_id)
         if existing is None:  # deleted between our put and our read: someone is cleaning up, try later
-            return Taken(ClaimOutcome.IN_PROGRESS, fresh)
-        if existing.state in _FINAL and params_changed(existing, params):
+            return Taken(ClaimOutcomes.IN_PROGRESS, fresh)
+        if existing.state in RecordStates.FINAL and params_changed(existing, params):
             # The rule's parameters changed since: new work under the same id, claimed and paid anew.
             return self._take_over(existing, params or {}, fresh.region, hold, renew=Payload())
-        if existing.state == RecordState.SUPERSEDED:
+        if existing.state == RecordStates.SUPERSEDED:
             # The caller just found this version current again (the same content uploaded once more): what
             # was stored or queued for the earlier upload is not this one's, only a kept answer is.
-            renew = existing.payload._replace(job_id=None, outputs=(), error=None)
+            renew = replace(existing.payload, job_id=None, outputs=(), error=None)
             return self._take_over(existing, params or existing.params, fresh.region, hold, renew=renew)
-        if existing.state != RecordState.SUBMITTING:
-            return Taken(ClaimOutcome.DUPLICATE, existing)
+        if existing.state != RecordStates.SUBMITTING:
+            return Taken(ClaimOutcomes.DUPLICATE, existing)
         queued = self._queued(fresh.record_id)
         if queued is not None:
             # The owner submitted and queued the job but died before updating the record.
-            return Taken(ClaimOutcome.DUPLICATE, queued)
+            return Taken(ClaimOutcomes.DUPLICATE, queued)
         if existing.claim.claimed_until > self.clock():
-            return Taken(ClaimOutcome.IN_PROGRESS, existing)
+            return Taken(ClaimOutcomes.IN_PROGRESS, existing)
         return self._take_over(existing, params or existing.params, fresh.region, hold)
 
     def _take_over(
@@ -248,7 +247,7 @@ class RecordStore:
     ) -> Taken:
         """Claim `existing` under a new generation (put-if-absent, so one process wins). With `renew`, a
         final record becomes new work: its deliveries and paid calls count anew, with that payload (a kept
-        answer is still used first: `services.answers.holds_answer`)."""
+        answer is still used first: `services.paid.holds_answer`)."""
         now = self.clock()
         generation = existing.claim.generation + 1
         renewed = renew is not None
@@ -262,21 +261,25 @@ class RecordStore:
                 if_absent=True,
             )
         except ObjectExistsError:
-            return Taken(ClaimOutcome.IN_PROGRESS, existing)
-        taken = existing._replace(
-            state=RecordState.SUBMITTING,
+            return Taken(ClaimOutcomes.IN_PROGRESS, existing)
+        taken = replace(
+            existing,
+            state=RecordStates.SUBMITTING,
             params=dict(params),
             region=existing.region or region,
             claim=Claim(generation, now + hold, attempts, calls),
         )
         if renew is not None:
-            taken = taken._replace(payload=renew)
+            taken = replace(taken, payload=renew)
         self._mark_inflight(taken)
-        marker = {RecordState.SUPERSEDED: self.layout.superseded_key, RecordState.DONE: self.layout.done_key}
+        marker = {
+            RecordStates.SUPERSEDED: self.layout.superseded_key,
+            RecordStates.DONE: self.layout.done_key,
+        }
         if existing.state in marker:  # no longer superseded, or not done with these parameters
             with contextlib.suppress(StorageError):
                 self.storage.delete(marker[existing.state](existing.record_id))
-        return Taken(ClaimOutcome.ACQUIRED, self.save(taken))
+        return Taken(ClaimOutcomes.ACQUIRED, self.save(taken))
 
     def release(self, record: JobRecord) -> JobRecord:
         """Give a `submitting` record up after a retryable failure so the retried event takes it at once."""
@@ -289,7 +292,7 @@ class RecordStore:
 
     def mark_submitted(self, record: JobRecord, *, job_id: str, request_id: str | None) -> JobRecord:
         """The record of a queued asynchronous job (queue it first: see `jobqueue.queue_job`)."""
-        submitted = record._replace(state=RecordState.SUBMITTED).with_payload(
+        submitted = replace(record, state=RecordStates.SUBMITTED).with_payload(
             job_id=job_id, request_id=request_id, submitted_at=record.payload.submitted_at or self.clock()
         )
         saved = self.save(submitted)
@@ -297,7 +300,7 @@ class RecordStore:
         return saved
 
     def mark_done(self, record: JobRecord, *, outputs: tuple[str, ...], request_id: str | None) -> JobRecord:
-        done = record._replace(state=RecordState.DONE).with_payload(
+        done = replace(record, state=RecordStates.DONE).with_payload(
             outputs=outputs,
             request_id=request_id or record.payload.request_id,
             answer=None,
@@ -314,11 +317,11 @@ class RecordStore:
         """The object changed (or went) before this version's outcome could be published: final, and
         counted apart (`<jobs>/state/superseded/<id>`). The answer stays: the same content uploaded again
         is this version again (`begin` takes the record back) and can be stored without a call."""
-        saved = self.save(record._replace(state=RecordState.SUPERSEDED))
+        saved = self.save(replace(record, state=RecordStates.SUPERSEDED))
         self._clear_inflight(record.record_id)
         with contextlib.suppress(StorageError):
             self.storage.put_bytes(self.layout.superseded_key(record.record_id), b"")
-            if record.state == RecordState.DONE:  # its result was replaced: it no longer counts as done
+            if record.state == RecordStates.DONE:  # its result was replaced: it no longer counts as done
                 self.storage.delete(self.layout.done_key(record.record_id))
         return saved
 
@@ -327,9 +330,9 @@ class RecordStore:
         `submitting` and unclaimed, its paid-call count starts over (an operator asked). None when it is
         done or superseded, missing, or another redrive reopened it first (the claim is put-if-absent)."""
         record = self.load(record_id)
-        if record is None or record.state in (RecordState.DONE, RecordState.SUPERSEDED):
+        if record is None or record.state in (RecordStates.DONE, RecordStates.SUPERSEDED):
             return None
-        if record.state != RecordState.FAILED:
+        if record.state != RecordStates.FAILED:
             return record  # submitting (a deployment fault left it retryable) or submitted: nothing to undo
         generation = record.claim.generation + 1
         try:
@@ -341,14 +344,14 @@ class RecordStore:
             )
         except ObjectExistsError:
             return None
-        reopened = record._replace(
-            state=RecordState.SUBMITTING, claim=Claim(generation=generation, attempts=0, calls=0)
+        reopened = replace(
+            record, state=RecordStates.SUBMITTING, claim=Claim(generation=generation, attempts=0, calls=0)
         )
         self._mark_inflight(reopened)
         return self.save(reopened)
 
     def mark_failed(self, record: JobRecord, error: Mapping[str, Any]) -> JobRecord:
-        saved = self.save(record._replace(state=RecordState.FAILED).with_payload(error=dict(error)))
+        saved = self.save(replace(record, state=RecordStates.FAILED).with_payload(error=dict(error)))
         self._clear_inflight(record.record_id)
         return saved
 
@@ -372,7 +375,7 @@ class RecordStore:
         """The record if it is stuck in `submitting`: unclaimed (expired or released) and untouched for
         `quiet_seconds`; clears the mark of a record that is no longer submitting."""
         record = self.load(record_id)
-        if record is None or record.state != RecordState.SUBMITTING:
+        if record is None or record.state != RecordStates.SUBMITTING:
             self.storage.delete(self.layout.inflight_key(record_id))
             return None
         now = self.clock()

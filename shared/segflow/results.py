@@ -5,12 +5,15 @@ SegmentFurniture's `ImageUrl`, `VideoUrl` vs `VideoURL`, GetAsyncJobResult's `Re
 string, XML answers where a one-element list looks like an object and every number is text.
 """
 
+from __future__ import annotations
+
 import json
 from collections.abc import Mapping
 from types import MappingProxyType
-from typing import Any, NamedTuple
+from typing import Any
 
 from segflow.errors import ApiError, JobFailedError
+from segflow.values import Value
 
 # GetAsyncJobResult `Status` values.
 QUEUING = "QUEUING"
@@ -21,12 +24,8 @@ PENDING_STATUSES = frozenset({QUEUING, PROCESSING})
 
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
 
-# The results are NamedTuples, not dataclasses: `dataclasses` imports `inspect` (about 6 ms of cold start
-# that `requests` never pays) and each @dataclass is built at import; a NamedTuple is immutable, compares
-# by value and has keyword construction and `_replace` as well.
 
-
-class Element(NamedTuple):
+class Element(Value):
     """One entry of `Data.Elements`: a face, a head, a ParseFace part, a vehicle, a refined mask."""
 
     image_url: str | None = None
@@ -38,7 +37,7 @@ class Element(NamedTuple):
     origin_image_url: str | None = None
 
 
-class SegmentResult(NamedTuple):
+class SegmentResult(Value):
     """What a segmentation call gave back. `job_id` is set for asynchronous submissions.
 
     `raw` (the answer's whole `Data`) is left out of equality, hashing and repr: the same results are the
@@ -55,21 +54,11 @@ class SegmentResult(NamedTuple):
     video_url: str | None = None
     raw: Mapping[str, Any] = _EMPTY  # read-only, so one shared empty default is safe
 
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, SegmentResult):
-            return NotImplemented
-        return self[:-1] == other[:-1]
-
-    def __ne__(self, other: object) -> bool:
-        if not isinstance(other, SegmentResult):
-            return NotImplemented
-        return self[:-1] != other[:-1]
-
-    def __hash__(self) -> int:
-        return hash(self[:-1])
+    def _key(self) -> tuple[Any, ...]:
+        return self._values()[:-1]
 
     def __repr__(self) -> str:
-        shown = ", ".join(f"{name}={value!r}" for name, value in zip(self._fields[:-1], self, strict=False))
+        shown = ", ".join(f"{name}={value!r}" for name, value in zip(self._fields, self._key(), strict=False))
         return f"{type(self).__name__}({shown})"
 
     @property
@@ -83,7 +72,7 @@ class SegmentResult(NamedTuple):
         return tuple(url for url in urls if url)
 
 
-class AsyncJobResult(NamedTuple):
+class AsyncJobResult(Value):
     """`GetAsyncJobResult.Data`, with `Result` decoded from its JSON string."""
 
     job_id: str

@@ -6,16 +6,22 @@ Waiting is exponential backoff with full jitter, bounded both in attempts and in
 Function Compute invocation never spends its whole timeout on one throttled call.
 """
 
+from __future__ import annotations
+
 import logging
 import random
 import time
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, NamedTuple, Protocol, TypeVar
+from typing import TYPE_CHECKING, Final, Protocol, TypeVar
 
 from segflow.errors import ApiConnectionError, ApiError, SegflowError
 
 if TYPE_CHECKING:
     from segflow.deadline import Deadline
+
+    class Uniform(Protocol):  # for mypy only: defining a Protocol costs a cold start ~25 µs
+        def uniform(self, a: float, b: float) -> float: ...
+
 
 logger = logging.getLogger("segflow.retry")
 
@@ -84,32 +90,18 @@ def is_retryable_error(error: ApiError) -> bool:
     return is_retryable(error.code, error.http_status)
 
 
-class Uniform(Protocol):
-    def uniform(self, a: float, b: float) -> float: ...
-
-
-class _RetryPolicyFields(NamedTuple):
-    max_attempts: int
-    base_delay: float
-    max_delay: float
-    max_total: float
-    sleep: Callable[[float], None]
-    rng: Uniform
-    clock: Callable[[], float]
-
-
-class RetryPolicy(_RetryPolicyFields):
+class RetryPolicy:
     """Bounded exponential backoff with full jitter (delay = uniform(0, min(max_delay, base·2^n))).
 
-    An immutable NamedTuple rather than a dataclass: `dataclasses` would cost the client's cold start
-    about 6 ms (it imports `inspect`). Equality, hashing and repr look at the four bounds only, not at
-    the injected `sleep`, `rng` and `clock`. Each policy gets its own `random.Random()` unless given one.
+    Equality, hashing and repr look at the four bounds only, not at the injected `sleep`, `rng` and
+    `clock`. Each policy gets its own `random.Random()` unless given one, made at its first backoff (seeding
+    one costs a cold start ~25 µs, and most policies never retry).
     """
 
-    __slots__ = ()
+    __slots__ = ("_rng", "base_delay", "clock", "max_attempts", "max_delay", "max_total", "sleep")
 
-    def __new__(
-        cls,
+    def __init__(
+        self,
         max_attempts: int = 4,
         base_delay: float = 0.2,
         max_delay: float = 5.0,
@@ -117,30 +109,35 @@ class RetryPolicy(_RetryPolicyFields):
         sleep: Callable[[float], None] = time.sleep,
         rng: Uniform | None = None,
         clock: Callable[[], float] = time.monotonic,
-    ) -> "RetryPolicy":
+    ) -> None:
         if max_attempts < 1:
             raise ValueError("max_attempts must be at least 1")
         if base_delay < 0 or max_delay < 0 or max_total < 0:
             raise ValueError("delays must not be negative")
-        rng = rng if rng is not None else random.Random()
-        return super().__new__(cls, max_attempts, base_delay, max_delay, max_total, sleep, rng, clock)
+        self.max_attempts: Final = max_attempts
+        self.base_delay: Final = base_delay
+        self.max_delay: Final = max_delay
+        self.max_total: Final = max_total
+        self.sleep: Final = sleep
+        self._rng = rng
+        self.clock: Final = clock
+
+    def _bounds(self) -> tuple[int, float, float, float]:
+        return (self.max_attempts, self.base_delay, self.max_delay, self.max_total)
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, RetryPolicy):
             return NotImplemented
-        return self[:4] == other[:4]
-
-    def __ne__(self, other: object) -> bool:
-        if not isinstance(other, RetryPolicy):
-            return NotImplemented
-        return self[:4] != other[:4]
+        return self._bounds() == other._bounds()
 
     def __hash__(self) -> int:
-        return hash(self[:4])
+        return hash(self._bounds())
 
     def __repr__(self) -> str:
-        shown = ", ".join(f"{name}={value!r}" for name, value in zip(self._fields[:4], self, strict=False))
-        return f"{type(self).__name__}({shown})"
+        return (
+            f"{type(self).__name__}(max_attempts={self.max_attempts!r}, base_delay={self.base_delay!r}, "
+            f"max_delay={self.max_delay!r}, max_total={self.max_total!r})"
+        )
 
     def backoff_ceiling(self, retry_number: int) -> float:
         """The largest delay before retry number `retry_number` (1 for the first retry)."""
@@ -150,14 +147,17 @@ class RetryPolicy(_RetryPolicyFields):
 
     def backoff(self, retry_number: int) -> float:
         """A full-jitter delay in [0, backoff_ceiling(retry_number)]."""
-        return self.rng.uniform(0.0, self.backoff_ceiling(retry_number))
+        rng = self._rng
+        if rng is None:
+            rng = self._rng = random.Random()
+        return rng.uniform(0.0, self.backoff_ceiling(retry_number))
 
     def run(
         self,
         attempt: Callable[[], T],
         *,
         what: str = "call",
-        deadline: "Deadline | None" = None,
+        deadline: Deadline | None = None,
         retry_if: Callable[[SegflowError], bool] | None = None,
     ) -> T:
         """Call `attempt` until it succeeds, raises an error `retry_if` refuses (default: a non-retryable

@@ -8,16 +8,18 @@ record of the one object it matched (`UnsupportedOperation`), not as a broken de
 Pairs. RefineMask takes two inputs, an image and its coarse mask. A rule with `"pair": "{stem}.mask.png"`
 pairs them by name: `photo.jpg` with `photo.mask.png` in the same folder. A key whose file name fits the
 pattern is the mask (whatever the rule's suffix or media say); any other key the rule matches is the image.
-Whichever arrives second triggers the call; `pair_timeout` (seconds, default 3600) bounds the wait for
-the other one.
+`pair_timeout` (seconds, default 3600) bounds the wait for the other one (`services.pairs`).
 """
+
+from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from types import MappingProxyType
-from typing import Any, NamedTuple
+from typing import Any
 
 from segflow.errors import ConfigError
+from segflow.values import Value
 
 DEFAULT_IMAGE_ACTION = "SegmentCommonImage"
 DEFAULT_VIDEO_ACTION = "SegmentVideoBody"
@@ -29,7 +31,7 @@ DEFAULT_PAIR_TIMEOUT = 3600.0
 _STEM = "{stem}"
 
 
-class Rule(NamedTuple):
+class Rule(Value):
     """One routing rule; empty `prefix`/`suffix` and `media=None` match everything."""
 
     action: str
@@ -61,7 +63,7 @@ class Rule(NamedTuple):
         return self.media is None or self.media == media
 
     @classmethod
-    def from_mapping(cls, data: Mapping[str, Any]) -> "Rule":
+    def from_mapping(cls, data: Mapping[str, Any]) -> Rule:
         """A rule from its JSON form: {"prefix", "suffix", "media", "action", "params", "name"}."""
         unknown = set(data) - _RULE_FIELDS
         if unknown:
@@ -123,7 +125,7 @@ def _param_text(value: object) -> str:
     raise ConfigError(f"routing rule parameter values must be strings, numbers or booleans, got {value!r}")
 
 
-class Pairing(NamedTuple):
+class Pairing(Value):
     """Which half of a RefineMask pair an object is, and where its other half is (or may be)."""
 
     role: str  # "image" | "mask"
@@ -138,7 +140,7 @@ class Pairing(NamedTuple):
         return f"{self.folder}{self.stem}."
 
 
-class Route(NamedTuple):
+class Route(Value):
     """The decision for one object: the action to call and its extra parameters."""
 
     action: str

@@ -5,13 +5,16 @@ which variable sets it, its default and what it means; the README table is built
 Invalid values raise `ConfigError` naming the variable.
 """
 
+from __future__ import annotations
+
 import json
 from collections.abc import Mapping
 from types import MappingProxyType
-from typing import Any, NamedTuple
+from typing import Any
 from urllib.parse import urlsplit
 
 from segflow.errors import ConfigError
+from segflow.values import Value
 
 DEFAULT_IMAGESEG_ENDPOINT = "https://imageseg.cn-shanghai.aliyuncs.com"
 DEFAULT_VIDEOSEG_ENDPOINT = "https://videoseg.cn-shanghai.aliyuncs.com"
@@ -33,11 +36,9 @@ _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 
 
-class Settings(NamedTuple):
-    """Configuration of both functions, `segflow invoke` and `segflow run`.
-
-    A NamedTuple (immutable, keyword construction) rather than a dataclass: building a 30-field dataclass
-    costs the handlers' cold start about 2 ms. Its repr never shows the AppCode or the keys."""
+class Settings(Value):
+    """Configuration of both functions, `segflow invoke` and `segflow run`. Its repr never shows the AppCode
+    or the keys."""
 
     input_prefix: str = "incoming/"
     """`SEGFLOW_INPUT_PREFIX` (default `incoming/`): uploads under this prefix are processed; it must match
@@ -173,7 +174,7 @@ class Settings(NamedTuple):
 
     # -- construction --------------------------------------------------------------------------------
     @classmethod
-    def from_env(cls, environ: Mapping[str, str]) -> "Settings":
+    def from_env(cls, environ: Mapping[str, str]) -> Settings:
         """Build from a mapping such as `os.environ`; unset or empty variables take their defaults."""
         env = _Env(environ)
         endpoints = _endpoint_fields(env)

@@ -14,14 +14,17 @@ The server side (verification, as the service and the local engine do it) lives 
 Standard library only: the layer must stay light to import.
 """
 
+from __future__ import annotations
+
 import base64
 import hashlib
 import hmac
 import os
 from collections.abc import Mapping
 from datetime import datetime, timezone
-from typing import NamedTuple
 from urllib.parse import quote
+
+from segflow.values import Value
 
 V1_SIGNATURE_METHOD = "HMAC-SHA1"
 V1_SIGNATURE_VERSION = "1.0"
@@ -31,45 +34,13 @@ DEFAULT_USER_AGENT = "segflow"
 FORM_CONTENT_TYPE = "application/x-www-form-urlencoded"
 
 
-class Credentials:
-    """An AccessKey pair, with the STS token when the key is temporary. Never shown by repr/str.
-
-    Immutable and compared by value. A small class, not a dataclass (`dataclasses` imports `inspect`,
-    about 6 ms of the client's cold start) and not a NamedTuple: a tuple can be iterated, indexed or
-    JSON-dumped, and the secret with it.
-    """
-
-    __slots__ = ("access_key_id", "access_key_secret", "security_token")
+class Credentials(Value):
+    """An AccessKey pair, with the STS token when the key is temporary. Never shown by repr/str. Not a
+    tuple: a tuple can be iterated, indexed or JSON-dumped, and the secret with it."""
 
     access_key_id: str
     access_key_secret: str
-    security_token: str | None
-
-    def __init__(self, access_key_id: str, access_key_secret: str, security_token: str | None = None) -> None:
-        object.__setattr__(self, "access_key_id", access_key_id)
-        object.__setattr__(self, "access_key_secret", access_key_secret)
-        object.__setattr__(self, "security_token", security_token)
-
-    def __setattr__(self, name: str, value: object) -> None:
-        raise AttributeError(f"Credentials are immutable; cannot set {name!r}")
-
-    def __delattr__(self, name: str) -> None:
-        raise AttributeError(f"Credentials are immutable; cannot delete {name!r}")
-
-    def _values(self) -> tuple[str, str, str | None]:
-        return (self.access_key_id, self.access_key_secret, self.security_token)
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, Credentials):
-            return NotImplemented
-        return self._values() == other._values()
-
-    def __hash__(self) -> int:
-        return hash(self._values())
-
-    def __reduce__(self) -> "tuple[type[Credentials], tuple[str, str, str | None]]":
-        # copy and pickle rebuild through __init__: the default would call the refusing __setattr__.
-        return (type(self), self._values())
+    security_token: str | None = None
 
     def __repr__(self) -> str:
         token = "set" if self.security_token else "none"
@@ -112,7 +83,7 @@ def _canonical_query(params: Mapping[str, str], *, encode_names: bool = True) ->
 # ---------------------------------------------------------------------------------------------- v1
 
 
-class SignedV1(NamedTuple):
+class SignedV1(Value):
     """A v1-signed parameter set: `params` is everything to send, `Signature` included."""
 
     params: dict[str, str]
@@ -163,7 +134,7 @@ def sign_v1(
 # ---------------------------------------------------------------------------------------------- v3
 
 
-class SignedV3(NamedTuple):
+class SignedV3(Value):
     """A v3-signed request: `headers` is every header to send, `Authorization` and `host` included."""
 
     headers: dict[str, str]

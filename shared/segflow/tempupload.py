@@ -15,16 +15,19 @@ The object lands in the platform's own bucket, so this works on every account, w
 domains allow. Imported on first use only: the handlers' cold start never pays for it.
 """
 
+from __future__ import annotations
+
 import ipaddress
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from email.utils import formatdate
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit
 
 from segflow.errors import ApiError, StorageError, TempUploadError
 from segflow.results import error_from_document, parse_document
 from segflow.transport import USER_AGENT, HttpTransport
+from segflow.values import Value
 
 if TYPE_CHECKING:
     from segflow.client import VisionClient
@@ -36,7 +39,7 @@ _GRANT_FIELDS = ("Bucket", "Endpoint", "ObjectKey", "AccessKeyId", "EncodedPolic
 _KEY_SAFE = "/-_.~!$&'()*+,;=:@"
 
 
-class UploadGrant(NamedTuple):
+class UploadGrant(Value):
     """An `AuthorizeFileUpload` answer: where one file may be POSTed, and the policy allowing it."""
 
     bucket: str
@@ -52,7 +55,7 @@ class UploadGrant(NamedTuple):
     grants carry none."""
 
     @classmethod
-    def from_document(cls, document: Mapping[str, Any]) -> "UploadGrant":
+    def from_document(cls, document: Mapping[str, Any]) -> UploadGrant:
         missing = [
             name for name in _GRANT_FIELDS if not isinstance(document.get(name), str) or not document[name]
         ]
@@ -73,7 +76,7 @@ class UploadGrant(NamedTuple):
         return cls(bucket, endpoint, key, key_id, policy, signature, request_id, token)
 
 
-class TempAddress(NamedTuple):
+class TempAddress(Value):
     post_url: str
     """Where the form is POSTed."""
     host: str
@@ -210,9 +213,7 @@ def post_form(transport: HttpTransport, address: TempAddress, body: MultipartBod
     )
 
 
-def upload_input(
-    vision: "VisionClient", storage: "Storage", key: str, *, product: str, region_id: str
-) -> str:
+def upload_input(vision: VisionClient, storage: Storage, key: str, *, product: str, region_id: str) -> str:
     """Authorize, POST `key` of `storage` to the temporary bucket of `product` (imageseg or videoseg), and
     return the URL to hand the action. Each POST attempt (5xx and broken connections are retried by the
     client's policy) streams the object afresh."""

@@ -4,16 +4,19 @@ when the API has a quota, and connection failures as `ApiConnectionError` whose 
 get their `Signature=` / token values blanked.
 """
 
+from __future__ import annotations
+
 import logging
 import threading
 import time
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Protocol
 from urllib.parse import urlsplit
 
 import requests
 
 from segflow.errors import ApiConnectionError, DeadlineError
+from segflow.values import Value
 
 if TYPE_CHECKING:
     from segflow.deadline import Deadline
@@ -33,8 +36,8 @@ class SizedReader(Protocol):
     def __len__(self) -> int: ...
 
 
-class Answer(NamedTuple):
-    """One HTTP answer, read fully (a NamedTuple: cheaper to define than a dataclass)."""
+class Answer(Value):
+    """One HTTP answer, read fully."""
 
     status: int
     headers: Mapping[str, str]
@@ -64,9 +67,9 @@ class HttpTransport:
         headers: Mapping[str, str],
         body: bytes | SizedReader,
         *,
-        limiter: "RateLimiter | None",
+        limiter: RateLimiter | None,
         what: str,
-        deadline: "Deadline | None" = None,
+        deadline: Deadline | None = None,
     ) -> Answer:
         """`limiter=None` for requests outside any API quota (the form POST to a bucket)."""
         host = urlsplit(url).netloc

@@ -1,7 +1,7 @@
 """Checking a probed file against an action's documented limits, and the size that would fit them.
 
 A violated limit raises `LimitViolationError` (an `InputValidationError`) carrying the code the service
-itself would return (see `segflow.catalogue` for the mapping) and a message naming the limit and the
+itself would return (`shared/VISION-API.md` §7) and a message naming the limit and the
 measured value, e.g. "SegmentCommonImage needs width and height < 1280 px; this image is 1280×720".
 
 What a header does not state is not checked: an FLV without onMetaData or a TS/PS whose video stream
@@ -9,14 +9,16 @@ is neither MPEG-1/2 nor H.264 has no known resolution, a fragmented MP4 or a Mat
 count; the service decides those.
 """
 
+from __future__ import annotations
+
 from collections.abc import Sequence
 from math import isqrt
-from typing import NamedTuple
 
 from segflow.catalogue import PNG_ACCEPTED_BPP, Action, Limits, get_action
 from segflow.errors import InputValidationError, SegflowError, UnknownActionError
 from segflow.media import MediaError, MediaInfo, ReadAt, probe_media
 from segflow.routing import Rule, route
+from segflow.values import Value
 
 VIDEO_EXTENSIONS = (".mp4", ".mov", ".avi", ".flv", ".mkv", ".ts", ".mpg", ".mpeg", ".m4v")
 """How the media of a file no probe could read is guessed, to route it (its bytes said nothing)."""
@@ -31,7 +33,7 @@ RESOLUTION = "resolution"
 FRAMES = "frames"
 
 
-class Violation(NamedTuple):
+class Violation(Value):
     """One broken limit: its kind, the service's code and a sentence naming the limit and the value."""
 
     kind: str

@@ -15,7 +15,10 @@ from __future__ import annotations
 
 import ast
 import graphlib
+import os
 import re
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,7 +27,7 @@ import pytest
 from tests.conftest import REPO_ROOT
 
 LEVELS = {
-    1: {"errors", "deadline", "states", "signing", "settings", "logs"},
+    1: {"errors", "deadline", "states", "values", "signing", "settings", "logs"},
     2: {"catalogue", "media", "validation", "routing", "events", "results", "imagefit"},
     3: {"storage", "client", "transport", "ratelimit", "retry", "credentials", "tempupload"},
     4: {"layout", "records", "jobqueue", "failure_records", "failure_policy", "outputs"},
@@ -80,6 +83,56 @@ def test_handlers_import_only_the_deadline_and_the_services(function: str) -> No
     assert used and all(n.startswith(("segflow.deadline", "segflow.services.")) for n in used), used
 
 
+# What each handler's import leaves for the invocations that need it (shared/ARCHITECTURE.md, "Cold start").
+NOT_AT_IMPORT = {
+    "on_upload": {
+        "segflow.client",
+        "segflow.signing",
+        "segflow.storage.oss",
+        "oss2",
+        "segflow.tempupload",
+        "segflow.services.pairs",
+        "segflow.services.leftovers",
+        "segflow.imagefit",
+        "segflow.media.isobmff",
+        "segflow.media.images",
+        "concurrent.futures",
+        "xml.etree.ElementTree",
+    },
+    "collect_jobs": {
+        "segflow.client",
+        "segflow.signing",
+        "segflow.storage.oss",
+        "oss2",
+        "segflow.services.collect_job",
+        "segflow.services.leftovers",
+        "segflow.services.paid",
+        "segflow.media",
+        "concurrent.futures",
+    },
+}
+
+
+@pytest.mark.parametrize("function", sorted(NOT_AT_IMPORT))
+def test_a_handlers_import_leaves_what_not_every_invocation_needs(function: str) -> None:
+    program = (  # on top of FC's floor, oss2 and requests, as bench/cold_start.py measures it
+        "import sys, re, oss2, requests\n"
+        "compiled, before = len(re._cache), set(sys.modules)\n"
+        "import index\n"
+        "print(len(re._cache) - compiled, *sorted(set(sys.modules) - before))"
+    )
+    path = os.pathsep.join([str(REPO_ROOT / "functions" / function), str(REPO_ROOT / "shared")])
+    env = {**os.environ, "PYTHONPATH": path}
+    done = subprocess.run(
+        [sys.executable, "-c", program], env=env, capture_output=True, text=True, timeout=60
+    )
+    patterns, *loaded = done.stdout.split()
+    assert done.returncode == 0, done.stderr
+    assert {name for name in loaded if name.startswith("segflow")}, "the handler imported nothing"
+    assert not NOT_AT_IMPORT[function] & set(loaded)
+    assert patterns == "0", "a regular expression was compiled at import"
+
+
 def test_the_layer_never_imports_the_command_or_the_engine() -> None:
     leaks = {
         (name, target)
@@ -114,21 +167,29 @@ def test_the_engine_uses_only_the_apis_facts_from_the_layer_and_never_the_comman
     assert not wrong, wrong
 
 
-def test_layer_value_types_are_built_from_real_annotations() -> None:
-    """Cold start (shared/ARCHITECTURE.md, "Cold start"): under `from __future__ import annotations` a
-    `typing.NamedTuple` turns each field's annotation string into a ForwardRef and compiles it, at every
-    import on every new FC instance. Layer modules that define one therefore keep annotations real."""
+COSTLY_TYPE_BUILDERS = {"NamedTuple", "namedtuple", "dataclass", "Enum", "IntEnum", "StrEnum", "Flag"}
+
+
+def _builder_name(node: ast.expr) -> str | None:
+    target = node.func if isinstance(node, ast.Call) else node
+    if isinstance(target, ast.Name):
+        return target.id
+    return target.attr if isinstance(target, ast.Attribute) else None
+
+
+def test_layer_value_types_compile_nothing_when_defined() -> None:
+    """Cold start (shared/ARCHITECTURE.md, "Cold start"): every new FC instance defines the layer's types
+    again, and a `NamedTuple`, an `Enum` or a `@dataclass` costs 0.1–0.8 ms each to define on python3.10.
+    Value types derive from `segflow.values.Value`, enumerations are `Literal`s with `Final` constants."""
     offenders = []
     for name, path in modules(REPO_ROOT / "shared", "segflow"):
-        tree = ast.parse(path.read_text(encoding="utf-8"))
-        future = any(isinstance(node, ast.ImportFrom) and node.module == "__future__" for node in tree.body)
-        named_tuple = any(
-            isinstance(node, ast.ClassDef)
-            and any(isinstance(base, ast.Name) and base.id == "NamedTuple" for base in node.bases)
-            for node in ast.walk(tree)
-        )
-        if future and named_tuple:
-            offenders.append(name)
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            used = []
+            if isinstance(node, ast.ClassDef):
+                used = [_builder_name(e) for e in (*node.bases, *node.decorator_list)]
+            elif isinstance(node, ast.Call):
+                used = [_builder_name(node)]
+            offenders += [f"{name}:{node.lineno} {u}" for u in used if u in COSTLY_TYPE_BUILDERS]
     assert not offenders
 
 

@@ -1,12 +1,15 @@
 """What every container parser shares: the result, the error, the counted reader and the header helpers."""
 
+from __future__ import annotations
+
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import TypeAlias
 
 from segflow.catalogue import codes_for_media
 from segflow.errors import InputValidationError
+from segflow.values import Value
 
-ReadAt = Callable[[int, int], bytes]
+ReadAt: TypeAlias = "Callable[[int, int], bytes]"  # quoted: typing builds nothing at import
 
 HEAD_BYTES = 64 * 1024
 MAX_READS = 64  # read_at calls per probe, the head included
@@ -28,7 +31,7 @@ class MediaError(InputValidationError):
         self.media = media
 
 
-class MediaInfo(NamedTuple):
+class MediaInfo(Value):
     """What the headers say about a file."""
 
     format: str  # "JPEG" "PNG" "BMP" "WEBP" "GIF" "TIFF" "HEIF" | "MP4" "MOV" "AVI" "FLV" "MKV" "TS" "MPG"

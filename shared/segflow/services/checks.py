@@ -10,8 +10,8 @@ from segflow.catalogue import Action
 from segflow.errors import InputValidationError
 from segflow.media import MediaError, probe_media
 from segflow.records import JobRecord, RecordStore
+from segflow.services.common import service_reads_bucket
 from segflow.services.deps import Deps
-from segflow.services.inputs import service_reads_bucket
 from segflow.services.stages import Identified
 from segflow.storage.base import ObjectInfo
 from segflow.validation import (

@@ -1,15 +1,8 @@
 """collect_jobs: finish the asynchronous jobs on_upload queued, and whatever uploads were left behind.
 
-Each tick, per bucket (one bucket's trouble never stops the others):
-1. uploads stuck in `submitting` (their owner died after FC's last retry), event records an invocation
-   deferred and RefineMask halves waiting too long go through on_upload's own steps (`services.leftovers`);
-2. `<jobs>/pending/` is listed (only unfinished jobs live there) and each job is claimed with a lease (so
-   two overlapping ticks never handle one job) and seen through on a bounded thread pool
-   (`services.collect_job`; the client's shared rate limiter keeps every thread under the account's QPS).
-
-No new claim is made once the invocation is about to run out of time (`Deadline`, from the function
-timeout at handler entry); a result copy still running near the deadline is abandoned and its job stays
-pending for the next tick.
+One tick, per bucket (one bucket's trouble never stops the others): the leftovers (`services.leftovers`),
+then each pending job under a lease on a bounded thread pool (`services.collect_job`), while the deadline
+allows; the whole walk is shared/ARCHITECTURE.md, "A video job".
 """
 
 from __future__ import annotations
@@ -19,10 +12,9 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable, Sequence
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from segflow.deadline import Deadline
 from segflow.errors import ConfigError, EventError, SegflowError
@@ -31,8 +23,11 @@ from segflow.failure_policy import isolated
 from segflow.jobqueue import JobQueue
 from segflow.records import RecordStore
 from segflow.services.deps import Deps
-from segflow.states import Outcome
+from segflow.states import Outcome, Outcomes
 from segflow.storage.base import Storage
+
+if TYPE_CHECKING:
+    from concurrent.futures import Future, ThreadPoolExecutor
 
 _BUCKET_DUTY_LIMIT = 200
 """Stalled uploads and deferred records one tick takes on per bucket (the rest wait for the next)."""
@@ -64,7 +59,7 @@ class CollectSummary:
         self.seconds = 0.0
 
     def count(self, outcome: Outcome) -> None:
-        setattr(self, outcome.value, getattr(self, outcome.value) + 1)
+        setattr(self, outcome, getattr(self, outcome) + 1)
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {name: getattr(self, name) for name in self.COUNTERS}
@@ -126,16 +121,34 @@ def collect_tick(payload: bytes | str | None, deps: Deps, deadline: Deadline | N
 
 
 class _Tick:
-    """One tick's shared state: its deadline, owner name, worker slots and summary."""
+    """One tick's shared state: its deadline, owner name, worker slots and summary, and the thread pool
+    its jobs run on, started with the first job (a tick with none never imports `concurrent.futures`)."""
 
-    def __init__(self, deps: Deps, deadline: Deadline, owner: str, pool: ThreadPoolExecutor) -> None:
+    def __init__(self, deps: Deps, deadline: Deadline, owner: str) -> None:
         self.deps = deps
         self.deadline = deadline
         self.owner = owner
-        self.pool = pool
-        self.slots = threading.BoundedSemaphore(max(1, deps.settings.collect_concurrency))
+        self.concurrency = max(1, deps.settings.collect_concurrency)
+        self.slots = threading.BoundedSemaphore(self.concurrency)
         self.summary = CollectSummary()
+        self.pool: ThreadPoolExecutor | None = None
         self.futures: list[Future[Outcome]] = []
+
+    def submit(self, work: Callable[[], Outcome]) -> Future[Outcome]:
+        if self.pool is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self.pool = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="segflow-collect")
+        future = self.pool.submit(work)
+        self.futures.append(future)
+        return future
+
+    def finish(self) -> None:
+        """Wait for every job started, and count how each ended."""
+        if self.pool is not None:
+            self.pool.shutdown(wait=True)
+        for future in self.futures:
+            self.summary.count(future.result())
 
     def time_left(self) -> bool:
         if self.deadline.has(self.deps.collect_stop_seconds):
@@ -155,9 +168,8 @@ def collect_finished_jobs(
     started = time.monotonic()
     # Random bits without importing uuid (and its C extension) at cold start.
     owner = owner or f"{socket.gethostname()}:{os.getpid()}:{os.urandom(4).hex()}"
-    concurrency = max(1, deps.settings.collect_concurrency)
-    with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="segflow-collect") as pool:
-        tick = _Tick(deps, deadline or Deadline.none(), owner, pool)
+    tick = _Tick(deps, deadline or Deadline.none(), owner)
+    try:
         for bucket in buckets if buckets is not None else buckets_to_collect(deps):
             if not tick.time_left():
                 break
@@ -167,8 +179,8 @@ def collect_finished_jobs(
                 logger=deps.logger,
                 what=f"collecting bucket {bucket}",
             )
-        for future in tick.futures:
-            tick.summary.count(future.result())
+    finally:
+        tick.finish()
     tick.summary.seconds = time.monotonic() - started
     return tick.summary
 
@@ -244,15 +256,16 @@ def _claim_and_start(
     from segflow.services.collect_job import Holding  # on the first job: a tick with none never loads it
 
     job = Holding(tick.deps, storage, records, queue, lease, tick.deadline)
-    future = tick.pool.submit(
-        isolated,
-        job.collect,
-        job.unexpected,
-        logger=tick.deps.logger,
-        what=f"collecting job record {record_id}",
+    future = tick.submit(
+        partial(
+            isolated,
+            job.collect,
+            job.unexpected,
+            logger=tick.deps.logger,
+            what=f"collecting job record {record_id}",
+        )
     )
     future.add_done_callback(lambda _: tick.slots.release())
-    tick.futures.append(future)
 
 
 def _redrive_stalled_uploads(tick: _Tick, records: RecordStore) -> int:
@@ -267,7 +280,7 @@ def _redrive_stalled_uploads(tick: _Tick, records: RecordStore) -> int:
         try:
             job = records.stalled(record_id, quiet_seconds=deps.stall_seconds)
             if job is not None:
-                if redrive_stalled(deps, job, tick.deadline) is Outcome.SUPERSEDED:
+                if redrive_stalled(deps, job, tick.deadline) == Outcomes.SUPERSEDED:
                     tick.summary.superseded += 1
                 count += 1
         except Exception:

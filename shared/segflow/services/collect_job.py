@@ -1,14 +1,5 @@
-"""One pending job a collector tick holds the lease of: poll it, and act on its status.
-
-    PROCESS_SUCCESS                  publish the result (`services.publish`), record done
-    QUEUING / PROCESSING             lease released for the next tick
-    LIMIT_RETRY_FAILED               submitted again (SEGFLOW_MAX_RESUBMITS) if the object is unchanged
-    PROCESS_FAILED / TIMEOUT_FAILED  publish the failure record
-    deployment fault                 lease released, nothing recorded as failed
-
-A job whose object was overwritten or deleted meanwhile ends `superseded`: nothing is written for it, and
-it leaves the pending queue.
-"""
+"""One pending job a collector tick holds the lease of: poll it, and act on its status (what each status
+leads to: shared/ARCHITECTURE.md, "A video job")."""
 
 from __future__ import annotations
 
@@ -18,17 +9,16 @@ import time
 from segflow.catalogue import Action, get_action
 from segflow.deadline import Deadline
 from segflow.errors import JobFailedError, ResultDownloadError, SegflowError
-from segflow.failure_policy import Decision, decide, transient_storage_error
+from segflow.failure_policy import Decisions, decide, transient_storage_error
 from segflow.jobqueue import JobQueue, Lease
 from segflow.logs import log_outcome
 from segflow.outputs import Downloads, StoredResult, is_expired, store_result
 from segflow.records import JobRecord, RecordStore
 from segflow.results import AsyncJobResult, SegmentResult
-from segflow.services.common import call_action, error_record, failure_record
+from segflow.services.common import call_action, error_record, failure_record, input_url
 from segflow.services.deps import Deps
-from segflow.services.inputs import input_url
 from segflow.services.publish import Publisher, Version
-from segflow.states import Outcome, RecordState
+from segflow.states import Outcome, Outcomes, RecordStates
 from segflow.storage.base import Storage
 
 LIMIT_RETRY_FAILED = "LIMIT_RETRY_FAILED"
@@ -61,16 +51,16 @@ class Holding:
         job = self.queue.load(self.lease.record_id)
         if job is None:
             self.queue.clear_leases(self.lease.record_id)
-            return Outcome.GONE
+            return Outcomes.GONE
         current = self.records.load(job.record_id)
-        if current is not None and RecordState(current.state).final:
+        if current is not None and current.state in RecordStates.FINAL:
             self.queue.finish(job.record_id)
-            return Outcome.GONE
+            return Outcomes.GONE
         return CollectedJob(self, job).collect()
 
     def unexpected(self, exc: Exception) -> Outcome:
         # One broken job must not stop the tick; its lease expires and a later tick tries again.
-        return Outcome.ERRORS
+        return Outcomes.ERRORS
 
 
 class CollectedJob:
@@ -104,11 +94,11 @@ class CollectedJob:
                 return self._superseded()  # paying again for a version that is gone helps no one
             self._resubmit(action)
             at.queue.release_lease(at.lease)
-            return self._log(Outcome.RESUBMITTED, code=result.status)
+            return self._log(Outcomes.RESUBMITTED, code=result.status)
         if result.failed:
             result.raise_for_failure()
         at.queue.release_lease(at.lease)  # QUEUING / PROCESSING (or a status we do not know): next tick
-        return self._log(Outcome.PENDING, code=result.status)
+        return self._log(Outcomes.PENDING, code=result.status)
 
     def _finish(self, job_id: str, action: Action, result: AsyncJobResult) -> Outcome:
         job, at = self.job, self.at
@@ -122,7 +112,7 @@ class CollectedJob:
         if job.payload.submit_key:
             at.storage.delete(job.payload.submit_key)
         at.queue.finish(job.record_id)
-        return self._log(Outcome.DONE, request_id=result.request_id)
+        return self._log(Outcomes.DONE, request_id=result.request_id)
 
     def _superseded(self) -> Outcome:
         job, at = self.job, self.at
@@ -130,19 +120,19 @@ class CollectedJob:
         if job.payload.submit_key:
             at.storage.delete(job.payload.submit_key)
         at.queue.finish(job.record_id)
-        return self._log(Outcome.SUPERSEDED, code="Superseded")
+        return self._log(Outcomes.SUPERSEDED, code="Superseded")
 
     def _after_error(self, error: SegflowError) -> Outcome:
         job, at = self.job, self.at
         decision = decide(error)
-        if decision is Decision.RETRY:
+        if decision == Decisions.RETRY:
             at.queue.release_lease(at.lease)
-            return self._log(Outcome.PENDING, code=error.code, request_id=error.request_id)
-        if decision is Decision.FAULT:
+            return self._log(Outcomes.PENDING, code=error.code, request_id=error.request_id)
+        if decision == Decisions.FAULT:
             # Wrong keys, missing permission or product: every job would fail the same way, and all of them
             # will be fine once the deployment is fixed, so none is recorded as failed.
             at.queue.release_lease(at.lease)
-            return self._log(Outcome.ERRORS, code=error.code, request_id=error.request_id)
+            return self._log(Outcomes.ERRORS, code=error.code, request_id=error.request_id)
         version = Version.of(job)
         document = failure_record(
             at.deps, at.storage.bucket, version, action=job.action, error=error, record=job
@@ -153,17 +143,17 @@ class CollectedJob:
         if job.payload.submit_key:
             at.storage.delete(job.payload.submit_key)
         at.queue.finish(job.record_id)
-        return self._log(Outcome.FAILED, code=error.code, request_id=error.request_id)
+        return self._log(Outcomes.FAILED, code=error.code, request_id=error.request_id)
 
     def _log(self, outcome: Outcome, code: str | None = None, request_id: str | None = None) -> Outcome:
         job = self.job
         log_outcome(
             self.at.deps.logger,
-            logging.WARNING if outcome is Outcome.FAILED else logging.INFO,
+            logging.WARNING if outcome == Outcomes.FAILED else logging.INFO,
             bucket=job.bucket,
             key=job.key,
             action=job.action,
-            outcome=outcome.value,
+            outcome=outcome,
             code=code,
             request_id=request_id or job.payload.job_id,
             ms=(time.monotonic() - self.started) * 1000.0,

@@ -1,4 +1,5 @@
-"""What both services share: calling the chosen action, safe error messages, the failure document."""
+"""What both services share: the URL an input is handed over with, calling the chosen action, safe error
+messages, the failure document."""
 
 from __future__ import annotations
 
@@ -12,11 +13,52 @@ from segflow.records import JobRecord
 from segflow.results import SegmentResult
 from segflow.services.deps import Deps
 from segflow.services.publish import Version
+from segflow.settings import Settings
+from segflow.storage.base import Storage
 
 # PicWish takes an `image_url` of at most 512 characters (PicWish API, "image_url").
 PICWISH_MAX_URL = 512
 # The service answers these with its own string-to-sign, which carries the AccessKeyId and the STS token.
 SIGNATURE_CODES = frozenset({"SignatureDoesNotMatch", "IncompleteSignature"})
+
+
+# -- the input URL -----------------------------------------------------------------------------------
+
+UPLOAD = "upload"
+PRESIGN = "presign"
+UPLOADABLE_PRODUCTS = frozenset({"imageseg", "videoseg"})
+
+
+def service_reads_bucket(settings: Settings, action: Action) -> bool:
+    """Whether the service fetches the input from the user's bucket (a presigned URL), rather than from its
+    own temporary bucket; only then does the bucket's region matter to it (imageseg/videoseg only read OSS
+    in their own region)."""
+    return settings.input_url == PRESIGN or action.product not in UPLOADABLE_PRODUCTS
+
+
+def input_url(deps: Deps, storage: Storage, key: str, action: Action) -> str:
+    """The URL `action` is called with for object `key` of `storage`: the one rule both services (submit,
+    resubmit) use.
+
+    - `SEGFLOW_INPUT_URL=upload` (default): imageseg/videoseg get the input the way the official SDK's
+      `*_advance` methods hand them any file — `AuthorizeFileUpload`, a form POST of the object to the
+      service's own temporary bucket, then that object's URL (`segflow.tempupload`). It works on every
+      account: since 2025-03-20, new accounts' buckets refuse data requests on the default public domain,
+      and the `-internal` domain only answers inside Alibaba's network.
+    - `SEGFLOW_INPUT_URL=presign`: a presigned GET of the object on `SEGFLOW_PRESIGN_ENDPOINT` (a custom
+      domain bound to the bucket; unset, the bucket region's public default domain).
+    - PicWish, a Marketplace API outside the vision platform, always gets a presigned URL:
+      `AuthorizeFileUpload` only grants uploads for the vision platform's products.
+    """
+    settings = deps.settings
+    if service_reads_bucket(settings, action):
+        return storage.presign_get(key, settings.presign_seconds)
+    from segflow.tempupload import upload_input  # on first use: the handlers' import stays light
+
+    return upload_input(deps.vision, storage, key, product=action.product, region_id=settings.region)
+
+
+# -- the call ----------------------------------------------------------------------------------------
 
 
 def call_action(deps: Deps, action: Action, url: str, params: Mapping[str, str]) -> SegmentResult:

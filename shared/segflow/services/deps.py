@@ -49,27 +49,36 @@ STORAGE_RETRY = RetryPolicy(max_attempts=3, base_delay=0.2, max_delay=1.0, max_t
 
 
 class Deps:
-    """The collaborators of the services. `storage_for(bucket, region)` returns one bucket's storage.
+    """The collaborators of the services. `storage_for(bucket, region)` returns one bucket's storage; the
+    keyword arguments after `http` (`TUNABLES`) are what a test makes small."""
 
-    The tunables a test makes small (their defaults are in the signature):
-    - `claim_seconds`: a claim's or a publish lock's life when the deadline is unknown (`hold_seconds`);
-    - `claim_margin_seconds`: added to the invocation's remaining time for a claim or a lock;
-    - `max_event_attempts`: deliveries of one object before a retryable failure is recorded as final (FC's
-      default is the first invocation plus 3 async retries, after which the event is dropped);
-    - `download_timeout`: socket timeout of result downloads;
-    - `stall_seconds`: an upload unclaimed in `submitting`, or a deferred record, this long is taken up by
-      the collector (FC's own retry of the event gets this long to come first);
-    - `collect_stop_seconds`: the collector claims no new job once the invocation has less than this;
-    - `record_seconds`: on_upload starts a record only while this much of the invocation is left;
-    - `copy_margin_seconds`: a result copy still running with less than this left is abandoned;
-    - `publish_wait_seconds`: how long a publisher waits for another one of the same key (`services.publish`);
-    - `storage_retry`: backoff of the writes that follow a paid call, retried in place (handing the record
-      back to FC instead would pay for the call again);
-    - `secrets`: the current secret values (AccessKey secret, STS token, AppCode) to mask in stored messages;
-    - `buckets`: the buckets the collector scans when the timer event names none.
-
-    A plain class (ARCHITECTURE.md, "Cold start").
-    """
+    claim_seconds: float
+    """A claim's or a publish lock's life when the deadline is unknown (`hold_seconds`)."""
+    claim_margin_seconds: float
+    """Added to the invocation's remaining time for a claim or a lock."""
+    max_event_attempts: int
+    """Deliveries of one object before a retryable failure is recorded as final (FC's default is the
+    first invocation plus 3 async retries, after which the event is dropped)."""
+    download_timeout: float
+    """Socket timeout of result downloads."""
+    stall_seconds: float
+    """An upload unclaimed in `submitting`, or a deferred record, this long is taken up by the collector
+    (FC's own retry of the event gets this long to come first)."""
+    collect_stop_seconds: float
+    """The collector claims no new job once the invocation has less than this left."""
+    record_seconds: float
+    """on_upload starts a record only while this much of the invocation is left."""
+    copy_margin_seconds: float
+    """A result copy still running with less than this left is abandoned."""
+    publish_wait_seconds: float
+    """How long a publisher waits for another one of the same key (`services.publish`)."""
+    storage_retry: RetryPolicy
+    """Backoff of the writes that follow a paid call, retried in place (handing the record back to FC
+    instead would pay for the call again)."""
+    secrets: Callable[[], tuple[str, ...]]
+    """The current secret values (AccessKey secret, STS token, AppCode) to mask in stored messages."""
+    buckets: tuple[str, ...]
+    """The buckets the collector scans when the timer event names none."""
 
     TUNABLES = (
         "picwish",
@@ -129,7 +138,7 @@ class Deps:
         self.copy_margin_seconds = copy_margin_seconds
         self.publish_wait_seconds = publish_wait_seconds
         self.storage_retry = storage_retry or STORAGE_RETRY
-        self.secrets: Callable[[], tuple[str, ...]] = secrets or (lambda: ())
+        self.secrets = secrets or (lambda: ())
         self.buckets = buckets
         self.rules: tuple[Rule, ...] = parse_rules(list(settings.rules))
         self.layout = BucketLayout(

@@ -26,10 +26,12 @@ from segflow.services.pairs import MISSING_CODE
 from segflow.services.publish import Publisher, Version
 from segflow.services.stages import RecordOutcome
 from segflow.services.upload import RAISED, process_record
-from segflow.states import Outcome, RecordState
+from segflow.states import Outcome, Outcomes, RecordStates
 from segflow.storage.base import Storage
 
-_SETTLED = frozenset({Outcome.DONE, Outcome.SUBMITTED, Outcome.FAILED, Outcome.DUPLICATE, Outcome.WAITING})
+_SETTLED = frozenset(
+    {Outcomes.DONE, Outcomes.SUBMITTED, Outcomes.FAILED, Outcomes.DUPLICATE, Outcomes.WAITING}
+)
 
 
 def process_deferred(
@@ -85,13 +87,13 @@ def redrive_stalled(deps: Deps, job: JobRecord, deadline: Deadline) -> Outcome:
 def _supersede_stalled(deps: Deps, job: JobRecord, outcome: RecordOutcome) -> Outcome:
     records = deps.records(deps.storage_for(job.bucket, job.region))
     stalled = records.load(job.record_id)
-    if stalled is not None and stalled.state == RecordState.SUBMITTING:
+    if stalled is not None and stalled.state == RecordStates.SUBMITTING:
         records.mark_superseded(stalled)
         log_outcome(
             deps.logger, outcome.level, bucket=job.bucket, key=job.key, action=job.action,
-            outcome=Outcome.SUPERSEDED.value, redriven=True, record_id=job.record_id,
+            outcome=Outcomes.SUPERSEDED, redriven=True, record_id=job.record_id,
         )  # fmt: skip
-        return Outcome.SUPERSEDED
+        return Outcomes.SUPERSEDED
     return outcome.outcome
 
 
@@ -102,7 +104,7 @@ def _settle_rerouted(deps: Deps, job: JobRecord, outcome: RecordOutcome) -> None
         return
     records = deps.records(deps.storage_for(job.bucket, job.region))
     current = records.load(job.record_id)
-    if current is not None and current.state == RecordState.SUBMITTING:
+    if current is not None and current.state == RecordStates.SUBMITTING:
         message = f"superseded: the object now goes to {outcome.action}"
         records.mark_failed(current, {"Code": "RouteChanged", "Message": message})
 
@@ -123,7 +125,7 @@ def expire_waiting(deps: Deps, storage: Storage, marker_key: str, deadline: Dead
         storage.bucket, present["Key"], etag=present["ETag"], size=int(present["Size"]), region=region
     )
     outcome = process_record(OssRecord(event["events"][0], 0), deps, deadline)
-    if outcome.outcome is not Outcome.WAITING:
+    if outcome.outcome != Outcomes.WAITING:
         return outcome.outcome  # the pair is complete now (or the file is gone)
     role = "mask" if waiting.get("Role") == "image" else "image"
     error = InputValidationError(
@@ -135,4 +137,4 @@ def expire_waiting(deps: Deps, storage: Storage, marker_key: str, deadline: Dead
     document = failure_record(deps, storage.bucket, version, action="RefineMask", error=error)
     written = Publisher(deps, storage, deadline).failure(version, document)
     storage.delete(marker_key)
-    return Outcome.FAILED if written is not None else Outcome.SUPERSEDED
+    return Outcomes.FAILED if written is not None else Outcomes.SUPERSEDED

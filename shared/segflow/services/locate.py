@@ -14,7 +14,7 @@ from segflow.errors import (
     UnknownActionError,
 )
 from segflow.events import OssRecord
-from segflow.failure_policy import Decision, decide
+from segflow.failure_policy import Decision, Decisions, decide
 from segflow.failure_records import FailureRecords
 from segflow.logs import printable
 from segflow.media import MediaError, probe_media
@@ -22,7 +22,7 @@ from segflow.outputs import failure_document
 from segflow.routing import route
 from segflow.services.deps import Deps
 from segflow.services.stages import Identified, Located, RecordOutcome, Refusal
-from segflow.states import Outcome
+from segflow.states import Outcome, Outcomes
 from segflow.storage.base import key_problem
 from segflow.validation import media_mismatch, unreadable_failure
 
@@ -35,11 +35,11 @@ def locate(event: OssRecord, deps: Deps) -> Located | RecordOutcome:
         bucket, region = event.bucket, event.region
         if not event.is_object_created:
             return RecordOutcome(
-                Outcome.SKIPPED, bucket, event.key, code="NotObjectCreated", detail=event.event_name
+                Outcomes.SKIPPED, bucket, event.key, code="NotObjectCreated", detail=event.event_name
             )
     except EventError as error:
         where = event.readable_location()
-        return RecordOutcome(Outcome.SKIPPED, *where, code=error.code, detail=error.message)
+        return RecordOutcome(Outcomes.SKIPPED, *where, code=error.code, detail=error.message)
     allowed: list[str] = []
     refused: list[RecordOutcome] = []
     invalid: list[tuple[str, str]] = []
@@ -48,7 +48,7 @@ def locate(event: OssRecord, deps: Deps) -> Located | RecordOutcome:
         problem = key_problem(key)
         if refusal is not None:
             shown = printable(key)
-            refused.append(RecordOutcome(Outcome.SKIPPED, bucket, shown, code=refusal[0], detail=refusal[1]))
+            refused.append(RecordOutcome(Outcomes.SKIPPED, bucket, shown, code=refusal[0], detail=refusal[1]))
         elif problem is not None:
             invalid.append((key, problem))
         else:
@@ -65,13 +65,12 @@ def locate(event: OssRecord, deps: Deps) -> Located | RecordOutcome:
     except SegflowError as error:
         # The bucket cannot be reached as it should (denied, unknown, down): nothing is read or paid.
         decision = decide(error)
-        outcome = {Decision.RETRY: Outcome.RETRY, Decision.FAULT: Outcome.FAULT}.get(
-            decision, Outcome.SKIPPED
-        )
+        outcomes: dict[Decision, Outcome] = {Decisions.RETRY: Outcomes.RETRY, Decisions.FAULT: Outcomes.FAULT}
+        outcome = outcomes.get(decision, Outcomes.SKIPPED)
         return RecordOutcome(outcome, bucket, allowed[0], code=error.code, detail=error.message, error=error)
     if refused:
         return refused[0]  # the key that exists is the refused form (one of our own objects): never read
-    return RecordOutcome(Outcome.SKIPPED, bucket, allowed[0], code="NoSuchKey", detail="object is gone")
+    return RecordOutcome(Outcomes.SKIPPED, bucket, allowed[0], code="NoSuchKey", detail="object is gone")
 
 
 def invalid_key(deps: Deps, event: OssRecord, key: str, problem: str) -> RecordOutcome:
@@ -86,16 +85,16 @@ def invalid_key(deps: Deps, event: OssRecord, key: str, problem: str) -> RecordO
         storage = deps.storage_for(event.bucket, event.region)
         FailureRecords(storage, deps.layout).write(document, deps.layout.long_failure_key(key))
     except SegflowError as storing:
-        retry = decide(storing) is Decision.RETRY
+        retry = decide(storing) == Decisions.RETRY
         return RecordOutcome(
-            Outcome.RETRY if retry else Outcome.SKIPPED,
+            Outcomes.RETRY if retry else Outcomes.SKIPPED,
             event.bucket,
             shown,
             code=storing.code,
             detail=f"{error.message}; its failure record could not be written",
             error=storing if retry else None,
         )
-    return RecordOutcome(Outcome.FAILED, event.bucket, shown, code=error.code, detail=error.message)
+    return RecordOutcome(Outcomes.FAILED, event.bucket, shown, code=error.code, detail=error.message)
 
 
 def identify(located: Located, deps: Deps) -> Identified | Refusal:

@@ -1,23 +1,21 @@
 """One owner for a paid call: claim → count → call → keep → store or queue → release or record.
 
-`pay` claims the object's idempotency record and hands it to `PaidCall`, which alone decides every step
-after that and the record's last word; the steps it calls (`checks`, `inputs`, `answers`, `publish`,
-`jobqueue`) take a value and return one, and never call back. A failure hands the record back in one place
-(`PaidCall._settle`), as the failure policy says. `refuse` records what failed before any record existed.
-The protocol's rationale is in shared/ARCHITECTURE.md ("One owner for a paid call").
+`pay` claims the record and hands it to `PaidCall`, which decides every step after that; `PaidCall._settle`
+is the one place a failure becomes retry, fault or a failure record; `refuse` records what failed before
+any record existed. Why: shared/ARCHITECTURE.md, "One owner for a paid call".
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
-from typing import TypeVar
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
 
-from segflow.catalogue import is_async_call
+from segflow.catalogue import Action, is_async_call
 from segflow.deadline import Deadline
 from segflow.errors import ApiConnectionError, ApiError, JobFailedError, ObjectNotFoundError, SegflowError
 from segflow.failure_policy import (
-    Decision,
+    Decisions,
     PublishBusyError,
     RecordInProgressError,
     decide,
@@ -26,14 +24,13 @@ from segflow.failure_policy import (
 from segflow.jobqueue import queue_job
 from segflow.outputs import Downloads, store_result
 from segflow.records import JobRecord, RecordStore, Taken
-from segflow.services.answers import holds_answer, kept_answer, with_answer
+from segflow.results import Element, SegmentResult
 from segflow.services.checks import fit, validate
-from segflow.services.common import call_action, error_record, failure_record
+from segflow.services.common import call_action, error_record, failure_record, input_url
 from segflow.services.deps import Deps
-from segflow.services.inputs import input_url
 from segflow.services.publish import Publisher, Version
 from segflow.services.stages import Claimed, Identified, RecordOutcome, Refusal, ended
-from segflow.states import ClaimOutcome, Outcome, RecordState
+from segflow.states import ClaimOutcomes, Outcome, Outcomes, RecordStates
 
 T = TypeVar("T")
 
@@ -51,21 +48,21 @@ def pay(item: Identified, deps: Deps, deadline: Deadline) -> RecordOutcome:
     records = deps.records(item.storage)
     try:
         taken = _begin(item, deps, records, deadline)
-        if taken.outcome is ClaimOutcome.DUPLICATE and _replaced(item, deps, taken.record):
+        if taken.outcome == ClaimOutcomes.DUPLICATE and _replaced(item, deps, taken.record):
             # This content was done once, then a newer version's result replaced it, and now it is back (the
             # same bytes uploaded again): the result must be this version's again.
             records.mark_superseded(taken.record)
             taken = _begin(item, deps, records, deadline)
-        if taken.outcome is ClaimOutcome.DUPLICATE:
-            if taken.record.state == RecordState.DONE:
+        if taken.outcome == ClaimOutcomes.DUPLICATE:
+            if taken.record.state == RecordStates.DONE:
                 # A result exists: an older failure record of this key must not (an interrupted cleanup).
                 publisher.clear_failure(Version.of(taken.record))
-            state = RecordState(taken.record.state).value
-            return item.outcome(Outcome.DUPLICATE, request_id=taken.record.payload.request_id, detail=state)
+            state = taken.record.state
+            return item.outcome(Outcomes.DUPLICATE, request_id=taken.record.payload.request_id, detail=state)
     except SegflowError as error:
         return refuse(deps, publisher, Refusal(item.located, error, item.action.name))
-    if taken.outcome is ClaimOutcome.IN_PROGRESS:
-        return item.outcome(Outcome.RETRY, RecordInProgressError(f"{item.key} is being processed elsewhere"))
+    if taken.outcome == ClaimOutcomes.IN_PROGRESS:
+        return item.outcome(Outcomes.RETRY, RecordInProgressError(f"{item.key} is being processed elsewhere"))
     return PaidCall(deps, publisher, Claimed(item, records, taken.record), deadline).run()
 
 
@@ -85,7 +82,7 @@ def _begin(item: Identified, deps: Deps, records: RecordStore, deadline: Deadlin
 
 def _replaced(item: Identified, deps: Deps, record: JobRecord) -> bool:
     """A done record whose result folder now holds another version's result (one read)."""
-    if record.state != RecordState.DONE:
+    if record.state != RecordStates.DONE:
         return False
     try:
         manifest = json.loads(item.storage.get_bytes(deps.layout.manifest_key(record.key, record.action)))
@@ -99,27 +96,27 @@ def _replaced(item: Identified, deps: Deps, record: JobRecord) -> bool:
 def refuse(deps: Deps, publisher: Publisher, refusal: Refusal) -> RecordOutcome:
     """What failed before the object had a record (probe reads, an unreadable file, taking the record):
     retry, deployment fault, skip, or the version's failure record (unless it is no longer current)."""
-    located, error, action = refusal
+    located, error, action = refusal.located, refusal.error, refusal.action
     bucket = located.storage.bucket
     decision = decide(error)
-    if decision is Decision.RECORD:
+    if decision == Decisions.RECORD:
         document = failure_record(deps, bucket, located.version, action=action, error=error)
         try:
             written = publisher.failure(located.version, document)
         except SegflowError as storing:
             return refuse(deps, publisher, Refusal(located, _unrecordable(storing), action))
         if written is None:
-            return ended(Outcome.SUPERSEDED, bucket, located.key, action, error, detail=_SUPERSEDED)
-        return ended(Outcome.FAILED, bucket, located.key, action, error)
-    if decision is Decision.SKIP:
-        return ended(Outcome.SKIPPED, bucket, located.key, action, error, detail=error.message)
-    outcome = Outcome.RETRY if decision is Decision.RETRY else Outcome.FAULT
+            return ended(Outcomes.SUPERSEDED, bucket, located.key, action, error, detail=_SUPERSEDED)
+        return ended(Outcomes.FAILED, bucket, located.key, action, error)
+    if decision == Decisions.SKIP:
+        return ended(Outcomes.SKIPPED, bucket, located.key, action, error, detail=error.message)
+    outcome: Outcome = Outcomes.RETRY if decision == Decisions.RETRY else Outcomes.FAULT
     return ended(outcome, bucket, located.key, action, error)
 
 
 def _unrecordable(error: SegflowError) -> SegflowError:
     """A failure record that could not be written is retried, whatever the storage said (never a loop)."""
-    if decide(error) is Decision.RECORD:
+    if decide(error) == Decisions.RECORD:
         return RecordInProgressError(f"the failure record could not be written: {error.message}")
     return error
 
@@ -198,7 +195,7 @@ class PaidCall:
                 ),
                 "queueing the job",
             )  # fmt: skip
-            return self.item.outcome(Outcome.SUBMITTED, request_id=queued.payload.request_id)
+            return self.item.outcome(Outcomes.SUBMITTED, request_id=queued.payload.request_id)
         store = self._stored if job.payload.outputs else self._store()
         published = self.publisher.result(Version.of(job), store)
         if published is None:
@@ -214,8 +211,8 @@ class PaidCall:
         # FC's redelivery finds the record done and finishes it (`pay`, a duplicate of a done record).
         unclean = unclean or self._drop_work_copy(done)
         if unclean is not None:
-            return self.item.outcome(Outcome.RETRY, unclean)
-        return self.item.outcome(Outcome.DONE, request_id=done.payload.request_id)
+            return self.item.outcome(Outcomes.RETRY, unclean)
+        return self.item.outcome(Outcomes.DONE, request_id=done.payload.request_id)
 
     def _stored(self) -> tuple[str, ...]:
         return self.job.payload.outputs  # stored by an earlier delivery: only the record was not done
@@ -248,7 +245,7 @@ class PaidCall:
         """A newer version (or a deletion) owns the key now: this record ends, nothing is written."""
         self.job = self._in_place(lambda: self.records.mark_superseded(current), "marking it superseded")
         self._drop_work_copy(current)
-        return self.item.outcome(Outcome.SUPERSEDED, detail=_SUPERSEDED)
+        return self.item.outcome(Outcomes.SUPERSEDED, detail=_SUPERSEDED)
 
     def _drop_work_copy(self, job: JobRecord) -> SegflowError | None:
         """The fitted copy given to the service, deleted once the record has its last word."""
@@ -270,19 +267,19 @@ class PaidCall:
         job, records = self.job, self.records
         released = job.with_payload(error=error_record(self.deps, error))
         decision = decide(error)
-        if decision is Decision.FAULT:
+        if decision == Decisions.FAULT:
             return self._fault(released, error)
         retries_left = job.claim.attempts < self.deps.max_event_attempts or isinstance(
             error, PublishBusyError
         )
-        if decision is Decision.RETRY and retries_left:
+        if decision == Decisions.RETRY and retries_left:
             self._in_place(lambda: records.release(released), "releasing the record")
-            return self.item.outcome(Outcome.RETRY, error)
+            return self.item.outcome(Outcomes.RETRY, error)
         if job.payload.outputs:
             # The result is stored, only the record could not say so: the result is this input's outcome.
             # The record handed back lists it, so a redelivery marks it done without a call.
             self._in_place(lambda: records.release(released), "releasing the record")
-            return self.item.outcome(Outcome.DONE, code=error.code, detail="record not done")
+            return self.item.outcome(Outcomes.DONE, code=error.code, detail="record not done")
         return self._record_failure(records.load(job.record_id) or released, error)
 
     def _fault(self, released: JobRecord, error: SegflowError) -> RecordOutcome:
@@ -310,7 +307,7 @@ class PaidCall:
             self.deps.logger.warning(
                 "the deployment fault of %s could not be written down: %s", self.item.key, storing.code
             )
-        return self.item.outcome(Outcome.FAULT, error)
+        return self.item.outcome(Outcomes.FAULT, error)
 
     def _record_failure(self, current: JobRecord, error: SegflowError) -> RecordOutcome:
         version = Version.of(current)
@@ -328,5 +325,59 @@ class PaidCall:
         except SegflowError as storing:
             # The failure could not be recorded: hand the record back so the retried event records it.
             self.records.release(current)
-            return self.item.outcome(Outcome.RETRY, storing)
-        return self.item.outcome(Outcome.FAILED, error)
+            return self.item.outcome(Outcomes.RETRY, storing)
+        return self.item.outcome(Outcomes.FAILED, error)
+
+
+# -- the kept answer: what a synchronous call returned, kept in its record until it is stored -----------
+# A delivery that finds it stores it instead of calling again, while its URLs live.
+
+RESULT_URL_SECONDS = 1800.0  # imageseg result URLs live 30 minutes (PicWish's an hour)
+RESUME_MARGIN_SECONDS = 300.0  # a kept answer is only worth storing with time left to download it
+_ELEMENT_FIELDS = ("image_url", "x", "y", "width", "height", "name", "origin_image_url")
+_ANSWER_FIELDS = ("action", "request_id", "image_url", "origin_image_url", "job_id", "mask_url", "video_url")
+
+
+def holds_answer(job: JobRecord, action: Action, now: float) -> bool:
+    """An earlier delivery paid for the call but could not store its answer: store that one instead."""
+    payload = job.payload
+    if payload.outputs or (is_async_call(action, job.params) and payload.job_id):
+        return True  # a stored result only needs its record marked done; a JobId can be collected any time
+    expires_at = payload.answer_expires_at
+    return payload.answer is not None and expires_at is not None and now < expires_at - RESUME_MARGIN_SECONDS
+
+
+def with_answer(job: JobRecord, action: Action, result: SegmentResult, now: float) -> JobRecord:
+    """The record with what the call returned (the JobId, or the answer's result URLs)."""
+    if is_async_call(action, job.params) and result.job_id:
+        return job.with_payload(job_id=result.job_id, request_id=result.request_id, submitted_at=now)
+    return job.with_payload(
+        request_id=result.request_id,
+        submitted_at=now,
+        answer=_answer_record(result),
+        answer_expires_at=now + RESULT_URL_SECONDS,
+    )
+
+
+def _answer_record(result: SegmentResult) -> dict[str, Any]:
+    """What a synchronous answer must keep to be stored later: its ids and result URLs."""
+    kept: dict[str, Any] = {name: getattr(result, name) for name in _ANSWER_FIELDS}
+    kept["elements"] = [{name: getattr(e, name) for name in _ELEMENT_FIELDS} for e in result.elements]
+    return kept
+
+
+def kept_answer(kept: Mapping[str, Any]) -> SegmentResult:
+    """The answer a record keeps, as the call returned it."""
+    elements = tuple(
+        Element(**{name: item.get(name) for name in _ELEMENT_FIELDS}) for item in kept.get("elements") or ()
+    )
+    return SegmentResult(
+        action=str(kept.get("action") or ""),
+        request_id=str(kept.get("request_id") or ""),
+        image_url=kept.get("image_url"),
+        origin_image_url=kept.get("origin_image_url"),
+        elements=elements,
+        job_id=kept.get("job_id"),
+        mask_url=kept.get("mask_url"),
+        video_url=kept.get("video_url"),
+    )

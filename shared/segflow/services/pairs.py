@@ -1,11 +1,11 @@
-"""RefineMask pairs on upload: an image and its coarse mask, paired by name (`routing.Pairing`).
+"""RefineMask pairs on upload: an image and its coarse mask, paired by name (`routing`, "Pairs").
 
 Whichever of the two arrives second triggers the call with both URLs: the image's key names the result
 and the idempotency record, whose ETag is both ETags (`<image>+<mask>`), so uploading the same mask again
 is a duplicate, not a second call. The first to arrive waits in `<jobs>/pairs/<id>.json`; each upload's
 event is delivered after that upload completed, so the later of the two always finds the other. A partner
 that never arrives within the rule's `pair_timeout` becomes a failure record of the file that did, naming
-the one that is missing (the collector's duty: `services.leftovers.expire_waiting`).
+the one that is missing (`services.leftovers.expire_waiting`).
 """
 
 import hashlib
@@ -16,9 +16,10 @@ from segflow.media import MediaError, probe_media
 from segflow.routing import Pairing, route
 from segflow.services.deps import Deps
 from segflow.services.stages import Identified, Located, RecordOutcome, Refusal
-from segflow.states import Outcome
+from segflow.states import Outcomes
 from segflow.storage.base import ObjectInfo, Storage
 from segflow.validation import media_error_for_action
+from segflow.values import replace
 
 MISSING_CODE = "PairMissing"
 
@@ -39,7 +40,7 @@ def pair(item: Identified, deps: Deps) -> Identified | RecordOutcome | Refusal:
     if partner is None:
         missing = pairing.mask_key if pairing.role == "image" else f"{pairing.image_prefix}*"
         _wait(item, deps, pairing, missing)
-        return item.outcome(Outcome.WAITING, detail=f"waiting for {missing}")
+        return item.outcome(Outcomes.WAITING, detail=f"waiting for {missing}")
     if pairing.role == "mask":
         mask, image = item.info, partner
         try:
@@ -47,11 +48,11 @@ def pair(item: Identified, deps: Deps) -> Identified | RecordOutcome | Refusal:
         except MediaError as error:
             located = Located(item.event, storage, image.key, image)
             return Refusal(located, media_error_for_action(item.action, error), item.action.name)
-        item = item._replace(key=image.key, info=image, media=media)
+        item = replace(item, key=image.key, info=image, media=media)
     else:
         mask = partner
     storage.delete(deps.layout.pair_key(pair_id(storage.bucket, pairing)))  # no longer waiting
-    return item._replace(mask=mask)
+    return replace(item, mask=mask)
 
 
 def find_partner(storage: Storage, deps: Deps, pairing: Pairing, key: str) -> ObjectInfo | None:

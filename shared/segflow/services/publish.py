@@ -1,17 +1,16 @@
-"""Publishing an outcome: the one writer of `<output>/<key>/<action>/` and `<failed>/<key>.json`.
-
-Each publication holds the key's publish lock (a put-if-absent lease, `jobqueue.Leases`), HEADs the source
-(and a pair's mask) and writes only if the version is still the object's current one; otherwise nothing is
-written and the caller ends the attempt `superseded`. Why this is enough, and the window that remains, is
-in shared/ARCHITECTURE.md ("Versions").
+"""Publishing an outcome: the one writer of `<output>/<key>/<action>/` and `<failed>/<key>.json`, under the
+key's publish lock and only for the object's current version (how, and why that is enough:
+shared/ARCHITECTURE.md, "Versions").
 """
+
+from __future__ import annotations
 
 import contextlib
 import os
 import socket
 import time
 from collections.abc import Callable, Mapping
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, TypeVar
 
 from segflow.deadline import Deadline
 from segflow.errors import ObjectNotFoundError, SegflowError, StorageError
@@ -21,6 +20,7 @@ from segflow.jobqueue import Lease, Leases
 from segflow.records import JobRecord
 from segflow.services.deps import Deps
 from segflow.storage.base import Storage
+from segflow.values import Value
 
 T = TypeVar("T")
 
@@ -28,7 +28,7 @@ POLL_SECONDS = 0.2
 """How often a publisher waiting for the lock looks again."""
 
 
-class Version(NamedTuple):
+class Version(Value):
     """One version of a source object: its key and ETag, and for a RefineMask pair the mask's too."""
 
     key: str
@@ -37,7 +37,7 @@ class Version(NamedTuple):
     mask_etag: str | None = None
 
     @classmethod
-    def of(cls, job: JobRecord) -> "Version":
+    def of(cls, job: JobRecord) -> Version:
         """The version a record is about (a pair's record ETag is `<image ETag>+<mask ETag>`)."""
         if job.mask_key:
             image, _, mask = job.etag.partition("+")

@@ -1,15 +1,12 @@
-"""The values one upload passes through, each made whole by one step and taken by the next.
-
-    Located      the object an event record names, HEADed                      (`services.locate.locate`)
-    Identified   … its media type, route and action, and for RefineMask its mask (`identify`, `pair`)
-    Claimed      … with its idempotency record                                (`services.paid`)
-
-plus `Refusal` (what the object cannot go through, before any record: a failure record to publish),
-and `RecordOutcome` (how an event record ended); a version of an object is `services.publish.Version`.
+"""The values one upload passes through, each made whole by one step and taken by the next (`Located` →
+`Identified` → `Claimed`, shared/ARCHITECTURE.md, "One owner for a paid call"), `Refusal` (what fails before
+any record: a failure record to publish) and `RecordOutcome` (how an event record ended).
 """
 
+from __future__ import annotations
+
 import logging
-from typing import Any, NamedTuple
+from typing import Any
 
 from segflow.catalogue import Action
 from segflow.errors import SegflowError
@@ -18,11 +15,12 @@ from segflow.media import MediaInfo
 from segflow.records import JobRecord, RecordStore
 from segflow.routing import Route
 from segflow.services.publish import Version
-from segflow.states import Outcome
+from segflow.states import Outcome, Outcomes
 from segflow.storage.base import ObjectInfo, Storage
+from segflow.values import Value
 
 
-class RecordOutcome(NamedTuple):
+class RecordOutcome(Value):
     """How one record of an event ended (logged as one JSON line, counted in the summary)."""
 
     outcome: Outcome
@@ -39,7 +37,7 @@ class RecordOutcome(NamedTuple):
             "bucket": self.bucket,
             "key": self.key,
             "action": self.action,
-            "outcome": self.outcome.value,
+            "outcome": self.outcome,
             "code": self.code,
             "request_id": self.request_id,
         }
@@ -51,7 +49,7 @@ class RecordOutcome(NamedTuple):
     def level(self) -> int:
         return (
             logging.WARNING
-            if self.outcome in (Outcome.FAILED, Outcome.RETRY, Outcome.FAULT)
+            if self.outcome in (Outcomes.FAILED, Outcomes.RETRY, Outcomes.FAULT)
             else logging.INFO
         )
 
@@ -71,7 +69,7 @@ def ended(
     return RecordOutcome(outcome, bucket, key, action, error=error, **fields)
 
 
-class Located(NamedTuple):
+class Located(Value):
     """The object an event record names: the key read (the one every check applied to) and its HEAD."""
 
     event: OssRecord
@@ -84,7 +82,7 @@ class Located(NamedTuple):
         return Version(self.key, self.info.etag)
 
 
-class Refusal(NamedTuple):
+class Refusal(Value):
     """Why `located` cannot go through its action, found before any record: its failure record."""
 
     located: Located
@@ -92,7 +90,7 @@ class Refusal(NamedTuple):
     action: str | None
 
 
-class Identified(NamedTuple):
+class Identified(Value):
     """A located object with what it is and where it goes; a RefineMask image has its mask beside it."""
 
     event: OssRecord
@@ -117,7 +115,7 @@ class Identified(NamedTuple):
         return ended(outcome, self.storage.bucket, self.key, self.action.name, error, **fields)
 
 
-class Claimed(NamedTuple):
+class Claimed(Value):
     """An identified object whose idempotency record this invocation holds."""
 
     item: Identified

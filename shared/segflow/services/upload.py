@@ -1,16 +1,10 @@
 """on_upload: every record of an OSS event ends as a result, a queued job, a failure record or a skip.
 
-Each record goes through `locate` and `identify` (`services.locate`), `pair` (`services.pairs`) and the
-paid call's owner (`services.paid.pay`: claim, count, call, keep, store or queue, release or record). One
-record never hides the others: each runs on its own (`failure_policy.isolated`). What a retry can fix
-(throttling and 5xx that outlived the client's retries, storage hiccups, an object another invocation is
-working on, a deployment fault) leaves the record handed back and is raised after all records had their
-go, so FC delivers the event again and the records already finished are skipped as duplicates. What it
-cannot fix writes `<failed>/<source key>.json`.
-
-An event with many records has a time budget: a record is only started while `Deps.record_seconds` of the
-invocation remain. The records left over are written down as deferred (the collector picks them up if no
-redelivery comes first) and the event is raised, so FC delivers it again; nothing is lost or done twice.
+Each record goes through `services.locate`, `services.pairs` and the paid call's owner (`services.paid`),
+on its own (`failure_policy.isolated`): one record never hides the others. What a retry can fix is raised
+after every record had its go, so FC delivers the event again and the finished records are duplicates;
+records left when the deadline is near (`Deps.record_seconds`) are deferred. The whole walk:
+shared/ARCHITECTURE.md, "An upload".
 """
 
 from __future__ import annotations
@@ -32,24 +26,24 @@ from segflow.services.common import safe_message
 from segflow.services.deps import Deps
 from segflow.services.locate import identify, locate
 from segflow.services.paid import pay, refuse
-from segflow.services.pairs import pair
 from segflow.services.publish import Publisher
 from segflow.services.stages import RecordOutcome, Refusal
-from segflow.states import Outcome
+from segflow.states import Outcomes
+from segflow.values import replace
 
 _COUNTED = (
-    Outcome.DONE,
-    Outcome.SUBMITTED,
-    Outcome.FAILED,
-    Outcome.SKIPPED,
-    Outcome.DUPLICATE,
-    Outcome.RETRY,
-    Outcome.FAULT,
-    Outcome.DEFERRED,
-    Outcome.WAITING,
-    Outcome.SUPERSEDED,
+    Outcomes.DONE,
+    Outcomes.SUBMITTED,
+    Outcomes.FAILED,
+    Outcomes.SKIPPED,
+    Outcomes.DUPLICATE,
+    Outcomes.RETRY,
+    Outcomes.FAULT,
+    Outcomes.DEFERRED,
+    Outcomes.WAITING,
+    Outcomes.SUPERSEDED,
 )
-RAISED = frozenset({Outcome.RETRY, Outcome.FAULT, Outcome.DEFERRED})
+RAISED = frozenset({Outcomes.RETRY, Outcomes.FAULT, Outcomes.DEFERRED})
 
 
 class UploadSummary:
@@ -59,7 +53,7 @@ class UploadSummary:
 
     def __init__(self, records: int = 0) -> None:
         self.records = records
-        self.counts: dict[Outcome, int] = dict.fromkeys(_COUNTED, 0)
+        self.counts: dict[str, int] = dict.fromkeys(_COUNTED, 0)
         self.outcomes: list[dict[str, Any]] = []
         self.seconds = 0.0
 
@@ -69,12 +63,12 @@ class UploadSummary:
 
     def __getattr__(self, name: str) -> int:
         try:
-            return self.counts[Outcome(name)]
-        except ValueError:
+            return self.counts[name]
+        except KeyError:
             raise AttributeError(name) from None
 
     def to_dict(self) -> dict[str, Any]:
-        counted = {outcome.value: count for outcome, count in self.counts.items()}
+        counted = dict(self.counts)
         return {
             "records": self.records,
             **counted,
@@ -98,7 +92,7 @@ def process_upload_event(
     except EventError as error:
         # No retry can fix a payload that is not an OSS event: say so once and return.
         summary = UploadSummary()
-        unparsable = RecordOutcome(Outcome.SKIPPED, code=error.code, detail=error.message)
+        unparsable = RecordOutcome(Outcomes.SKIPPED, code=error.code, detail=error.message)
         log_outcome(deps.logger, logging.WARNING, **unparsable.fields(), ms=0.0)
         summary.add(unparsable)
         summary.seconds = time.monotonic() - started
@@ -162,6 +156,11 @@ def process_record(record: OssRecord, deps: Deps, deadline: Deadline | None = No
         identified = Refusal(located, error, None)
     if isinstance(identified, Refusal):
         return refuse(deps, Publisher(deps, located.storage, deadline), identified)
+    if identified.route.pair is None:
+        return pay(identified, deps, deadline)
+    # Only a RefineMask pair rule pairs (the rare case): an instance without one never loads it.
+    from segflow.services.pairs import pair
+
     try:
         paired = pair(identified, deps)
     except SegflowError as error:  # finding the other half, or writing down that this one waits
@@ -177,7 +176,7 @@ def _unexpected(record: OssRecord, exc: Exception) -> RecordOutcome:
     unexpected = SegflowError(f"unexpected {type(exc).__name__}: {exc}", code="InternalError")
     unexpected.__cause__ = exc
     bucket, key = record.readable_location()
-    return RecordOutcome(Outcome.RETRY, bucket, key, code=unexpected.code, error=unexpected)
+    return RecordOutcome(Outcomes.RETRY, bucket, key, code=unexpected.code, error=unexpected)
 
 
 # -- records left for later -----------------------------------------------------------------------------
@@ -194,9 +193,9 @@ def defer(record: OssRecord, deps: Deps) -> RecordOutcome:
     `<jobs>/deferred/` (the collector processes what no redelivery did) and the event is raised."""
     error = DeadlineError("not started: the invocation is about to reach its timeout")
     bucket, key = record.readable_location()
-    outcome = RecordOutcome(Outcome.DEFERRED, bucket, key, code=error.code, error=error)
+    outcome = RecordOutcome(Outcomes.DEFERRED, bucket, key, code=error.code, error=error)
     if outcome.bucket is None:
-        return outcome._replace(outcome=Outcome.SKIPPED, error=None, detail="no bucket to defer it in")
+        return replace(outcome, outcome=Outcomes.SKIPPED, error=None, detail="no bucket to defer it in")
     try:
         storage = deps.storage_for(outcome.bucket)
         # ASCII JSON: a malformed record's lone surrogates stay escapes, and read back as they came.

@@ -5,21 +5,24 @@ Two adapters implement it and pass the same contract suite (`tests/support/stora
 Keys are OSS object keys: already decoded, any Unicode, `/` separates nothing but is kept as is.
 """
 
+from __future__ import annotations
+
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator
-from typing import NamedTuple
+from typing import TypeAlias
 
 from segflow.errors import StorageError
 from segflow.logs import printable
+from segflow.values import Value
 
-ReadAt = Callable[[int, int], bytes]
+ReadAt: TypeAlias = "Callable[[int, int], bytes]"  # quoted: typing builds nothing at import
 """read_at(offset, length) -> up to `length` bytes starting at `offset` (fewer at the end of the object)."""
 
 DEFAULT_PART_SIZE = 8 * 1024 * 1024
 DEFAULT_CHUNK_SIZE = 1024 * 1024
 
 
-class ObjectInfo(NamedTuple):
+class ObjectInfo(Value):
     """What a HEAD or a listing tells about one object."""
 
     key: str

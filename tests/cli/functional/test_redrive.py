@@ -23,7 +23,7 @@ import pytest
 from segflow.failure_records import FailureRecords
 from segflow.records import RecordStore, record_id_for
 from segflow.retry import RetryPolicy
-from segflow.states import RecordState
+from segflow.states import RecordStates
 from tests.conftest import REPO_ROOT, SOURCE_ROOTS
 from tests.support.fake_api import TEST_CREDENTIALS, FakeApi, Reply
 from tests.support.fc_standin import FcStandIn
@@ -135,7 +135,7 @@ def test_failing_again_leaves_one_failure_record_with_the_new_code_and_time(
     assert list(again) == [key]
     assert again[key]["Code"] == second_code and again[key]["Time"] > first["Time"]
     record = RecordStore(bucket.storage, LAYOUT).load(first["RecordId"])
-    assert record is not None and record.state == RecordState.FAILED
+    assert record is not None and record.state == RecordStates.FAILED
 
     status, _, _ = run_cli(capsys, *command("redrive", bucket, "--local"))  # the cause is gone now
     assert status == 0 and list(bucket.manifests()) == [key] and bucket.failures() == {}
@@ -190,7 +190,7 @@ def test_a_failure_whose_attempt_was_superseded_is_never_sent_again(
     assert fc.invocations == [] and api.count() == 0
     assert json.loads(out)["counts"] == {"superseded": 1}
     reread = store.load(record.record_id)
-    assert reread is not None and reread.state == RecordState.SUPERSEDED
+    assert reread is not None and reread.state == RecordStates.SUPERSEDED
     assert bucket.keys(LAYOUT.jobs_prefix + "redrives/") == [], "no redrive marker was taken"
 
 
@@ -234,11 +234,11 @@ def test_a_refused_send_gives_its_objects_back_for_the_next_redrive(
     assert status == 1 and "FunctionNotFound" in out
     assert bucket.keys(f"{LAYOUT.jobs_prefix}redrives/") == []
     records = RecordStore(bucket.storage, LAYOUT)
-    assert {records.load(r).state for r in record_ids} == {RecordState.FAILED}  # type: ignore[union-attr]
+    assert {records.load(r).state for r in record_ids} == {RecordStates.FAILED}  # type: ignore[union-attr]
 
     status, _, _ = run_cli(capsys, *command("redrive", bucket, "--via", "fc"))
     assert status == 0 and records_sent(fc) == dict.fromkeys(keys, 1)
-    assert {records.load(r).state for r in record_ids} == {RecordState.SUBMITTING}  # type: ignore[union-attr]
+    assert {records.load(r).state for r in record_ids} == {RecordStates.SUBMITTING}  # type: ignore[union-attr]
 
 
 def test_filters_pick_exactly_their_failures_and_a_dry_run_touches_nothing(
@@ -289,8 +289,8 @@ def test_a_fault_stops_a_local_redrive_and_what_it_finished_stays_finished(
 
     assert status == 1 and "deployment fault Forbidden.RAM" in out
     states = {k: RecordStore(bucket.storage, LAYOUT).load(r).state for k, r in record_ids.items()}  # type: ignore[union-attr]
-    (faulted,) = [k for k, state in states.items() if state != RecordState.DONE]  # the one event's order
-    assert states[faulted] == RecordState.SUBMITTING  # a fault leaves it retryable
+    (faulted,) = [k for k, state in states.items() if state != RecordStates.DONE]  # the one event's order
+    assert states[faulted] == RecordStates.SUBMITTING  # a fault leaves it retryable
     assert {k: d.get("Fault") for k, d in bucket.failures().items()} == {faulted: True}
     assert sorted(bucket.manifests()) == sorted(set(keys) - {faulted})  # finished, and stays finished
 

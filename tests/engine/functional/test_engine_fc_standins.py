@@ -26,7 +26,7 @@ import requests
 
 from segflow.client import Endpoints, VisionClient
 from segflow.errors import ApiError
-from segflow.failure_policy import Decision, decide
+from segflow.failure_policy import Decisions, decide
 from segflow.retry import RetryPolicy
 from segflow.signing import Credentials, sign_fc_trigger
 from segflow_cli.fcapi import FcClient
@@ -176,7 +176,7 @@ def test_a_wrong_signature_is_refused_and_is_a_deployment_fault(
     with pytest.raises(ApiError) as refused:
         _client(trigger, credentials).get_async_job_result("J")
     assert (refused.value.code, refused.value.http_status) == (code, 403)
-    assert decide(refused.value) is Decision.FAULT  # the upload waits for the deployment to be fixed
+    assert decide(refused.value) == Decisions.FAULT  # the upload waits for the deployment to be fixed
     assert not instances[0].seen and not instances[1].seen
 
 

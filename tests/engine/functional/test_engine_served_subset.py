@@ -18,7 +18,7 @@ import requests
 
 from segflow.client import Endpoints, PicWishClient, VisionClient
 from segflow.errors import ApiError
-from segflow.failure_policy import Decision, decide
+from segflow.failure_policy import Decisions, decide
 from segflow.retry import RetryPolicy
 from segflow_engine import served
 from tests.support.engine_server import (
@@ -117,7 +117,7 @@ def test_segflows_pipeline_takes_it_for_a_deployment_fault(
     with pytest.raises(ApiError) as refused:
         client.segment("SegmentBody", files.url("photo.png"))
     assert (refused.value.code, refused.value.http_status) == ("InvalidApi.NotPurchase", 403)
-    assert decide(refused.value) is Decision.FAULT
+    assert decide(refused.value) == Decisions.FAULT
     assert client.segment("SegmentFurniture", files.url("photo.png")).raw
 
 
@@ -132,7 +132,7 @@ def test_an_unserved_picwish_is_refused_as_the_api_market_refuses_an_appcode(
         client.segment(files.url("photo.png"))
     assert (refused.value.code, refused.value.http_status) == ("PicWish.Unauthorized", 401)
     assert "does not serve PicWish" in refused.value.message
-    assert decide(refused.value) is Decision.FAULT  # the upload waits for a package with PicWish
+    assert decide(refused.value) == Decisions.FAULT  # the upload waits for a package with PicWish
     assert files.requests == before
     response = requests.post(
         f"{engine.base_url}/tasks/visual/segmentation",

@@ -18,6 +18,7 @@ import pytest
 
 from segflow.catalogue import MiB, get_action
 from segflow.errors import InputValidationError
+from segflow.values import replace
 from segflow_engine.fetch import FetchPolicy, fetch_bytes, fetch_to_file
 from tests.support.loopback_http import LoopbackServer
 
@@ -71,7 +72,7 @@ def test_video_stream_over_120_mb_limit_is_not_kept_on_disk(base_url: str, tmp_p
     # SegmentGreenScreenVideo ≤ 120 MB; a 3 MB cap stands in through a copy of its catalogue entry.
 
     action = get_action("SegmentGreenScreenVideo")
-    small = action._replace(limits=action.limits._replace(max_bytes=3 * MiB))
+    small = replace(action, limits=replace(action.limits, max_bytes=3 * MiB))
     dest = tmp_path / "input"
     with pytest.raises(InputValidationError) as refused:
         fetch_to_file(small, f"{base_url}/endless", dest)

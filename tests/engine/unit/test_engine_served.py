@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from segflow.errors import ApiError, ConfigError
-from segflow.failure_policy import Decision, decide
+from segflow.failure_policy import Decisions, decide
 from segflow_engine import actions, models, served
 from segflow_engine.rpc import route
 from segflow_engine.segmenters.base import known_segmenters
@@ -89,7 +89,7 @@ def test_an_action_outside_the_served_ones_is_refused_as_not_purchased(action: s
 def test_the_refusal_is_a_deployment_fault_for_the_pipeline_never_a_bad_input() -> None:
     with pytest.raises(ApiError) as caught:
         route({"Action": "SegmentBody", "Version": "2019-12-30"}, CUTOUT)
-    assert decide(caught.value) is Decision.FAULT
+    assert decide(caught.value) == Decisions.FAULT
 
 
 def test_served_actions_and_job_polls_are_routed() -> None:

@@ -16,7 +16,7 @@ import pytest
 
 from segflow.errors import SegflowError
 from segflow.services.collect import collect_finished_jobs
-from segflow.states import RecordState
+from segflow.states import RecordStates
 from tests.conftest import load_event
 from tests.support.fake_api import Reply
 from tests.support.services_harness import (
@@ -366,7 +366,7 @@ def test_a_reopened_record_of_an_action_the_object_no_longer_routes_to_is_closed
     h.clock.advance(max(h.deps.stall_seconds, h.deps.claim_seconds) + 1)
     assert h.collect(payload=TIMER)["redriven"] == 1
     closed = store.load(old.record_id)
-    assert closed is not None and closed.state == RecordState.FAILED
+    assert closed is not None and closed.state == RecordStates.FAILED
     assert closed.payload.error is not None and closed.payload.error["Code"] == "RouteChanged"
     assert h.keys("segflow-jobs/inflight/") == []
     assert h.collect(payload=TIMER)["redriven"] == 0

@@ -63,7 +63,7 @@ def records(h: Harness, key: str) -> list[JobRecord]:
 
 def states(h: Harness, key: str) -> dict[str, str]:
     """The state of each version's record, by ETag."""
-    return {r.etag: str(r.state.value) for r in records(h, key)}
+    return {r.etag: r.state for r in records(h, key)}
 
 
 def stored_size(h: Harness, key: str) -> tuple[int, int]:

@@ -133,6 +133,11 @@ def test_one_bad_record_never_hides_the_others() -> None:
         (("oss", "object", "size"), "12", "oss.object.size"),
         (("oss", "bucket", "name"), "", "oss.bucket.name"),
         (("eventTime",), "yesterday", "ISO 8601"),
+        # A trailing newline is refused too (a regex's `$` would have let it through).
+        (("oss", "bucket", "name"), "segflow-demo\n", "is not an OSS bucket name"),
+        (("region",), "cn-shanghai\n", "is not a region id"),
+        (("eventName",), "ObjectCreated:PutObject\n", "is not one OSS writes"),
+        (("oss", "object", "eTag"), "5B3B1E6B2B1E5D0A\n", "is not an ETag"),
     ],
 )
 def test_bad_field_values_are_named(path: tuple[str, ...], value: object, message: str) -> None:

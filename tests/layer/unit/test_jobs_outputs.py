@@ -17,9 +17,9 @@ from segflow.outputs import (
 )
 from segflow.records import JobRecord, Payload
 from segflow.results import Element, SegmentResult
-from segflow.states import RecordState
+from segflow.states import RecordStates
 
-DONE = RecordState.DONE
+DONE = RecordStates.DONE
 
 LAYOUT = BucketLayout.create("segmented", "segflow-jobs/", "segflow-failed")
 

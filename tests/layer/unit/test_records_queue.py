@@ -13,11 +13,12 @@ from segflow.errors import StorageError
 from segflow.jobqueue import JobQueue, queue_job
 from segflow.layout import BucketLayout, as_prefix
 from segflow.records import Claim, JobRecord, Payload, RecordStore, Taken, record_id_for
-from segflow.states import ClaimOutcome, RecordState
+from segflow.states import ClaimOutcomes, RecordStates
+from segflow.values import replace
 from tests.support.memory_storage import MemoryStorage
 
-ACQUIRED, DUPLICATE, IN_PROGRESS = ClaimOutcome.ACQUIRED, ClaimOutcome.DUPLICATE, ClaimOutcome.IN_PROGRESS
-SUBMITTING, SUBMITTED, DONE = RecordState.SUBMITTING, RecordState.SUBMITTED, RecordState.DONE
+ACQUIRED, DUPLICATE, IN_PROGRESS = ClaimOutcomes.ACQUIRED, ClaimOutcomes.DUPLICATE, ClaimOutcomes.IN_PROGRESS
+SUBMITTING, SUBMITTED, DONE = RecordStates.SUBMITTING, RecordStates.SUBMITTED, RecordStates.DONE
 LAYOUT = BucketLayout("segmented", "segflow-jobs", "segflow-failed", "incoming")
 
 
@@ -191,7 +192,7 @@ def test_pending_entry_written_before_a_crash_makes_the_redelivery_a_duplicate(
     store: RecordStore, queue: JobQueue
 ) -> None:
     record = begin(store).record
-    queue.put(record._replace(state=SUBMITTED).with_payload(job_id="JOB-1"))  # the crash: record not updated
+    queue.put(replace(record, state=SUBMITTED).with_payload(job_id="JOB-1"))  # the crash: record not updated
     claim = begin(store)
     assert claim.outcome == DUPLICATE and claim.record.payload.job_id == "JOB-1"
 
@@ -303,7 +304,7 @@ def test_stalled_check_clears_the_mark_of_a_finished_record(
     store: RecordStore, storage: MemoryStorage
 ) -> None:
     record = begin(store).record
-    store.save(record._replace(state=DONE))  # finished, but the mark was not removed (crash)
+    store.save(replace(record, state=DONE))  # finished, but the mark was not removed (crash)
     assert store.stalled(record.record_id, quiet_seconds=0) is None
     assert storage.keys("segflow-jobs/inflight/") == []
 
