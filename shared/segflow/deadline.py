@@ -1,12 +1,8 @@
 """When an invocation must be finished by, from what Function Compute really gives a handler.
 
-FC's Python context has no "time remaining" method (that is AWS Lambda's `get_remaining_time_in_millis`);
-it has `context.function.timeout`, the function's timeout in seconds. A handler therefore takes the time
-at entry and adds that timeout: `Deadline.from_context(context)`, the first thing each handler does. The
-services ask `remaining()` before starting anything that must not be cut off (a claim, a record, a copy).
-
-When the context has no usable `function.timeout` (not FC's context: a test, a script calling the service
-directly), there is no deadline: `remaining()` is infinite and a warning says so once per process.
+Each handler's first step is `Deadline.from_context(context)`; the services ask `remaining()` before
+starting anything that must not be cut off (a claim, a record, a copy). Without a usable
+`function.timeout` (a test, a script calling a service directly) there is no deadline.
 """
 
 from __future__ import annotations
@@ -41,7 +37,12 @@ class Deadline:
 
     @classmethod
     def from_context(cls, context: object | None, *, clock: Callable[[], float] = time.monotonic) -> Deadline:
-        """The deadline of the invocation `context` belongs to, counted from now (call it at entry)."""
+        """The deadline of the invocation `context` belongs to, counted from now (call it at entry).
+
+        FC's Python context has no "time remaining" method (that is AWS Lambda's
+        `get_remaining_time_in_millis`); it has `context.function.timeout`, the function's timeout in
+        seconds, so the deadline is the time at entry plus that timeout. Without it, `remaining()` is
+        infinite and a warning says so once per process."""
         timeout = function_timeout(context)
         if timeout is None and not _warned.is_set():
             _warned.set()

@@ -1,12 +1,9 @@
 """Failure records and their index: what an operator reads, and what `segflow status` / `redrive` list.
 
-    <failed>/<source key>.json                          the failure record people read (one per object)
-    <jobs>/state/failed/<kind>/<code>/<action>/<hash>    its index entry: kind `failed` (final) or `fault`
-                                                        (a deployment fault: retryable once fixed); the
-                                                        body names the source key
-
-The index makes counting failures by kind, code and action a listing, with no record read. It changes
-only with the record: written with it, rewritten when a later attempt fails differently, removed with it.
+A failure record `<failed>/<source key>.json` has one index entry `<jobs>/state/failed/<kind>/<code>/
+<action>/<hash>` (kind `failed`: final; `fault`: a deployment fault, retryable once fixed), so counting
+failures is a listing, with no record read. The entry changes only with its record: written with it,
+rewritten when a later attempt fails differently, removed with it.
 """
 
 from __future__ import annotations

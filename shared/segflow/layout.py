@@ -1,28 +1,9 @@
 """`BucketLayout`: every key segflow reads or writes in a bucket, named in one place.
 
-    <input>…                                  uploads to process (the trigger's prefix)
-    <output>/<source key>/<action>/<file>     result files, `manifest.json` written last
-    <failed>/<source key>.json                one failure record per object that could not be processed
-    <failed>/_long/<sha256>.json              … for a source key too long to carry the suffix
-    <jobs>/records/<id>.json                  idempotency record of one (bucket, key, ETag, action)
-    <jobs>/claims/<id>.<generation>           put-if-absent marker of a takeover of a stuck record
-    <jobs>/inflight/<id>.json                 an upload still `submitting` (the collector re-drives it)
-    <jobs>/pending/<id>.json                  an asynchronous job still to collect
-    <jobs>/leases/<id>.<generation>           a collector's lease on one pending job
-    <jobs>/work/<id><ext>                     fitted or converted copies handed to the service
-    <jobs>/deferred/<id>.json                 event records an invocation had no time left for
-    <jobs>/state/done/<id>                    one marker per record that is done (status counts them)
-    <jobs>/state/superseded/<id>              one per record whose object changed before it could publish
-    <jobs>/publish/<hash>.<generation>        the publish lock of one source key (`services.publish`)
-    <jobs>/state/failed/<kind>/<code>/<action>/<hash>   the failure records' index (failure_records)
-    <jobs>/state/collector.json               when the collector last ran, and what it did
-    <jobs>/redrives/<hash>.<time>             put-if-absent: one redrive of one failure, whoever asks
-    <jobs>/pairs/<id>.json                    the half of a RefineMask pair that waits for the other
-    <jobs>/backfill/checkpoint.json           where `segflow backfill` stopped (resumable)
-
-Keys are OSS keys (up to 1023 UTF-8 bytes). A result key is the source key plus a prefix and a suffix, so
-a long source key can make it too long: `derived_keys_fit` says so before anything is paid for, and the
-failure record then goes to the `_long/` form, which always fits.
+The keys and what each holds are listed in docs/operations.md ("What segflow keeps in a bucket"). Keys are
+OSS keys (up to 1023 UTF-8 bytes); a result key is the source key plus a prefix and a suffix, so a long
+source key can make it too long: `derived_keys_fit` says so before anything is paid for, and the failure
+record then goes to the `_long/` form, which always fits.
 """
 
 from __future__ import annotations

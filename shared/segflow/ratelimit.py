@@ -25,11 +25,6 @@ class RateLimiter:
     The bucket alone is not enough: at exactly `qps` it lets `qps + 1` requests land in one second (the
     first and the last of a run are exactly a second apart) and network jitter bunches them further, so a
     server counting a sliding second throttles us, and each throttled answer costs another request.
-
-    A caller that finds the bucket empty reserves the next free slot under the lock and sleeps outside it,
-    so waiting threads are served in arrival order and never spin. One that wakes up late (many threads
-    share one GIL) sends later than its slot: the limiter keeps the time it really went (`_sent_late`), so
-    a late request never lands in the same second as ⌊qps⌋ later ones that were on time.
     """
 
     _shared: ClassVar[dict[tuple[str, float, int], RateLimiter]] = {}
@@ -87,7 +82,12 @@ class RateLimiter:
             return start - now, start
 
     def acquire(self) -> None:
-        """Block until this caller may send one request."""
+        """Block until this caller may send one request.
+
+        A caller that finds the bucket empty reserves the next free slot under the lock and sleeps outside
+        it, so waiting threads are served in arrival order and never spin. One that wakes up late (many
+        threads share one GIL) sends later than its slot: `_sent_late` keeps the time it really went, so a
+        late request never lands in the same second as ⌊qps⌋ later ones that were on time."""
         wait, slot = self._book()
         if wait > 0:
             self._sleep(wait)

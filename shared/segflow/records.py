@@ -1,14 +1,9 @@
 """Idempotency records: one per (bucket, key, ETag, action), on plain object storage.
 
-OSS has no conditional update, so every decision two processes could race on is an immutable put-if-absent,
-and a record is only overwritten by the process that won the matching one: `begin` creates
-`records/<id>.json` (`submitting`, with `inflight/<id>.json` so the collector can find an upload whose
-owner died) or decides what an existing record means (`ClaimOutcome`); one stuck past its claim is taken
-over by creating `claims/<id>.<generation>` first; the owner moves it on (`mark_submitted`, `mark_done`,
-`mark_failed`, `mark_superseded`, `release`). The id hashes bucket, key, ETag and action: a duplicate
-delivery finds its record, a new version of the object gets its own. The action's parameters count too,
-without being in the id (records made before they counted are still found): a final record of other
-parameters is claimed again as new work (`params_changed`).
+OSS has no conditional update, so every decision two processes could race on is an immutable
+put-if-absent, and a record is only overwritten by the process that won the matching one: `begin` creates
+or judges a record (`ClaimOutcome`), a stuck one is taken over through `claims/<id>.<generation>` first,
+and the owner moves it on (`mark_submitted`, `mark_done`, `mark_failed`, `mark_superseded`, `release`).
 """
 
 from __future__ import annotations
@@ -32,7 +27,9 @@ _EMPTY: Mapping[str, str] = MappingProxyType({})
 
 
 def record_id_for(bucket: str, key: str, etag: str, action: str) -> str:
-    """Stable id of one (bucket, key, ETag, action); hex so it is a safe key part."""
+    """Stable id of one (bucket, key, ETag, action); hex so it is a safe key part. A duplicate delivery
+    finds its record, a new version of the object gets its own. The action's parameters count too, without
+    being in the id (records made before they counted are still found): see `params_changed`."""
     material = json.dumps([bucket, key, etag.strip('"').upper(), action], ensure_ascii=False)
     return hashlib.sha256(material.encode("utf-8")).hexdigest()[:40]
 
@@ -125,7 +122,8 @@ class JobRecord(Value):
 
 
 def params_changed(record: JobRecord, params: Mapping[str, str] | None) -> bool:
-    """The action's parameters are part of what makes an upload the same (None: the caller does not say)."""
+    """The action's parameters are part of what makes an upload the same (None: the caller does not say):
+    a final record of other parameters is claimed again as new work."""
     return params is not None and dict(record.params) != {k: str(v) for k, v in params.items()}
 
 
@@ -182,9 +180,10 @@ class RecordStore:
         mask_key: str | None = None,
         hold_seconds: float | None = None,
     ) -> Taken:
-        """Create the record put-if-absent, or decide what an existing one means for this delivery. The
-        claim lasts `hold_seconds` (the invocation's remaining time and a margin: it must outlive its
-        owner, or two owners could pay)."""
+        """Create the record put-if-absent (`submitting`, with `inflight/<id>.json` so the collector can find
+        an upload whose owner died), or decide what an existing one means for this delivery. The claim
+        lasts `hold_seconds` (the invocation's remaining time and a margin: it must outlive its owner, or
+        two owners could pay)."""
         now = self.clock()
         hold = self.claim_seconds if hold_seconds is None else hold_seconds
         fresh = JobRecord(

@@ -1,14 +1,9 @@
 """Which action an uploaded object goes to.
 
-Rules are data (`SEGFLOW_RULES` JSON): the first rule whose key prefix, key suffix and media type all match
-decides the action and its parameters; otherwise images go to SegmentCommonImage and videos to
-SegmentVideoBody. Action names are not checked here: a rule naming an unknown action must end as a failure
-record of the one object it matched (`UnsupportedOperation`), not as a broken deployment.
-
-Pairs. RefineMask takes two inputs, an image and its coarse mask. A rule with `"pair": "{stem}.mask.png"`
-pairs them by name: `photo.jpg` with `photo.mask.png` in the same folder. A key whose file name fits the
-pattern is the mask (whatever the rule's suffix or media say); any other key the rule matches is the image.
-`pair_timeout` (seconds, default 3600) bounds the wait for the other one (`services.pairs`).
+Rules are data (`SEGFLOW_RULES` JSON, docs/configuration.md): the first rule whose key prefix, key suffix
+and media type all match decides the action and its parameters; otherwise images go to SegmentCommonImage
+and videos to SegmentVideoBody. Action names are not checked here: a rule naming an unknown action must end
+as a failure record of the one object it matched (`UnsupportedOperation`), not as a broken deployment.
 """
 
 from __future__ import annotations
@@ -96,6 +91,10 @@ class Rule(Value):
 
 
 def _pairing(data: Mapping[str, Any], action: str) -> tuple[str, float]:
+    """A rule's pair pattern and wait. RefineMask takes an image and its coarse mask: `"pair":
+    "{stem}.mask.png"` pairs `photo.jpg` with `photo.mask.png` in the same folder; a key whose file name
+    fits the pattern is the mask (whatever the rule's suffix or media say), any other key the rule matches
+    is the image. `pair_timeout` (seconds, default 3600) bounds the wait for the other (`services.pairs`)."""
     pair = str(data.get("pair", ""))
     timeout = data.get("pair_timeout", DEFAULT_PAIR_TIMEOUT)
     if not pair:

@@ -1,17 +1,9 @@
-"""Alibaba Cloud request signing: RPC signature v1 (HMAC-SHA1) and v3 (ACS3-HMAC-SHA256).
+"""Alibaba Cloud request signing: RPC signature v1 (HMAC-SHA1), v3 (ACS3-HMAC-SHA256), FC HTTP triggers.
 
-Client side, `sign_v1` and `sign_v3` are pure functions: the clock and the nonce can be injected and
-they return the string-to-sign / canonical request with the signature, so a `SignatureDoesNotMatch`
-can be explained by comparing it with the server's. `sign_v3` produces the headers an RPC call of the
-official Tea SDK (alibabacloud-tea-openapi 0.4.x) sends, parameters in the query; with `pathname` and a
-body it signs ROA-style calls the same way (FC 3.0's `POST /2023-03-30/functions/{name}/invocations`).
-`sign_fc_trigger` signs a call to a Function Compute HTTP trigger with `authType: function` (the engine
-deployed on FC) the way FC's own example does, which covers less than `sign_v3` (see there).
-
-The server side (verification, as the service and the local engine do it) lives in
-`segflow_engine.verify`: a function never verifies a signature, so it stays out of the layer.
-
-Standard library only: the layer must stay light to import.
+`sign_v1`, `sign_v3` and `sign_fc_trigger` are pure functions (clock and nonce injectable) returning the
+string-to-sign / canonical request with the signature, so a `SignatureDoesNotMatch` can be explained by
+comparing it with the server's. Verification lives in `segflow_engine.verify`: a function never verifies a
+signature. Standard library only: the layer must stay light to import.
 """
 
 from __future__ import annotations
@@ -198,7 +190,10 @@ def sign_v3(
     `x-acs-content-sha256`, `accept: application/json`, `user-agent` (unless given), `content-type` for a
     non-empty body (form-urlencoded unless given) and, with STS, `x-acs-accesskey-id` and
     `x-acs-security-token`. Extra `headers` are sent and signed too; send the result unchanged.
-    `pathname` is the request path exactly as sent (already percent-encoded), `/` for RPC calls.
+    `pathname` is the request path exactly as sent (already percent-encoded), `/` for RPC calls; with a
+    pathname and a body it signs ROA-style calls the same way (FC 3.0's
+    `POST /2023-03-30/functions/{name}/invocations`). The headers are those an RPC call of the official Tea
+    SDK (alibabacloud-tea-openapi 0.4.x) sends.
     """
     out: dict[str, str] = {
         "host": host,

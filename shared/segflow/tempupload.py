@@ -1,18 +1,9 @@
 """The `upload` input path: what the official SDK's `*_advance` methods do, with the object streamed.
 
-1. `AuthorizeFileUpload` (openplatform 2019-12-19; `VisionClient.authorize_file_upload`) names a
-   temporary bucket of the vision service and grants one form upload to it: Bucket, Endpoint, ObjectKey,
-   AccessKeyId, EncodedPolicy, Signature.
-2. A `multipart/form-data` POST of the object to that bucket (OSS PostObject), with the fields the SDK
-   sends, in its order: the text fields sorted by name (`OSSAccessKeyId`, `Signature`, `host`, `key`,
-   `policy`, `success_action_status=201`, and `x-oss-security-token` when the grant carries a
-   `SecurityToken`), then `file` (named after the ObjectKey, an empty Content-Type),
-   last as OSS requires. The body is a reader of known length: requests sends a `Content-Length` and
-   reads it block by block, so one storage chunk (1 MiB) is in memory at a time, whatever the size.
-3. The action is then called with the object's URL (`temp_address`).
-
-The object lands in the platform's own bucket, so this works on every account, whatever its bucket's
-domains allow. Imported on first use only: the handlers' cold start never pays for it.
+`AuthorizeFileUpload` grants one form upload to a temporary bucket of the vision service, the object is
+POSTed there (OSS PostObject, `post_form`) and the action gets its URL (`temp_address`): steps on
+`upload_input`. The object lands in the platform's own bucket, so this works on every account, whatever
+its bucket's domains allow. Imported on first use only: the handlers' cold start never pays for it.
 """
 
 from __future__ import annotations
@@ -216,7 +207,16 @@ def post_form(transport: HttpTransport, address: TempAddress, body: MultipartBod
 def upload_input(vision: VisionClient, storage: Storage, key: str, *, product: str, region_id: str) -> str:
     """Authorize, POST `key` of `storage` to the temporary bucket of `product` (imageseg or videoseg), and
     return the URL to hand the action. Each POST attempt (5xx and broken connections are retried by the
-    client's policy) streams the object afresh."""
+    client's policy) streams the object afresh.
+
+    1. `AuthorizeFileUpload` (openplatform 2019-12-19; `VisionClient.authorize_file_upload`) names a
+       temporary bucket and grants one form upload to it: Bucket, Endpoint, ObjectKey, AccessKeyId,
+       EncodedPolicy, Signature.
+    2. A `multipart/form-data` POST to that bucket with the fields the SDK sends, in its order (`form_fields`:
+       the text fields sorted by name, `x-oss-security-token` when the grant carries a `SecurityToken`,
+       then `file`, last as OSS requires). The body is a reader of known length (`MultipartBody`): requests
+       sends a `Content-Length` and reads it block by block, one storage chunk (1 MiB) in memory at a time.
+    3. The action is then called with the object's URL (`temp_address`)."""
     grant = UploadGrant.from_document(vision.authorize_file_upload(product, region_id))
     address = temp_address(grant, urlsplit(vision.endpoints.openplatform).scheme)
     size = storage.head(key).size

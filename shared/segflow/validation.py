@@ -1,12 +1,9 @@
 """Checking a probed file against an action's documented limits, and the size that would fit them.
 
-A violated limit raises `LimitViolationError` (an `InputValidationError`) carrying the code the service
-itself would return (`shared/VISION-API.md` §7) and a message naming the limit and the
-measured value, e.g. "SegmentCommonImage needs width and height < 1280 px; this image is 1280×720".
-
-What a header does not state is not checked: an FLV without onMetaData or a TS/PS whose video stream
-is neither MPEG-1/2 nor H.264 has no known resolution, a fragmented MP4 or a Matroska file no frame
-count; the service decides those.
+A violated limit raises `LimitViolationError` carrying the code the service itself would return
+(`shared/VISION-API.md` §7) and a message naming the limit and the measured value. What a header does not
+state is not checked (an FLV without onMetaData, a TS/PS of another codec, a fragmented MP4's or a
+Matroska file's frame count): the service decides those.
 """
 
 from __future__ import annotations

@@ -1,15 +1,9 @@
 """Format sniffing and header parsing through a "read bytes at offset" callable.
 
-`probe_media` never looks at a file name: the format comes from the magic bytes, the dimensions (and for
-video the frame count, duration and rate) from the headers. It reads the first 64 KiB once; beyond that it
-only makes small reads for box/segment headers and, for an MP4/MOV whose `moov` sits at the end, the `moov`
-box itself (capped at 64 MiB). Nothing is allocated from a declared dimension, so a header that claims
-100000×100000 pixels costs nothing.
-
-Here: the sniffing and the dispatch. `base` holds `MediaInfo`, `MediaError` and the counted reader; one
-module per container family parses: `images` (JPEG, PNG, GIF, BMP, WEBP, TIFF), `isobmff` (MP4, MOV,
-HEIF), `avi`, `flv`, `matroska` (MKV, WebM) and `mpeg` (MPEG-TS, MPEG-PS), each imported the first time a
-file of that family is probed (an instance that only ever sees photos never loads the video parsers).
+The format comes from the magic bytes, never the file name; the sniffing and dispatch are here, `base`
+holds `MediaInfo`, `MediaError` and the counted reader, and one module per container family parses
+(`images`, `isobmff`, `avi`, `flv`, `matroska`, `mpeg`), each imported the first time a file of that
+family is probed: an instance that only ever sees photos never loads the video parsers.
 """
 
 from __future__ import annotations
@@ -28,6 +22,10 @@ Sniff: TypeAlias = "Callable[[bytes], bool]"  # quoted: typing builds nothing at
 
 def probe_media(read_at: ReadAt, size: int) -> MediaInfo:
     """Sniff the format of an object of `size` bytes and parse its header.
+
+    Reads the first 64 KiB once; beyond that only small reads for box/segment headers and, for an MP4/MOV
+    whose `moov` sits at the end, the `moov` box itself (capped at 64 MiB). Nothing is allocated from a
+    declared dimension, so a header that claims 100000×100000 pixels costs nothing.
 
     Raises `MediaError` (an `InputValidationError`) for an empty, unknown, truncated or corrupt file.
     """

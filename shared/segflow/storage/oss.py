@@ -1,17 +1,8 @@
 """The OSS adapter, on oss2 (which the FC Python runtime ships). The only module that imports oss2.
 
-What real OSS needs, and the contract suite checks against a stubbed `oss2.Bucket`:
-- ranged reads send `byte_range` *and* `x-oss-range-behavior: standard`; without that header OSS answers
-  a range reaching past the end with the whole object, so a probe of the last bytes would download a
-  whole video;
-- put-if-absent sends `x-oss-forbid-overwrite: true`; OSS answers 409 `FileAlreadyExists`;
-- streams larger than one part go up as a multipart upload (parts numbered from 1, at least 100 KiB except
-  the last, aborted on failure), holding one part in memory at a time;
-- listings page with `list_objects_v2` (continuation token, `start_after`, at most 1000 keys a page);
-- presigned URLs are signed for their own host (`presign_endpoint`), which may differ from the endpoint the
-  function reads through: inside FC reads go to `-internal`, while the URL handed to a service must be
-  reachable from outside. An OSS endpoint gives `<bucket>.<endpoint>` URLs; any other host is a custom
-  domain bound to the bucket (a CNAME: `oss2.Bucket(..., is_cname=True)`, URLs `<domain>/<key>`).
+What real OSS needs sits on the constant or method that does it (ranged reads, put-if-absent, multipart
+uploads, listing pages, presigning for another host), and the contract suite checks each against a
+stubbed `oss2.Bucket`.
 """
 
 from __future__ import annotations
@@ -38,10 +29,16 @@ from segflow.storage.base import (
 )
 
 RANGE_BEHAVIOR_HEADER = "x-oss-range-behavior"
+"""Sent as `standard` with every ranged read: without it OSS answers a range reaching past the end with the
+whole object, so a probe of the last bytes would download a whole video."""
 FORBID_OVERWRITE_HEADER = "x-oss-forbid-overwrite"
+"""`true` makes a put put-if-absent; OSS answers 409 `FileAlreadyExists`."""
 MIN_PART_SIZE = 100 * 1024
+"""Streams larger than one part go up as a multipart upload: parts numbered from 1, each at least 100 KiB
+except the last, aborted on failure, one part in memory at a time."""
 MAX_PARTS = 10_000
 MAX_PAGE_SIZE = 1000
+"""Listings page with `list_objects_v2` (continuation token, `start_after`), at most 1000 keys a page."""
 CONNECT_TIMEOUT_SECONDS = 10
 _ALIBABA_SUFFIX = ".aliyuncs.com"
 
@@ -94,6 +91,10 @@ class OssStorage(Storage):
     presigned URLs, an OSS endpoint or a custom domain bound to the bucket."""
 
     def __init__(self, bucket: str, endpoint: str, auth: Any, *, presign_endpoint: str | None = None) -> None:
+        """Presigned URLs are signed for `presign_endpoint`, which may differ from the endpoint reads go
+        through: inside FC reads go to `-internal`, while a URL handed to a service must be reachable from
+        outside. An OSS endpoint gives `<bucket>.<endpoint>` URLs; any other host is a custom domain bound
+        to the bucket (a CNAME: `oss2.Bucket(..., is_cname=True)`, URLs `<domain>/<key>`)."""
         self.bucket = bucket
         self.endpoint = endpoint
         self.presign_endpoint = presign_endpoint or endpoint
