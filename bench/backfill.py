@@ -150,8 +150,8 @@ def _rows(
         Row(
             f"{label}: rate at the service",
             f"max {window} requests in any 1 s window, {throttled} Throttling.User",
-            f"≤ {CAP}/s, 0 throttled",
-            window <= CAP and throttled == 0,
+            f"≤ {CAP}/s, 0 throttled" if qps < CAP else "none at the quota: docs/operations.md, 4 % headroom",
+            window <= CAP and throttled == 0 if qps < CAP else None,
             detail=(
                 "the limiter starts at most ⌊QPS⌋ calls in any 1.06 s, but a call can reach the service "
                 "more than the 60 ms margin after its slot (16 threads share one interpreter), so a "

@@ -77,7 +77,9 @@ class CappedService:
 
 
 def stage_pending(deps: Any, count: int, tag: str) -> None:
-    """`count` submitted jobs in the bucket, as on_upload leaves them (record + pending entry)."""
+    """`count` submitted jobs in the bucket, as on_upload leaves them: the uploaded clip (its current
+    version is what the collector publishes for; a job whose source is gone ends `superseded`), its
+    record and its pending entry."""
     from segflow.jobqueue import queue_job
     from segflow.states import ClaimOutcomes
 
@@ -85,7 +87,9 @@ def stage_pending(deps: Any, count: int, tag: str) -> None:
     records, queue = deps.records(storage), deps.queue(storage)
     for i in range(count):
         key = f"incoming/bench-{tag}/clip-{i:05d}.mp4"
-        claim = records.begin(BUCKET, key, f"{i:032x}", "SegmentVideoBody", {}, size=1024)
+        storage.put_bytes(key, f"clip {tag} {i}".encode().ljust(1024, b"."))
+        etag = storage.head(key).etag
+        claim = records.begin(BUCKET, key, etag, "SegmentVideoBody", {}, size=1024)
         assert claim.outcome == ClaimOutcomes.ACQUIRED
         queue_job(records, queue, claim.record, job_id=f"JOB-{tag}-{i:05d}", request_id=f"REQ-{tag}-{i:05d}")
 
