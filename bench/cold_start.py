@@ -81,9 +81,17 @@ def subjects_for(fc_root: Path, python: str) -> tuple[Subject, ...]:
         for function in FUNCTIONS
     )
     return (
-        Subject("requests", "import requests"),
+        Subject("requests", "import requests", path=as_fc, interpreter=python),
         Subject("oss2+requests", "import oss2, requests", path=as_fc, interpreter=python),
-        Subject("segflow.client", "import requests", then="import segflow, segflow.client"),
+        # The client from the layer, as a function imports it: from the checkout, its bytecode would be
+        # whatever the last import left (none under PYTHONDONTWRITEBYTECODE: a compile every time).
+        Subject(
+            "segflow.client",
+            "import requests",
+            then="import segflow, segflow.client",
+            path=as_fc,
+            interpreter=python,
+        ),
         *handlers,
         Subject("tea imageseg client", "import alibabacloud_imageseg20191230.client"),
         Subject("tea videoseg client", "import alibabacloud_videoseg20200320.client"),
