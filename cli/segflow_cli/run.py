@@ -36,7 +36,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         "--samples",
         action="store_true",
         help="also process sample photos and clips made from scikit-image's bundled photos "
-        "(a person, a portrait, two objects, a moving person clip and a green-screen clip)",
+        "(a person, a portrait, two objects, a moving person clip and a green-screen clip), written to "
+        "OUT/samples once and kept for later runs",
     )
     parser.add_argument(
         "--out",
@@ -90,6 +91,8 @@ class InputFile:
     preview: str = ""
     paired_with: str = ""
     """A RefineMask mask: the image its result belongs to (the outcome is that image's)."""
+    routed: str = ""
+    """The action on_upload answered for this upload: its record says when this version has settled."""
 
 
 def parse_rule(text: str) -> dict[str, Any]:
@@ -309,6 +312,7 @@ class _Pipeline:
     def _note_pairing(item: InputFile, answer: dict[str, Any]) -> None:
         """A RefineMask half: the first waits for the other; the second's outcome is its image's."""
         for outcome in answer.get("outcomes", ()):
+            item.routed = item.routed or str(outcome.get("action") or "")
             if outcome.get("outcome") == "waiting":
                 item.outcome, item.reason = "waiting", str(outcome.get("detail") or "")
             elif outcome.get("action") == "RefineMask" and outcome.get("key") not in (None, item.key):
@@ -342,10 +346,28 @@ class _Pipeline:
     def read_outcome(self, item: InputFile, progress: Progress) -> None:
         if item.outcome == "waiting":
             return
-        _read_outcome(self.storage, self.deps.layout, item, item.paired_with or item.key)
+        key = item.paired_with or item.key
+        if item.outcome == "pending" and item.routed and not self._settled(key, item.routed):
+            return  # a result or failure record in the bucket may be an earlier version's
+        _read_outcome(self.storage, self.deps.layout, item, key)
         if item.outcome != "pending":
             item.seconds = time.monotonic() - item.started
             progress.advance()
+
+    def _settled(self, key: str, action: str) -> bool:
+        """Whether the record of `key`'s current version for `action` has ended (done, failed or
+        superseded). Until then the run waits: a manifest already under the output prefix may be an
+        earlier version's (a file changed since the last run) or an earlier rule's parameters."""
+        from segflow.errors import ObjectNotFoundError
+        from segflow.records import record_id_for
+        from segflow.states import RecordStates
+
+        try:
+            etag = self.storage.head(key).etag
+        except ObjectNotFoundError:
+            return True
+        record = self.deps.records(self.storage).load(record_id_for(self.bucket, key, etag, action))
+        return record is None or record.state in RecordStates.FINAL
 
 
 def _read_outcome(storage: Any, layout: Any, item: InputFile, key: str) -> None:

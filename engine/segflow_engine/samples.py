@@ -8,7 +8,7 @@ a sub-folder that the demo's routing rules send to a different action.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,26 +41,34 @@ SAMPLE_RULES: tuple[dict[str, object], ...] = (
 
 
 def write_samples(directory: Path, *, frames: int = 36, fps: int = 12) -> list[Path]:
-    """Write every sample under `directory` and return their paths (existing files are rewritten)."""
+    """Write the samples missing under `directory` and return every sample's path.
+
+    A sample already there is kept: x264 does not always encode the same frames to the same bytes from one
+    process to the next, so writing it again could make a new version of a file a user already ran."""
     from PIL import Image
     from skimage import data
 
     directory.mkdir(parents=True, exist_ok=True)
     paths: list[Path] = []
     astronaut = data.astronaut()
-
-    def target(relative: str) -> Path:
+    writers: dict[str, Callable[[Path], None]] = {
+        "people/astronaut.png": lambda path: Image.fromarray(astronaut).save(path),
+        "faces/astronaut-face.jpg": lambda path: Image.fromarray(astronaut[0:300, 80:380]).save(
+            path, quality=92
+        ),
+        "objects/coffee.jpg": lambda path: Image.fromarray(data.coffee()).save(path, quality=92),
+        "objects/rocket.jpg": lambda path: Image.fromarray(data.rocket()).save(path, quality=92),
+        "videos/astronaut-pan.mp4": lambda path: write_video(path, pan_frames(astronaut, frames), fps),
+        "greenscreen/green-screen.mp4": lambda path: write_video(
+            path, green_screen_frames(data.coffee(), frames), fps
+        ),
+    }
+    for relative, write in writers.items():
         path = directory / relative
-        path.parent.mkdir(parents=True, exist_ok=True)
+        if not path.is_file():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write(path)
         paths.append(path)
-        return path
-
-    Image.fromarray(astronaut).save(target("people/astronaut.png"))
-    Image.fromarray(astronaut[0:300, 80:380]).save(target("faces/astronaut-face.jpg"), quality=92)
-    Image.fromarray(data.coffee()).save(target("objects/coffee.jpg"), quality=92)
-    Image.fromarray(data.rocket()).save(target("objects/rocket.jpg"), quality=92)
-    write_video(target("videos/astronaut-pan.mp4"), pan_frames(astronaut, frames), fps)
-    write_video(target("greenscreen/green-screen.mp4"), green_screen_frames(data.coffee(), frames), fps)
     return paths
 
 
