@@ -61,7 +61,7 @@ def engine(engine_fc_code: Path) -> Iterator[tuple[FcPlatform, list[Instance]]]:
 
 
 def _client(platform: FcPlatform) -> VisionClient:
-    url = platform.trigger.url
+    url = platform.trigger.base_url
     endpoints = Endpoints(imageseg=url, videoseg=url, openplatform=url)
     return VisionClient(
         CALLER,
@@ -161,8 +161,8 @@ def test_the_whole_pipeline_runs_on_the_two_instances_signed_for_the_trigger(
     PostObject into the engine's OSS prefix (SEGFLOW_INPUT_URL=upload, the default)."""
     platform, _ = engine
     environment = {
-        "SEGFLOW_IMAGESEG_ENDPOINT": platform.trigger.url,
-        "SEGFLOW_VIDEOSEG_ENDPOINT": platform.trigger.url,
+        "SEGFLOW_IMAGESEG_ENDPOINT": platform.trigger.base_url,
+        "SEGFLOW_VIDEOSEG_ENDPOINT": platform.trigger.base_url,
         "SEGFLOW_SIGNATURE_VERSION": "fc-trigger",
         "SEGFLOW_RULES": json.dumps([{"media": "video", "action": VIDEO_ACTION}]),
         "ALIBABA_CLOUD_ACCESS_KEY_ID": CALLER.access_key_id,

@@ -4,7 +4,7 @@
         env = platform.function_env()                     # what FC and s.yaml give an instance
         ... start instances with `env` (in-process, or the unpacked package) ...
         platform.serve(["http://127.0.0.1:9001", "http://127.0.0.1:9002"])   # initializes them
-        platform.trigger.url        # the HTTP trigger (authType: function) the callers sign for
+        platform.trigger.base_url        # the HTTP trigger (authType: function) the callers sign for
         platform.fc                 # the FC API: the engine queues its jobs there, FC delivers POST /invoke
         platform.oss                # the bucket the engine keeps its state in
 

@@ -2,7 +2,7 @@
 
     with FcHttpTrigger(["http://127.0.0.1:9001", "http://127.0.0.1:9002"], keys={ak: secret},
                        context=FunctionContext("segflow-engine", role_credentials)) as trigger:
-        ...  # call trigger.url as the trigger's URL; trigger.forwarded says which instance got what
+        ...  # call trigger.base_url as the trigger's URL; trigger.forwarded says which instance got what
 
 What it checks and does, each from FC's documents (fc-engine.md §1 and §5 give the addresses):
 
@@ -43,7 +43,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from tests.support.fake_api import new_request_id
 from tests.support.fc_standin import FunctionContext
-from tests.support.loopback_server import LoopbackServer
+from tests.support.loopback_http import LoopbackServer
 from tests.support.signing_cases import TeaRequest
 
 MAX_HEADER_BYTES = 8 * 1024

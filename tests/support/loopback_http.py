@@ -13,14 +13,34 @@ import logging
 import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, TypeVar
 
 LOG = logging.getLogger("tests.loopback_http")
+S = TypeVar("S", bound="LoopbackServer")
 
 
 def client_went_away(exc: BaseException | None) -> bool:
     """A reset, a broken pipe or a timeout: the client's doing, not worth a traceback."""
     return isinstance(exc, ConnectionError | TimeoutError)
+
+
+class ReplyingHandler(BaseHTTPRequestHandler):
+    """A request handler with the two answers a test file server gives, and no access log on stderr."""
+
+    def _reply(self, status: int, body: bytes) -> None:
+        self.send_response(status)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _redirect(self, location: str) -> None:
+        self.send_response(302)
+        self.send_header("Location", location)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        return
 
 
 class QuietThreadingHTTPServer(ThreadingHTTPServer):
@@ -39,7 +59,8 @@ class QuietThreadingHTTPServer(ThreadingHTTPServer):
 
 
 class LoopbackServer:
-    """`handler_class` served on 127.0.0.1 (a free port) on a background thread until `close()`."""
+    """`handler_class` served on 127.0.0.1 (a free port) on a background thread until `close()`. A stand-in
+    either holds one or is one (a subclass that passes its handler to `__init__` last)."""
 
     def __init__(self, handler_class: type[BaseHTTPRequestHandler]) -> None:
         self.httpd = QuietThreadingHTTPServer(("127.0.0.1", 0), handler_class)
@@ -61,7 +82,7 @@ class LoopbackServer:
         self.httpd.server_close()
         self._thread.join(timeout=10)
 
-    def __enter__(self) -> LoopbackServer:
+    def __enter__(self: S) -> S:
         return self
 
     def __exit__(self, *exc: object) -> None:

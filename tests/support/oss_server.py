@@ -47,7 +47,7 @@ from typing import Any, NamedTuple
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
 from xml.sax.saxutils import escape
 
-from tests.support.loopback_server import LoopbackServer
+from tests.support.loopback_http import LoopbackServer
 from tests.support.oss_post import PostRefused, check_post, read_form, success_status
 
 MAX_SKEW_SECONDS = 15 * 60
@@ -113,7 +113,7 @@ class OssServer(LoopbackServer):
 
     @property
     def endpoint(self) -> str:
-        return self.url
+        return self.base_url
 
     def hold(self, key: str) -> Hold:
         held = Hold(threading.Event(), threading.Event())
@@ -192,7 +192,7 @@ class OssServer(LoopbackServer):
             objects[key] = StoredObject(data, etag, content_type or "application/octet-stream")
         status = success_status(fields)
         document = (
-            f"<PostResponse><Bucket>{escape(bucket)}</Bucket><Location>{escape(self.url)}/{escape(bucket)}/"
+            f"<PostResponse><Bucket>{escape(bucket)}</Bucket><Location>{escape(self.base_url)}/{escape(bucket)}/"
             f'{escape(key)}</Location><Key>{escape(key)}</Key><ETag>"{etag}"</ETag></PostResponse>'
         )
         body_out = _xml(document).body if status == 201 else b""

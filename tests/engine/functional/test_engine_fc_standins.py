@@ -105,7 +105,7 @@ def trigger(instances: list[Recorder]) -> Iterator[FcHttpTrigger]:
 
 
 def _client(trigger: FcHttpTrigger, credentials: Credentials = CALLER) -> VisionClient:
-    endpoints = Endpoints(imageseg=trigger.url, videoseg=trigger.url, openplatform=trigger.url)
+    endpoints = Endpoints(imageseg=trigger.base_url, videoseg=trigger.base_url, openplatform=trigger.base_url)
     return VisionClient(
         credentials, endpoints=endpoints, signature_version="fc-trigger", retry=RetryPolicy(max_attempts=1)
     )
@@ -129,7 +129,7 @@ def test_a_request_signed_for_the_trigger_reaches_an_instance_with_fcs_context(
 
 def test_the_answer_loses_the_headers_a_function_may_not_set(trigger: FcHttpTrigger) -> None:
     signed = sign_fc_trigger("GET", "/", {"Action": "X"}, CALLER)
-    response = requests.get(f"{trigger.url}/?Action=X", headers=signed.headers, timeout=10)
+    response = requests.get(f"{trigger.base_url}/?Action=X", headers=signed.headers, timeout=10)
     assert response.status_code == 200
     assert "x-fc-status" not in response.headers and "x-fc-request-id" in response.headers
 
@@ -155,7 +155,7 @@ def test_an_instance_that_is_gone_is_left_out(trigger: FcHttpTrigger, instances:
 def test_an_unsigned_request_is_refused_with_the_documented_text(
     trigger: FcHttpTrigger, instances: list[Recorder]
 ) -> None:
-    response = requests.post(f"{trigger.url}/?Action=SegmentBody", timeout=10)
+    response = requests.post(f"{trigger.base_url}/?Action=SegmentBody", timeout=10)
     assert response.status_code == 400
     assert response.json()["Code"] == "MissingRequiredHeader" and response.json()["Message"] == NOT_SIGNED
     assert not instances[0].seen and not instances[1].seen
@@ -183,14 +183,14 @@ def test_a_wrong_signature_is_refused_and_is_a_deployment_fault(
 def test_a_stale_signature_is_refused(trigger: FcHttpTrigger) -> None:
     then = datetime.now(timezone.utc) - timedelta(minutes=16)
     signed = sign_fc_trigger("POST", "/", {"Action": "X"}, CALLER, now=then)
-    response = requests.post(f"{trigger.url}/?Action=X", headers=signed.headers, timeout=10)
+    response = requests.post(f"{trigger.base_url}/?Action=X", headers=signed.headers, timeout=10)
     assert (response.status_code, response.json()["Message"]) == (403, STALE)
 
 
 def test_a_changed_query_breaks_the_signature(trigger: FcHttpTrigger) -> None:
     signed = sign_fc_trigger("POST", "/", {"ImageURL": "http://h/a.png"}, CALLER)
     response = requests.post(
-        f"{trigger.url}/?ImageURL=http%3A%2F%2Fh%2Fb.png", headers=signed.headers, timeout=10
+        f"{trigger.base_url}/?ImageURL=http%3A%2F%2Fh%2Fb.png", headers=signed.headers, timeout=10
     )
     assert (response.status_code, response.json()["Code"]) == (403, "SignatureNotMatch")
 
@@ -203,7 +203,7 @@ def test_a_changed_query_breaks_the_signature(trigger: FcHttpTrigger) -> None:
 def test_requests_beyond_fcs_limits_are_refused(
     trigger: FcHttpTrigger, extra_headers: dict[str, str], query: str
 ) -> None:
-    response = requests.post(f"{trigger.url}/?{query}", headers=extra_headers, timeout=10)
+    response = requests.post(f"{trigger.base_url}/?{query}", headers=extra_headers, timeout=10)
     assert (response.status_code, response.json()["Code"]) == (400, "InvalidArgument")
 
 

@@ -67,7 +67,7 @@ def instances(platform: FcPlatform, stub: StubActions) -> Iterator[list[EngineSe
 
 
 def _client(platform: FcPlatform) -> VisionClient:
-    url = platform.trigger.url
+    url = platform.trigger.base_url
     endpoints = Endpoints(imageseg=url, videoseg=url, openplatform=url)
     return VisionClient(
         CALLER, endpoints=endpoints, signature_version="fc-trigger", retry=RetryPolicy(max_attempts=1)

@@ -16,7 +16,6 @@ from __future__ import annotations
 import socket
 import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -31,14 +30,14 @@ from tests.support.engine_server import (
     make_png,
     start_engine,
 )
-from tests.support.loopback_http import QuietThreadingHTTPServer
+from tests.support.loopback_http import QuietThreadingHTTPServer, ReplyingHandler
 
 pytestmark = pytest.mark.engine  # the command checks its models are installed (no model runs here)
 
 PHOTO = make_png(40, 30, channels=3)
 
 
-class _Files(BaseHTTPRequestHandler):
+class _Files(ReplyingHandler):
     """The photo at /photo.png, redirects under /hop-N, /to-<url> redirects to <url> (after `to-`)."""
 
     protocol_version = "HTTP/1.0"
@@ -61,21 +60,6 @@ class _Files(BaseHTTPRequestHandler):
             self._redirect(f"http://{REBIND_NAME}:{self.server.server_address[1]}/photo.png")
         else:
             self._reply(404, b"")
-
-    def _reply(self, status: int, body: bytes) -> None:
-        self.send_response(status)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def _redirect(self, location: str) -> None:
-        self.send_response(302)
-        self.send_header("Location", location)
-        self.send_header("Content-Length", "0")
-        self.end_headers()
-
-    def log_message(self, format: str, *args: Any) -> None:
-        return
 
 
 class _Server:

@@ -15,7 +15,6 @@ import socket
 import struct
 import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -33,7 +32,7 @@ from tests.support.engine_server import (
     serve_files,
     start_engine,
 )
-from tests.support.loopback_http import LoopbackServer
+from tests.support.loopback_http import LoopbackServer, ReplyingHandler
 
 PHOTO = make_png(40, 30, channels=3)
 # Short bounds so the stalled and refused cases end quickly (the defaults are 5 s / 10 s / 30 s).
@@ -41,7 +40,7 @@ POLICY = FetchPolicy(connect_timeout=1.0, read_timeout=0.5, total_timeout=3.0)
 NO_SUCH_HOST = "no-such-host.invalid"  # RFC 6761: .invalid never exists
 
 
-class _Trap(BaseHTTPRequestHandler):
+class _Trap(ReplyingHandler):
     """Misbehaves according to its path. `other` is the port of a second, well-behaved file server."""
 
     protocol_version = "HTTP/1.0"  # one request per connection: the client never reuses one it closed
@@ -72,21 +71,6 @@ class _Trap(BaseHTTPRequestHandler):
             self._redirect(f"http://127.0.0.1:{self.other_port}/photo.png")
         elif name == "to-localhost-name":
             self._redirect(f"http://localhost:{self.server.server_address[1]}/photo.png")
-
-    def _reply(self, status: int, body: bytes) -> None:
-        self.send_response(status)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def _redirect(self, location: str) -> None:
-        self.send_response(302)
-        self.send_header("Location", location)
-        self.send_header("Content-Length", "0")
-        self.end_headers()
-
-    def log_message(self, format: str, *args: Any) -> None:
-        return
 
 
 @pytest.fixture(scope="module")
