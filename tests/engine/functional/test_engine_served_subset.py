@@ -24,11 +24,9 @@ from segflow_engine import served
 from tests.support.engine_server import (
     LoopbackFiles,
     RunningEngine,
-    StubActions,
     call_rpc,
     make_png,
     serve_files,
-    start_engine,
 )
 
 CUTOUT = frozenset(served.GROUPS["cutout"])
@@ -42,17 +40,6 @@ def cutout_only(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture(scope="module")
 def files() -> Iterator[LoopbackFiles]:
     with serve_files({"photo.png": make_png(64, 48, channels=3)}) as running:
-        yield running
-
-
-@pytest.fixture(scope="module")
-def stub() -> StubActions:
-    return StubActions()
-
-
-@pytest.fixture(scope="module")
-def engine(stub: StubActions) -> Iterator[RunningEngine]:
-    with start_engine(actions=stub) as running:
         yield running
 
 

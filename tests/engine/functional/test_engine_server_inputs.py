@@ -20,7 +20,6 @@ from tests.support.engine_server import (
     call_rpc,
     make_png,
     serve_files,
-    start_engine,
 )
 
 # SegmentCommonImage (VISION-API.md §2): JPEG JPG PNG BMP WEBP, no 8/16/64-bit PNG, ≤ 3 MB, < 1280×1280.
@@ -44,17 +43,6 @@ def files() -> Iterator[LoopbackFiles]:
     ) as served:
         served.statuses["server-error.png"] = 500
         yield served
-
-
-@pytest.fixture(scope="module")
-def stub() -> StubActions:
-    return StubActions()
-
-
-@pytest.fixture(scope="module")
-def engine(stub: StubActions) -> Iterator[RunningEngine]:
-    with start_engine(actions=stub) as running:
-        yield running
 
 
 def _code(engine: RunningEngine, url: str, action: str = "SegmentCommonImage") -> tuple[int, str]:

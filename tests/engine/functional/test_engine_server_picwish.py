@@ -45,11 +45,6 @@ def files() -> Iterator[LoopbackFiles]:
 
 
 @pytest.fixture(scope="module")
-def stub() -> StubActions:
-    return StubActions()
-
-
-@pytest.fixture(scope="module")
 def engine(stub: StubActions) -> Iterator[RunningEngine]:
     with start_engine(actions=stub, appcodes={APPCODE}) as running:
         yield running

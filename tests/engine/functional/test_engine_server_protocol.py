@@ -35,17 +35,6 @@ def files() -> Iterator[LoopbackFiles]:
         yield served
 
 
-@pytest.fixture(scope="module")
-def stub() -> StubActions:
-    return StubActions()
-
-
-@pytest.fixture(scope="module")
-def engine(stub: StubActions) -> Iterator[RunningEngine]:
-    with start_engine(actions=stub) as running:
-        yield running
-
-
 def _download(url: str) -> bytes:
     response = requests.get(url, timeout=10)
     assert response.status_code == 200, response.text

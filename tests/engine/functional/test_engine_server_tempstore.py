@@ -32,20 +32,9 @@ from segflow.storage.base import ObjectInfo, Storage
 from segflow.tempupload import MultipartBody, UploadGrant, form_fields, post_form, temp_address, upload_input
 from segflow_cli.localbucket import LocalDirStorage
 from segflow_engine.tempstore import TEMP_BUCKET, TempBucket
-from tests.support.engine_server import RunningEngine, StubActions, make_mp4, make_png, start_engine
+from tests.support.engine_server import RunningEngine, StubActions, make_mp4, make_png
 
 MiB = 1024 * 1024
-
-
-@pytest.fixture(scope="module")
-def stub() -> StubActions:
-    return StubActions()
-
-
-@pytest.fixture(scope="module")
-def engine(stub: StubActions) -> Iterator[RunningEngine]:
-    with start_engine(actions=stub) as running:
-        yield running
 
 
 @pytest.fixture
