@@ -18,7 +18,7 @@ from typing import Any, NamedTuple
 from segflow.catalogue import get_action
 from segflow.errors import SegflowError, UnknownActionError
 from segflow.media import MediaError, probe_media
-from segflow.records import RecordStore, params_changed, record_id_for
+from segflow.records import RecordStore, params_changed
 from segflow.routing import Rule, parse_rules, route
 from segflow.states import RecordStates
 from segflow.storage.base import ObjectInfo
@@ -70,7 +70,7 @@ def _plan_one(
     mismatch = media_mismatch(action, info.key, media)
     if mismatch is not None:
         return Planned(info.key, info.size, chosen.action, mismatch.code)
-    record = records.load(record_id_for(operation.bucket, info.key, info.etag, action.name))
+    record = records.find(operation.bucket, info.key, info.etag, action.name)
     if record is None:
         return Planned(info.key, info.size, action.name, "new")
     if params_changed(record, chosen.params) and record.state in (RecordStates.DONE, RecordStates.FAILED):

@@ -16,7 +16,6 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from segflow.layout import BucketLayout
-from segflow.records import record_id_for
 from segflow.services.deps import Deps, StorageFactory, use_handler_deps
 from segflow.settings import Settings
 from segflow.states import RecordState, RecordStates
@@ -121,7 +120,7 @@ class LocalRuntime:
             self.lines.take()
 
     def record_state(self, key: str, etag: str, action: str) -> RecordState | None:
-        record = self.deps.records(self.storage).load(record_id_for(self.bucket, key, etag, action))
+        record = self.deps.records(self.storage).find(self.bucket, key, etag, action)
         return None if record is None else record.state
 
     def wait_for_jobs(

@@ -359,14 +359,13 @@ class _Pipeline:
         superseded). Until then the run waits: a manifest already under the output prefix may be an
         earlier version's (a file changed since the last run) or an earlier rule's parameters."""
         from segflow.errors import ObjectNotFoundError
-        from segflow.records import record_id_for
         from segflow.states import RecordStates
 
         try:
             etag = self.storage.head(key).etag
         except ObjectNotFoundError:
             return True
-        record = self.deps.records(self.storage).load(record_id_for(self.bucket, key, etag, action))
+        record = self.deps.records(self.storage).find(self.bucket, key, etag, action)
         return record is None or record.state in RecordStates.FINAL
 
 

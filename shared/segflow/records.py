@@ -153,6 +153,10 @@ class RecordStore:
         """How long a claim lasts when `begin` is not told (no known deadline: `Deps.hold_seconds`)."""
         self._queued = queued or (lambda record_id: None)
 
+    def find(self, bucket: str, key: str, etag: str, action: str) -> JobRecord | None:
+        """The record of one (bucket, key, ETag, action), if it has one."""
+        return self.load(record_id_for(bucket, key, etag, action))
+
     def load(self, record_id: str) -> JobRecord | None:
         try:
             return JobRecord.from_json(self.storage.get_bytes(self.layout.record_key(record_id)))
