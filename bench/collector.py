@@ -87,8 +87,7 @@ def stage_pending(deps: Any, count: int, tag: str) -> None:
     records, queue = deps.records(storage), deps.queue(storage)
     for i in range(count):
         key = f"incoming/bench-{tag}/clip-{i:05d}.mp4"
-        storage.put_bytes(key, f"clip {tag} {i}".encode().ljust(1024, b"."))
-        etag = storage.head(key).etag
+        etag = storage.put_bytes(key, f"clip {tag} {i}".encode().ljust(1024, b"."))
         claim = records.begin(BUCKET, key, etag, "SegmentVideoBody", {}, size=1024)
         assert claim.outcome == ClaimOutcomes.ACQUIRED
         queue_job(records, queue, claim.record, job_id=f"JOB-{tag}-{i:05d}", request_id=f"REQ-{tag}-{i:05d}")
